@@ -1,0 +1,105 @@
+"""Schema of the video-feature Parquet shards written by `eercf extract`.
+
+One row per input video, ok or error. Feature columns are fixed-size float16 lists whose sizes
+depend on the model (D = embedding dim, T = frames per video, P = patches per frame); they are
+null on error rows. The dims, model identity and schema version are also stored in the Parquet
+key-value metadata (keys below) so a reader can check a shard without reading rows.
+
+Version history:
+  1: first version.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Parquet key-value metadata keys (bytes values, utf-8 text).
+META_SCHEMA_VERSION = b"eercf.schema_version"
+META_DIMS = b"eercf.dims"  # "T,P,D"
+META_MODEL_ID = b"eercf.model_id"
+META_CHECKPOINT_SHA256 = b"eercf.checkpoint_sha256"
+
+# name -> (logical shape as a function of dims, description)
+FEATURE_COLUMNS = (
+    "coarse_feature",          # [D]      L2-normalised coarse video vector v (recall)
+    "frame_features",          # [T*D]    L2-normalised raw CLIP frame features f
+    "context_frame_features",  # [T*D]    L2-normalised temporal-head frame outputs ĥ (TIB values)
+    "patch_features",          # [T*P*D]  L2-normalised projected patch tokens p
+)
+
+
+@dataclass(frozen=True)
+class FeatureDims:
+    """Feature dimensions: T frames per video, P patches per frame, D embedding width."""
+
+    num_frames: int
+    num_patches: int
+    embed_dim: int
+
+    def column_sizes(self) -> dict[str, int]:
+        t, p, d = self.num_frames, self.num_patches, self.embed_dim
+        return {
+            "coarse_feature": d,
+            "frame_features": t * d,
+            "context_frame_features": t * d,
+            "patch_features": t * p * d,
+            "frame_mask": t,
+        }
+
+    def to_meta(self) -> bytes:
+        return f"{self.num_frames},{self.num_patches},{self.embed_dim}".encode()
+
+    @classmethod
+    def from_meta(cls, raw: bytes) -> "FeatureDims":
+        t, p, d = (int(x) for x in raw.decode().split(","))
+        return cls(t, p, d)
+
+
+def video_features_schema(
+    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = ""
+) -> pa.Schema:
+    """The Arrow schema of a feature shard for the given dims and model identity."""
+    sizes = dims.column_sizes()
+    fields = [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
+        pa.field("error", pa.string()),  # human-readable reason on error rows
+        # decode facts (null where decoding never got that far)
+        pa.field("frames_total", pa.int64()),  # frames the container reports
+        pa.field("frames_decoded", pa.int32()),  # frames actually decoded to get the samples
+        pa.field("frame_indices", pa.list_(pa.int64())),  # sampled source frame indices
+        pa.field("frame_times", pa.list_(pa.float64())),  # their timestamps, seconds
+        pa.field("fps", pa.float64()),
+        pa.field("duration", pa.float64()),  # seconds
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("decode_seconds", pa.float64()),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("checkpoint_sha256", pa.string(), nullable=False),
+        pa.field("coarse_feature", pa.list_(pa.float16(), sizes["coarse_feature"])),
+        pa.field("frame_features", pa.list_(pa.float16(), sizes["frame_features"])),
+        pa.field("context_frame_features", pa.list_(pa.float16(), sizes["context_frame_features"])),
+        pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
+        pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
+    ]
+    meta = {
+        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_DIMS: dims.to_meta(),
+        META_MODEL_ID: model_id.encode(),
+        META_CHECKPOINT_SHA256: checkpoint_sha256.encode(),
+    }
+    return pa.schema(fields, metadata=meta)
+
+
+def dims_from_schema(schema: pa.Schema) -> FeatureDims:
+    """Recover (T, P, D) from a shard schema's metadata; ValueError if it is not an eercf shard."""
+    meta = schema.metadata or {}
+    if META_DIMS not in meta:
+        raise ValueError("not an eercf feature shard: missing 'eercf.dims' metadata")
+    return FeatureDims.from_meta(meta[META_DIMS])

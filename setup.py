@@ -1,0 +1,31 @@
+"""eercf: coarse-to-fine text-to-video retrieval (EERCF, AAAI 2024) as an offline batch system."""
+from setuptools import find_packages, setup
+
+setup(
+    name="eercf",
+    version="0.1.0",
+    description="Index video corpora for text-to-video retrieval with EERCF: Beam extraction, "
+    "FAISS recall, text-gated rerank, training and evaluation.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["eercf_core", "eercf_core.*", "pipelines", "pipelines.*",
+                                    "schemas", "schemas.*"]),
+    package_data={"eercf_core": ["model_configs/*.json"]},
+    install_requires=[
+        # torch is installed first by the Makefile (pinned local build); any recent one works.
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "open_clip_torch>=3.0,<4",
+        "apache-beam>=2.60",
+        "pyarrow>=14,<26",
+        "numpy>=1.24,<2.5",
+        "fsspec>=2023.1",
+        "faiss-cpu>=1.8",
+        "decord2>=3.0",
+        "av>=12",
+        "matplotlib>=3.7",
+        "ftfy",
+        "regex",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
+)
