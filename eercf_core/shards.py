@@ -1,0 +1,254 @@
+"""Feature-shard IO: write, validate, list and read the Parquet shards of `eercf extract`.
+
+A shard holds one row per input video (ok or error) with the columns of
+`schemas.video_features_schema`. Shards are written once, atomically: rows go to a hidden temp
+file (`.<name>.tmp-<random>`) in the same directory, which is then renamed to `<name>.parquet`.
+A shard is therefore complete iff a visible `*.parquet` file exists; a killed writer leaves only
+hidden temp files, which `list_shards` ignores and `remove_temp_files` deletes.
+Paths are fsspec URLs (local paths, file://, s3://, gs://, memory://, ...).
+"""
+from __future__ import annotations
+
+import posixpath
+import uuid
+from typing import TYPE_CHECKING, Any, Sequence
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from schemas import FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK, FeatureDims, video_features_schema
+from schemas.video_features import (
+    META_CHECKPOINT_SHA256,
+    META_DIMS,
+    META_MODEL_ID,
+    META_SCHEMA_VERSION,
+)
+
+if TYPE_CHECKING:  # the core model module is only needed by features_from_table
+    from eercf_core import VideoFeatures
+
+SHARD_SUFFIX = ".parquet"
+TEMP_MARKER = ".tmp-"
+_FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
+
+
+def _fs_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+def _fixed_list_column(
+    rows: Sequence[dict], name: str, size: int, dtype: np.dtype, field_type: pa.DataType
+) -> pa.Array:
+    """Stack per-row flat arrays into a FixedSizeListArray; None rows are zero-filled.
+
+    Zeros, not nulls: Arrow's Parquet reader (pyarrow <= 25, apache/arrow#35692) cannot read
+    null fixed-size lists back, so error rows carry zero features and an all-False frame_mask;
+    `status` says which rows are real.
+    """
+    values = np.zeros((len(rows), size), dtype=dtype)
+    for i, row in enumerate(rows):
+        item = row.get(name)
+        if item is None:
+            continue
+        flat = np.asarray(item).reshape(-1)
+        if flat.size != size:
+            raise ValueError(
+                f"row {i} (video_id={row.get('video_id')!r}): column {name!r} has {flat.size} "
+                f"values, the shard dims need {size}"
+            )
+        values[i] = flat.astype(dtype, copy=False)
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(values.reshape(-1), type=field_type.value_type), size
+    )
+
+
+def rows_to_table(
+    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
+) -> pa.Table:
+    """Build a validated Arrow table of `rows` (dicts keyed by schema field names).
+
+    Feature columns are flat arrays (any float dtype, cast to float16) or None on error rows
+    (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False). `model_id`/`checkpoint_sha256` fill every row.
+    Raises ValueError naming the offending row and column.
+    """
+    schema = video_features_schema(dims, model_id, checkpoint_sha256)
+    sizes = dims.column_sizes()
+    known = set(schema.names)
+    arrays = []
+    for i, row in enumerate(rows):
+        unknown = set(row) - known
+        if unknown:
+            raise ValueError(f"row {i} (video_id={row.get('video_id')!r}): unknown columns "
+                             f"{sorted(unknown)}; schema columns: {schema.names}")
+    for field in schema:
+        if field.name in _FIXED_COLUMNS:
+            dtype = np.bool_ if field.name == "frame_mask" else np.float16
+            arrays.append(_fixed_list_column(rows, field.name, sizes[field.name], dtype, field.type))
+            continue
+        if field.name == "model_id":
+            column = [model_id] * len(rows)
+        elif field.name == "checkpoint_sha256":
+            column = [checkpoint_sha256] * len(rows)
+        else:
+            column = [_plain(row.get(field.name)) for row in rows]
+        try:
+            arrays.append(pa.array(column, type=field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            raise ValueError(f"column {field.name!r}: {exc}") from exc
+        if not field.nullable and arrays[-1].null_count:
+            bad = column.index(None)
+            raise ValueError(f"row {bad}: column {field.name!r} must not be null")
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays -> Python values pyarrow accepts for scalar/list columns."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_shard(
+    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
+) -> None:
+    """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
+
+    `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
+    `frame_mask` a bool array [T]. Parent directories are created. An existing shard at `path`
+    is replaced.
+    """
+    table = rows_to_table(rows, dims, model_id, checkpoint_sha256)
+    fs, target = _fs_path(path)
+    parent, name = posixpath.split(target)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    temp = posixpath.join(parent, f".{name}{TEMP_MARKER}{uuid.uuid4().hex}")
+    try:
+        with fs.open(temp, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+        fs.mv(temp, target)
+    except BaseException:
+        try:
+            if fs.exists(temp):
+                fs.rm(temp)
+        finally:
+            raise
+
+
+def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
+    meta = schema.metadata or {}
+    version = meta.get(META_SCHEMA_VERSION)
+    if version is None or META_DIMS not in meta:
+        raise ValueError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
+    if int(version.decode()) != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema version {version.decode()}, this reader expects "
+                         f"{SCHEMA_VERSION}; re-extract or use a matching eercf version")
+    try:
+        dims = FeatureDims.from_meta(meta[META_DIMS])
+    except ValueError as exc:
+        raise ValueError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
+    expected = video_features_schema(dims)
+    for field in expected:
+        if field.name not in schema.names:
+            raise ValueError(f"{path}: missing column {field.name!r}")
+        actual = schema.field(field.name).type
+        if actual != field.type:
+            raise ValueError(f"{path}: column {field.name!r} has type {actual}, expected "
+                             f"{field.type} for dims {dims}")
+    return dims
+
+
+def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a shard (all or some columns) after validating schema version, dims and columns.
+
+    Raises ValueError naming the file when it is not a valid shard of the current version.
+    """
+    fs, target = _fs_path(path)
+    try:
+        with fs.open(target, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            _check_schema(path, parquet.schema_arrow)
+            if columns is not None:
+                missing = [c for c in columns if c not in parquet.schema_arrow.names]
+                if missing:
+                    raise ValueError(f"{path}: unknown columns {missing}")
+            return parquet.read(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+
+
+def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
+    """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
+    fs, target = _fs_path(path)
+    try:
+        with fs.open(target, "rb") as handle:
+            schema = pq.read_schema(handle)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+    dims = _check_schema(path, schema)
+    meta = schema.metadata
+    return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()
+
+
+def list_shards(root: str) -> list[str]:
+    """Completed shards (`*.parquet`, not hidden temp files) directly under `root`, sorted.
+
+    A missing root gives an empty list.
+    """
+    fs, base = _fs_path(root)
+    if not fs.exists(base):
+        return []
+    found = []
+    for entry in fs.ls(base, detail=False):
+        name = posixpath.basename(entry.rstrip("/"))
+        if name.endswith(SHARD_SUFFIX) and not name.startswith(".") and TEMP_MARKER not in name:
+            found.append(posixpath.join(root.rstrip("/"), name))
+    return sorted(found)
+
+
+def remove_temp_files(root: str) -> int:
+    """Delete temp files that a killed writer left under `root`; returns how many."""
+    fs, base = _fs_path(root)
+    if not fs.exists(base):
+        return 0
+    removed = 0
+    for entry in fs.ls(base, detail=False):
+        name = posixpath.basename(entry.rstrip("/"))
+        if name.startswith(".") and TEMP_MARKER in name:
+            fs.rm(entry)
+            removed += 1
+    return removed
+
+
+def features_from_table(table: pa.Table) -> tuple[list[str], "VideoFeatures"]:
+    """(video_ids, VideoFeatures) of the ok rows of a shard table, features float32.
+
+    Shapes: coarse [B,D], frame [B,T,D], context [B,T,D], patch [B,T*P,D], mask [B,T] bool.
+    """
+    import torch
+
+    from eercf_core import VideoFeatures
+
+    dims = _check_schema("<table>", table.schema)
+    t, p, d = dims.num_frames, dims.num_patches, dims.embed_dim
+    ok = table.filter(pc.equal(table.column("status"), STATUS_OK))
+    n = ok.num_rows
+
+    def column(name: str, shape: tuple[int, ...], dtype=np.float32) -> torch.Tensor:
+        values = ok.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return torch.from_numpy(np.ascontiguousarray(values.reshape((n, *shape)).astype(dtype)))
+
+    features = VideoFeatures(
+        coarse=column("coarse_feature", (d,)),
+        frame=column("frame_features", (t, d)),
+        context=column("context_frame_features", (t, d)),
+        patch=column("patch_features", (t * p, d)),
+        mask=column("frame_mask", (t,), dtype=np.bool_),
+    )
+    return ok.column("video_id").to_pylist(), features
