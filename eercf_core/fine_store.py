@@ -1,0 +1,143 @@
+"""Memory-mapped fine-feature store: what the rerank needs, one row per indexed video.
+
+Layout of a store directory (row i = video i of the index, float16 as in the shards):
+  coarse.npy   [N, D]      coarse vectors v (also in the recall index; kept for exact S_V)
+  frame.npy    [N, T, D]   raw CLIP frame features f
+  context.npy  [N, T, D]   temporal-head frame outputs ĥ
+  patch.npy    [N, T*P, D] patch tokens p (~96 % of the bytes)
+  mask.npy     [N, T]      bool frame mask
+  store.json   dims, row count; written last, so its presence means the store is complete
+
+Files are standard `.npy` opened with `np.load(mmap_mode="r")`: reading video i touches only its
+rows (random access, no scan), and a corpus larger than RAM works because the OS pages rows in and
+out. The writer fills preallocated files in order, in bounded memory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from schemas import FeatureDims
+
+log = logging.getLogger(__name__)
+
+STORE_META = "store.json"
+KINDS = ("coarse", "frame", "context", "patch", "mask")
+
+
+def _shapes(dims: FeatureDims, n: int) -> dict[str, tuple[int, ...]]:
+    t, p, d = dims.num_frames, dims.num_patches, dims.embed_dim
+    return {"coarse": (n, d), "frame": (n, t, d), "context": (n, t, d), "patch": (n, t * p, d),
+            "mask": (n, t)}
+
+
+def bytes_per_video(dims: FeatureDims) -> int:
+    """Bytes one video takes in the store (all five arrays)."""
+    return sum(int(np.prod(s[1:])) * (1 if k == "mask" else 2)
+               for k, s in _shapes(dims, 1).items())
+
+
+class FineStoreWriter:
+    """Writes `num_videos` rows, in order, into a new store directory (bounded memory)."""
+
+    def __init__(self, directory: str | Path, num_videos: int, dims: FeatureDims) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dims, self.num_videos, self.written = dims, num_videos, 0
+        # A zero-row .npy cannot be memory-mapped; allocate at least one row, record the count.
+        rows = max(1, num_videos)
+        self._arrays = {
+            kind: np.lib.format.open_memmap(self.directory / f"{kind}.npy", mode="w+",
+                                            dtype=np.bool_ if kind == "mask" else np.float16,
+                                            shape=shape)
+            for kind, shape in _shapes(dims, rows).items()}
+
+    def append(self, coarse: np.ndarray, frame: np.ndarray, context: np.ndarray,
+               patch: np.ndarray, mask: np.ndarray) -> None:
+        """Append B rows: coarse [B,D], frame/context [B,T,D], patch [B,T*P,D], mask [B,T]."""
+        batch = coarse.shape[0]
+        if self.written + batch > self.num_videos:
+            raise ValueError(f"fine store {self.directory}: more rows than the {self.num_videos} "
+                             "announced")
+        rows = slice(self.written, self.written + batch)
+        for kind, values in zip(KINDS, (coarse, frame, context, patch, mask)):
+            target = self._arrays[kind]
+            if values.shape[1:] != target.shape[1:]:
+                raise ValueError(f"fine store: {kind} rows have shape {values.shape[1:]}, the "
+                                 f"store expects {target.shape[1:]}")
+            target[rows] = values
+        self.written += batch
+
+    def close(self) -> None:
+        """Flush the arrays and write store.json (marks the store complete)."""
+        if self.written != self.num_videos:
+            raise ValueError(f"fine store {self.directory}: wrote {self.written} of "
+                             f"{self.num_videos} rows")
+        for array in self._arrays.values():
+            array.flush()
+        self._arrays.clear()
+        meta = {"num_videos": self.num_videos, "num_frames": self.dims.num_frames,
+                "num_patches": self.dims.num_patches, "embed_dim": self.dims.embed_dim,
+                "dtype": "float16", "bytes_per_video": bytes_per_video(self.dims)}
+        (self.directory / STORE_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class FineStore:
+    """Read-only, memory-mapped view of a store directory."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        meta_path = self.directory / STORE_META
+        if not meta_path.is_file():
+            raise ValueError(f"{self.directory}: not a complete fine-feature store (no {STORE_META}; "
+                             "was build-index interrupted?)")
+        meta = json.loads(meta_path.read_text())
+        self.num_videos = int(meta["num_videos"])
+        self.dims = FeatureDims(meta["num_frames"], meta["num_patches"], meta["embed_dim"])
+        expected = _shapes(self.dims, max(1, self.num_videos))
+        self.arrays: dict[str, np.ndarray] = {}
+        for kind in KINDS:
+            path = self.directory / f"{kind}.npy"
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{path}: unreadable fine-store file: {exc}") from exc
+            if array.shape != expected[kind]:
+                raise ValueError(f"{path}: shape {array.shape}, expected {expected[kind]}")
+            self.arrays[kind] = array
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def read(self, kind: str, rows: np.ndarray) -> np.ndarray:
+        """Raw stored rows (float16, or bool for mask) of one kind: [len(rows), ...]."""
+        return self.arrays[kind][np.asarray(rows, dtype=np.int64)]
+
+    def gather(self, rows: np.ndarray | torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(frame, context, patch, mask) of `rows` (any shape R, e.g. [Q, k]) as torch tensors:
+        float32 [*R, T, D], [*R, T, D], [*R, T*P, D] and bool [*R, T]."""
+        rows = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.int64)
+        flat = rows.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.num_videos):
+            raise IndexError(f"fine store rows out of range [0, {self.num_videos})")
+        out = []
+        for kind in ("frame", "context", "patch", "mask"):
+            values = torch.from_numpy(self.read(kind, flat))
+            values = values if kind == "mask" else values.float()
+            out.append(values.reshape(*rows.shape, *values.shape[1:]))
+        return tuple(out)  # type: ignore[return-value]
+
+    def features(self, rows: np.ndarray | slice):
+        """`ec.VideoFeatures` (float32) of `rows` (an index array or a slice)."""
+        from eercf_core.features import VideoFeatures
+
+        if isinstance(rows, slice):
+            rows = np.arange(self.num_videos)[rows]
+        coarse = torch.from_numpy(self.read("coarse", rows)).float()
+        frame, context, patch, mask = self.gather(rows)
+        return VideoFeatures(coarse=coarse, frame=frame, context=context, patch=patch, mask=mask)

@@ -1,0 +1,208 @@
+"""Text file formats of the query side: query files, ground truth, ranked output (design.md).
+
+- Queries: TSV `query_id<TAB>text` (header `query_id<TAB>text` optional) or JSONL
+  `{"query_id": ..., "text": ...}` (chosen by a `.jsonl`/`.json` suffix or a first line starting
+  with `{`). Blank lines are skipped. Missing id, empty text, undecodable bytes and duplicate ids
+  are errors.
+- Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
+- Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
+
+Every parse error is a `FormatError` whose message starts with `file:line:`. Output files are
+written to a hidden temp name and renamed, so a failed run leaves no half-written file.
+Paths are local or fsspec URLs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import fsspec
+
+RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
+
+
+class FormatError(ValueError):
+    """A malformed input file; the message names the file and line."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path, self.line = str(path), line
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    text: str
+    line: int  # 1-based line in its file
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    query_id: str
+    rank: int  # 1-based
+    video_id: str
+    score: float
+    coarse_score: float
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its newline); undecodable bytes -> FormatError."""
+    with fsspec.open(str(path), "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FormatError(path, number, f"not valid UTF-8 ({exc.reason} at byte "
+                                  f"{exc.start})") from None
+            if number == 1:
+                text = text.lstrip("\ufeff")
+            yield number, text.rstrip("\r\n")
+
+
+def _is_jsonl(path: str) -> bool:
+    if str(path).endswith((".jsonl", ".json")):
+        return True
+    for _, line in _lines(path):
+        if line.strip():
+            return line.lstrip().startswith("{")
+    return False
+
+
+def read_queries(path: str) -> list[Query]:
+    """Parse a query file (TSV or JSONL, see module doc) into queries in file order."""
+    queries: list[Query] = []
+    seen: dict[str, int] = {}
+    jsonl = _is_jsonl(path)
+    first = True
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        if jsonl:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FormatError(path, number, f"not a JSON object: {exc.msg}") from None
+            if not isinstance(record, dict):
+                raise FormatError(path, number, "expected a JSON object with query_id and text")
+            query_id, text = record.get("query_id"), record.get("text")
+            query_id = "" if query_id is None else str(query_id)
+            if text is not None and not isinstance(text, str):
+                raise FormatError(path, number, f"text must be a string, got {type(text).__name__}")
+        else:
+            if first and line.strip().lower().split("\t")[:2] == ["query_id", "text"]:
+                first = False
+                continue
+            if "\t" not in line:
+                raise FormatError(path, number, "expected 'query_id<TAB>text' (no tab found)")
+            query_id, text = line.split("\t", 1)
+        first = False
+        query_id = query_id.strip()
+        if not query_id:
+            raise FormatError(path, number, "missing query_id")
+        if text is None or not text.strip():
+            raise FormatError(path, number, f"query {query_id!r} has empty text")
+        if query_id in seen:
+            raise FormatError(path, number, f"duplicate query_id {query_id!r} (first on line "
+                              f"{seen[query_id]})")
+        seen[query_id] = number
+        queries.append(Query(query_id, text.strip(), number))
+    if not queries:
+        raise FormatError(path, None, "no queries found")
+    return queries
+
+
+def read_ground_truth(path: str) -> dict[str, list[tuple[str, int]]]:
+    """query_id -> [(video_id, line), ...] from a `query_id<TAB>video_id` TSV (header optional)."""
+    truth: dict[str, list[tuple[str, int]]] = {}
+    first = True
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if first and [f.strip().lower() for f in fields] == ["query_id", "video_id"]:
+            first = False
+            continue
+        first = False
+        if len(fields) != 2:
+            raise FormatError(path, number, f"expected 'query_id<TAB>video_id', got {len(fields)} "
+                              "tab-separated fields")
+        query_id, video_id = (f.strip() for f in fields)
+        if not query_id or not video_id:
+            raise FormatError(path, number, "empty query_id or video_id")
+        truth.setdefault(query_id, []).append((video_id, number))
+    if not truth:
+        raise FormatError(path, None, "no ground-truth rows found")
+    return truth
+
+
+def read_ranked(path: str) -> dict[str, list[RankedRow]]:
+    """query_id -> rows in rank order from a ranked TSV; ranks must run 1, 2, ... per query."""
+    ranked: dict[str, list[RankedRow]] = {}
+    header_seen = False
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if not header_seen and tuple(f.strip() for f in fields) == RANKED_COLUMNS:
+            header_seen = True
+            continue
+        header_seen = True
+        if len(fields) != len(RANKED_COLUMNS):
+            raise FormatError(path, number, f"expected {len(RANKED_COLUMNS)} tab-separated fields "
+                              f"{RANKED_COLUMNS}, got {len(fields)}")
+        query_id, rank, video_id, score, coarse = fields
+        try:
+            row = RankedRow(query_id, int(rank), video_id, float(score), float(coarse))
+        except ValueError:
+            raise FormatError(path, number, "rank must be an integer and scores numbers") from None
+        rows = ranked.setdefault(query_id, [])
+        if row.rank != len(rows) + 1:
+            raise FormatError(path, number, f"query {query_id!r}: rank {row.rank} follows rank "
+                              f"{len(rows)} (ranks must run 1, 2, ... per query, grouped)")
+        rows.append(row)
+    if not ranked:
+        raise FormatError(path, None, "no ranked rows found")
+    return ranked
+
+
+def atomic_write_text(path: str, chunks: Iterable[str]) -> None:
+    """Write text chunks to `path` via a hidden temp file renamed at the end (fsspec URLs too)."""
+    fs, target = fsspec.core.url_to_fs(str(path))
+    parent, name = posixpath.split(target)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    temp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with fs.open(temp, "w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        fs.mv(temp, target)
+    except BaseException:
+        if fs.exists(temp):
+            fs.rm(temp)
+        raise
+
+
+def ranked_lines(rows: Iterable[Sequence]) -> Iterator[str]:
+    """The ranked TSV text: header, then one line per (query_id, rank, video_id, score, coarse)."""
+    yield "\t".join(RANKED_COLUMNS) + "\n"
+    for query_id, rank, video_id, score, coarse in rows:
+        yield f"{query_id}\t{rank}\t{video_id}\t{score:.6f}\t{coarse:.6f}\n"
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Atomically write `payload` as indented JSON."""
+    atomic_write_text(path, [json.dumps(payload, indent=2, sort_keys=False) + "\n"])
+
+
+def local_path(path: str) -> str:
+    """`path` as a local filesystem path (strips file://); ValueError for remote URLs."""
+    fs, target = fsspec.core.url_to_fs(str(path))
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        raise ValueError(f"{path}: must be a local path (memory-mapped files need a local disk)")
+    return os.path.abspath(target)

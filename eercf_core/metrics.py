@@ -1,0 +1,89 @@
+"""Text-to-video retrieval metrics (method §8.4): R@1/5/10, MdR, MnR.
+
+Definitions (as the official `compute_metrics`, t2v):
+- rank r of a query = 0-based position of its ground-truth video in the query's output order;
+- R@K = 100 · mean(r < K);  MdR = median(r + 1) with torch.median semantics (the *lower* of the
+  two middle values for an even count);  MnR = mean(r + 1).
+
+Project decisions (documented, deterministic):
+- Ties: the rank is the position in the output order as written; the ranking jobs break score ties
+  deterministically (stable sort: recall order, then row order), so equal scores never make a
+  rank ambiguous here. (The official double argsort breaks ties by its sort's order too.)
+- Several ground-truth videos for one query: the query's rank is that of its best-ranked
+  ground-truth video (any correct video counts as a hit).
+- A ground-truth video absent from a truncated output (top-N lists) is *censored*: it gets rank
+  N (one past the list), so R@K stays exact for K <= N while MdR and MnR become lower bounds; the
+  count is reported as `censored`.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+RECALL_AT = (1, 5, 10)
+
+
+def lower_median(values: np.ndarray) -> float:
+    """Median with torch.median semantics: the lower middle element for an even count."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    if ordered.size == 0:
+        raise ValueError("median of an empty set")
+    return float(ordered[(ordered.size - 1) // 2])
+
+
+def query_rank(ordered_video_ids: Sequence[str], relevant: Iterable[str]) -> tuple[int, bool]:
+    """(0-based rank of the best-ranked relevant video, censored?) for one query's output order.
+
+    If no relevant video is in the list, the rank is len(list) and censored is True.
+    """
+    relevant = set(relevant)
+    for position, video_id in enumerate(ordered_video_ids):
+        if video_id in relevant:
+            return position, False
+    return len(ordered_video_ids), True
+
+
+def metrics_from_ranks(ranks: Sequence[int] | np.ndarray, censored: int = 0,
+                       recall_at: Sequence[int] = RECALL_AT) -> dict[str, float]:
+    """R@K (percent), MdR, MnR from 0-based ranks [Q]; `censored` ranks are lower bounds."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.size == 0:
+        raise ValueError("no ranks to evaluate (no query has ground truth)")
+    out: dict[str, float] = {f"R@{k}": float(100.0 * np.mean(ranks < k)) for k in recall_at}
+    out["MdR"] = lower_median(ranks + 1)
+    out["MnR"] = float(np.mean(ranks + 1))
+    out["num_queries"] = int(ranks.size)
+    out["censored"] = int(censored)
+    return out
+
+
+def ranks_for_queries(
+    orders: Mapping[str, Sequence[str]], truth: Mapping[str, Iterable[str]]
+) -> tuple[dict[str, int], int]:
+    """0-based rank per query present in both `orders` (query -> video ids in output order)
+    and `truth` (query -> relevant video ids); returns (ranks, number censored)."""
+    ranks: dict[str, int] = {}
+    censored = 0
+    for query_id, relevant in truth.items():
+        if query_id not in orders:
+            continue
+        rank, cut = query_rank(orders[query_id], relevant)
+        ranks[query_id] = rank
+        censored += cut
+    return ranks, censored
+
+
+def recall_curve(ranks: Sequence[int] | np.ndarray, ks: Sequence[int]) -> list[float]:
+    """R@K in percent for every K in `ks` (for the recall@K plot)."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    return [float(100.0 * np.mean(ranks < k)) for k in ks]
+
+
+def ranks_from_scores(scores: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """0-based ranks of column targets[i] in row i of a dense score matrix [C, B], descending,
+    ties broken by column index (a stable sort): the dense reference used in tests."""
+    scores = np.asarray(scores)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    positions = np.argsort(order, axis=1, kind="stable")
+    return positions[np.arange(scores.shape[0]), np.asarray(targets)]

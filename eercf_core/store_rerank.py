@@ -1,0 +1,144 @@
+"""Rerank recalled candidates straight from the memory-mapped fine store (method §8.3 stage 2).
+
+Two implementations, same scores (the formulas of `eercf_core.scores`, float32):
+- "gather": gather each query's k candidates to [Q, k, ...] float32 tensors and call
+  `ec.rerank_candidates`, the core's own function. Simple, but it copies every candidate's patch
+  features once per query (~1.2 MB per pair at ViT-B/32), which makes it memory-bound.
+- "grouped" (default): candidates of a block of queries are grouped by video, each distinct
+  video's fine rows are read and converted once, and the similarities s·f, s·ĥ, s·p of all queries
+  that recalled it are computed together (one batched matmul). The similarities then go through
+  the core's `_fine_from_similarities` and the same rerank mix and stable sort as
+  `ec.rerank_candidates`. Results equal the "gather" path up to float32 summation order.
+The patch TIB (S_Ps, rerank weight 0 by default) needs the gated patch sum per pair; when its
+weight is non-zero the "grouped" path falls back to "gather".
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from eercf_core.config import RerankWeights, ScoreConfig
+from eercf_core.fine_store import FineStore
+from eercf_core.ranking import Ranking, _sort_desc, rerank_candidates
+from eercf_core.scores import (
+    ScoreParams,
+    _fine_from_similarities,
+    _valid_slots,
+    _which,
+    needed_scores,
+    rerank_score,
+)
+
+# Bound on float32 elements of the per-pair patch similarities [pairs, T*P] of one query block.
+_PAIR_SIM_ELEMENTS = 1 << 25
+# Distinct videos converted to float32 at once (64 x 588 x 512 x 4 B ≈ 77 MB at ViT-B/32).
+_VIDEO_CHUNK = 64
+METHODS = ("grouped", "gather")
+
+
+@torch.no_grad()
+def rerank_from_store(
+    text: torch.Tensor,
+    candidate_ids: torch.Tensor,
+    candidate_coarse: torch.Tensor,
+    store: FineStore,
+    params: ScoreParams,
+    config: ScoreConfig = ScoreConfig(),
+    weights: RerankWeights = RerankWeights(),
+    store_rows: torch.Tensor | None = None,
+    method: str = "grouped",
+) -> Ranking:
+    """Order each query's k candidates by the rerank score, reading fine features from `store`.
+
+    text [Q, D] sentence features; candidate_ids [Q, k] (recall order, best first; returned in the
+    Ranking); candidate_coarse [Q, k] their S_V; store_rows [Q, k] the store rows holding their
+    features (default: candidate_ids). Ties keep recall order.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown rerank method {method!r}; choose from {METHODS}")
+    store_rows = candidate_ids if store_rows is None else store_rows
+    if "S_Ps" in needed_scores(weights):
+        method = "gather"
+    num_queries, k = candidate_ids.shape
+    per_query = k * store.dims.num_frames * store.dims.num_patches
+    block = max(1, _PAIR_SIM_ELEMENTS // max(1, per_query))
+    parts = []
+    for start in range(0, num_queries, block):
+        rows = slice(start, start + block)
+        if method == "gather":
+            frame, context, patch, mask = store.gather(store_rows[rows])
+            parts.append(rerank_candidates(text[rows], candidate_ids[rows], candidate_coarse[rows],
+                                           frame, context, patch, mask, params, config, weights))
+        else:
+            parts.append(_grouped_block(text[rows].float(), candidate_ids[rows],
+                                        candidate_coarse[rows], store_rows[rows], store, params,
+                                        config, weights))
+    return Ranking.cat(parts)
+
+
+def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, params, config,
+                   weights) -> Ranking:
+    num_queries, k = candidate_ids.shape
+    t, d = store.dims.num_frames, store.dims.embed_dim
+    n = t * store.dims.num_patches
+    flat_rows = store_rows.reshape(-1).cpu().numpy().astype(np.int64)
+    if flat_rows.size and (flat_rows.min() < 0 or flat_rows.max() >= len(store)):
+        raise IndexError(f"fine store rows out of range [0, {len(store)})")
+    pair_query = np.repeat(np.arange(num_queries), k)
+    videos, pair_video = np.unique(flat_rows, return_inverse=True)
+    order = np.argsort(pair_video, kind="stable")  # pairs grouped by video
+    bounds = np.searchsorted(pair_video[order], np.arange(videos.size + 1))
+
+    pairs = num_queries * k
+    frame_sims = torch.empty(pairs, t)
+    context_sims = torch.empty(pairs, t)
+    context_gram = torch.empty(pairs, t, t)
+    patch_sims = torch.empty(pairs, n)
+    mask = torch.empty(pairs, t, dtype=torch.bool)
+    patch32 = torch.empty(min(_VIDEO_CHUNK, videos.size), n, d)
+    for first in range(0, videos.size, _VIDEO_CHUNK):
+        last = min(first + _VIDEO_CHUNK, videos.size)
+        chunk = videos[first:last]
+        members = order[bounds[first]:bounds[last]]           # pair ids, grouped by video
+        local = torch.from_numpy(pair_video[members] - first)  # their video within the chunk
+        counts = np.diff(bounds[first:last + 1])
+        slot = torch.from_numpy(np.arange(members.size) - np.repeat(bounds[first:last] -
+                                                                    bounds[first], counts))
+        members_t = torch.from_numpy(members)
+        texts = text[torch.from_numpy(pair_query[members])]   # [m, D]
+        # Each video's queries, padded to the chunk's largest group: [c, g, D].
+        grouped = torch.zeros(chunk.size, int(counts.max()), d)
+        grouped[local, slot] = texts
+
+        buffer = patch32[:chunk.size]
+        buffer.copy_(torch.from_numpy(store.read("patch", chunk)))
+        patch_sims[members_t] = torch.bmm(buffer, grouped.transpose(1, 2)).transpose(1, 2)[local, slot]
+        frame = torch.from_numpy(store.read("frame", chunk)).float()
+        context = torch.from_numpy(store.read("context", chunk)).float()
+        frame_sims[members_t] = torch.bmm(grouped, frame.transpose(1, 2))[local, slot]
+        context_sims[members_t] = torch.bmm(grouped, context.transpose(1, 2))[local, slot]
+        context_gram[members_t] = (context @ context.transpose(1, 2))[local]
+        mask[members_t] = torch.from_numpy(store.read("mask", chunk))[local]
+
+    def no_pooling(gate: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("S_Ps needs the gather path")
+
+    valid = _valid_slots(mask.view(num_queries, k, t), config)
+    fine = _fine_from_similarities(
+        text,
+        frame_sims=frame_sims.view(num_queries, k, t),
+        context_sims=context_sims.view(num_queries, k, t),
+        context_gram=context_gram.view(num_queries, k, t, t),
+        patch_sims=patch_sims.view(num_queries, k, n),
+        pool_patches=no_pooling, valid_frames=valid, params=params, config=config,
+        which=_which(needed_scores(weights)))
+    # The tail of ec.rerank_candidates, unchanged.
+    fine["S_V"] = candidate_coarse.float()
+    final = rerank_score(fine, weights)
+    ranked = _sort_desc(final)
+    return Ranking(
+        indices=candidate_ids.gather(1, ranked),
+        scores=final.gather(1, ranked),
+        coarse_scores=fine["S_V"].gather(1, ranked),
+        reranked=torch.ones_like(ranked, dtype=torch.bool),
+    )
