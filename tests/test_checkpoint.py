@@ -129,3 +129,18 @@ def test_missing_file_and_unknown_name():
         ec.load_model("ViT-Q-99")
     with pytest.raises(ValueError, match="pretrained 'bogus-tag'"):
         ec.load_model("eercf-tiny", pretrained="bogus-tag")
+
+
+def test_local_open_clip_checkpoint_zero_shot(tmp_path):
+    """`load_model(name, pretrained=<local open_clip file>)`: those weights, zero-shot mode."""
+    import open_clip
+
+    ec.checkpoint.register_model_configs()
+    torch.manual_seed(11)
+    clip = open_clip.create_model("eercf-tiny")
+    path = tmp_path / "open_clip_tiny.bin"
+    torch.save(clip.state_dict(), path)
+    model = ec.load_model("eercf-tiny", pretrained=str(path), device="cpu")
+    assert model.mode == "zero-shot"
+    for key, value in clip.state_dict().items():
+        torch.testing.assert_close(model.clip.state_dict()[key], value)
