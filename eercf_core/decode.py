@@ -1,0 +1,371 @@
+"""Video decoding and frame sampling for extraction (method §2.1, §2.2).
+
+Sampling (method §2.1 and §11.10): candidate frames at 1 fps (t = 0, 1, 2, ... s from the
+stream start, while t < duration), then `np.linspace(0, n-1, T, dtype=int)` of them when n > T;
+when n <= T all n are kept and the remaining slots are zero frames with mask False.
+
+Early resize (method §2.2 steps 1-2): each sampled frame is scaled so its shortest side is the
+model's image size S (bicubic, in the decoder's scaler), then centre-cropped to S x S, so the
+output is small and fixed: uint8 [T, S, S, 3] plus a bool mask [T]. Display rotation metadata is
+applied (phone videos).
+
+Two decoders:
+- "pyav" (default): keyframe-aware. For each target time it seeks to the keyframe before the
+  target when the target is more than `seek_gap` seconds ahead, then decodes forward and takes
+  the frame nearest the target (`max_offset` > 0: the first frame within `max_offset` seconds
+  of it; `max_offset` = 0: the frame showing at the target, as the official `int(sec*fps)`).
+  Only the chosen frames are converted to RGB. Memory stays bounded (a few frames) whatever
+  the file's length or resolution.
+- "decord": `VideoReader.get_batch` on the official frame indices `int(t*fps)`, then the same
+  resize and crop (PIL bicubic). decord needs a known duration/frame count and fails on several
+  codecs and tiny frame sizes (see ../shared/videos/robustness/MANIFEST.tsv).
+"auto" tries pyav, then decord if pyav fails.
+
+Decoders are created here, inside whichever process calls `decode_video`: call it in a worker
+(see eercf_core.isolation), never create a decoder before a fork.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+DEFAULT_NUM_FRAMES = 12
+DEFAULT_SAMPLE_FPS = 1.0
+DEFAULT_MAX_OFFSET = 0.5  # seconds; half the 1 fps sampling interval
+DEFAULT_SEEK_GAP = 1.0  # seconds: decode forward when the next target is this close
+MAX_PIXELS = 8192 * 8192  # refuse absurd frame sizes (fuzzed headers) before allocating
+BACKENDS = ("pyav", "decord", "auto")
+
+
+class DecodeError(Exception):
+    """A video could not be decoded; the message names the file and says why."""
+
+
+@dataclass
+class DecodedVideo:
+    """Sampled, resized frames of one video and the decode facts the shard records.
+
+    frames: uint8 [T, S, S, 3] RGB (zero frames in masked slots); mask: bool [T].
+    frame_indices / frame_times: the sampled source frames (valid slots only), times in seconds
+    from the stream start. With seeking (pyav), indices are estimated as round(time * fps).
+    """
+
+    frames: np.ndarray
+    mask: np.ndarray
+    frame_indices: list[int]
+    frame_times: list[float]
+    frames_total: int | None  # frames the container reports (None when it does not say)
+    frames_decoded: int  # frames the decoder produced to get the samples
+    fps: float | None
+    duration: float | None  # seconds
+    width: int  # source display size (after rotation)
+    height: int
+    decode_seconds: float
+    decoder: str
+    rotation: int = 0
+
+    def facts(self) -> dict[str, Any]:
+        """The decode-fact columns of a shard row (schemas/video_features.py)."""
+        return {
+            "frames_total": self.frames_total, "frames_decoded": self.frames_decoded,
+            "frame_indices": list(self.frame_indices), "frame_times": list(self.frame_times),
+            "fps": self.fps, "duration": self.duration, "width": self.width,
+            "height": self.height, "decode_seconds": self.decode_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode. num_frames = T, image_size = S (the model's input size)."""
+
+    num_frames: int = DEFAULT_NUM_FRAMES
+    image_size: int = 224
+    backend: str = "pyav"
+    sample_fps: float = DEFAULT_SAMPLE_FPS
+    max_offset: float = DEFAULT_MAX_OFFSET
+    seek_gap: float = DEFAULT_SEEK_GAP
+    threads: int = 1  # decoder threads per video (processes give the parallelism)
+    max_pixels: int = MAX_PIXELS
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown decoder backend {self.backend!r}; choose from {BACKENDS}")
+        if self.num_frames < 1 or self.image_size < 1 or self.sample_fps <= 0:
+            raise ValueError(f"bad decode options {self}")
+
+
+def sample_times(duration: float, num_frames: int = DEFAULT_NUM_FRAMES,
+                 sample_fps: float = DEFAULT_SAMPLE_FPS) -> np.ndarray:
+    """Target times (seconds from the stream start) of the sampled frames, at most T of them.
+
+    Candidates are k / sample_fps for k = 0, 1, ... while < duration (at least one: t = 0);
+    when there are more than T, `linspace(0, n-1, T, dtype=int)` of them (method §2.1).
+    """
+    n = max(1, math.ceil(duration * sample_fps - 1e-6)) if duration > 0 else 1
+    picks = np.linspace(0, n - 1, num_frames, dtype=int) if n > num_frames else np.arange(n)
+    return picks.astype(np.float64) / sample_fps
+
+
+def resize_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) with the shortest side = size, aspect kept (torchvision Resize rounding)."""
+    if width <= height:
+        return size, max(1, int(size * height / width))
+    return max(1, int(size * width / height)), size
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop [H, W, C] to [size, size, C] (torchvision CenterCrop offsets)."""
+    h, w = image.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return image[top:top + size, left:left + size]
+
+
+def _open_source(uri: str):
+    """A path or an open binary file object for `uri` (fsspec for non-local URLs)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri.removeprefix("file://"), None
+    import fsspec
+
+    handle = fsspec.open(uri, "rb").open()
+    return handle, handle
+
+
+def _assemble(images: list[np.ndarray], options: DecodeOptions) -> tuple[np.ndarray, np.ndarray]:
+    t, s = options.num_frames, options.image_size
+    frames = np.zeros((t, s, s, 3), dtype=np.uint8)
+    mask = np.zeros(t, dtype=bool)
+    for i, image in enumerate(images[:t]):
+        frames[i] = image
+        mask[i] = True
+    return frames, mask
+
+
+# ---------------------------------------------------------------------------------------- PyAV
+def _pyav_rgb(frame, size: int) -> np.ndarray:
+    """Chosen av.VideoFrame -> uint8 [S, S, 3]: scale shortest side to S, rotate, centre crop."""
+    nw, nh = resize_size(frame.width, frame.height, size)
+    image = frame.to_ndarray(width=nw, height=nh, format="rgb24", interpolation="BICUBIC")
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    if quarter_turns:
+        image = np.rot90(image, quarter_turns)
+    return np.ascontiguousarray(center_crop(image, size))
+
+
+@dataclass
+class _PacketIndex:
+    """Presentation timestamps of a stream's packets (stream time base), from demuxing only."""
+
+    pts: np.ndarray  # sorted, int64
+    keyframes: np.ndarray  # sorted pts of keyframe packets
+    end: int  # pts just after the last frame
+
+    @property
+    def start(self) -> int:
+        return int(self.pts[0])
+
+
+def _index_packets(container, stream, uri: str) -> _PacketIndex:
+    """Demux (no decoding) the video stream to learn every frame's pts and the keyframes.
+
+    This reads the file once but costs little next to decoding; it makes the plan exact on files
+    whose header lies about (or lacks) the duration, and tells where seeking pays off.
+    """
+    pts, keys, durations = [], [], []
+    for packet in container.demux(stream):
+        if packet.pts is None or packet.size == 0:
+            continue
+        pts.append(packet.pts)
+        durations.append(packet.duration or 0)
+        if packet.is_keyframe:
+            keys.append(packet.pts)
+    if not pts:
+        raise DecodeError(f"{uri}: no video packets with timestamps (empty or corrupt stream)")
+    order = np.argsort(pts, kind="stable")
+    sorted_pts = np.asarray(pts, dtype=np.int64)[order]
+    last_duration = int(np.asarray(durations)[order][-1])
+    if last_duration <= 0 and len(sorted_pts) > 1:
+        last_duration = int(np.median(np.diff(sorted_pts))) or 1
+    keyframes = np.unique(np.asarray(keys or [sorted_pts[0]], dtype=np.int64))
+    return _PacketIndex(sorted_pts, keyframes, int(sorted_pts[-1]) + max(last_duration, 1))
+
+
+def _plan_pts(index: _PacketIndex, time_base: float, options: DecodeOptions) -> list[int]:
+    """The pts of the frame to take for each sampled target time (method §2.1).
+
+    The frame showing at the target (largest pts <= target, as the official int(sec*fps)), or
+    the keyframe before it when that is within `max_offset` seconds (no decoding past it).
+    """
+    duration = (index.end - index.start) * time_base
+    targets = index.start + np.round(
+        sample_times(duration, options.num_frames, options.sample_fps) / time_base).astype(np.int64)
+    wanted = []
+    for target in targets:
+        exact = index.pts[max(0, np.searchsorted(index.pts, target, side="right") - 1)]
+        key = index.keyframes[max(0, np.searchsorted(index.keyframes, exact, side="right") - 1)]
+        take_key = options.max_offset > 0 and (target - key) * time_base <= options.max_offset
+        wanted.append(int(key if take_key else exact))
+    return wanted
+
+
+def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], uri: str):
+    """Decode the frames whose pts are in `wanted` (increasing; repeats allowed), seeking to
+    the keyframe before a wanted frame when that keyframe lies ahead of the decoder.
+    Returns (frames in `wanted` order, frames decoded)."""
+    chosen: dict[int, Any] = {}
+    decoded = 0
+    position = None  # pts of the last decoded frame
+    frames: Iterator | None = None
+    for target in sorted(set(wanted)):
+        key = int(index.keyframes[max(0, np.searchsorted(index.keyframes, target, "right") - 1)])
+        if frames is None or position is None or key > position:
+            if position is not None or key > index.start:
+                container.seek(key, stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+        best = None
+        for frame in frames:
+            decoded += 1
+            pts = frame.pts if frame.pts is not None else position
+            position = pts
+            if pts is None:
+                continue
+            if pts <= target:
+                best = frame
+            if pts >= target:
+                if best is None:
+                    best = frame  # the seek landed after the target (inexact index)
+                break
+        if best is None:
+            raise DecodeError(f"{uri}: stream ended before the frame at pts {target} "
+                              f"({target * float(stream.time_base):.3f} s)")
+        chosen[target] = best
+    return [chosen[t] for t in wanted], decoded
+
+
+def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
+    import av
+
+    started = time.perf_counter()
+    source, handle = _open_source(uri)
+    try:
+        with av.open(source, mode="r") as container:
+            if not container.streams.video:
+                raise DecodeError(f"{uri}: no video stream (streams: "
+                                  f"{[s.type for s in container.streams]})")
+            stream = container.streams.best("video") or container.streams.video[0]
+            ctx = stream.codec_context
+            if ctx.width * ctx.height > options.max_pixels:
+                raise DecodeError(f"{uri}: frame size {ctx.width}x{ctx.height} exceeds the "
+                                  f"limit of {options.max_pixels} pixels (corrupt header?)")
+            if not stream.time_base:
+                raise DecodeError(f"{uri}: video stream has no time base")
+            time_base = float(stream.time_base)
+            index = _index_packets(container, stream, uri)
+            container.seek(index.start, stream=stream, backward=True, any_frame=False)
+            if options.threads > 1:
+                stream.thread_type, stream.thread_count = "AUTO", options.threads
+            wanted = _plan_pts(index, time_base, options)
+            chosen, decoded = _decode_planned(container, stream, index, wanted, uri)
+            images = [_pyav_rgb(frame, options.image_size) for frame in chosen]
+            rotation = round((getattr(chosen[0], "rotation", 0) or 0) / 90) % 4 * 90
+            width, height = chosen[0].width, chosen[0].height
+            if rotation in (90, 270):
+                width, height = height, width
+            rate = stream.average_rate or stream.guessed_rate
+            fps = float(rate) if rate else None
+            frame_pts = np.asarray([f.pts if f.pts is not None else t
+                                    for f, t in zip(chosen, wanted)], dtype=np.int64)
+            frames, mask = _assemble(images, options)
+            return DecodedVideo(
+                frames=frames, mask=mask,
+                frame_indices=np.searchsorted(index.pts, frame_pts).tolist(),
+                frame_times=((frame_pts - index.start) * time_base).round(6).tolist(),
+                frames_total=len(index.pts), frames_decoded=decoded, fps=fps,
+                duration=(index.end - index.start) * time_base, width=width, height=height,
+                decode_seconds=time.perf_counter() - started, decoder="pyav", rotation=rotation)
+    except DecodeError:
+        raise
+    except Exception as exc:  # av.error.* and friends: name the file and the reason
+        raise DecodeError(f"{uri}: {_describe(exc)}") from exc
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+# -------------------------------------------------------------------------------------- decord
+def _decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
+    import decord
+    from PIL import Image
+
+    started = time.perf_counter()
+    source, handle = _open_source(uri)
+    try:
+        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
+        total, fps = len(reader), float(reader.get_avg_fps())
+        if total <= 0 or fps <= 0:
+            raise DecodeError(f"{uri}: decord reports {total} frames at {fps} fps")
+        duration = total / fps
+        targets = sample_times(duration, options.num_frames, options.sample_fps)
+        indices = np.minimum((targets * fps).astype(np.int64), total - 1)
+        batch = reader.get_batch(indices.tolist()).asnumpy()
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise DecodeError(f"{uri}: decord returned frames of shape {batch.shape[1:]}, "
+                              "not [H, W, 3] (decord bug on tiny or odd frame sizes)")
+        height, width = batch.shape[1:3]
+        size = options.image_size
+        images = []
+        for image in batch:
+            nw, nh = resize_size(width, height, size)
+            resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
+            images.append(center_crop(resized, size))
+        frames, mask = _assemble(images, options)
+        return DecodedVideo(
+            frames=frames, mask=mask, frame_indices=indices.tolist(),
+            frame_times=(indices / fps).round(6).tolist(), frames_total=total,
+            frames_decoded=len(indices), fps=fps, duration=duration, width=width, height=height,
+            decode_seconds=time.perf_counter() - started, decoder="decord")
+    except DecodeError:
+        raise
+    except Exception as exc:  # decord.DECORDError and friends
+        raise DecodeError(f"{uri}: {_describe(exc)}") from exc
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line, human-readable reason from a decoder exception."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    name = type(exc).__name__
+    hints = {
+        "InvalidDataError": "invalid or corrupt video data (truncated file or broken bitstream?)",
+        "FileNotFoundError": "file not found",
+        "PermissionError": "permission denied",
+    }
+    hint = hints.get(name)
+    return f"{hint}: {name}: {text}" if hint else f"{name}: {text}"
+
+
+def decode_video(uri: str, options: DecodeOptions | None = None) -> DecodedVideo:
+    """Decode and sample one video (local path or fsspec URL) to uint8 [T, S, S, 3] + mask.
+
+    Raises DecodeError naming the file and the reason on any failure.
+    """
+    options = options or DecodeOptions()
+    if options.backend == "pyav":
+        return _decode_pyav(uri, options)
+    if options.backend == "decord":
+        return _decode_decord(uri, options)
+    try:
+        return _decode_pyav(uri, options)
+    except DecodeError as first:
+        try:
+            return _decode_decord(uri, options)
+        except DecodeError:
+            raise first from None
