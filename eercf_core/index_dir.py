@@ -1,0 +1,84 @@
+"""An index directory as `eercf build-index` writes it, opened and validated for querying.
+
+  manifest.json    model identity, dims, counts, schema version, index type and parameters
+                   (written last: a directory without it is incomplete)
+  recall.faiss     the FAISS recall index over the coarse vectors (row i = video i)
+  video_ids.json   row -> video_id
+  fine/            the memory-mapped fine-feature store (`eercf_core.fine_store`)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+
+from eercf_core import recall_index
+from eercf_core.fine_store import FineStore
+from schemas import FeatureDims
+
+INDEX_SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+RECALL_FILE = "recall.faiss"
+IDS_FILE = "video_ids.json"
+STORE_DIR = "fine"
+
+
+@dataclass
+class IndexDirectory:
+    path: Path
+    manifest: dict
+    index: faiss.Index
+    video_ids: list[str]
+    store: FineStore
+
+    @property
+    def dims(self) -> FeatureDims:
+        d = self.manifest["dims"]
+        return FeatureDims(d["num_frames"], d["num_patches"], d["embed_dim"])
+
+    def check_model(self, model_id: str, checkpoint_sha256: str) -> None:
+        """Refuse a model other than the one that made the indexed features."""
+        built = (self.manifest["model_id"], self.manifest["checkpoint_sha256"])
+        if built != (model_id, checkpoint_sha256):
+            raise ValueError(
+                f"{self.path}: index was built from features of model {built[0]!r} (checkpoint "
+                f"sha256 {built[1][:12]}…), but the query model is {model_id!r} (sha256 "
+                f"{checkpoint_sha256[:12]}…); query with the extracting model or rebuild")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of an index directory; ValueError if missing, unreadable or another version."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise ValueError(f"{path}: index directory not found")
+    if not manifest_path.is_file():
+        raise ValueError(f"{path}: incomplete index directory (no {MANIFEST}; build-index was "
+                         "interrupted or this is not an index)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{manifest_path}: unreadable manifest: {exc}") from None
+    if manifest.get("index_schema_version") != INDEX_SCHEMA_VERSION:
+        raise ValueError(f"{manifest_path}: index schema version "
+                         f"{manifest.get('index_schema_version')}, expected {INDEX_SCHEMA_VERSION}")
+    return manifest
+
+
+def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
+    """Open and cross-check every part of an index directory."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    index = recall_index.load(path / RECALL_FILE, nprobe)
+    try:
+        video_ids = json.loads((path / IDS_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path / IDS_FILE}: unreadable video id map: {exc}") from None
+    store = FineStore(path / STORE_DIR)
+    n = manifest["num_videos"]
+    if not (index.ntotal == len(video_ids) == len(store) == n):
+        raise ValueError(f"{path}: inconsistent index directory: manifest says {n} videos, recall "
+                         f"index {index.ntotal}, id map {len(video_ids)}, fine store {len(store)}")
+    return IndexDirectory(path, manifest, index, video_ids, store)

@@ -1,0 +1,143 @@
+"""`eercf evaluate`: ranked TSV + ground truth -> t2v R@1/5/10, MdR, MnR (method §8.4).
+
+Metrics for the reranked order (the file's ranks) and the coarse order (the same rows sorted by
+coarse_score, ties by rank: the coarse top-N when the list is at least k long, as `eercf query`
+writes by default). Writes metrics.json, metrics.md and recall_at_k.png; with `--sweep` (ranked
+files made with different --recall-k) also r1_vs_k.png, R@1 against k (the paper's Figure 3).
+Definitions, tie and multi-ground-truth rules: eercf_core.metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import fsspec
+
+from eercf_core import metrics
+from eercf_core.index_dir import IDS_FILE
+from eercf_core.io_formats import (FormatError, RankedRow, atomic_write_text, read_ground_truth,
+                                   read_ranked, write_json)
+
+log = logging.getLogger(__name__)
+
+
+def _meta(ranked_path: str) -> dict:
+    path = f"{ranked_path}.meta.json"
+    fs, target = fsspec.core.url_to_fs(path)
+    return json.loads(fs.cat(target)) if fs.exists(target) else {}
+
+
+def _known_videos(index_dir: str | None) -> set[str] | None:
+    if not index_dir:
+        return None
+    path = Path(index_dir) / IDS_FILE
+    if not path.is_file():
+        log.warning("no video id map at %s: ground-truth video ids not checked", path)
+        return None
+    return set(json.loads(path.read_text()))
+
+
+def validate_truth(truth: dict, gt_path: str, ranked: dict, ranked_path: str,
+                   known_videos: set[str] | None) -> None:
+    """Every ground-truth query must be in the ranked file, every video in the index."""
+    for query_id, items in truth.items():
+        if query_id not in ranked:
+            raise FormatError(gt_path, items[0][1], f"unknown query_id {query_id!r} (not in "
+                              f"{ranked_path})")
+        if known_videos is not None:
+            for video_id, line in items:
+                if video_id not in known_videos:
+                    raise FormatError(gt_path, line, f"unknown video_id {video_id!r} (not in the "
+                                      "index)")
+
+
+def orders(ranked: dict[str, list[RankedRow]]) -> tuple[dict, dict]:
+    """(reranked order, coarse order) of video ids per query."""
+    rerank = {q: [r.video_id for r in rows] for q, rows in ranked.items()}
+    coarse = {q: [r.video_id for r in sorted(rows, key=lambda r: (-r.coarse_score, r.rank))]
+              for q, rows in ranked.items()}
+    return rerank, coarse
+
+
+def evaluate(ranked_path: str, gt_path: str, index_dir: str | None = None) -> dict:
+    """Metrics of one ranked file: {"reranked": {...}, "coarse": {...}, plus ranks and facts}."""
+    ranked = read_ranked(ranked_path)
+    truth = read_ground_truth(gt_path)
+    meta = _meta(ranked_path)
+    validate_truth(truth, gt_path, ranked, ranked_path, _known_videos(index_dir or meta.get("index")))
+    without_truth = sorted(set(ranked) - set(truth))
+    if without_truth:
+        log.warning("%d ranked queries have no ground truth and are not evaluated (e.g. %r)",
+                    len(without_truth), without_truth[0])
+    relevant = {q: [v for v, _ in items] for q, items in truth.items()}
+    result: dict = {"ranked": str(ranked_path), "ground_truth": str(gt_path),
+                    "recall_k": meta.get("recall_k"), "mode": meta.get("mode"),
+                    "list_length": max(len(rows) for rows in ranked.values())}
+    for name, order in zip(("reranked", "coarse"), orders(ranked)):
+        ranks, censored = metrics.ranks_for_queries(order, relevant)
+        result[name] = metrics.metrics_from_ranks(list(ranks.values()), censored)
+        result[f"{name}_ranks"] = ranks
+    if meta.get("recall_k") and result["list_length"] < meta["recall_k"]:
+        log.warning("lists are shorter than recall k: the coarse order covers the listed videos only")
+    if result["reranked"]["censored"]:
+        log.warning("%d queries have no ground-truth video in their list: MdR/MnR are lower "
+                    "bounds (query with a larger --top-n, or --top-n 0 for all)",
+                    result["reranked"]["censored"])
+    return result
+
+
+def markdown_table(result: dict, sweep: list[dict] | None = None) -> str:
+    cols = ["R@1", "R@5", "R@10", "MdR", "MnR"]
+    lines = ["| order | " + " | ".join(cols) + " | queries | censored |",
+             "|---|" + "---|" * (len(cols) + 2)]
+    for name in ("coarse", "reranked"):
+        m = result[name]
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.1f}" for c in cols)
+                     + f" | {m['num_queries']} | {m['censored']} |")
+    if sweep:
+        lines += ["", "| recall k | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
+        lines += [f"| {s['recall_k']} | {s['reranked']['R@1']:.1f} | {s['reranked']['R@5']:.1f} | "
+                  f"{s['reranked']['R@10']:.1f} |" for s in sweep]
+    return "\n".join(lines) + "\n"
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eercf evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--ranked", required=True, help="ranked TSV from eercf query")
+    parser.add_argument("--ground-truth", required=True, help="TSV query_id<TAB>video_id")
+    parser.add_argument("--output-dir", required=True, help="where metrics and plots go")
+    parser.add_argument("--index", default=None,
+                        help="index directory to check ground-truth video ids against "
+                             "(default: the one recorded beside the ranked file)")
+    parser.add_argument("--sweep", nargs="*", default=[],
+                        help="ranked TSVs of the same queries at other --recall-k values")
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+
+    result = evaluate(args.ranked, args.ground_truth, args.index)
+    sweep = []
+    for path in args.sweep:
+        item = evaluate(path, args.ground_truth, args.index)
+        if item["recall_k"] is None:
+            raise ValueError(f"{path}: no {path}.meta.json with recall_k; sweep files must come "
+                             "from eercf query")
+        sweep.append(item)
+    sweep.sort(key=lambda s: s["recall_k"])
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {k: v for k, v in result.items() if not k.endswith("_ranks")}
+    payload["sweep"] = [{"ranked": s["ranked"], "recall_k": s["recall_k"],
+                         "reranked": s["reranked"], "coarse": s["coarse"]} for s in sweep]
+    table = markdown_table(result, sweep)
+    if not args.no_plots:
+        from pipelines import plots
+
+        payload["plots"] = [str(plots.recall_curves(result, out / "recall_at_k.png"))]
+        if sweep:
+            payload["plots"].append(str(plots.r1_vs_k(sweep, result, out / "r1_vs_k.png")))
+    write_json(str(out / "metrics.json"), payload)
+    atomic_write_text(str(out / "metrics.md"), [table])
+    print(table, end="")
+    return 0

@@ -1,0 +1,126 @@
+"""eercf query end to end on shards of the tiny model: index ranking == eercf_core's ranking."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import eercf_core as ec
+from eercf_core.io_formats import FormatError, read_ranked
+from eercf_core.shards import features_from_table, list_shards, read_shard, write_shard
+from pipelines import build_index, query
+
+CAPTIONS = ["a red car drives", "a dog runs on grass", "people dancing", "a cat sleeps",
+            "waves at the beach", "a man cooks pasta", "kids play football"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Tiny model checkpoint, shards of 30 videos (+1 error row) it encoded, built index."""
+    root = tmp_path_factory.mktemp("corpus")
+    model = ec.create_model("eercf-tiny", seed=0)
+    checkpoint = str(root / "model.pt")
+    model.save(checkpoint)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (30, model.num_frames, 64, 64, 3), dtype=np.uint8)
+    mask = np.ones((30, model.num_frames), dtype=bool)
+    mask[::4, -3:] = False
+    video = model.encode_video(frames, mask)
+    rows = []
+    for i in range(30):
+        rows.append({"video_id": f"vid{i:02d}", "uri": f"mem://{i}", "status": "ok",
+                     "coarse_feature": video.coarse[i].numpy().astype(np.float16),
+                     "frame_features": video.frame[i].numpy().astype(np.float16).ravel(),
+                     "context_frame_features": video.context[i].numpy().astype(np.float16).ravel(),
+                     "patch_features": video.patch[i].numpy().astype(np.float16).ravel(),
+                     "frame_mask": mask[i]})
+    rows.insert(5, {"video_id": "broken", "uri": "mem://x", "status": "error", "error": "bad"})
+    ident = model.identity
+    for n, begin in enumerate(range(0, len(rows), 12)):
+        write_shard(str(root / "shards" / f"s{n}.parquet"), rows[begin:begin + 12], model.dims,
+                    ident.model_id, ident.checkpoint_sha256)
+    build_index.run(["--shards", str(root / "shards"), "--output", str(root / "index")])
+    queries = root / "queries.tsv"
+    queries.write_text("query_id\ttext\n" + "".join(f"q{i}\t{c}\n" for i, c in enumerate(CAPTIONS)))
+    ids, feats = [], []
+    for shard in list_shards(str(root / "shards")):
+        i, f = features_from_table(read_shard(shard))
+        ids += i
+        feats.append(f)
+    return {"root": root, "checkpoint": checkpoint, "queries": queries, "model": model,
+            "ids": ids, "video": ec.VideoFeatures.cat(feats)}
+
+
+def _run(corpus, *extra):
+    out = corpus["root"] / f"ranked{abs(hash(extra))}.tsv"
+    assert query.run(["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
+                      "--output", str(out), "--model", corpus["checkpoint"], *extra]) == 0
+    return read_ranked(str(out))
+
+
+def _core(corpus):
+    model = ec.load_model(corpus["checkpoint"], device="cpu")
+    return model, model.encode_text(CAPTIONS)
+
+
+@pytest.mark.parametrize("method", ["grouped", "gather"])
+def test_two_stage_equals_core(corpus, method):
+    model, text = _core(corpus)
+    ref = ec.two_stage_rank(model, text, corpus["video"], k=10, top_n=20)
+    ranked = _run(corpus, "--recall-k", "10", "--top-n", "20", "--rerank-method", method)
+    for q in range(len(CAPTIONS)):
+        rows = ranked[f"q{q}"]
+        assert [r.video_id for r in rows] == [corpus["ids"][i] for i in ref.indices[q].tolist()]
+        np.testing.assert_allclose([r.score for r in rows], ref.scores[q].numpy(), atol=1e-4)
+        np.testing.assert_allclose([r.coarse_score for r in rows], ref.coarse_scores[q].numpy(),
+                                   atol=1e-4)
+
+
+def test_exhaustive_equals_dense_rerank(corpus):
+    model, text = _core(corpus)
+    ref = ec.exhaustive_rank(model, text, corpus["video"])
+    ranked = _run(corpus, "--exhaustive", "--top-n", "0")
+    for q in range(len(CAPTIONS)):
+        assert [r.video_id for r in ranked[f"q{q}"]] == [corpus["ids"][i]
+                                                          for i in ref.indices[q].tolist()]
+        np.testing.assert_allclose([r.score for r in ranked[f"q{q}"]], ref.scores[q].numpy(),
+                                   atol=1e-4)
+
+
+def test_recall_only_is_coarse_order(corpus):
+    model, text = _core(corpus)
+    coarse = ec.scores.coarse_scores(text, corpus["video"].coarse, model.score_params.detach())
+    ranked = _run(corpus, "--recall-only", "--top-n", "5")
+    for q in range(len(CAPTIONS)):
+        top = torch.sort(coarse[q], descending=True, stable=True).indices[:5]
+        assert [r.video_id for r in ranked[f"q{q}"]] == [corpus["ids"][i] for i in top.tolist()]
+
+
+def test_other_model_refused(corpus, tmp_path):
+    other = ec.create_model("eercf-tiny", seed=1)
+    path = str(tmp_path / "other.pt")
+    other.save(path)
+    with pytest.raises(ValueError, match="index was built from features of model"):
+        query.run(["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
+                   "--output", str(tmp_path / "r.tsv"), "--model", path])
+    assert not (tmp_path / "r.tsv").exists()
+
+
+def test_bad_query_file_names_line(corpus, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("q1\tfine\nq2\t   \n")
+    with pytest.raises(FormatError, match=r"bad.tsv:2: query 'q2' has empty text"):
+        query.run(["--index", str(corpus["root"] / "index"), "--queries", str(bad),
+                   "--output", str(tmp_path / "r.tsv"), "--model", corpus["checkpoint"]])
+    assert not list(tmp_path.glob("r.tsv*"))
+
+
+def test_missing_or_half_written_index(corpus, tmp_path):
+    args = ["--queries", str(corpus["queries"]), "--output", str(tmp_path / "r.tsv"),
+            "--model", corpus["checkpoint"]]
+    with pytest.raises(ValueError, match="index directory not found"):
+        query.run(["--index", str(tmp_path / "nope"), *args])
+    half = tmp_path / "half"
+    (half / "fine").mkdir(parents=True)
+    with pytest.raises(ValueError, match="incomplete index directory"):
+        query.run(["--index", str(half), *args])
