@@ -369,3 +369,10 @@ def decode_video(uri: str, options: DecodeOptions | None = None) -> DecodedVideo
             return _decode_decord(uri, options)
         except DecodeError:
             raise first from None
+
+
+def decode_job(job: tuple[str, DecodeOptions]) -> DecodedVideo:
+    """`decode_video(uri, options)` for a `(uri, options)` pair: the unit of work that
+    eercf_core.isolation.IsolatedPool runs in a worker process."""
+    uri, options = job
+    return decode_video(uri, options)

@@ -1,0 +1,199 @@
+"""`eercf extract`: decode videos, run the model, write Parquet feature shards (Apache Beam).
+
+    eercf extract --input 'videos/**/*.mp4' --output feats/ --model ViT-B-32 --pretrained openai
+
+Pipeline (labelled Beam transforms):
+  ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (an isolated
+  process pool per worker: per-video time limit, crash-proof; error rows on a side output) ->
+  RunInference (frames of --batch-size videos at a time, EercfModelHandler) -> WriteShards
+  (one atomic Parquet shard per chunk) ; then a summary (summary.json beside the shards).
+
+Unknown flags are Beam pipeline options (--runner, --direct_num_workers, --project, ...); the
+default runner is Beam's in-process FnApiRunner. Rerunning with the same --output resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from typing import Iterable
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from eercf_core import shards
+from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
+from eercf_core.isolation import IsolatedPool
+from pipelines.extract_inputs import VideoRef, read_inputs
+from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
+                                    summarize)
+from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
+from schemas import STATUS_ERROR
+
+log = logging.getLogger(__name__)
+ERRORS = "errors"
+
+
+class DecodeChunkFn(beam.DoFn):
+    """(shard, [VideoRef]) -> DecodedItem per decoded video; error rows on the ERRORS output.
+
+    Decoding runs in an IsolatedPool created in setup() (decoders live only in its children):
+    a crashing or hanging decoder costs one error row, never the run.
+    """
+
+    def __init__(self, options: DecodeOptions, workers: int, timeout: float | None):
+        self.options, self.workers, self.timeout = options, workers, timeout
+        self.failures = beam.metrics.Metrics.counter("eercf_extract", "decode_failures")
+        self.decoded = beam.metrics.Metrics.counter("eercf_extract", "videos_decoded")
+
+    def setup(self) -> None:
+        self.pool = IsolatedPool(decode_job, workers=self.workers, timeout=self.timeout)
+
+    def process(self, element: tuple[str, list[VideoRef]]) -> Iterable:
+        name, refs = element
+        jobs = [(ref.uri, self.options) for ref in refs]
+        for outcome in self.pool.imap_unordered(jobs):
+            ref = refs[outcome.index]
+            if outcome.ok:
+                self.decoded.inc()
+                yield DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
+            else:
+                self.failures.inc()
+                message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
+                log.warning("decode failed: %s", message)
+                yield beam.pvalue.TaggedOutput(ERRORS, (name, len(refs), {
+                    "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
+                    "error": message, "decode_seconds": outcome.seconds}))
+
+    def teardown(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eercf extract", description=__doc__.split("\n\n")[0],
+        epilog="Other flags are passed to Beam as pipeline options, e.g. --runner DataflowRunner "
+               "--project P --region R --temp_location gs://b/tmp, or --direct_num_workers 4 "
+               "--direct_running_mode multi_processing for the in-process runner.")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="globs, directories or files (local or fsspec URLs), or one manifest "
+                        "(.tsv/.csv/.jsonl with video_id and uri)")
+    p.add_argument("--output", required=True, help="directory (local or fsspec URL) for shards")
+    p.add_argument("--model", default="ViT-B-32",
+                   help="checkpoint path/URL (official EERCF, project, or open_clip with "
+                        "--pretrained) or an open_clip name (default ViT-B-32)")
+    p.add_argument("--pretrained", default=None,
+                   help="open_clip pretrained tag (e.g. openai) or local open_clip weights; "
+                        "without it a bare model name gets seeded random weights")
+    p.add_argument("--head", choices=("eercf", "zero-shot"), default=None,
+                   help="head of a random-weight model built by name (default eercf)")
+    p.add_argument("--seed", type=int, default=0, help="seed of random-weight models")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--num-frames", type=int, default=12, help="frames per video T (default 12)")
+    p.add_argument("--batch-size", type=int, default=32, help="videos per model batch")
+    p.add_argument("--decode-workers", type=int, default=os.cpu_count() or 1,
+                   help="decoder processes per Beam worker (default: all cores)")
+    p.add_argument("--per-video-timeout", type=float, default=120.0,
+                   help="seconds before a video's decoder is killed (default 120)")
+    p.add_argument("--decoder", choices=BACKENDS, default="pyav",
+                   help="pyav (keyframe-aware, default), decord, or auto (pyav then decord)")
+    p.add_argument("--max-offset", type=float, default=0.5,
+                   help="seconds a sampled frame may be from its 1 fps target to save decoding "
+                        "(0 = the exact frame showing at the target)")
+    p.add_argument("--shard-size", type=int, default=256, help="videos per Parquet shard")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="redo videos whose previous result was an error")
+    p.add_argument("--progress-seconds", type=float, default=10.0,
+                   help="seconds between progress lines")
+    return p
+
+
+def _runner(beam_args: list[str]):
+    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return None  # PipelineOptions picks it
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    return FnApiRunner()
+
+
+def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
+                   args: argparse.Namespace, dims, identity, total: int):
+    decoded = (
+        pipeline
+        | "ReadInputs" >> beam.Create(chunks)
+        | "Distribute" >> beam.Reshuffle()
+        | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
+                                               args.per_video_timeout)
+                                 ).with_outputs(ERRORS, main="decoded"))
+    encoded = decoded.decoded | "Encode" >> RunInference(
+        EercfModelHandler(spec, batch_size=args.batch_size))
+    return (
+        (encoded, decoded[ERRORS])
+        | "Rows" >> beam.Flatten()
+        | "WriteShards" >> beam.ParDo(WriteShardsFn(
+            args.output, dims, identity.model_id, identity.checkpoint_sha256, total,
+            args.progress_seconds, time.time())))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the extraction job. Returns 0 when every input video has a row (ok or error)."""
+    args, beam_args = build_parser().parse_known_args(argv)
+    started = time.monotonic()
+    refs = read_inputs(args.input)
+    spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
+                     args.num_frames)
+    model = build_model(spec)
+    dims, identity = model.dims, model.identity
+    removed = shards.remove_temp_files(args.output)
+    if removed:
+        log.info("removed %d temp files left by an interrupted run", removed)
+    done = scan_output(args.output, dims, identity.model_id, identity.checkpoint_sha256)
+    if args.retry_errors:
+        retried = drop_error_rows(done, dims, identity.model_id, identity.checkpoint_sha256)
+        log.info("--retry-errors: %d error rows removed, those videos run again", retried)
+        done = {k: v for k, v in done.items() if v[0] != STATUS_ERROR}
+    pending = [ref for ref in refs if ref.video_id not in done]
+    log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
+             len(refs) - len(pending), args.output, len(pending))
+    if pending:
+        decode_options = DecodeOptions(num_frames=args.num_frames, image_size=model.image_size,
+                                       backend=args.decoder, max_offset=args.max_offset)
+        chunks = plan_chunks(pending, args.shard_size)
+        options = PipelineOptions(beam_args)
+        with beam.Pipeline(runner=_runner(beam_args), options=options) as pipeline:
+            build_pipeline(pipeline, chunks, decode_options, spec, args, dims, identity,
+                           len(pending))
+    elapsed = time.monotonic() - started
+    summary = summarize(args.output, extra={
+        "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
+        "this_run": {"inputs": len(refs), "processed": len(pending),
+                     "skipped_already_done": len(refs) - len(pending),
+                     "seconds": round(elapsed, 2),
+                     "videos_per_s": round(len(pending) / elapsed, 3) if elapsed else None}})
+    _print_summary(args.output, summary)
+    return 0
+
+
+def _print_summary(output: str, summary: dict) -> None:
+    lines = [f"extract summary ({output}/summary.json)",
+             f"  videos: {summary['videos']} in {summary['shards']} shards"]
+    lines += [f"  {status:<6} {count}" for status, count in summary["by_status"].items()]
+    run = summary["this_run"]
+    lines.append(f"  this run: {run['processed']} processed, {run['skipped_already_done']} "
+                 f"skipped (done before), {run['seconds']} s")
+    if summary["top_errors"]:
+        lines.append("  most frequent errors:")
+        lines += [f"    {e['count']:>4}  {e['error'][:150]}" for e in summary["top_errors"]]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,202 @@
+"""Shards, resume and reporting for `eercf extract`.
+
+Resume: the pending videos are cut into chunks of `--shard-size`; a chunk becomes one shard,
+named by a hash of its video ids and written atomically (eercf_core.shards). A rerun lists the
+finished shards, reads their `video_id`/`status` columns and skips those videos, so a run killed
+at any moment loses at most the unfinished chunks and never writes a row twice.
+`--retry-errors` first removes error rows from the finished shards (each shard rewritten
+atomically), which makes those videos pending again.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import time
+from typing import Iterable
+
+import apache_beam as beam
+import fsspec
+import pyarrow.compute as pc
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from eercf_core import shards
+from pipelines.extract_inputs import VideoRef
+from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
+
+log = logging.getLogger(__name__)
+SUMMARY_NAME = "summary.json"
+
+
+def shard_name(video_ids: Iterable[str]) -> str:
+    """Deterministic shard file name for a set of video ids."""
+    digest = hashlib.sha1("\n".join(sorted(video_ids)).encode()).hexdigest()[:20]
+    return f"part-{digest}{shards.SHARD_SUFFIX}"
+
+
+def plan_chunks(refs: list[VideoRef], shard_size: int) -> list[tuple[str, list[VideoRef]]]:
+    """Cut `refs` (input order) into chunks of at most `shard_size`, each with its shard name."""
+    if shard_size < 1:
+        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+    chunks = [refs[i:i + shard_size] for i in range(0, len(refs), shard_size)]
+    return [(shard_name(r.video_id for r in chunk), chunk) for chunk in chunks]
+
+
+def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256: str
+                ) -> dict[str, tuple[str, str]]:
+    """video_id -> (status, shard path) over the finished shards under `output`.
+
+    Raises ValueError when a shard was made by another model or with other dims: one output
+    directory holds the features of one model.
+    """
+    done: dict[str, tuple[str, str]] = {}
+    for path in shards.list_shards(output):
+        identity = shards.shard_identity(path)
+        if identity != (dims, model_id, checkpoint_sha256):
+            raise ValueError(
+                f"{path} holds features of model {identity[1]!r} (weights {identity[2][:12]}, "
+                f"dims {identity[0]}), this run uses {model_id!r} (weights "
+                f"{checkpoint_sha256[:12]}, dims {dims}); use a different --output")
+        table = shards.read_shard(path, columns=["video_id", "status"])
+        for video_id, status in zip(table.column("video_id").to_pylist(),
+                                    table.column("status").to_pylist()):
+            if video_id in done:
+                log.warning("video %r appears in two shards (%s, %s)", video_id,
+                            done[video_id][1], path)
+            done[video_id] = (status, path)
+    return done
+
+
+def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_id: str,
+                    checkpoint_sha256: str) -> int:
+    """Rewrite each shard holding error rows without them (delete it if nothing is left).
+
+    Returns the number of rows removed. Each rewrite is atomic; a kill between rewrites only
+    leaves some errors in place, which the next `--retry-errors` run removes.
+    """
+    by_shard = collections.Counter(path for status, path in done.values()
+                                   if status == STATUS_ERROR)
+    removed = 0
+    for path, count in sorted(by_shard.items()):
+        table = shards.read_shard(path)
+        kept = table.filter(pc.not_equal(table.column("status"), STATUS_ERROR))
+        fs, target = fsspec.core.url_to_fs(path)
+        if kept.num_rows == 0:
+            fs.rm(target)
+        else:
+            shards.write_shard(path, kept.to_pylist(), dims, model_id, checkpoint_sha256)
+        removed += count
+    return removed
+
+
+class Progress:
+    """Counts rows as they are written and logs a progress line every `every` seconds."""
+
+    def __init__(self, total: int, every: float = 10.0, started: float | None = None):
+        self.total, self.every = total, every
+        self.done = self.failed = self.frames = 0
+        self.started = started or time.time()  # wall clock: the job's start, across processes
+        self.last = time.time()
+
+    def add(self, row: dict) -> None:
+        self.done += 1
+        if row["status"] == STATUS_OK:
+            self.frames += int(sum(bool(x) for x in row["frame_mask"]))
+        else:
+            self.failed += 1
+        now = time.time()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        elapsed = max(time.time() - self.started, 1e-9)
+        return (f"extract: {self.done}/{self.total} videos ({100 * self.done / max(self.total, 1):.0f}%), "
+                f"{self.done / elapsed:.2f} videos/s, {self.frames / elapsed:.1f} frames/s, "
+                f"{self.failed} failed")
+
+
+class WriteShardsFn(beam.DoFn):
+    """Buffers (shard, shard_count, row) elements; writes a shard once all its rows arrived.
+
+    All rows of a chunk come out of one decode call, so they reach this DoFn in one bundle; a
+    shard still incomplete at the end of a bundle (a runner that splits bundles) is written
+    under a name derived from the rows it has, which keeps resume exact.
+    """
+
+    def __init__(self, output: str, dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+                 total: int, progress_seconds: float = 10.0, started: float | None = None):
+        self.output, self.dims = output.rstrip("/"), dims
+        self.model_id, self.checkpoint_sha256 = model_id, checkpoint_sha256
+        self.total, self.progress_seconds = total, progress_seconds
+        self.started = started or time.time()
+        self.rows_written = beam.metrics.Metrics.counter("eercf_extract", "rows_written")
+        self.errors = beam.metrics.Metrics.counter("eercf_extract", "error_rows")
+
+    def setup(self) -> None:
+        self.progress = Progress(self.total, self.progress_seconds, self.started)
+
+    def start_bundle(self) -> None:
+        self.buffers: dict[str, list[dict]] = {}
+        self.expected: dict[str, int] = {}
+
+    def _write(self, name: str, rows: list[dict]) -> str:
+        path = f"{self.output}/{name}"
+        shards.write_shard(path, rows, self.dims, self.model_id, self.checkpoint_sha256)
+        return path
+
+    def process(self, element):
+        name, count, row = element
+        self.buffers.setdefault(name, []).append(row)
+        self.expected[name] = count
+        self.progress.add(row)
+        self.rows_written.inc()
+        if row["status"] != STATUS_OK:
+            self.errors.inc()
+        if len(self.buffers[name]) == count:
+            yield self._write(name, self.buffers.pop(name))
+
+    def finish_bundle(self):
+        for name, rows in self.buffers.items():
+            log.warning("shard %s incomplete at bundle end (%d/%d rows); writing what it has",
+                        name, len(rows), self.expected[name])
+            path = self._write(shard_name(r["video_id"] for r in rows), rows)
+            yield WindowedValue(path, GlobalWindow().max_timestamp(), [GlobalWindow()])
+        self.buffers = {}
+
+
+def summarize(output: str, top_errors: int = 10, extra: dict | None = None) -> dict:
+    """Counts by status and the most frequent errors over all shards in `output`, also written
+    as `summary.json` beside the shards (atomically)."""
+    counts: collections.Counter = collections.Counter()
+    errors: collections.Counter = collections.Counter()
+    paths = shards.list_shards(output)
+    for path in paths:
+        table = shards.read_shard(path, columns=["status", "error"])
+        counts.update(table.column("status").to_pylist())
+        for status, error in zip(table.column("status").to_pylist(),
+                                 table.column("error").to_pylist()):
+            if status == STATUS_ERROR:
+                errors[_error_kind(error or "")] += 1
+    summary = {
+        "videos": sum(counts.values()), "by_status": dict(sorted(counts.items())),
+        "shards": len(paths),
+        "top_errors": [{"error": e, "count": c} for e, c in errors.most_common(top_errors)],
+        **(extra or {}),
+    }
+    fs, root = fsspec.core.url_to_fs(output)
+    fs.makedirs(root, exist_ok=True)
+    target = f"{root.rstrip('/')}/{SUMMARY_NAME}"
+    temp = f"{root.rstrip('/')}/.{SUMMARY_NAME}{shards.TEMP_MARKER}{time.time_ns()}"
+    with fs.open(temp, "w") as handle:
+        json.dump(summary, handle, indent=2)
+    fs.mv(temp, target)
+    return summary
+
+
+def _error_kind(message: str) -> str:
+    """An error message without the file name, so equal causes group together."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and ("/" in head or "." in head) else message

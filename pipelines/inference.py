@@ -1,0 +1,114 @@
+"""The Beam `ModelHandler` of `eercf extract`: batches of decoded videos -> shard rows.
+
+The model is loaded once per worker process (and reused from the launcher when the runner is
+in-process); CUDA with fp16 autocast for the image tower when available, CPU fp32 otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
+
+from eercf_core.decode import DecodedVideo
+from schemas import STATUS_OK
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to get the model: `source` is a checkpoint path/URL or an open_clip name."""
+
+    source: str = "ViT-B-32"
+    pretrained: str | None = None
+    head: str | None = None  # for random-weight models built by name: "eercf" | "zero-shot"
+    seed: int = 0
+    device: str | None = None
+    num_frames: int = 12
+
+
+_LOADED: dict[ModelSpec, Any] = {}  # one model per process and spec
+
+
+def build_model(spec: ModelSpec):
+    """Load (or build) the model of `spec`, cached per process.
+
+    A checkpoint file/URL or a `pretrained` tag goes through `ec.load_model`; a bare open_clip
+    name without weights builds a seeded random-weight model (offline tests and demos).
+    """
+    if spec in _LOADED:
+        return _LOADED[spec]
+    import eercf_core as ec
+
+    if spec.pretrained or "://" in spec.source or os.path.exists(spec.source):
+        model = ec.load_model(spec.source, pretrained=spec.pretrained, device=spec.device,
+                              num_frames=spec.num_frames)
+    else:
+        log.warning("model %s has no pretrained weights: random initialisation (seed %d); "
+                    "pass --pretrained or a checkpoint for meaningful features",
+                    spec.source, spec.seed)
+        model = ec.create_model(spec.source, head=spec.head or "eercf", seed=spec.seed,
+                                device=spec.device, num_frames=spec.num_frames)
+    model.eval()
+    _LOADED[spec] = model
+    return model
+
+
+@dataclass
+class DecodedItem:
+    """A decoded video on its way to the model, with the shard it belongs to."""
+
+    shard: str
+    shard_count: int  # rows the shard will hold
+    video_id: str
+    uri: str
+    decoded: DecodedVideo
+
+
+def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
+    """Shard rows (schema field names) for `items` and their VideoFeatures (same order)."""
+    as_f16 = {name: getattr(features, attr).detach().cpu().numpy().astype(np.float16)
+              for name, attr in (("coarse_feature", "coarse"), ("frame_features", "frame"),
+                                 ("context_frame_features", "context"),
+                                 ("patch_features", "patch"))}
+    rows = []
+    for i, item in enumerate(items):
+        row = {"video_id": item.video_id, "uri": item.uri, "status": STATUS_OK, "error": None,
+               **item.decoded.facts(), "frame_mask": item.decoded.mask.copy()}
+        for name, values in as_f16.items():
+            row[name] = values[i].reshape(-1)
+        rows.append(row)
+    return rows
+
+
+class EercfModelHandler(ModelHandler):
+    """RunInference handler: DecodedItem batches -> (shard, shard_count, row) tuples."""
+
+    def __init__(self, spec: ModelSpec, batch_size: int = 32):
+        super().__init__()
+        self.spec, self.batch_size = spec, batch_size
+
+    def load_model(self):
+        return build_model(self.spec)
+
+    def run_inference(self, batch: Sequence[DecodedItem], model: Any,
+                      inference_args: dict[str, Any] | None = None) -> Iterable[tuple]:
+        import torch
+
+        frames = np.stack([item.decoded.frames for item in batch])
+        mask = np.stack([item.decoded.mask for item in batch])
+        with torch.inference_mode():
+            features = model.encode_video(frames, mask, batch_size=len(batch))
+        rows = feature_rows(batch, features)
+        return [(item.shard, item.shard_count, row) for item, row in zip(batch, rows)]
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        # Full batches (frames of batch_size videos); a bundle's remainder is flushed at its end.
+        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+
+    def get_metrics_namespace(self) -> str:
+        return "eercf_extract"
