@@ -113,9 +113,13 @@ class FineStore:
     def __len__(self) -> int:
         return self.num_videos
 
-    def read(self, kind: str, rows: np.ndarray) -> np.ndarray:
-        """Raw stored rows (float16, or bool for mask) of one kind: [len(rows), ...]."""
-        return self.arrays[kind][np.asarray(rows, dtype=np.int64)]
+    def read(self, kind: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Raw stored rows (float16, or bool for mask) of one kind: [len(rows), ...].
+
+        `out`, if given, is filled and returned (reusing a buffer avoids page-faulting fresh
+        memory on every call, which costs more than the copy itself).
+        """
+        return np.take(self.arrays[kind], np.asarray(rows, dtype=np.int64), axis=0, out=out)
 
     def gather(self, rows: np.ndarray | torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -61,6 +61,8 @@ def rerank_from_store(
         method = "gather"
     num_queries, k = candidate_ids.shape
     per_query = k * store.dims.num_frames * store.dims.num_patches
+    if method == "gather":  # the gathered [Q, k, T*P, D] float32 patches bound the block
+        per_query *= store.dims.embed_dim
     block = max(1, _PAIR_SIM_ELEMENTS // max(1, per_query))
     parts = []
     for start in range(0, num_queries, block):
@@ -95,7 +97,8 @@ def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, par
     context_gram = torch.empty(pairs, t, t)
     patch_sims = torch.empty(pairs, n)
     mask = torch.empty(pairs, t, dtype=torch.bool)
-    patch32 = torch.empty(min(_VIDEO_CHUNK, videos.size), n, d)
+    patch16 = np.empty((min(_VIDEO_CHUNK, videos.size), n, d), dtype=np.float16)
+    patch32 = torch.empty(patch16.shape)
     for first in range(0, videos.size, _VIDEO_CHUNK):
         last = min(first + _VIDEO_CHUNK, videos.size)
         chunk = videos[first:last]
@@ -111,8 +114,8 @@ def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, par
         grouped[local, slot] = texts
 
         buffer = patch32[:chunk.size]
-        buffer.copy_(torch.from_numpy(store.read("patch", chunk)))
-        patch_sims[members_t] = torch.bmm(buffer, grouped.transpose(1, 2)).transpose(1, 2)[local, slot]
+        buffer.copy_(torch.from_numpy(store.read("patch", chunk, out=patch16[:chunk.size])))
+        patch_sims[members_t] = torch.bmm(grouped, buffer.transpose(1, 2))[local, slot]
         frame = torch.from_numpy(store.read("frame", chunk)).float()
         context = torch.from_numpy(store.read("context", chunk)).float()
         frame_sims[members_t] = torch.bmm(grouped, frame.transpose(1, 2))[local, slot]
