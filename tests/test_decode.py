@@ -1,0 +1,117 @@
+"""Frame sampling, decoding (PyAV and decord paths) and the isolated worker pool."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eercf_core.decode import (DecodeError, DecodeOptions, center_crop, decode_video,
+                               resize_size, sample_times)
+from eercf_core.isolation import IsolatedPool
+from eercf_core.video_writer import write_video
+from tests._isolation_helpers import behave
+
+
+def _counter_video(path, seconds: float, fps: int = 10, size=(48, 64), gop: int | None = None):
+    """Each frame's brightness encodes its index: frame k has value (k * 7) % 250 + 3."""
+    n = int(round(seconds * fps))
+    values = [(k * 7) % 250 + 3 for k in range(n)]
+    frames = np.stack([np.full((*size, 3), v, dtype=np.uint8) for v in values])
+    write_video(path, frames, fps=fps)
+    return values
+
+
+def test_sample_times_follow_method():
+    # 1 fps candidates t < duration, then linspace to T
+    assert sample_times(5.0).tolist() == [0, 1, 2, 3, 4]
+    assert sample_times(0.1).tolist() == [0.0]
+    assert sample_times(10.38).tolist() == list(range(11))
+    many = sample_times(122.6)
+    assert len(many) == 12 and many[0] == 0 and many[-1] == 122
+    np.testing.assert_array_equal(many, np.linspace(0, 122, 12, dtype=int))
+    assert sample_times(30.0, num_frames=4).tolist() == [0, 9, 19, 29]
+
+
+def test_resize_and_crop_geometry():
+    assert resize_size(1280, 720, 224) == (398, 224)
+    assert resize_size(406, 720, 224) == (224, 397)
+    image = np.arange(5 * 7 * 3).reshape(5, 7, 3)
+    assert center_crop(image, 3).shape == (3, 3, 3)
+    np.testing.assert_array_equal(center_crop(image, 3)[0, 0], image[1, 2])
+
+
+@pytest.mark.parametrize("max_offset", [0.0, 0.5])
+def test_pyav_picks_frames_near_targets(tmp_path, max_offset):
+    values = _counter_video(tmp_path / "count.mp4", seconds=20, fps=10)
+    video = decode_video(str(tmp_path / "count.mp4"),
+                         DecodeOptions(image_size=32, max_offset=max_offset))
+    assert video.frames.shape == (12, 32, 32, 3) and video.frames.dtype == np.uint8
+    assert video.mask.all()
+    targets = sample_times(20.0)
+    times = np.asarray(video.frame_times)
+    assert np.all(np.abs(times - targets) <= max(max_offset, 1e-6) + 1e-6)
+    if max_offset == 0:  # exact: the frame showing at the target, by content
+        expected = [values[int(round(t * 10))] for t in targets]
+        np.testing.assert_allclose(video.frames[:, 16, 16, 0], expected, atol=3)
+    assert video.frames_total == 200 and video.fps == pytest.approx(10)
+    assert video.duration == pytest.approx(20.0, abs=0.11)
+
+
+def test_short_video_is_masked(tmp_path):
+    _counter_video(tmp_path / "short.webm", seconds=3.2, fps=5)
+    video = decode_video(str(tmp_path / "short.webm"), DecodeOptions(image_size=16))
+    assert video.mask.tolist() == [True] * 4 + [False] * 8
+    assert not video.frames[4:].any()
+    assert video.frames[:4].any()
+
+
+def test_decord_path_matches_plan(tmp_path):
+    values = _counter_video(tmp_path / "c.avi", seconds=6, fps=10, size=(96, 128))
+    video = decode_video(str(tmp_path / "c.avi"), DecodeOptions(image_size=16, backend="decord"))
+    assert video.decoder == "decord"
+    assert video.frame_indices == [0, 10, 20, 30, 40, 50]
+    np.testing.assert_allclose(video.frames[:6, 8, 8, 0], [values[i] for i in range(0, 60, 10)],
+                               atol=6)
+
+
+def test_rotation_metadata_is_applied(shared_videos):
+    base = shared_videos / "robustness"
+    upright = decode_video(str(base / "decord__video_0.mov"), DecodeOptions(image_size=64))
+    turned = decode_video(str(base / "decord__video_90.mov"), DecodeOptions(image_size=64))
+    assert (upright.width, upright.height) == (568, 320)
+    assert (turned.width, turned.height) == (320, 568)
+    assert turned.rotation in (90, 270)
+
+
+def test_bad_inputs_raise_decode_error_naming_the_file(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(DecodeError, match="junk.mp4"):
+        decode_video(str(junk))
+    with pytest.raises(DecodeError, match="missing.mp4"):
+        decode_video(str(tmp_path / "missing.mp4"))
+    with pytest.raises(DecodeError, match="junk.mp4"):
+        decode_video(str(junk), DecodeOptions(backend="auto"))
+
+
+def test_fsspec_memory_url(tmp_path):
+    import fsspec
+
+    _counter_video(tmp_path / "m.mp4", seconds=2, fps=10)
+    with fsspec.open("memory://eercf-decode/m.mp4", "wb") as handle:
+        handle.write((tmp_path / "m.mp4").read_bytes())
+    video = decode_video("memory://eercf-decode/m.mp4", DecodeOptions(image_size=16))
+    assert video.mask.sum() == 2
+
+
+def test_isolated_pool_survives_errors_crashes_and_hangs():
+    items = [("ok", 1), ("raise", 2), ("crash", 3), ("hang", 60), ("ok", 5)]
+    with IsolatedPool(behave, workers=2, timeout=5) as pool:
+        outcomes = {o.index: o for o in pool.imap_unordered(items)}
+        assert sorted(outcomes) == [0, 1, 2, 3, 4]
+        assert outcomes[0].value == "done 1" and outcomes[4].value == "done 5"
+        assert "bad item 2" in outcomes[1].error
+        assert "crashed" in outcomes[2].error and "SIGSEGV" in outcomes[2].error
+        assert "timed out" in outcomes[3].error
+        assert pool.restarts == 2
+        again = list(pool.imap_unordered([("ok", 7)]))  # the pool is still usable
+        assert again[0].value == "done 7"
