@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import shutil
 import time
@@ -94,7 +95,8 @@ def _memory() -> dict:
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
                   if ":" in line)
     mib = lambda key: round(int(status[key].split()[0]) / 1024, 1)  # noqa: E731
-    return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    return {"load_average_1min": round(os.getloadavg()[0], 2),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "rss_now_mib": mib("VmRSS"), "rss_anon_now_mib": mib("RssAnon"),
             "rss_file_now_mib": mib("RssFile")}
 
