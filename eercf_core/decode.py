@@ -89,6 +89,8 @@ class DecodeOptions:
     max_offset: float = DEFAULT_MAX_OFFSET
     seek_gap: float = DEFAULT_SEEK_GAP
     threads: int = 1  # decoder threads per video (processes give the parallelism)
+    # skip non-reference frames more than this many seconds before a target (< 0: never)
+    skip_window: float = 0.25
     max_pixels: int = MAX_PIXELS
     extra: dict = field(default_factory=dict)
 
@@ -212,7 +214,24 @@ def _plan_pts(index: _PacketIndex, time_base: float, options: DecodeOptions) -> 
     return wanted
 
 
-def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], uri: str):
+def _skipping_decode(container, stream, state: dict) -> Iterator:
+    """Decode the stream from the current position, telling the decoder to skip non-reference
+    frames (which nothing else depends on) in packets more than `state["window"]` before
+    `state["target"]`: frames near the target are all decoded, so picks stay exact."""
+    ctx = stream.codec_context
+    skipping = False
+    for packet in container.demux(stream):
+        far = packet.pts is not None and packet.pts < state["target"] - state["window"]
+        if far != skipping:
+            ctx.skip_frame = "NONREF" if far else "DEFAULT"
+            skipping = far
+        yield from packet.decode()
+    if skipping:
+        ctx.skip_frame = "DEFAULT"
+
+
+def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], uri: str,
+                    skip_window: int | None = None):
     """Decode the frames whose pts are in `wanted` (increasing; repeats allowed), seeking to
     the keyframe before a wanted frame when that keyframe lies ahead of the decoder.
     Returns (frames in `wanted` order, frames decoded)."""
@@ -220,12 +239,14 @@ def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], u
     decoded = 0
     position = None  # pts of the last decoded frame
     frames: Iterator | None = None
+    state = {"target": 0, "window": skip_window or 0}
     for target in sorted(set(wanted)):
+        state["target"] = target if skip_window is not None else -2**62
         key = int(index.keyframes[max(0, np.searchsorted(index.keyframes, target, "right") - 1)])
         if frames is None or position is None or key > position:
             if position is not None or key > index.start:
                 container.seek(key, stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
+            frames = _skipping_decode(container, stream, state)
         best = None
         for frame in frames:
             decoded += 1
@@ -269,7 +290,8 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
             if options.threads > 1:
                 stream.thread_type, stream.thread_count = "AUTO", options.threads
             wanted = _plan_pts(index, time_base, options)
-            chosen, decoded = _decode_planned(container, stream, index, wanted, uri)
+            window = int(options.skip_window / time_base) if options.skip_window >= 0 else None
+            chosen, decoded = _decode_planned(container, stream, index, wanted, uri, window)
             images = [_pyav_rgb(frame, options.image_size) for frame in chosen]
             rotation = round((getattr(chosen[0], "rotation", 0) or 0) / 90) % 4 * 90
             width, height = chosen[0].width, chosen[0].height
