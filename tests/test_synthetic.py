@@ -1,0 +1,107 @@
+"""The synthetic benchmark: determinism, the Latin-square design, unique queries, real video files."""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from eercf_core import synthetic as syn
+from eercf_core.decode import DecodeOptions, decode_video
+
+
+def _triple(spec, event):
+    return (spec.tone, spec.pattern, event.colour, event.shape)
+
+
+def test_plan_is_deterministic_from_the_seed():
+    config = syn.SynthConfig(num_train=20, num_test=10, seed=5)
+    assert syn.plan_corpus(config) == syn.plan_corpus(config)
+    assert syn.plan_corpus(config) != syn.plan_corpus(syn.SynthConfig(num_train=20, num_test=10, seed=6))
+
+
+@pytest.mark.parametrize("events", [2, 3])
+def test_sibling_groups_share_the_bag_but_not_the_bindings(events):
+    config = syn.SynthConfig(num_train=60, num_test=30, events_per_video=events, seed=1)
+    groups = defaultdict(list)
+    for spec in syn.plan_corpus(config):
+        groups[spec.group].append(spec)
+    full = [g for g in groups.values() if len(g) == events]
+    assert len(full) >= (90 // events) - 2
+    for siblings in full:
+        assert len({(s.tone, s.pattern) for s in siblings}) == 1  # same scene
+        bags = {(tuple(sorted(e.colour for e in s.events)), tuple(sorted(e.shape for e in s.events)))
+                for s in siblings}
+        assert len(bags) == 1  # same colours and shapes: a bag-of-attributes cannot tell them apart
+        pairs = [(e.colour, e.shape) for s in siblings for e in s.events]
+        assert len(pairs) == len(set(pairs))  # every colour-shape binding belongs to one sibling
+        for s in siblings:
+            seconds = [t for e in s.events for t in range(e.start, e.start + e.duration)]
+            assert len(seconds) == len(set(seconds)) and max(seconds) < config.seconds
+            assert all(1 <= e.duration <= config.max_event_seconds for e in s.events)
+
+
+def test_each_test_query_has_exactly_one_relevant_video():
+    config = syn.SynthConfig(num_train=10, num_test=200, seed=2)
+    test = [s for s in syn.plan_corpus(config) if s.split == "test"]
+    present = Counter(t for s in test for t in {_triple(s, e) for e in s.events})
+    for spec in test:
+        assert present[_triple(spec, spec.events[spec.query_event])] == 1
+
+
+def test_too_many_unique_queries_is_a_clear_error():
+    with pytest.raises(ValueError, match="unique queries"):
+        syn.plan_corpus(syn.SynthConfig(num_train=0, num_test=5000))
+
+
+def test_event_is_visible_only_in_its_frames():
+    config = syn.SynthConfig(num_train=4, num_test=0, seed=3)
+    spec = syn.plan_corpus(config)[0]
+    frames, mask = syn.sample_frames_1fps(spec, config)
+    assert frames.shape == (12, 64, 64, 3) and mask.all()
+    for event in spec.events:
+        colour = np.array(syn.COLOURS[event.colour])
+        y, x = event.cell[0] * syn.CELL, event.cell[1] * syn.CELL
+        for t in range(12):
+            cell = frames[t, y:y + syn.CELL, x:x + syn.CELL].astype(int)
+            hits = (np.abs(cell - colour).max(-1) <= 12).sum()
+            shown = event.start <= t < event.start + event.duration
+            assert (hits >= 15) == shown, (event, t, hits)
+
+
+def test_captions_name_the_scene_and_one_event():
+    config = syn.SynthConfig(num_train=2, num_test=0, seed=4)
+    spec = syn.plan_corpus(config)[0]
+    captions = syn.captions_for(spec, config)
+    assert len(captions) == len(spec.events)
+    for caption, event in zip(captions, spec.events):
+        words = caption["text"].split()
+        assert {event.colour, event.shape, spec.tone, spec.pattern} <= set(words)
+        assert caption["video_id"] == spec.video_id
+
+
+def test_generate_corpus_writes_decodable_videos_and_contract_files(tmp_path):
+    config = syn.SynthConfig(num_train=4, num_test=4, seed=7)
+    summary = syn.generate_corpus(tmp_path, config, workers=1)
+    assert summary["num_videos"] == 8 and summary["num_queries"] == 4
+    manifest = (tmp_path / "test_manifest.tsv").read_text().splitlines()
+    assert manifest[0] == "video_id\turi" and len(manifest) == 5
+    queries = [line.split("\t") for line in (tmp_path / "test_queries.tsv").read_text().splitlines()[1:]]
+    truth = dict(line.split("\t") for line in (tmp_path / "test_ground_truth.tsv").read_text().splitlines()[1:])
+    assert [q for q, _ in queries] == sorted(truth) and len(set(truth.values())) == 4
+    captions = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
+    assert len(captions) == 8 * config.events_per_video
+    specs = {s.video_id: s for s in syn.load_specs(tmp_path)}
+    # the real file, decoded with the extraction sampling, shows each event in its second
+    video_id, uri = manifest[1].split("\t")
+    decoded = decode_video(uri, DecodeOptions(num_frames=12, image_size=64))
+    assert decoded.frames.shape == (12, 64, 64, 3) and decoded.mask.all()
+    expected, _ = syn.sample_frames_1fps(specs[video_id], config)
+    assert np.abs(decoded.frames.astype(int) - expected.astype(int)).mean() < 6  # codec error only
+    # a rerun keeps finished videos
+    path = tmp_path / "videos" / "test" / f"{video_id}.mp4"
+    before = path.stat().st_mtime_ns
+    syn.generate_corpus(tmp_path, config, workers=1)
+    assert path.stat().st_mtime_ns == before
+    assert not list(tmp_path.rglob(".*tmp*"))
