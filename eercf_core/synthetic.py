@@ -90,6 +90,7 @@ class SynthConfig:
     image_size: int = 64  # frame width and height, a multiple of CELL
     max_event_seconds: int = 2  # an event lasts 1..max_event_seconds seconds
     templates: int = len(TEMPLATES)  # how many caption templates to draw from
+    object_cells: int = 1  # event object size in 16x16 cells (1: one patch; 2: a 2x2 block)
     suffix: str = ".mp4"
 
     def validate(self) -> None:
@@ -100,6 +101,8 @@ class SynthConfig:
             raise ValueError(f"image_size must be a multiple of {CELL} and >= {2 * CELL}, got {self.image_size}")
         if e * self.max_event_seconds > self.seconds:
             raise ValueError(f"{e} events of up to {self.max_event_seconds}s do not fit in {self.seconds}s")
+        if self.object_cells < 1 or self.image_size % (CELL * self.object_cells):
+            raise ValueError(f"object_cells={self.object_cells} does not tile image_size={self.image_size}")
         if not 1 <= self.templates <= len(TEMPLATES):
             raise ValueError(f"templates must be in 1..{len(TEMPLATES)}, got {self.templates}")
         if self.num_train < 0 or self.num_test < 0 or self.fps <= 0:
@@ -110,7 +113,7 @@ class SynthConfig:
 class Event:
     colour: str
     shape: str
-    cell: tuple[int, int]  # (row, col) of the 16x16 cell
+    cell: tuple[int, int]  # (row, col) of the object's cell (CELL * object_cells pixels square)
     start: int  # first second shown
     duration: int  # seconds shown
 
@@ -149,11 +152,11 @@ def _shape_mask(shape: str, size: int = 12) -> np.ndarray:
     if shape == "triangle":
         return (yy >= 1) & (yy <= size - 1) & (np.abs(dx) <= (yy - 1) / (size - 2) * c)
     if shape == "cross":
-        return (np.abs(dy) <= 1.6) | (np.abs(dx) <= 1.6)
+        return (np.abs(dy) <= 1.6 * size / 12) | (np.abs(dx) <= 1.6 * size / 12)
     if shape == "diamond":
         return np.abs(dy) + np.abs(dx) <= c - 0.5
     if shape == "ring":
-        return (r <= c - 0.5) & (r >= c - 3.2)
+        return (r <= c - 0.5) & (r >= c - 3.2 * size / 12)
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -183,10 +186,11 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     rng = np.random.default_rng(spec.render_seed)
     background = _background(spec, size)
     per_second = np.repeat(background[None], config.seconds, axis=0)
+    cell = CELL * config.object_cells
     for event in spec.events:
-        mask = _shape_mask(event.shape)
-        oy, ox = rng.integers(0, CELL - mask.shape[0] + 1, size=2)  # jitter inside the cell
-        y0, x0 = event.cell[0] * CELL + oy, event.cell[1] * CELL + ox
+        mask = _shape_mask(event.shape, size=12 * config.object_cells)
+        oy, ox = rng.integers(0, cell - mask.shape[0] + 1, size=2)  # jitter inside the cell
+        y0, x0 = event.cell[0] * cell + oy, event.cell[1] * cell + ox
         for second in range(event.start, event.start + event.duration):
             region = per_second[second, y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
             region[mask] = COLOURS[event.colour]
@@ -215,7 +219,7 @@ def sample_frames_1fps(spec: VideoSpec, config: SynthConfig, num_frames: int = 1
 def _sample_events(rng: np.random.Generator, colours: list[str], shapes: list[str], sibling: int,
                    config: SynthConfig) -> tuple[Event, ...]:
     e = len(colours)
-    grid = config.image_size // CELL
+    grid = config.image_size // (CELL * config.object_cells)
     durations = rng.integers(1, config.max_event_seconds + 1, size=e)
     # non-overlapping time slots: random gaps distributed around the events
     slack = config.seconds - int(durations.sum())
@@ -226,7 +230,7 @@ def _sample_events(rng: np.random.Generator, colours: list[str], shapes: list[st
         t += gaps[k]
         starts[i] = t
         t += durations[i]
-    cells = rng.choice(grid * grid, size=e, replace=False)
+    cells = rng.choice(grid * grid, size=e, replace=grid * grid < e)
     return tuple(
         Event(colours[i], shapes[(i + sibling) % e], (int(cells[i] // grid), int(cells[i] % grid)),
               int(starts[i]), int(durations[i]))
