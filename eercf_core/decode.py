@@ -37,6 +37,7 @@ DEFAULT_NUM_FRAMES = 12
 DEFAULT_SAMPLE_FPS = 1.0
 DEFAULT_MAX_OFFSET = 0.5  # seconds; half the 1 fps sampling interval
 DEFAULT_SEEK_GAP = 1.0  # seconds: decode forward when the next target is this close
+SKIP_MIN_FRAMES = 2  # non-reference frames this close to a wanted frame are always decoded
 MAX_PIXELS = 8192 * 8192  # refuse absurd frame sizes (fuzzed headers) before allocating
 BACKENDS = ("pyav", "decord", "auto")
 
@@ -88,9 +89,16 @@ class DecodeOptions:
     sample_fps: float = DEFAULT_SAMPLE_FPS
     max_offset: float = DEFAULT_MAX_OFFSET
     seek_gap: float = DEFAULT_SEEK_GAP
-    threads: int = 1  # decoder threads per video (processes give the parallelism)
-    # skip non-reference frames more than this many seconds before a target (< 0: never)
-    skip_window: float = 0.25
+    # decoder threads per video: processes give the parallelism; measured (bench/bench_decode.py)
+    # extra threads cost ~15 % more CPU per video on a busy 2-core machine
+    threads: int = 1
+    # skip non-reference frames more than this many seconds (and at least SKIP_MIN_FRAMES frame
+    # intervals) before a wanted frame; < 0: never. The margin guards containers whose packet
+    # timestamps are not presentation times (AVI with packed B-frames is off by one frame).
+    skip_window: float = 0.1
+    # FFmpeg decoder options for every frame, e.g. (("skip_loop_filter", "all"),): they change
+    # the decoded pixels, so only the bench uses them to measure speed against drift
+    codec_options: tuple[tuple[str, str], ...] = ()
     max_pixels: int = MAX_PIXELS
     extra: dict = field(default_factory=dict)
 
@@ -289,8 +297,13 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
             container.seek(index.start, stream=stream, backward=True, any_frame=False)
             if options.threads > 1:
                 stream.thread_type, stream.thread_count = "AUTO", options.threads
+            if options.codec_options:
+                ctx.options = dict(options.codec_options)
             wanted = _plan_pts(index, time_base, options)
-            window = int(options.skip_window / time_base) if options.skip_window >= 0 else None
+            window = None
+            if options.skip_window >= 0:
+                step = int(np.median(np.diff(index.pts))) if len(index.pts) > 1 else 0
+                window = max(int(options.skip_window / time_base), SKIP_MIN_FRAMES * step)
             chosen, decoded = _decode_planned(container, stream, index, wanted, uri, window)
             images = [_pyav_rgb(frame, options.image_size) for frame in chosen]
             rotation = round((getattr(chosen[0], "rotation", 0) or 0) / 90) % 4 * 90

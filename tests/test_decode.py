@@ -115,3 +115,19 @@ def test_isolated_pool_survives_errors_crashes_and_hangs():
         assert pool.restarts == 2
         again = list(pool.imap_unordered([("ok", 7)]))  # the pool is still usable
         assert again[0].value == "done 7"
+
+
+@pytest.mark.parametrize("max_offset", [0.0, 0.5])
+def test_nonref_skipping_keeps_the_chosen_frames_exact(tmp_path, max_offset):
+    # libx264 defaults use B-frames; the skipped non-reference ones must not change any pick
+    yy, xx = np.mgrid[0:48, 0:64]
+    frames = np.stack([np.repeat((127 + 100 * np.sin(xx / 5 + yy / 9 + k / 3))[..., None], 3, -1)
+                       for k in range(150)]).astype(np.uint8)  # smooth motion: B-frames pay
+    write_video(tmp_path / "moving.mp4", frames, fps=10)
+    skipping = decode_video(str(tmp_path / "moving.mp4"),
+                            DecodeOptions(image_size=32, max_offset=max_offset))
+    full = decode_video(str(tmp_path / "moving.mp4"),
+                        DecodeOptions(image_size=32, max_offset=max_offset, skip_window=-1))
+    assert skipping.frame_times == full.frame_times
+    np.testing.assert_array_equal(skipping.frames, full.frames)
+    assert skipping.frames_decoded < full.frames_decoded
