@@ -26,6 +26,7 @@ Decoders are created here, inside whichever process calls `decode_video`: call i
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -238,6 +239,29 @@ def _skipping_decode(container, stream, state: dict) -> Iterator:
         ctx.skip_frame = "DEFAULT"
 
 
+SEEK_RETRIES = 4
+
+
+def _seek(container, stream, index: _PacketIndex, key: int, state: dict) -> Iterator:
+    """Seek so that decoding starts at keyframe `key` or before it; returns the frame iterator.
+
+    Demuxers without an index (MPEG-PS, some AVI/MKV) seek by searching timestamps and can land
+    on the keyframe after the one asked for (MPEG-PS here: 0.48 s, a whole GOP, late). When the
+    first frame comes out later than `key`, seek again from further back (1 s, 2 s, 4 s ...)."""
+    back = 0
+    one_second = max(1, int(1 / float(stream.time_base)))
+    for attempt in range(SEEK_RETRIES + 1):
+        container.seek(key - back, stream=stream, backward=True, any_frame=False)
+        frames = _skipping_decode(container, stream, state)
+        first = next(frames, None)
+        if first is None:
+            return iter(())
+        if first.pts is None or first.pts <= key or key - back < index.start:
+            return itertools.chain([first], frames)
+        back = one_second << attempt
+    return itertools.chain([first], frames)  # still late: the caller takes the nearest frame
+
+
 def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], uri: str,
                     skip_window: int | None = None):
     """Decode the frames whose pts are in `wanted` (increasing; repeats allowed), seeking to
@@ -252,9 +276,7 @@ def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], u
         state["target"] = target if skip_window is not None else -2**62
         key = int(index.keyframes[max(0, np.searchsorted(index.keyframes, target, "right") - 1)])
         if frames is None or position is None or key > position:
-            if position is not None or key > index.start:
-                container.seek(key, stream=stream, backward=True, any_frame=False)
-            frames = _skipping_decode(container, stream, state)
+            frames = _seek(container, stream, index, key, state)
         best = None
         for frame in frames:
             decoded += 1
@@ -294,7 +316,6 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
                 raise DecodeError(f"{uri}: video stream has no time base")
             time_base = float(stream.time_base)
             index = _index_packets(container, stream, uri)
-            container.seek(index.start, stream=stream, backward=True, any_frame=False)
             if options.threads > 1:
                 stream.thread_type, stream.thread_count = "AUTO", options.threads
             if options.codec_options:
