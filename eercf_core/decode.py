@@ -14,8 +14,11 @@ Two decoders:
   target when the target is more than `seek_gap` seconds ahead, then decodes forward and takes
   the frame nearest the target (`max_offset` > 0: the first frame within `max_offset` seconds
   of it; `max_offset` = 0: the frame showing at the target, as the official `int(sec*fps)`).
+  Non-reference frames (nothing depends on them) more than `skip_window` before a wanted
+  frame are not decoded: about a third fewer frames, same picks and pixels. A seek that a
+  timestamp-searching demuxer (MPEG-PS) lands late is redone from further back.
   Only the chosen frames are converted to RGB. Memory stays bounded (a few frames) whatever
-  the file's length or resolution.
+  the file's length or resolution. Measured levers and their numbers: bench/bench_decode.py.
 - "decord": `VideoReader.get_batch` on the official frame indices `int(t*fps)`, then the same
   resize and crop (PIL bicubic). decord needs a known duration/frame count and fails on several
   codecs and tiny frame sizes (see ../shared/videos/robustness/MANIFEST.tsv).

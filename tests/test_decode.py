@@ -131,3 +131,14 @@ def test_nonref_skipping_keeps_the_chosen_frames_exact(tmp_path, max_offset):
     assert skipping.frame_times == full.frame_times
     np.testing.assert_array_equal(skipping.frames, full.frames)
     assert skipping.frames_decoded < full.frames_decoded
+
+
+def test_mpeg_ps_seek_does_not_land_a_gop_late(shared_videos):
+    # the MPEG-PS demuxer seeks by searching timestamps and lands on the next keyframe (0.48 s
+    # late here); the decoder must re-seek so that the exact frames are the ones at the targets
+    path = shared_videos / "robustness" / "kivy__cityCC0.mpg"
+    video = decode_video(str(path), DecodeOptions(image_size=32, max_offset=0.0))
+    np.testing.assert_allclose(video.frame_times, sample_times(video.duration), atol=0.041)
+    snapped = decode_video(str(path), DecodeOptions(image_size=32))
+    offsets = np.abs(np.asarray(snapped.frame_times) - sample_times(snapped.duration))
+    assert offsets.max() <= 0.5 + 1e-6
