@@ -52,9 +52,31 @@ def _params_of(model_or_params) -> ScoreParams:
     return model_or_params.score_params
 
 
-def _sort_desc(scores: torch.Tensor) -> torch.Tensor:
+def sort_descending(scores: torch.Tensor) -> torch.Tensor:
     """Indices sorting each row descending; ties keep their input order (stable)."""
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices
+
+
+def order_by_rerank_score(final: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """[Q, n] positions ordering each row by `final` descending, ties broken by coarse order."""
+    coarse_order = sort_descending(coarse)
+    return coarse_order.gather(1, sort_descending(final.gather(1, coarse_order)))
+
+
+def rank_candidates(candidate_ids: torch.Tensor, scores: dict[str, torch.Tensor],
+                    weights: RerankWeights = RerankWeights()) -> Ranking:
+    """Order candidates (recall order, [Q, k]) by the rerank mix of `scores` (S_V included).
+
+    Ties keep recall order. Shared by every rerank path so they all rank identically.
+    """
+    final = rerank_score(scores, weights)
+    order = sort_descending(final)
+    return Ranking(
+        indices=candidate_ids.gather(1, order),
+        scores=final.gather(1, order),
+        coarse_scores=scores["S_V"].gather(1, order),
+        reranked=torch.ones_like(order, dtype=torch.bool),
+    )
 
 
 def rerank_candidates(
@@ -78,14 +100,7 @@ def rerank_candidates(
     fine = candidate_fine_scores(text, frame, context, patch, mask, params, config,
                                  scores=needed_scores(weights))
     fine["S_V"] = candidate_coarse.float()
-    final = rerank_score(fine, weights)
-    order = _sort_desc(final)
-    return Ranking(
-        indices=candidate_ids.gather(1, order),
-        scores=final.gather(1, order),
-        coarse_scores=fine["S_V"].gather(1, order),
-        reranked=torch.ones_like(order, dtype=torch.bool),
-    )
+    return rank_candidates(candidate_ids, fine, weights)
 
 
 @torch.no_grad()
@@ -107,7 +122,7 @@ def two_stage_rank(
         raise ValueError(f"recall k must be >= 1, got {k}")
     params = _params_of(model_or_params)
     coarse = coarse_scores(text, video.coarse, params)
-    order = _sort_desc(coarse)
+    order = sort_descending(coarse)
     k = min(k, video.num_videos)
     per_query = k * video.patch.shape[1] * video.embed_dim
     block = max(1, _GATHER_ELEMENTS // max(1, per_query))
@@ -150,9 +165,7 @@ def exhaustive_rank(
     scores = fine_scores(text, video, params, config, scores=needed_scores(weights))
     scores["S_V"] = coarse_scores(text, video.coarse, params)
     final = rerank_score(scores, weights)
-    # Ties broken by coarse order, as in the two-stage ranking.
-    coarse_order = _sort_desc(scores["S_V"])
-    order = coarse_order.gather(1, _sort_desc(final.gather(1, coarse_order)))
+    order = order_by_rerank_score(final, scores["S_V"])  # ties by coarse order, as two-stage
     ranking = Ranking(
         indices=order,
         scores=final.gather(1, order),

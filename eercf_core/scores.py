@@ -92,27 +92,34 @@ def _masked_softmax(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.T
     return torch.softmax(logits, dim=-1)
 
 
-def _fine_from_similarities(
-    text: torch.Tensor,
+def fine_scores_from_similarities(
     frame_sims: torch.Tensor,
     context_sims: torch.Tensor,
     context_gram: torch.Tensor,
     patch_sims: torch.Tensor,
-    pool_patches: Callable[[torch.Tensor], torch.Tensor],
-    valid_frames: torch.Tensor | None,
+    pool_patches: Callable[[torch.Tensor], torch.Tensor] | None,
+    mask: torch.Tensor,
     params: ScoreParams,
-    config: ScoreConfig,
-    which: frozenset[str],
+    config: ScoreConfig = ScoreConfig(),
+    scores: Iterable[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Fine scores from similarities with leading dims L (= [C, B] or [Q, k]).
+    """Fine scores from precomputed similarities with leading dims L (= [C, B] or [Q, k]).
+
+    The one implementation of the fine-score formulas: the dense and candidate layouts here, and
+    the query job's grouped store rerank, all compute similarities their own way and call this.
 
     frame_sims   [*L, T]    s·f_t
     context_sims [*L, T]    s·ĥ_t
     context_gram [*L', T, T] ĥ_t·ĥ_u (L' broadcastable to L): |Σ g_t ĥ_t|² = gᵀ G g without
                             materialising the [*L, D] gated vector
     patch_sims   [*L, N]    s·p_n
-    pool_patches: gates [*L, N] -> Σ_n g_n p_n [*L, D] (only called for S_Ps)
+    pool_patches: gates [*L, N] -> Σ_n g_n p_n [*L, D] (only called for S_Ps; may be None
+                  when S_Ps is not asked for)
+    mask         [*L', T]   bool frame mask (L' broadcastable to L)
+    scores: which of S_Fw, S_Fs, S_Pw, S_Ps to compute (default all).
     """
+    which = _which(scores)
+    valid_frames = _valid_slots(mask, config)
     tau = params.logit_scale
     num_frames = frame_sims.shape[-1]
     out: dict[str, torch.Tensor] = {}
@@ -138,6 +145,8 @@ def _fine_from_similarities(
             weights = _masked_softmax(patch_sims / config.weak_patch_temperature, valid_patches)
             out["S_Pw"] = tau * (weights * patch_sims).sum(-1)
         if "S_Ps" in which:
+            if pool_patches is None:
+                raise ValueError("S_Ps needs pool_patches (the gated patch sum)")
             gate = _masked_softmax(patch_sims / config.patch_gate_temperature, valid_patches)
             pooled = pool_patches(gate)
             out["S_Ps"] = tau * (gate * patch_sims).sum(-1) / pooled.norm(dim=-1).clamp_min(1e-12)
@@ -165,24 +174,21 @@ def fine_scores(
     blocks of videos so the [C, b, T*P] patch similarities stay bounded.
     """
     _check_text(text, video.embed_dim)
-    which = _which(scores)
+    which = _which(scores)  # validate names before any work
     text = text.float()
     num_captions, num_patches = text.shape[0], video.patch.shape[1]
     block = max(1, _BLOCK_ELEMENTS // max(1, num_captions * num_patches))
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in which}
     for start in range(0, video.num_videos, block):
         part = video.index(slice(start, start + block)).to(dtype=torch.float32)
-        valid = _valid_slots(part.mask, config)
         patch = part.patch
-        block_scores = _fine_from_similarities(
-            text,
+        block_scores = fine_scores_from_similarities(
             frame_sims=torch.einsum("cd,btd->cbt", text, part.frame),
             context_sims=torch.einsum("cd,btd->cbt", text, part.context),
             context_gram=(part.context @ part.context.transpose(1, 2)).unsqueeze(0),
             patch_sims=torch.einsum("cd,bnd->cbn", text, patch),
             pool_patches=lambda gate: torch.einsum("cbn,bnd->cbd", gate, patch),
-            valid_frames=None if valid is None else valid.unsqueeze(0),
-            params=params, config=config, which=which)
+            mask=part.mask.unsqueeze(0), params=params, config=config, scores=which)
         for name, value in block_scores.items():
             parts[name].append(value)
     return {name: torch.cat(values, dim=1) for name, values in parts.items()}
@@ -208,15 +214,13 @@ def candidate_fine_scores(
         raise ValueError(f"candidate frame features must be [Q={text.shape[0]}, k, T, D], "
                          f"got {tuple(frame.shape)}")
     text, frame, context, patch = (x.float() for x in (text, frame, context, patch))
-    valid = _valid_slots(mask, config)
-    return _fine_from_similarities(
-        text,
+    return fine_scores_from_similarities(
         frame_sims=torch.einsum("qd,qktd->qkt", text, frame),
         context_sims=torch.einsum("qd,qktd->qkt", text, context),
         context_gram=context @ context.transpose(-1, -2),
         patch_sims=torch.einsum("qd,qknd->qkn", text, patch),
         pool_patches=lambda gate: torch.einsum("qkn,qknd->qkd", gate, patch),
-        valid_frames=valid, params=params, config=config, which=_which(scores))
+        mask=mask, params=params, config=config, scores=scores)
 
 
 def all_scores(

@@ -7,8 +7,8 @@ Two implementations, same scores (the formulas of `eercf_core.scores`, float32):
 - "grouped" (default): candidates of a block of queries are grouped by video, each distinct
   video's fine rows are read and converted once, and the similarities s·f, s·ĥ, s·p of all queries
   that recalled it are computed together (one batched matmul). The similarities then go through
-  the core's `_fine_from_similarities` and the same rerank mix and stable sort as
-  `ec.rerank_candidates`. Results equal the "gather" path up to float32 summation order.
+  the core's `fine_scores_from_similarities` and `rank_candidates`, as
+  `ec.rerank_candidates` does. Results equal the "gather" path up to float32 summation order.
 The grouped loop is many small, memory-bound operations: it runs with one intra-op thread
 (measured 3-5x faster than two on the shared 2-core machine, where OpenMP barriers stall when a
 core is busy), restoring the caller's thread count afterwards.
@@ -25,15 +25,8 @@ import torch
 
 from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.fine_store import FineStore
-from eercf_core.ranking import Ranking, _sort_desc, rerank_candidates
-from eercf_core.scores import (
-    ScoreParams,
-    _fine_from_similarities,
-    _valid_slots,
-    _which,
-    needed_scores,
-    rerank_score,
-)
+from eercf_core.ranking import Ranking, rank_candidates, rerank_candidates
+from eercf_core.scores import ScoreParams, fine_scores_from_similarities, needed_scores
 
 # Bound on float32 elements of the per-pair patch similarities [pairs, T*P] of one query block.
 _PAIR_SIM_ELEMENTS = 1 << 25
@@ -140,25 +133,13 @@ def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, par
         context_gram[members_t] = (context @ context.transpose(1, 2))[local]
         mask[members_t] = torch.from_numpy(store.read("mask", chunk))[local]
 
-    def no_pooling(gate: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("S_Ps needs the gather path")
-
-    valid = _valid_slots(mask.view(num_queries, k, t), config)
-    fine = _fine_from_similarities(
-        text,
+    fine = fine_scores_from_similarities(
         frame_sims=frame_sims.view(num_queries, k, t),
         context_sims=context_sims.view(num_queries, k, t),
         context_gram=context_gram.view(num_queries, k, t, t),
         patch_sims=patch_sims.view(num_queries, k, n),
-        pool_patches=no_pooling, valid_frames=valid, params=params, config=config,
-        which=_which(needed_scores(weights)))
-    # The tail of ec.rerank_candidates, unchanged.
+        pool_patches=None,  # S_Ps takes the gather path (see rerank_from_store)
+        mask=mask.view(num_queries, k, t), params=params, config=config,
+        scores=needed_scores(weights))
     fine["S_V"] = candidate_coarse.float()
-    final = rerank_score(fine, weights)
-    ranked = _sort_desc(final)
-    return Ranking(
-        indices=candidate_ids.gather(1, ranked),
-        scores=final.gather(1, ranked),
-        coarse_scores=fine["S_V"].gather(1, ranked),
-        reranked=torch.ones_like(ranked, dtype=torch.bool),
-    )
+    return rank_candidates(candidate_ids, fine, weights)

@@ -20,7 +20,7 @@ import eercf_core as ec
 from eercf_core import recall_index
 from eercf_core.index_dir import IndexDirectory, open_index
 from eercf_core.io_formats import atomic_write_text, ranked_lines, read_queries, write_json
-from eercf_core.ranking import Ranking, _sort_desc
+from eercf_core.ranking import Ranking, order_by_rerank_score
 from eercf_core.scores import coarse_scores, fine_scores, needed_scores, rerank_score
 from eercf_core.store_rerank import METHODS, rerank_from_store
 
@@ -81,8 +81,7 @@ def exhaustive(index: IndexDirectory, text: torch.Tensor, params: ec.ScoreParams
             log.info("exhaustive: %d/%d videos, %.0f pairs/s", rows[-1] + 1, num_videos,
                      (rows[-1] + 1) * len(text) / (time.perf_counter() - start))
     final, coarse = torch.cat(final_parts, 1), torch.cat(coarse_parts, 1)
-    coarse_order = _sort_desc(coarse)
-    order = coarse_order.gather(1, _sort_desc(final.gather(1, coarse_order)))[:, :top_n]
+    order = order_by_rerank_score(final, coarse)[:, :top_n]
     return Ranking(order, final.gather(1, order), coarse.gather(1, order),
                    torch.ones_like(order, dtype=torch.bool))
 

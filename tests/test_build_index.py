@@ -8,7 +8,7 @@ import pytest
 
 from eercf_core.index_dir import open_index
 from pipelines import build_index
-from tests.index_fixtures import DIMS, write_synthetic_shards
+from tests.index_fixtures import write_synthetic_shards
 
 
 def test_build_counts_errors_and_stores_rows(tmp_path):

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 
 from eercf_core import shards
