@@ -6,9 +6,10 @@ on data where fine-grained evidence matters and a tiny model can learn it from s
 
 Design (see README "synthetic-train-demo"):
 - A video is a *scene* (a background tone + texture pattern, present in every frame) plus E brief
-  *events*: a small object (one 16x16 cell of the 64x64 frame: a colour and a shape) visible for one
-  or two seconds, i.e. in one or two of the T frames that 1 fps sampling keeps. Content is held
-  constant within each second, so any 1 fps sampling offset sees the same images.
+  *events*: an object (a colour and a shape, drawn over the scene; by default 48 px of the 64 px
+  frame, `object_cells=1` makes it one 16 px patch) visible for one or two seconds, i.e. in one or
+  two of the T frames that 1 fps sampling keeps. Content is held constant within each second, so
+  any 1 fps sampling offset sees the same images.
 - A caption names the scene and ONE event: "a red circle flashes on a striped olive background".
 - Videos come in *sibling groups* of E videos that share the scene and whose events form a Latin
   square over E colours x E shapes: sibling j shows (colour_i, shape_{(i+j) mod E}) for every i. All
@@ -20,6 +21,8 @@ Design (see README "synthetic-train-demo"):
   top-k keeps the right video and two-stage ranking approaches exhaustive fine scoring.
 - Test queries are unique: every test video gets one query caption whose (scene, colour, shape)
   triple appears in no other test video, so each query has exactly one relevant video.
+- Train videos also get event-only captions (see SHORT_TEMPLATES) so a from-scratch model learns
+  the events, not only the scenes.
 
 Files written by `generate_corpus(out_dir, config)`:
   videos/<split>/<video_id>.mp4     real encoded videos (H.264 via `video_writer.write_video`)
@@ -73,6 +76,13 @@ TEMPLATES = (
     "a {pattern} {tone} background where a {colour} {shape} appears briefly",
     "briefly a {colour} {shape} over a {pattern} {tone} background",
 )
+# Event-only captions (training split only): every other video with a different event is a
+# negative for them, which is what teaches a from-scratch model the small vocabulary of events
+# quickly; full captions alone are mostly separated by the scene words.
+SHORT_TEMPLATES = (
+    "a {colour} {shape} flashes",
+    "briefly a {colour} {shape} appears",
+)
 CELL = 16  # event cell size in pixels (= the tiny models' patch size)
 SPLITS = ("train", "test")
 
@@ -90,7 +100,9 @@ class SynthConfig:
     image_size: int = 64  # frame width and height, a multiple of CELL
     max_event_seconds: int = 2  # an event lasts 1..max_event_seconds seconds
     templates: int = len(TEMPLATES)  # how many caption templates to draw from
-    object_cells: int = 1  # event object size in 16x16 cells (1: one patch; 2: a 2x2 block)
+    short_captions: bool = True  # also an event-only caption per train event (not for queries)
+    object_cells: int = 4  # event object box in 16x16 cells: 4 = the frame (a 48 px object);
+    # 1 = one patch (a small object; not learnt from scratch in the demo's budget, see README)
     suffix: str = ".mp4"
 
     def validate(self) -> None:
@@ -288,7 +300,8 @@ def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
 
 
 def captions_for(spec: VideoSpec, config: SynthConfig) -> list[dict]:
-    """One caption per event of the video (template chosen from the render seed), JSON-able."""
+    """One caption per event of the video (template chosen from the render seed), JSON-able; train
+    videos also get one event-only caption per event when `config.short_captions`."""
     rng = np.random.default_rng(spec.render_seed + 1)
     out = []
     for i, event in enumerate(spec.events):
@@ -296,6 +309,12 @@ def captions_for(spec: VideoSpec, config: SynthConfig) -> list[dict]:
         out.append({"caption_id": f"{spec.video_id}#{i}", "video_id": spec.video_id,
                     "split": spec.split, "text": spec.caption(i, template),
                     "event": dataclasses.asdict(event)})
+    if config.short_captions and spec.split == "train":
+        for i, event in enumerate(spec.events):
+            template = SHORT_TEMPLATES[int(rng.integers(0, len(SHORT_TEMPLATES)))]
+            out.append({"caption_id": f"{spec.video_id}#short{i}", "video_id": spec.video_id,
+                        "split": spec.split, "text": template.format(colour=event.colour, shape=event.shape),
+                        "event": dataclasses.asdict(event)})
     return out
 
 

@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=d.fps, help="frames written per second")
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--templates", type=int, default=d.templates, help="caption templates used")
+    p.add_argument("--object-cells", type=int, default=d.object_cells,
+                   help="event object box in 16 px cells (4: most of a 64 px frame; 1: one patch)")
+    p.add_argument("--no-short-captions", action="store_true",
+                   help="no event-only training captions")
     p.add_argument("--suffix", default=d.suffix, choices=(".mp4", ".webm", ".avi", ".mkv"))
     p.add_argument("--workers", type=int, default=2, help="encoding processes")
     return p
@@ -38,6 +42,7 @@ def run(argv: list[str] | None = None) -> int:
     config = SynthConfig(num_train=args.num_train, num_test=args.num_test, seed=args.seed,
                          events_per_video=args.events_per_video, seconds=args.seconds,
                          fps=args.fps, image_size=args.image_size, templates=args.templates,
+                         object_cells=args.object_cells, short_captions=not args.no_short_captions,
                          suffix=args.suffix)
     summary = generate_corpus(args.out, config, workers=args.workers)
     print(json.dumps({k: summary[k] for k in ("num_videos", "num_train", "num_test",

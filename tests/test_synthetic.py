@@ -55,30 +55,40 @@ def test_too_many_unique_queries_is_a_clear_error():
         syn.plan_corpus(syn.SynthConfig(num_train=0, num_test=5000))
 
 
-def test_event_is_visible_only_in_its_frames():
-    config = syn.SynthConfig(num_train=4, num_test=0, seed=3)
+@pytest.mark.parametrize("object_cells", [1, 2, 4])
+def test_event_is_visible_only_in_its_frames(object_cells):
+    config = syn.SynthConfig(num_train=4, num_test=0, seed=3, object_cells=object_cells)
     spec = syn.plan_corpus(config)[0]
     frames, mask = syn.sample_frames_1fps(spec, config)
     assert frames.shape == (12, 64, 64, 3) and mask.all()
+    size = syn.CELL * config.object_cells
     for event in spec.events:
         colour = np.array(syn.COLOURS[event.colour])
-        y, x = event.cell[0] * syn.CELL, event.cell[1] * syn.CELL
+        y, x = event.cell[0] * size, event.cell[1] * size
         for t in range(12):
-            cell = frames[t, y:y + syn.CELL, x:x + syn.CELL].astype(int)
+            cell = frames[t, y:y + size, x:x + size].astype(int)
             hits = (np.abs(cell - colour).max(-1) <= 12).sum()
             shown = event.start <= t < event.start + event.duration
             assert (hits >= 15) == shown, (event, t, hits)
 
 
 def test_captions_name_the_scene_and_one_event():
-    config = syn.SynthConfig(num_train=2, num_test=0, seed=4)
-    spec = syn.plan_corpus(config)[0]
-    captions = syn.captions_for(spec, config)
-    assert len(captions) == len(spec.events)
-    for caption, event in zip(captions, spec.events):
+    config = syn.SynthConfig(num_train=2, num_test=2, seed=4)
+    train, test = syn.plan_corpus(config)[0], syn.plan_corpus(config)[-1]
+    captions = syn.captions_for(test, config)
+    assert len(captions) == len(test.events)  # test videos: full captions only (queries)
+    for caption, event in zip(captions, test.events):
         words = caption["text"].split()
-        assert {event.colour, event.shape, spec.tone, spec.pattern} <= set(words)
-        assert caption["video_id"] == spec.video_id
+        assert {event.colour, event.shape, test.tone, test.pattern} <= set(words)
+        assert caption["video_id"] == test.video_id
+    # train videos also get an event-only caption per event
+    captions = syn.captions_for(train, config)
+    assert len(captions) == 2 * len(train.events)
+    for caption, event in zip(captions[len(train.events):], train.events):
+        words = set(caption["text"].split())
+        assert {event.colour, event.shape} <= words and not {train.tone, train.pattern} & words
+    no_short = syn.SynthConfig(num_train=2, num_test=2, seed=4, short_captions=False)
+    assert len(syn.captions_for(train, no_short)) == len(train.events)
 
 
 def test_generate_corpus_writes_decodable_videos_and_contract_files(tmp_path):
@@ -91,7 +101,7 @@ def test_generate_corpus_writes_decodable_videos_and_contract_files(tmp_path):
     truth = dict(line.split("\t") for line in (tmp_path / "test_ground_truth.tsv").read_text().splitlines()[1:])
     assert [q for q, _ in queries] == sorted(truth) and len(set(truth.values())) == 4
     captions = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
-    assert len(captions) == 8 * config.events_per_video
+    assert len(captions) == (2 * 4 + 4) * config.events_per_video  # train: full + event-only
     specs = {s.video_id: s for s in syn.load_specs(tmp_path)}
     # the real file, decoded with the extraction sampling, shows each event in its second
     video_id, uri = manifest[1].split("\t")
