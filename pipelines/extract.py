@@ -4,9 +4,12 @@
 
 Pipeline (labelled Beam transforms):
   ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (an isolated
-  process pool per worker: per-video time limit, crash-proof; error rows on a side output) ->
-  RunInference (frames of --batch-size videos at a time, EercfModelHandler) -> WriteShards
-  (one atomic Parquet shard per chunk) ; then a summary (summary.json beside the shards).
+  process pool per worker: per-video time limit, crash-proof) -> Encode (RunInference, frames of
+  --batch-size videos at a time, EercfModelHandler; failed decodes pass through as error rows) ->
+  WriteShards (one atomic Parquet shard per chunk); then a summary (summary.json beside the shards).
+The chain is linear on purpose: a Flatten of two branches makes the in-process runner materialise
+everything before the writer, which would hold every decoded video in memory and write no shard
+until the end (nothing to resume from).
 
 Unknown flags are Beam pipeline options (--runner, --direct_num_workers, --project, ...); the
 default runner is Beam's in-process FnApiRunner. Rerunning with the same --output resumes.
@@ -33,11 +36,10 @@ from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build
 from schemas import STATUS_ERROR
 
 log = logging.getLogger(__name__)
-ERRORS = "errors"
 
 
 class DecodeChunkFn(beam.DoFn):
-    """(shard, [VideoRef]) -> DecodedItem per decoded video; error rows on the ERRORS output.
+    """(shard, [VideoRef]) -> one DecodedItem per video: decoded frames, or the error row.
 
     Decoding runs in an IsolatedPool created in setup() (decoders live only in its children):
     a crashing or hanging decoder costs one error row, never the run.
@@ -63,9 +65,9 @@ class DecodeChunkFn(beam.DoFn):
                 self.failures.inc()
                 message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
                 log.warning("decode failed: %s", message)
-                yield beam.pvalue.TaggedOutput(ERRORS, (name, len(refs), {
+                yield DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
                     "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
-                    "error": message, "decode_seconds": outcome.seconds}))
+                    "error": message, "decode_seconds": outcome.seconds})
 
     def teardown(self) -> None:
         pool = getattr(self, "pool", None)
@@ -122,18 +124,13 @@ def _runner(beam_args: list[str]):
 
 def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
                    args: argparse.Namespace, dims, identity, total: int):
-    decoded = (
+    return (
         pipeline
         | "ReadInputs" >> beam.Create(chunks)
         | "Distribute" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
-                                               args.per_video_timeout)
-                                 ).with_outputs(ERRORS, main="decoded"))
-    encoded = decoded.decoded | "Encode" >> RunInference(
-        EercfModelHandler(spec, batch_size=args.batch_size))
-    return (
-        (encoded, decoded[ERRORS])
-        | "Rows" >> beam.Flatten()
+                                               args.per_video_timeout))
+        | "Encode" >> RunInference(EercfModelHandler(spec, batch_size=args.batch_size))
         | "WriteShards" >> beam.ParDo(WriteShardsFn(
             args.output, dims, identity.model_id, identity.checkpoint_sha256, total,
             args.progress_seconds, time.time())))

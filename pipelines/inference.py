@@ -60,13 +60,18 @@ def build_model(spec: ModelSpec):
 
 @dataclass
 class DecodedItem:
-    """A decoded video on its way to the model, with the shard it belongs to."""
+    """A video on its way to the model, with the shard it belongs to.
+
+    `decoded` holds its frames; a video that failed to decode has `decoded=None` and its finished
+    shard row in `error_row` (it passes through the model step untouched).
+    """
 
     shard: str
     shard_count: int  # rows the shard will hold
     video_id: str
     uri: str
-    decoded: DecodedVideo
+    decoded: DecodedVideo | None
+    error_row: dict | None = None
 
 
 def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
@@ -99,12 +104,17 @@ class EercfModelHandler(ModelHandler):
                       inference_args: dict[str, Any] | None = None) -> Iterable[tuple]:
         import torch
 
-        frames = np.stack([item.decoded.frames for item in batch])
-        mask = np.stack([item.decoded.mask for item in batch])
-        with torch.inference_mode():
-            features = model.encode_video(frames, mask, batch_size=len(batch))
-        rows = feature_rows(batch, features)
-        return [(item.shard, item.shard_count, row) for item, row in zip(batch, rows)]
+        results = [(item.shard, item.shard_count, item.error_row) for item in batch
+                   if item.decoded is None]
+        ok = [item for item in batch if item.decoded is not None]
+        if ok:
+            frames = np.stack([item.decoded.frames for item in ok])
+            mask = np.stack([item.decoded.mask for item in ok])
+            with torch.inference_mode():
+                features = model.encode_video(frames, mask, batch_size=len(ok))
+            results += [(item.shard, item.shard_count, row)
+                        for item, row in zip(ok, feature_rows(ok, features))]
+        return results
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         # Full batches (frames of batch_size videos); a bundle's remainder is flushed at its end.
