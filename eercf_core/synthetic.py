@@ -103,6 +103,7 @@ class SynthConfig:
     short_captions: bool = True  # also an event-only caption per train event (not for queries)
     object_cells: int = 4  # event object box in 16x16 cells: 4 = the frame (a 48 px object);
     # 1 = one patch (a small object; not learnt from scratch in the demo's budget, see README)
+    object_size: int | None = None  # shape size in px (default 12 * object_cells), <= its box
     suffix: str = ".mp4"
 
     def validate(self) -> None:
@@ -115,6 +116,8 @@ class SynthConfig:
             raise ValueError(f"{e} events of up to {self.max_event_seconds}s do not fit in {self.seconds}s")
         if self.object_cells < 1 or self.image_size % (CELL * self.object_cells):
             raise ValueError(f"object_cells={self.object_cells} does not tile image_size={self.image_size}")
+        if self.object_size is not None and not 4 <= self.object_size <= CELL * self.object_cells:
+            raise ValueError(f"object_size must be in 4..{CELL * self.object_cells} px, got {self.object_size}")
         if not 1 <= self.templates <= len(TEMPLATES):
             raise ValueError(f"templates must be in 1..{len(TEMPLATES)}, got {self.templates}")
         if self.num_train < 0 or self.num_test < 0 or self.fps <= 0:
@@ -200,7 +203,7 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     per_second = np.repeat(background[None], config.seconds, axis=0)
     cell = CELL * config.object_cells
     for event in spec.events:
-        mask = _shape_mask(event.shape, size=12 * config.object_cells)
+        mask = _shape_mask(event.shape, size=config.object_size or 12 * config.object_cells)
         oy, ox = rng.integers(0, cell - mask.shape[0] + 1, size=2)  # jitter inside the cell
         y0, x0 = event.cell[0] * cell + oy, event.cell[1] * cell + ox
         for second in range(event.start, event.start + event.duration):

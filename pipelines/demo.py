@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-train", type=int, default=1200)
     p.add_argument("--num-test", type=int, default=300)
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="head lr (from-scratch demo value)")
     p.add_argument("--clip-lr", type=float, default=1e-3, help="CLIP lr (from scratch: a real lr)")
