@@ -1,7 +1,8 @@
 """Run every benchmark module `bench/bench_*.py` (or those named on the command line).
 
-Each module has `main(argv) -> dict`; results are printed as they finish and written together to
-`bench_out/results.json`. Usage: python -m bench [name ...] [--quick]
+Each module has `main(argv) -> dict`; results are printed as they finish and merged into
+`bench_out/results.json` (a run of some benchmarks keeps the others' last results).
+Usage: python -m bench [name ...] [--quick]
 """
 from __future__ import annotations
 
@@ -30,15 +31,17 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path("bench_out")
     out.mkdir(exist_ok=True)
-    results = {}
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for name in chosen:
         start = time.perf_counter()
         log.info("running %s", name)
         results[name] = importlib.import_module(f"bench.{name}").main(flags)
         log.info("%s done in %.1f s: %s", name, time.perf_counter() - start,
                  json.dumps(results[name], indent=None, default=str))
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    log.info("wrote %s", out / "results.json")
+        # Written after each benchmark, so a long run that fails late keeps the earlier results.
+        results_path.write_text(json.dumps(results, indent=2, default=str))
+    log.info("wrote %s", results_path)
     return 0
 
 
