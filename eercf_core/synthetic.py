@@ -72,16 +72,16 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("square", "circle", "triangle", "cross", "diamond", "ring")
 TEMPLATES = (
-    "a {colour} {shape} flashes on a {pattern} {tone} background",
-    "a {pattern} {tone} background where a {colour} {shape} appears briefly",
-    "briefly a {colour} {shape} over a {pattern} {tone} background",
+    "a {event} flashes on a {pattern} {tone} background",
+    "a {pattern} {tone} background where a {event} appears briefly",
+    "briefly a {event} over a {pattern} {tone} background",
 )
 # Event-only captions (training split only): every other video with a different event is a
 # negative for them, which is what teaches a from-scratch model the small vocabulary of events
 # quickly; full captions alone are mostly separated by the scene words.
 SHORT_TEMPLATES = (
-    "a {colour} {shape} flashes",
-    "briefly a {colour} {shape} appears",
+    "a {event} flashes",
+    "briefly a {event} appears",
 )
 CELL = 16  # event cell size in pixels (= the tiny models' patch size)
 SPLITS = ("train", "test")
@@ -104,10 +104,16 @@ class SynthConfig:
     object_cells: int = 4  # event object box in 16x16 cells: 4 = the frame (a 48 px object);
     # 1 = one patch (a small object; not learnt from scratch in the demo's budget, see README)
     object_size: int | None = None  # shape size in px (default 12 * object_cells), <= its box
+    binding: str = "pair"  # what siblings differ in: "pair" = which two colours share one frame
+    # (a two-colour flag; E = 2, groups of 3); "shape" = which shape a colour has (E x E Latin square)
     suffix: str = ".mp4"
 
     def validate(self) -> None:
         e = self.events_per_video
+        if self.binding not in ("pair", "shape"):
+            raise ValueError(f"binding must be 'pair' or 'shape', got {self.binding!r}")
+        if self.binding == "pair" and e != 2:
+            raise ValueError(f"binding='pair' needs events_per_video=2, got {e}")
         if not 1 <= e <= min(len(COLOURS), len(SHAPES)):
             raise ValueError(f"events_per_video must be in 1..{min(len(COLOURS), len(SHAPES))}, got {e}")
         if self.image_size % CELL or self.image_size < 2 * CELL:
@@ -131,6 +137,13 @@ class Event:
     cell: tuple[int, int]  # (row, col) of the object's cell (CELL * object_cells pixels square)
     start: int  # first second shown
     duration: int  # seconds shown
+    colour2: str | None = None  # binding="pair": the flag's second colour (shape is "flag")
+
+    def words(self) -> str:
+        """The event as caption words: "red circle" or "red and blue flag"."""
+        if self.colour2 is None:
+            return f"{self.colour} {self.shape}"
+        return f"{self.colour} and {self.colour2} {self.shape}"
 
 
 @dataclass(frozen=True)
@@ -149,9 +162,8 @@ class VideoSpec:
     render_seed: int
 
     def caption(self, event_index: int, template_index: int) -> str:
-        event = self.events[event_index]
         return TEMPLATES[template_index].format(
-            colour=event.colour, shape=event.shape, pattern=self.pattern, tone=self.tone)
+            event=self.events[event_index].words(), pattern=self.pattern, tone=self.tone)
 
 
 def _shape_mask(shape: str, size: int = 12) -> np.ndarray:
@@ -203,12 +215,20 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     per_second = np.repeat(background[None], config.seconds, axis=0)
     cell = CELL * config.object_cells
     for event in spec.events:
-        mask = _shape_mask(event.shape, size=config.object_size or 12 * config.object_cells)
+        size = config.object_size or 12 * config.object_cells
+        if event.colour2 is None:
+            mask, paint = _shape_mask(event.shape, size=size), np.array(COLOURS[event.colour])
+        else:  # a flag: two equal stripes, horizontal or vertical, colours in either order
+            mask = np.ones((size, size), bool)
+            paint = np.empty((size, size, 3), np.int64)
+            first = (np.arange(size) < size // 2)[:, None] if rng.integers(2) else (np.arange(size) < size // 2)[None, :]
+            a, b = (event.colour, event.colour2)[::1 if rng.integers(2) else -1]
+            paint[:] = np.where(first[..., None], COLOURS[a], COLOURS[b])
         oy, ox = rng.integers(0, cell - mask.shape[0] + 1, size=2)  # jitter inside the cell
         y0, x0 = event.cell[0] * cell + oy, event.cell[1] * cell + ox
         for second in range(event.start, event.start + event.duration):
             region = per_second[second, y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
-            region[mask] = COLOURS[event.colour]
+            region[mask] = paint if paint.ndim == 1 else paint[mask]
     # sensor noise, so no two videos are pixel-identical
     noise = rng.integers(-4, 5, size=per_second.shape)
     per_second = np.clip(per_second.astype(np.int16) + noise, 0, 255).astype(np.uint8)
@@ -231,9 +251,13 @@ def sample_frames_1fps(spec: VideoSpec, config: SynthConfig, num_frames: int = 1
     return frames, mask
 
 
+# binding="pair": the 3 ways to split 4 colours into 2 pairs; sibling j shows matching j.
+PAIR_MATCHINGS = (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2)))
+
+
 def _sample_events(rng: np.random.Generator, colours: list[str], shapes: list[str], sibling: int,
                    config: SynthConfig) -> tuple[Event, ...]:
-    e = len(colours)
+    e = config.events_per_video
     grid = config.image_size // (CELL * config.object_cells)
     durations = rng.integers(1, config.max_event_seconds + 1, size=e)
     # non-overlapping time slots: random gaps distributed around the events
@@ -246,10 +270,22 @@ def _sample_events(rng: np.random.Generator, colours: list[str], shapes: list[st
         starts[i] = t
         t += durations[i]
     cells = rng.choice(grid * grid, size=e, replace=grid * grid < e)
-    return tuple(
-        Event(colours[i], shapes[(i + sibling) % e], (int(cells[i] // grid), int(cells[i] % grid)),
-              int(starts[i]), int(durations[i]))
-        for i in range(e))
+    where = [((int(cells[i] // grid), int(cells[i] % grid)), int(starts[i]), int(durations[i]))
+             for i in range(e)]
+    if config.binding == "pair":
+        pairs = [tuple(colours[k] for k in rng.permutation(pair)) for pair in PAIR_MATCHINGS[sibling]]
+        return tuple(Event(a, "flag", *where[i], colour2=b) for i, (a, b) in enumerate(pairs))
+    return tuple(Event(colours[i], shapes[(i + sibling) % e], *where[i]) for i in range(e))
+
+
+def group_size(config: SynthConfig) -> int:
+    """Videos per sibling group: 3 pair matchings, or E for the E x E Latin square."""
+    return len(PAIR_MATCHINGS) if config.binding == "pair" else config.events_per_video
+
+
+def _event_key(event: Event) -> tuple[str, ...]:
+    """What a caption names of an event, order-free: (colour, shape) or the sorted colour pair."""
+    return (event.colour, event.shape) if event.colour2 is None else tuple(sorted((event.colour, event.colour2)))
 
 
 def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
@@ -270,12 +306,13 @@ def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
             for _attempt in range(1000):
                 tone = str(rng.choice(list(TONES)))
                 pattern = str(rng.choice(PATTERNS))
-                colours = [str(c) for c in rng.choice(list(COLOURS), size=e, replace=False)]
+                n_colours = 4 if config.binding == "pair" else e
+                colours = [str(c) for c in rng.choice(list(COLOURS), size=n_colours, replace=False)]
                 shapes = [str(s) for s in rng.choice(SHAPES, size=e, replace=False)]
-                siblings = [_sample_events(rng, colours, shapes, j, config) for j in range(e)]
-                triples = [[(tone, pattern, ev.colour, ev.shape) for ev in evs] for evs in siblings]
+                siblings = [_sample_events(rng, colours, shapes, j, config) for j in range(group_size(config))]
+                triples = [[(tone, pattern, *_event_key(ev)) for ev in evs] for evs in siblings]
                 if split == "train":
-                    queries = [-1] * e
+                    queries = [-1] * len(siblings)
                     break
                 if any(t in queried for ts in triples for t in ts):
                     continue
@@ -287,7 +324,7 @@ def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
                 raise ValueError(
                     f"cannot make {count} {split} videos with unique queries from this vocabulary "
                     f"(made {made}); lower num_test or events_per_video")
-            for j in range(min(e, count - made)):
+            for j in range(min(len(siblings), count - made)):
                 specs.append(VideoSpec(
                     video_id=f"{split}_{made:06d}", split=split, group=group, tone=tone,
                     pattern=pattern, pattern_phase=int(rng.integers(0, 8)),
@@ -316,7 +353,7 @@ def captions_for(spec: VideoSpec, config: SynthConfig) -> list[dict]:
         for i, event in enumerate(spec.events):
             template = SHORT_TEMPLATES[int(rng.integers(0, len(SHORT_TEMPLATES)))]
             out.append({"caption_id": f"{spec.video_id}#short{i}", "video_id": spec.video_id,
-                        "split": spec.split, "text": template.format(colour=event.colour, shape=event.shape),
+                        "split": spec.split, "text": template.format(event=event.words()),
                         "event": dataclasses.asdict(event)})
     return out
 

@@ -10,8 +10,11 @@
   τ = exp(logit_scale) is clamped to ≤ 100 after each step.
 - AMP on CUDA (the image tower already runs under fp16 autocast; a GradScaler guards the grads).
 - Sampling: every (video, caption) pair is a sample; each epoch is a seeded permutation (seed +
-  epoch), batches drop the remainder. Resume is exact: the permutation is recomputed and the
-  position inside it follows from the step.
+  epoch), batches drop the remainder. With `group_batches` (and `TrainingPairs.video_group`) a
+  batch is instead made of whole video groups (e.g. the synthetic corpus's sibling groups), one
+  caption per video: the hard negatives always meet in a batch, and no video appears twice. The
+  loss is unchanged; this is only which pairs share a batch. Resume is exact: the permutation is
+  recomputed and the position inside it follows from the step.
 - Checkpoints (`TrainState` in `<out>/train_state.pt`, atomic) hold model, optimiser, scheduler,
   scaler, step and RNG states.
 """
@@ -68,6 +71,7 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 20
     checkpoint_every: int = 0  # steps between train-state checkpoints (0: only at the end)
+    group_batches: bool = False  # batches of whole video groups, one caption per video
     loss_weights: LossWeights = field(default_factory=LossWeights)
     score_config: ScoreConfig = field(default_factory=ScoreConfig)
 
@@ -89,12 +93,14 @@ class TrainingPairs:
     mask:          bool  [V, T] (False = padded frame slot)
     tokens:        long  [C, L] caption token ids (model.tokenize)
     caption_video: long  [C] index into the videos of each caption's video
+    video_group:   long  [V] group id of each video (optional; for `TrainConfig.group_batches`)
     """
 
     frames: torch.Tensor
     mask: torch.Tensor
     tokens: torch.Tensor
     caption_video: torch.Tensor
+    video_group: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         v, c = self.frames.shape[0], self.tokens.shape[0]
@@ -108,6 +114,8 @@ class TrainingPairs:
             raise ValueError(f"caption_video must be [C={c}] (C > 0), got {tuple(self.caption_video.shape)}")
         if int(self.caption_video.min()) < 0 or int(self.caption_video.max()) >= v:
             raise ValueError(f"caption_video indexes outside the {v} videos")
+        if self.video_group is not None and self.video_group.shape != (v,):
+            raise ValueError(f"video_group must be [V={v}], got {tuple(self.video_group.shape)}")
 
     @property
     def num_pairs(self) -> int:
@@ -191,13 +199,45 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self.batches_per_epoch = data.num_pairs // config.batch_size
+        if config.group_batches:
+            self._init_groups()
         self.history: list[dict[str, float]] = []
+
+    def _init_groups(self) -> None:
+        """Index videos by group and captions by video for group batches."""
+        if self.data.video_group is None:
+            raise ValueError("group_batches needs TrainingPairs.video_group")
+        captions_of: dict[int, list[int]] = {}
+        for c, v in enumerate(self.data.caption_video.tolist()):
+            captions_of.setdefault(v, []).append(c)
+        groups: dict[int, list[int]] = {}
+        for v, g in enumerate(self.data.video_group.tolist()):
+            if v in captions_of:
+                groups.setdefault(g, []).append(v)
+        self.groups = [vs for _, vs in sorted(groups.items())]
+        self.captions_of = captions_of
+        largest = max(len(vs) for vs in self.groups)
+        self.groups_per_batch = max(1, self.config.batch_size // largest)
+        if len(self.groups) < self.groups_per_batch or self.groups_per_batch * largest < 2:
+            raise ValueError(f"{len(self.groups)} video groups (largest {largest}) cannot fill a "
+                             f"batch of {self.config.batch_size}")
+        self.batches_per_epoch = len(self.groups) // self.groups_per_batch
 
     # ------------------------------------------------------------------ sampling
     def batch_indices(self, step: int) -> torch.Tensor:
         """Caption indices of batch `step`: epoch permutation seeded by seed + epoch, drop_last."""
         epoch, position = divmod(step, self.batches_per_epoch)
         generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        if self.config.group_batches:
+            order = torch.randperm(len(self.groups), generator=generator).tolist()
+            g = self.groups_per_batch
+            pick = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+            out = []
+            for group in order[position * g:(position + 1) * g]:
+                for v in self.groups[group]:
+                    options = self.captions_of[v]
+                    out.append(options[int(torch.randint(len(options), (1,), generator=pick))])
+            return torch.tensor(out, dtype=torch.long)
         order = torch.randperm(self.data.num_pairs, generator=generator)
         b = self.config.batch_size
         return order[position * b:(position + 1) * b]

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--grad-clip", type=float, default=1.0)
     o.add_argument("--train-embeddings", action="store_true",
                    help="also train the embeddings the official code freezes (method §7.3)")
+    o.add_argument("--group-batches", action="store_true",
+                   help="batches of whole sibling groups (needs --corpus: videos.jsonl groups), one "
+                        "caption per video, so each video meets its hard negatives")
     o.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     o.add_argument("--seed", type=int, default=42)
     w = p.add_argument_group("loss weights (defaults: official, method §7.1)")
@@ -184,8 +187,21 @@ def load_model_for_training(init: str, pretrained: str | None, num_frames: int, 
                            seed=seed, device=device)
 
 
+def read_groups(corpus: Path) -> dict[str, int]:
+    """video_id -> sibling group id, from a synthetic corpus's videos.jsonl."""
+    path = corpus / "videos.jsonl"
+    groups = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            row = json.loads(line)
+            groups[str(row["video_id"])] = int(row["group"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{n}: needs video_id and group: {exc}") from None
+    return groups
+
+
 def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarray, mask: np.ndarray,
-                   captions: list[tuple[str, str]]) -> TrainingPairs:
+                   captions: list[tuple[str, str]], groups: dict[str, int] | None = None) -> TrainingPairs:
     index = {v: i for i, v in enumerate(video_ids)}
     usable = [(index[v], t) for v, t in captions if v in index]
     dropped = len(captions) - len(usable)
@@ -195,7 +211,9 @@ def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarra
         raise ValueError("no caption matches a decoded video")
     return TrainingPairs(torch.from_numpy(frames), torch.from_numpy(mask),
                          model.tokenize([t for _, t in usable]),
-                         torch.tensor([i for i, _ in usable], dtype=torch.long))
+                         torch.tensor([i for i, _ in usable], dtype=torch.long),
+                         None if groups is None else
+                         torch.tensor([groups.get(v, -1 - i) for i, v in enumerate(video_ids)]))
 
 
 # ---------------------------------------------------------------------------- job
@@ -223,7 +241,10 @@ def run(argv: list[str] | None = None) -> int:
     manifest = read_manifest(videos)
     wanted = {v: manifest[v] for v in dict.fromkeys(v for v, _ in caption_pairs) if v in manifest}
     video_ids, frames, mask = decode_all(wanted, model.image_size, model.num_frames, args.decode_workers)
-    data = training_pairs(model, video_ids, frames, mask, caption_pairs)
+    if args.group_batches and not args.corpus:
+        raise SystemExit("eercf train: --group-batches needs --corpus (its videos.jsonl has the groups)")
+    groups = read_groups(Path(args.corpus)) if args.group_batches else None
+    data = training_pairs(model, video_ids, frames, mask, caption_pairs, groups)
     decode_seconds = time.perf_counter() - start
 
     weights = LossWeights(**{k[len("loss_"):]: v for k, v in vars(args).items() if k.startswith("loss_")})
@@ -233,6 +254,7 @@ def run(argv: list[str] | None = None) -> int:
         clip_lr=args.clip_lr, weight_decay=args.weight_decay,
         warmup_proportion=args.warmup_proportion, grad_clip=args.grad_clip,
         freeze_embeddings=not args.train_embeddings, amp=not args.no_amp, seed=args.seed,
+        group_batches=args.group_batches,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every, loss_weights=weights,
         score_config=ScoreConfig())
     log.info("train: %d videos, %d caption pairs, %d steps of %d on %s (CLIP lr %.1e, head lr %.1e)",

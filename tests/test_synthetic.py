@@ -1,4 +1,4 @@
-"""The synthetic benchmark: determinism, the Latin-square design, unique queries, real video files."""
+"""The synthetic benchmark: determinism, the sibling designs, unique queries, real video files."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from eercf_core.decode import DecodeOptions, decode_video
 
 
 def _triple(spec, event):
-    return (spec.tone, spec.pattern, event.colour, event.shape)
+    return (spec.tone, spec.pattern, *syn._event_key(event))
 
 
 def test_plan_is_deterministic_from_the_seed():
@@ -21,21 +21,23 @@ def test_plan_is_deterministic_from_the_seed():
     assert syn.plan_corpus(config) != syn.plan_corpus(syn.SynthConfig(num_train=20, num_test=10, seed=6))
 
 
-@pytest.mark.parametrize("events", [2, 3])
-def test_sibling_groups_share_the_bag_but_not_the_bindings(events):
-    config = syn.SynthConfig(num_train=60, num_test=30, events_per_video=events, seed=1)
+@pytest.mark.parametrize("binding,events,size", [("pair", 2, 3), ("shape", 2, 2), ("shape", 3, 3)])
+def test_sibling_groups_share_the_bag_but_not_the_bindings(binding, events, size):
+    config = syn.SynthConfig(num_train=60, num_test=30, events_per_video=events, seed=1, binding=binding)
+    assert syn.group_size(config) == size
     groups = defaultdict(list)
     for spec in syn.plan_corpus(config):
         groups[spec.group].append(spec)
-    full = [g for g in groups.values() if len(g) == events]
-    assert len(full) >= (90 // events) - 2
+    full = [g for g in groups.values() if len(g) == size]
+    assert len(full) >= (90 // size) - 2
     for siblings in full:
         assert len({(s.tone, s.pattern) for s in siblings}) == 1  # same scene
-        bags = {(tuple(sorted(e.colour for e in s.events)), tuple(sorted(e.shape for e in s.events)))
-                for s in siblings}
+        bags = {(tuple(sorted(c for e in s.events for c in (e.colour, e.colour2) if c)),
+                 tuple(sorted(e.shape for e in s.events))) for s in siblings}
         assert len(bags) == 1  # same colours and shapes: a bag-of-attributes cannot tell them apart
-        pairs = [(e.colour, e.shape) for s in siblings for e in s.events]
-        assert len(pairs) == len(set(pairs))  # every colour-shape binding belongs to one sibling
+        bindings = [syn._event_key(e) for s in siblings for e in s.events]
+        assert len(bindings) == len(set(bindings))  # every binding belongs to one sibling
+        assert all(len(set(b)) == len(b) for b in bindings)
         for s in siblings:
             seconds = [t for e in s.events for t in range(e.start, e.start + e.duration)]
             assert len(seconds) == len(set(seconds)) and max(seconds) < config.seconds
@@ -79,14 +81,14 @@ def test_captions_name_the_scene_and_one_event():
     assert len(captions) == len(test.events)  # test videos: full captions only (queries)
     for caption, event in zip(captions, test.events):
         words = caption["text"].split()
-        assert {event.colour, event.shape, test.tone, test.pattern} <= set(words)
+        assert {event.colour, event.colour2, event.shape, test.tone, test.pattern} <= set(words)
         assert caption["video_id"] == test.video_id
     # train videos also get an event-only caption per event
     captions = syn.captions_for(train, config)
     assert len(captions) == 2 * len(train.events)
     for caption, event in zip(captions[len(train.events):], train.events):
         words = set(caption["text"].split())
-        assert {event.colour, event.shape} <= words and not {train.tone, train.pattern} & words
+        assert {event.colour, event.colour2, event.shape} <= words and not {train.tone, train.pattern} & words
     no_short = syn.SynthConfig(num_train=2, num_test=2, seed=4, short_captions=False)
     assert len(syn.captions_for(train, no_short)) == len(train.events)
 

@@ -28,7 +28,8 @@ def _pairs(model, num_videos: int = 24) -> TrainingPairs:
     index = {s.video_id: i for i, s in enumerate(specs)}
     return TrainingPairs(torch.from_numpy(np.stack(frames)), torch.from_numpy(np.stack(masks)),
                          model.tokenize([c["text"] for c in captions]),
-                         torch.tensor([index[c["video_id"]] for c in captions]))
+                         torch.tensor([index[c["video_id"]] for c in captions]),
+                         torch.tensor([s.group for s in specs]))
 
 
 def _model():
@@ -136,3 +137,25 @@ def test_too_few_pairs_is_an_error():
     data = _pairs(model, num_videos=2)
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(model, data, _config(batch_size=64))
+
+
+def test_group_batches_hold_whole_sibling_groups_one_caption_per_video():
+    model = _model()
+    data = _pairs(model, num_videos=24)  # 8 groups of 3 siblings
+    trainer = Trainer(model, data, _config(batch_size=9, group_batches=True))
+    assert trainer.groups_per_batch == 3 and trainer.batches_per_epoch == 8 // 3
+    seen_groups = set()
+    for step in range(trainer.batches_per_epoch):
+        captions = trainer.batch_indices(step)
+        videos = data.caption_video[captions].tolist()
+        assert len(videos) == 9 and len(set(videos)) == 9  # no video twice: no false negatives of itself
+        groups = data.video_group[videos].tolist()
+        for g in set(groups):
+            members = (data.video_group == g).nonzero().flatten().tolist()
+            assert sorted(v for v in videos if data.video_group[v] == g) == members
+        assert not seen_groups & set(groups)  # an epoch visits each group at most once
+        seen_groups |= set(groups)
+    assert torch.equal(trainer.batch_indices(5), trainer.batch_indices(5))  # deterministic (resume)
+    no_groups = TrainingPairs(data.frames, data.mask, data.tokens, data.caption_video)
+    with pytest.raises(ValueError, match="video_group"):
+        Trainer(model, no_groups, _config(group_batches=True))
