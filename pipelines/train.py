@@ -17,7 +17,6 @@ Outputs in `--out`: `model.pt` (a project checkpoint, `ec.load_model` reads it),
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import eercf_core as ec
 from eercf_core.config import ScoreConfig
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
+from pipelines import extract_inputs
 
 log = logging.getLogger("eercf.train")
 
@@ -84,27 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------- inputs
 def read_manifest(path: str) -> dict[str, str]:
-    """video_id -> uri from a TSV/CSV with a header naming video_id and uri, or JSONL."""
-    text = Path(path).read_text()
-    out: dict[str, str] = {}
-    if path.endswith(".jsonl"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((n, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
-    else:
-        dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
-        rows = list(enumerate(csv.DictReader(text.splitlines(), dialect=dialect), 2))
-    for n, row in rows:
-        if not row.get("video_id") or not row.get("uri"):
-            raise ValueError(f"{path}:{n}: a manifest row needs video_id and uri, got {row}")
-        if row["video_id"] in out:
-            raise ValueError(f"{path}:{n}: duplicate video_id {row['video_id']!r}")
-        out[row["video_id"]] = row["uri"]
-    return out
+    """video_id -> uri from a manifest, parsed as `eercf extract` parses it (TSV/CSV/JSONL,
+    fsspec URLs, URIs relative to the manifest); duplicate ids are an error."""
+    refs = extract_inputs.read_manifest(str(path))
+    extract_inputs.check_unique(refs)
+    return {ref.video_id: ref.uri for ref in refs}
 
 
 def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
@@ -136,7 +120,7 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
 def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: int
                ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Decode every video (method §2.1 sampling, early resize): ids, frames [V,T,S,S,3], mask [V,T]."""
-    from eercf_core.decode import DecodeOptions, decode_job
+    from eercf_core.decode import DecodeOptions
 
     options = DecodeOptions(num_frames=num_frames, image_size=image_size)
     ids = list(uris)
