@@ -21,8 +21,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +117,13 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
 
 def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: int
                ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Decode every video (method §2.1 sampling, early resize): ids, frames [V,T,S,S,3], mask [V,T]."""
-    from eercf_core.decode import DecodeOptions
+    """Decode every video (method §2.1 sampling, early resize): ids, frames [V,T,S,S,3], mask [V,T].
+
+    Decoding runs in the extract job's isolated pool: a video whose decoder fails, crashes or
+    hangs is skipped with a warning, never the training run.
+    """
+    from eercf_core.decode import DecodeOptions, decode_job
+    from eercf_core.isolation import IsolatedPool
 
     options = DecodeOptions(num_frames=num_frames, image_size=image_size)
     ids = list(uris)
@@ -128,34 +131,18 @@ def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: 
     mask = np.zeros((len(ids), num_frames), bool)
     ok = np.zeros(len(ids), bool)
     start = time.perf_counter()
-
-    def consume(results):
-        for i, result in enumerate(results):
-            if isinstance(result, Exception):
-                log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]], result)
+    with IsolatedPool(decode_job, workers=max(1, workers)) as pool:
+        for done, outcome in enumerate(pool.imap_unordered([(uris[v], options) for v in ids]), 1):
+            i = outcome.index
+            if outcome.ok:
+                frames[i], mask[i], ok[i] = outcome.value.frames, outcome.value.mask, True
             else:
-                frames[i], mask[i], ok[i] = result.frames, result.mask, True
-            if (i + 1) % 500 == 0 or i + 1 == len(ids):
-                log.info("train: decoded %d/%d videos (%.1f videos/s, %d failed)", i + 1, len(ids),
-                         (i + 1) / (time.perf_counter() - start), int((~ok[:i + 1]).sum()))
-
-    jobs = [(uris[v], options) for v in ids]
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            consume(pool.map(_safe_decode, jobs, chunksize=32))
-    else:
-        consume(map(_safe_decode, jobs))
+                log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]], outcome.error)
+            if done % 500 == 0 or done == len(ids):
+                log.info("train: decoded %d/%d videos (%.1f videos/s, %d failed)", done, len(ids),
+                         done / (time.perf_counter() - start), done - int(ok.sum()))
     keep = np.flatnonzero(ok)
     return [ids[i] for i in keep], frames[keep], mask[keep]
-
-
-def _safe_decode(job):
-    from eercf_core.decode import decode_job
-
-    try:
-        return decode_job(job)
-    except Exception as exc:  # one bad file never stops training
-        return exc
 
 
 def load_model_for_training(init: str, pretrained: str | None, num_frames: int, seed: int,

@@ -159,3 +159,21 @@ def test_group_batches_hold_whole_sibling_groups_one_caption_per_video():
     no_groups = TrainingPairs(data.frames, data.mask, data.tokens, data.caption_video)
     with pytest.raises(ValueError, match="video_group"):
         Trainer(model, no_groups, _config(group_batches=True))
+
+
+def test_decode_all_skips_broken_videos(tmp_path):
+    """Training decodes in the isolated pool: a file that cannot be decoded is skipped, not fatal."""
+    from eercf_core.video_writer import write_video
+    from pipelines.train import decode_all
+
+    rng = np.random.default_rng(0)
+    uris = {}
+    for name in ("a", "b"):
+        uris[name] = str(write_video(tmp_path / f"{name}.mp4",
+                                     rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8), fps=4))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    uris["broken"] = str(tmp_path / "broken.mp4")
+    ids, frames, mask = decode_all(uris, image_size=64, num_frames=12, workers=2)
+    assert ids == ["a", "b"]
+    assert frames.shape == (2, 12, 64, 64, 3) and mask.shape == (2, 12)
+    assert mask.sum(1).tolist() == [4, 4]  # 4 s of video at 1 fps
