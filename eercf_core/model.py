@@ -95,6 +95,12 @@ class EercfModel(nn.Module):
         self._identity = None
         return self.identity
 
+    def save(self, path: str, extra: dict | None = None) -> str:
+        """Write a project checkpoint to `path` (see eercf_core.checkpoint.save_model)."""
+        from eercf_core.checkpoint import save_model  # checkpoint imports this module
+
+        return save_model(self, path, extra)
+
     @property
     def score_params(self) -> ScoreParams:
         """τ, W_g, W_f as (differentiable) views of this model's parameters."""
@@ -244,13 +250,3 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
-
-
-def _save(self: EercfModel, path: str, extra: dict | None = None) -> str:
-    """Write a project checkpoint to `path` (see eercf_core.checkpoint.save_model)."""
-    from eercf_core.checkpoint import save_model
-
-    return save_model(self, path, extra)
-
-
-EercfModel.save = _save
