@@ -17,7 +17,9 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
@@ -108,6 +110,61 @@ class _Worker:
         self.conn.close()
 
 
+_LIVE_POOLS: "weakref.WeakSet[IsolatedPool]" = weakref.WeakSet()
+
+
+def kill_all_workers() -> int:
+    """Kill (SIGKILL) every worker of every IsolatedPool of this process; returns how many.
+
+    For an interrupted run: a worker blocked in a system call (e.g. opening a FIFO) would never
+    read the polite stop message of `close()`.
+    """
+    killed = 0
+    for pool in list(_LIVE_POOLS):
+        killed += sum(worker.process.is_alive() for worker in pool._pool)
+        for worker in pool._pool:
+            worker.kill()
+        pool._pool = []
+    return killed
+
+
+def stop_helper_processes(grace_seconds: float = 5.0) -> None:
+    """Stop multiprocessing's forkserver and resource tracker if this process started them.
+
+    Both otherwise outlive an interrupted run for as long as any process holds their pipes.
+    The forkserver holds nothing of value and is killed; the resource tracker is asked to stop
+    (it then frees leaked semaphores) and killed only if it has not exited after
+    `grace_seconds`. A later pool starts fresh ones. Uses multiprocessing's private (stable
+    since 3.8) `_stop` methods and pid attributes.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None):
+        _signal_quietly(server._forkserver_pid, signal.SIGKILL)
+    tracker = resource_tracker._resource_tracker
+    tracker_pid = getattr(tracker, "_pid", None)
+    watchdog = None
+    if tracker_pid:
+        watchdog = threading.Timer(grace_seconds, _signal_quietly, (tracker_pid, signal.SIGKILL))
+        watchdog.daemon = True
+        watchdog.start()
+    for helper in (server, tracker):
+        try:
+            helper._stop()
+        except (OSError, ChildProcessError, AttributeError) as exc:
+            log.debug("stopping %s: %s", type(helper).__name__, exc)
+    if watchdog is not None:
+        watchdog.cancel()
+
+
+def _signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class IsolatedPool:
     """A small restartable process pool with a per-item time limit (see module docstring)."""
 
@@ -123,6 +180,7 @@ class IsolatedPool:
             self._ctx.set_forkserver_preload([fn.__module__, *preload])
         self._pool: list[_Worker] = []
         self.restarts = 0
+        _LIVE_POOLS.add(self)
 
     def __enter__(self) -> "IsolatedPool":
         return self

@@ -5,13 +5,17 @@ A shard holds one row per input video (ok or error) with the columns of
 file (`.<name>.tmp-<random>`) in the same directory, which is then renamed to `<name>.parquet`.
 A shard is therefore complete iff a visible `*.parquet` file exists; a killed writer leaves only
 hidden temp files, which `list_shards` ignores and `remove_temp_files` deletes.
+Integrity: every page carries a CRC-32 (Parquet page checksums), verified on every read; a shard
+that fails (bit flips, truncation) raises `CorruptShardError` naming the file. Shards written
+before checksums existed still read (their pages have no CRC to verify).
 Paths are fsspec URLs (local paths, file://, s3://, gs://, memory://, ...).
 """
 from __future__ import annotations
 
 import posixpath
+import time
 import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import fsspec
 import numpy as np
@@ -32,6 +36,16 @@ if TYPE_CHECKING:  # the core model module is only needed by features_from_table
 
 SHARD_SUFFIX = ".parquet"
 TEMP_MARKER = ".tmp-"
+CORRUPT_MARKER = ".corrupt-"  # a shard moved aside by resume: `<name>.parquet.corrupt-<time>`
+
+
+class CorruptShardError(ValueError):
+    """A shard that cannot be read back intact (checksum mismatch, truncated or garbled file)."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"{path}: corrupt or unreadable Parquet shard ({detail}); re-extract it "
+                         "(`eercf extract` on the same --output redoes it)")
+        self.path = path
 _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
@@ -131,7 +145,7 @@ def write_shard(
     temp = posixpath.join(parent, f".{name}{TEMP_MARKER}{uuid.uuid4().hex}")
     try:
         with fs.open(temp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd", write_page_checksum=True)
         fs.mv(temp, target)
     except BaseException:
         try:
@@ -164,23 +178,74 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     return dims
 
 
+def _open_parquet(handle: Any) -> pq.ParquetFile:
+    return pq.ParquetFile(handle, page_checksum_verification=True)
+
+
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a shard (all or some columns) after validating schema version, dims and columns.
 
-    Raises ValueError naming the file when it is not a valid shard of the current version.
+    Page checksums of the columns read are verified. Raises CorruptShardError (a ValueError)
+    naming the file when its bytes are damaged, ValueError when it is not a valid shard of the
+    current version.
     """
     fs, target = _fs_path(path)
     try:
         with fs.open(target, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = _open_parquet(handle)
             _check_schema(path, parquet.schema_arrow)
             if columns is not None:
                 missing = [c for c in columns if c not in parquet.schema_arrow.names]
                 if missing:
                     raise ValueError(f"{path}: unknown columns {missing}")
-            return parquet.read(columns=columns)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+            return parquet.read(columns=columns, use_threads=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
+
+
+def iter_shard_batches(path: str, columns: list[str] | None, batch_rows: int
+                       ) -> Iterator[pa.RecordBatch]:
+    """Stream `columns` (None: all) of a shard in record batches of at most `batch_rows` rows, page checksums
+    verified; CorruptShardError naming the file on damaged bytes."""
+    fs, target = _fs_path(path)
+    try:
+        with fs.open(target, "rb") as handle:
+            parquet = _open_parquet(handle)
+            _check_schema(path, parquet.schema_arrow)
+            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns,
+                                            use_threads=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
+
+
+def verify_shard(path: str, batch_rows: int = 64) -> None:
+    """Read every page of a shard (streaming, bounded memory) so every checksum is checked;
+    CorruptShardError naming the file when one fails."""
+    for _ in iter_shard_batches(path, None, batch_rows):
+        pass
+
+
+def move_aside(path: str) -> str:
+    """Rename a (corrupt) shard to `<name>.corrupt-<unix time>`, which no reader lists; returns
+    the new path. Kept rather than deleted so the damage can be inspected."""
+    fs, target = _fs_path(path)
+    aside = f"{target}{CORRUPT_MARKER}{int(time.time())}"
+    fs.mv(target, aside)
+    return aside
+
+
+def count_rows(root: str) -> int:
+    """Rows (videos) in the finished shards under `root`, from the footers only; a shard whose
+    footer cannot be read counts 0."""
+    total = 0
+    for path in list_shards(root):
+        fs, target = _fs_path(path)
+        try:
+            with fs.open(target, "rb") as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        except (pa.ArrowException, OSError):
+            continue
+    return total
 
 
 def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
@@ -189,8 +254,8 @@ def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
     try:
         with fs.open(target, "rb") as handle:
             schema = pq.read_schema(handle)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
     dims = _check_schema(path, schema)
     meta = schema.metadata
     return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()

@@ -13,19 +13,22 @@ import logging
 import os
 import shutil
 import time
+from glob import escape as glob_escape
 from pathlib import Path
 
 import fsspec
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from eercf_core import recall_index
 from eercf_core.fine_store import FineStoreWriter, bytes_per_video
 from eercf_core.index_dir import (IDS_FILE, INDEX_SCHEMA_VERSION, MANIFEST, RECALL_FILE,
                                   STORE_DIR)
+from eercf_core.ids import control_character_problem
 from eercf_core.io_formats import local_path
-from eercf_core.shards import SHARD_SUFFIX, list_shards, read_shard, shard_identity
+from eercf_core.output_lock import OutputLock, lock_beside, pid_alive
+from eercf_core.shards import (SHARD_SUFFIX, iter_shard_batches, list_shards, read_shard,
+                               shard_identity)
 from schemas import SCHEMA_VERSION, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,10 @@ def _scan(shards: list[str]) -> tuple[list[str], int]:
         for video_id, is_ok in zip(table.column("video_id").to_pylist(), ok):
             if not is_ok:
                 continue
+            problem = control_character_problem(video_id)
+            if problem:
+                raise ValueError(f"{shard}: video_id {video_id!r} {problem}; ids must be "
+                                 "printable (re-extract with a manifest that gives clean ids)")
             if video_id in where:
                 raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
             where[video_id] = shard
@@ -92,14 +99,13 @@ def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> 
               "patch_features": (t * p, d), "frame_mask": (t,)}
     start = time.perf_counter()
     for number, shard in enumerate(shards, start=1):
-        with fsspec.open(shard, "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
-                batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
-                if batch.num_rows == 0:
-                    continue
-                arrays = [batch.column(name).flatten().to_numpy(zero_copy_only=False)
-                          .reshape(batch.num_rows, *shape) for name, shape in shapes.items()]
-                writer.append(*arrays)
+        for batch in iter_shard_batches(shard, columns, batch_rows):
+            batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
+            if batch.num_rows == 0:
+                continue
+            arrays = [batch.column(name).flatten().to_numpy(zero_copy_only=False)
+                      .reshape(batch.num_rows, *shape) for name, shape in shapes.items()]
+            writer.append(*arrays)
         elapsed = time.perf_counter() - start
         log.info("store: %d/%d shards, %d/%d videos, %.0f videos/s", number, len(shards),
                  writer.written, writer.num_videos, writer.written / max(elapsed, 1e-9))
@@ -108,9 +114,42 @@ def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> 
 def build(inputs: list[str], output: str, factory: str | None = None, nprobe: int | None = None,
           recall_sample: int = 1000, recall_check_k: int = 50, batch_rows: int = 256,
           overwrite: bool = False, seed: int = 0) -> dict:
-    """Build an index directory at `output` from the shards in `inputs`; returns the manifest."""
-    started = time.perf_counter()
+    """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
+
+    The output is locked for the build (a hidden `.<name>.lock` beside it): a second build into
+    the same output is refused while this one runs. Temp directories left by killed builds
+    (`.<name>.tmp-<pid>`, `.<name>.old-<pid>` of pids no longer running) are removed first.
+    """
     out = Path(local_path(output))
+    with OutputLock(lock_beside(str(out)), "build-index", str(out)):
+        removed = remove_stale_temps(out)
+        if removed:
+            log.info("removed %d temp directories left by killed builds of %s", removed, out)
+        return _build(inputs, out, factory, nprobe, recall_sample, recall_check_k, batch_rows,
+                      overwrite, seed)
+
+
+def remove_stale_temps(out: Path) -> int:
+    """Delete `.<name>.tmp-<pid>` / `.<name>.old-<pid>` beside `out` whose pid no longer runs
+    (a live build's temp is never touched); returns how many were removed."""
+    removed = 0
+    if not out.parent.is_dir():
+        return 0
+    for marker in (".tmp-", ".old-"):
+        for entry in out.parent.glob(f".{glob_escape(out.name)}{marker}*"):
+            pid = entry.name.rpartition(marker)[2]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                log.warning("removing %s, left by build-index process %s (no longer running)",
+                            entry, pid)
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+    return removed
+
+
+def _build(inputs: list[str], out: Path, factory: str | None, nprobe: int | None,
+           recall_sample: int, recall_check_k: int, batch_rows: int, overwrite: bool,
+           seed: int) -> dict:
+    started = time.perf_counter()
     if out.exists() and not overwrite:
         raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
     shards = resolve_shards(inputs)

@@ -29,10 +29,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from eercf_core import shards
 from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.isolation import IsolatedPool
+from eercf_core.output_lock import OutputLock, lock_inside
 from pipelines.extract_inputs import VideoRef, read_inputs
 from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
                                     summarize)
 from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
+from pipelines.interrupts import interrupted
 from schemas import STATUS_ERROR
 
 log = logging.getLogger(__name__)
@@ -137,9 +139,23 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the extraction job. Returns 0 when every input video has a row (ok or error)."""
+    """Run the extraction job. Returns 0 when every input video has a row (ok or error).
+
+    The output is locked for the whole run (eercf_core.output_lock): a second run on the same
+    --output is refused while this one lives. Ctrl-C / SIGTERM (see pipelines.interrupts) stop
+    every child process and raise JobInterrupted, which says how many videos are done.
+    """
     args, beam_args = build_parser().parse_known_args(argv)
     started = time.monotonic()
+    with OutputLock(lock_inside(args.output), "extract", args.output):
+        try:
+            return _extract(args, beam_args, started)
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
+                                   f"{args.output}, rerun to resume") from None
+
+
+def _extract(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
     refs = read_inputs(args.input)
     spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
                      args.num_frames)
