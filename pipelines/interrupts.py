@@ -30,10 +30,17 @@ class JobInterrupted(KeyboardInterrupt):
         return self.message
 
 
+class SignalInterrupt(KeyboardInterrupt):
+    """What the handlers raise. `_tagged_with_step` makes Beam's DoFnRunner re-raise it as it is
+    (it logs a traceback for, and re-wraps, every exception not so tagged)."""
+
+    _tagged_with_step = True
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
     if len(_received) == 1:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise SignalInterrupt(signal.Signals(signum).name)
     log.warning("%s received while stopping; still stopping", signal.Signals(signum).name)
 
 
