@@ -12,6 +12,7 @@ Paths are fsspec URLs (local paths, file://, s3://, gs://, memory://, ...).
 """
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import time
 import uuid
@@ -178,8 +179,31 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     return dims
 
 
-def _open_parquet(handle: Any) -> pq.ParquetFile:
-    return pq.ParquetFile(handle, page_checksum_verification=True)
+@contextlib.contextmanager
+def _parquet_source(path: str) -> Iterator[tuple[Any, bool]]:
+    """(open file for pyarrow, whether pyarrow may read it from its thread pools).
+
+    Local shards are opened as native Arrow files: all IO stays in C++. Other URLs go through
+    an fsspec (Python) file object, which Arrow must read on the calling thread
+    (use_threads=False). Threaded reads of a Python file leave clean-up work on Arrow's pools
+    that takes the GIL after the read returned; if that work runs while the interpreter is
+    exiting, the thread is torn down inside a C++ destructor and the process aborts
+    ("terminate called without an active exception", exit 134: apache/arrow#33975, #34314).
+    """
+    fs, target = _fs_path(path)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    with (pa.OSFile(target, "rb") if local else fs.open(target, "rb")) as handle:
+        yield handle, local
+
+
+@contextlib.contextmanager
+def _open_parquet(path: str) -> Iterator[tuple[pq.ParquetFile, bool]]:
+    """(ParquetFile with page checksum verification, threads allowed), errors naming `path`."""
+    try:
+        with _parquet_source(path) as (handle, threads):
+            yield pq.ParquetFile(handle, page_checksum_verification=True), threads
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
 
 
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -189,33 +213,23 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     naming the file when its bytes are damaged, ValueError when it is not a valid shard of the
     current version.
     """
-    fs, target = _fs_path(path)
-    try:
-        with fs.open(target, "rb") as handle:
-            parquet = _open_parquet(handle)
-            _check_schema(path, parquet.schema_arrow)
-            if columns is not None:
-                missing = [c for c in columns if c not in parquet.schema_arrow.names]
-                if missing:
-                    raise ValueError(f"{path}: unknown columns {missing}")
-            return parquet.read(columns=columns, use_threads=False)
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
+    with _open_parquet(path) as (parquet, threads):
+        _check_schema(path, parquet.schema_arrow)
+        if columns is not None:
+            missing = [c for c in columns if c not in parquet.schema_arrow.names]
+            if missing:
+                raise ValueError(f"{path}: unknown columns {missing}")
+        return parquet.read(columns=columns, use_threads=threads)
 
 
 def iter_shard_batches(path: str, columns: list[str] | None, batch_rows: int
                        ) -> Iterator[pa.RecordBatch]:
-    """Stream `columns` (None: all) of a shard in record batches of at most `batch_rows` rows, page checksums
-    verified; CorruptShardError naming the file on damaged bytes."""
-    fs, target = _fs_path(path)
-    try:
-        with fs.open(target, "rb") as handle:
-            parquet = _open_parquet(handle)
-            _check_schema(path, parquet.schema_arrow)
-            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns,
-                                            use_threads=False)
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
+    """Stream `columns` (None: all) of a shard in record batches of at most `batch_rows` rows,
+    page checksums verified; CorruptShardError naming the file on damaged bytes."""
+    with _open_parquet(path) as (parquet, threads):
+        _check_schema(path, parquet.schema_arrow)
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns,
+                                        use_threads=threads)
 
 
 def verify_shard(path: str, batch_rows: int = 64) -> None:
@@ -239,23 +253,18 @@ def count_rows(root: str) -> int:
     footer cannot be read counts 0."""
     total = 0
     for path in list_shards(root):
-        fs, target = _fs_path(path)
         try:
-            with fs.open(target, "rb") as handle:
-                total += pq.ParquetFile(handle).metadata.num_rows
-        except (pa.ArrowException, OSError):
+            with _open_parquet(path) as (parquet, _):
+                total += parquet.metadata.num_rows
+        except CorruptShardError:
             continue
     return total
 
 
 def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
     """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
-    fs, target = _fs_path(path)
-    try:
-        with fs.open(target, "rb") as handle:
-            schema = pq.read_schema(handle)
-    except (pa.ArrowException, OSError) as exc:
-        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
+    with _open_parquet(path) as (parquet, _):
+        schema = parquet.schema_arrow
     dims = _check_schema(path, schema)
     meta = schema.metadata
     return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()
