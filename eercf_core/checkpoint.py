@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import torch
 
+from eercf_core.atomic import open_atomic
 from eercf_core.config import NUM_FRAMES
 from eercf_core.model import EercfModel
 from eercf_core.temporal import TemporalHead
@@ -114,11 +115,8 @@ def save_model(model: EercfModel, path: str, extra: dict[str, Any] | None = None
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fsspec.open(tmp, "wb") as f:
-        torch.save(payload, f)
-    fs, _, (tmp_path,) = fsspec.get_fs_token_paths(tmp)
-    fs.mv(tmp_path, fsspec.get_fs_token_paths(path)[2][0])
+    with open_atomic(path) as handle:
+        torch.save(payload, handle)
     return identity.checkpoint_sha256
 
 

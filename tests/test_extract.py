@@ -16,7 +16,7 @@ from eercf_core import shards
 from eercf_core.decode import DecodeOptions, decode_video
 from eercf_core.video_writer import write_video
 from pipelines import extract
-from pipelines.extract_inputs import VideoRef, read_inputs
+from eercf_core.inputs import VideoRef, read_inputs
 from tests.conftest import ROOT
 
 TINY = ["--model", "eercf-tiny", "--seed", "0", "--device", "cpu"]
