@@ -33,7 +33,7 @@ from eercf_core.atomic import local_temp_path
 from eercf_core.decode import DecodeOptions, decode_job
 from eercf_core.isolation import IsolatedPool
 
-log = logging.getLogger("bench.extract")
+log = logging.getLogger(__name__)
 MODEL = "ViT-B-32"
 OUT = Path("bench_out")
 

@@ -29,7 +29,7 @@ from eercf_core.index.store import FineStore, FineStoreWriter, bytes_per_video
 from eercf_core.scores import ScoreParams, recall_queries
 from schemas import FeatureDims
 
-log = logging.getLogger("bench.query")
+log = logging.getLogger(__name__)
 OUT = Path("bench_out")
 
 

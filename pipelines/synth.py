@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from eercf_core.synthetic import SynthConfig, generate_corpus
 from pipelines.args import add_output, parse_args
 
-log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:

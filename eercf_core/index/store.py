@@ -15,7 +15,6 @@ out. The writer fills preallocated files in order, in bounded memory.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ import torch
 from eercf_core.atomic import write_json
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
-log = logging.getLogger(__name__)
 
 STORE_META = "store.json"
 KINDS = tuple(COLUMN_OF_FEATURE)  # coarse, frame, context, patch, mask
