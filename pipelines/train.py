@@ -99,9 +99,11 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
         rows = [(n, row.get("video_id"), row.get("text")) for n, row in read_jsonl(path)
                 if not split or row.get("split", split) == split]
     else:
-        rows = [(n, *line.partition("\t")[::2])
-                for n, line in enumerate(Path(path).read_text().splitlines(), 1)
-                if line.strip() and not (n == 1 and line.partition("\t")[0] == "video_id")]
+        rows = []
+        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+            video_id, _, text = line.partition("\t")
+            if line.strip() and not (n == 1 and video_id == "video_id"):  # optional header
+                rows.append((n, video_id, text))
     pairs = []
     for n, video_id, text in rows:
         if not video_id or not text or not str(text).strip():
