@@ -8,12 +8,7 @@
     search     two-stage, recall-only and exhaustive search over an opened index
 """
 from eercf_core.index.build import build_index
-from eercf_core.index.directory import (
-           IndexDirectory,
-           open_index,
-           read_manifest,
-           read_video_ids,
-)
+from eercf_core.index.directory import IndexDirectory, open_index, read_manifest, read_video_ids
 from eercf_core.index.search import MODES, exhaustive, rank, recall_only, two_stage
 
 __all__ = ["MODES", "IndexDirectory", "build_index", "exhaustive", "open_index", "read_manifest",
