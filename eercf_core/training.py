@@ -15,7 +15,7 @@
   caption per video: the hard negatives always meet in a batch, and no video appears twice. The
   loss is unchanged; this is only which pairs share a batch. Resume is exact: the permutation is
   recomputed and the position inside it follows from the step.
-- Checkpoints (`TrainState` in `<out>/train_state.pt`, atomic) hold model, optimiser, scheduler,
+- Checkpoints (`TrainState` in `<output>/train_state.pt`, atomic) hold model, optimiser, scheduler,
   scaler, step and RNG states.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`eercf synth`: generate the synthetic fine-grained video-caption benchmark (eercf_core.synthetic).
 
 Writes real encoded videos, captions (JSONL), per-split manifests, test queries and ground truth
-into `--out`; deterministic from `--seed`; rerunning keeps finished videos.
+into `--output`; deterministic from `--seed`; rerunning keeps finished videos.
 """
 from __future__ import annotations
 

@@ -6,12 +6,12 @@ captions) or a video manifest (`--videos`, TSV/CSV/JSONL with video_id, uri) plu
 once (method §2.1 sampling, early resize to the model's input size) in worker processes and held in
 memory; a video that fails to decode is skipped with a warning (its captions too).
 
-Initialisation (`--init`): an open_clip architecture name, random weights (tiny configs:
+Initialisation (`--model`): an open_clip architecture name, random weights (tiny configs:
 `eercf-tiny`, `eercf-small`) or with `--pretrained` (an open_clip tag such as `openai`, or a
 local open_clip file); or a checkpoint path: the official EERCF `pytorch_model.bin` or a project
 checkpoint (continue training).
 
-Outputs in `--out`: `model.pt` (a project checkpoint, `ec.load_model` reads it), `train_state.pt`
+Outputs in `--output`: `model.pt` (a project checkpoint, `ec.load_model` reads it), `train_state.pt`
 (full state for `--resume`), `train_log.jsonl` (loss terms per step), `train_summary.json`.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = group(p, "output")
     add_output(r, help="output directory")
     r.add_argument("--checkpoint-every", type=int, default=200, help="steps between state checkpoints")
-    r.add_argument("--resume", action="store_true", help=f"continue from <out>/{STATE_FILE} if present")
+    r.add_argument("--resume", action="store_true", help=f"continue from <output>/{STATE_FILE} if present")
     r.add_argument("--log-every", type=int, default=20)
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     return p
