@@ -9,8 +9,8 @@ import pytest
 
 from eercf_core.ids import control_character_problem
 from eercf_core.io_formats import FormatError, read_ground_truth, read_queries
-from pipelines import build_index
-from pipelines.extract_inputs import read_inputs
+from eercf_core.index import build_index
+from eercf_core.inputs import read_inputs
 from tests.index_fixtures import DIMS, random_features
 
 BAD_IDS = ["a\tb", "a\nb", "a\rb", "a\x00b", "a\x1fb", "a\x7fb", "a\x85b", "a\u2028b"]
@@ -96,6 +96,6 @@ def test_build_index_refuses_shard_ids_with_control_characters(tmp_path):
     shard = tmp_path / "shards" / "part-0.parquet"
     write_shard(str(shard), rows, DIMS, "synthetic", "0" * 64)
     with pytest.raises(ValueError, match=r"part-0\.parquet: video_id 'tab\\there' contains a TAB"):
-        build_index.build([str(shard.parent)], str(tmp_path / "index"))
+        build_index([str(shard.parent)], str(tmp_path / "index"))
     assert not (tmp_path / "index").exists()
     assert not list(Path(tmp_path).glob(".index*"))

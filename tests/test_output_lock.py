@@ -15,7 +15,7 @@ import pytest
 
 from eercf_core.output_lock import (LOCK_NAME, OutputLock, OutputLockedError, lock_beside,
                                     lock_inside)
-from pipelines import build_index
+from eercf_core.index import build_index
 from tests.conftest import ROOT
 from tests.index_fixtures import write_synthetic_shards
 
@@ -93,26 +93,27 @@ def test_build_index_locked_and_stale_temps_removed(tmp_path):
     # a killed build left its temp (pid no longer runs); a live build's temp must survive
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".index.tmp-{dead.pid}"
-    stale_old = tmp_path / f".index.old-{dead.pid}"
-    for folder in (stale, stale_old):
+    stale = tmp_path / f".index.tmp-{dead.pid}-0f1e2d3c"
+    stale_trash = tmp_path / f".index.old.tmp-{dead.pid}-4b5a6978"
+    stale_legacy = tmp_path / f".index.old-{dead.pid}"  # the name builds used before
+    for folder in (stale, stale_trash, stale_legacy):
         (folder / "fine").mkdir(parents=True)
         (folder / "fine" / "coarse.npy").write_bytes(b"x" * 1000)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        live_temp = tmp_path / f".index.tmp-{live.pid}"
+        live_temp = tmp_path / f".index.tmp-{live.pid}-8c9d0e1f"
         live_temp.mkdir()
         holder = _start_holder(lock_beside(str(out)))
         try:
             with pytest.raises(OutputLockedError, match=f"pid {holder.pid}"):
-                build_index.build([str(tmp_path / "shards")], str(out))
+                build_index([str(tmp_path / "shards")], str(out))
         finally:
             holder.kill()
             holder.wait()
         assert stale.exists()  # nothing touched while refused
-        manifest = build_index.build([str(tmp_path / "shards")], str(out))
+        manifest = build_index([str(tmp_path / "shards")], str(out))
         assert manifest["num_videos"] == 6
-        assert not stale.exists() and not stale_old.exists()
+        assert not stale.exists() and not stale_trash.exists() and not stale_legacy.exists()
         assert live_temp.exists()
     finally:
         live.kill()
@@ -122,7 +123,7 @@ def test_build_index_locked_and_stale_temps_removed(tmp_path):
 
 @pytest.mark.slow
 def test_killed_build_index_temp_removed_by_next_run(tmp_path):
-    """SIGKILL a real build-index mid-build; the next build removes its `.index.tmp-<pid>`."""
+    """SIGKILL a real build-index mid-build; the next build removes its `.index.tmp-<pid>-...`."""
     write_synthetic_shards(tmp_path / "shards", 40, 4)
     out = tmp_path / "index"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -130,13 +131,13 @@ def test_killed_build_index_temp_removed_by_next_run(tmp_path):
                              str(tmp_path / "shards"), "--output", str(out), "--batch-rows", "1"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    temp = tmp_path / f".index.tmp-{proc.pid}"
     deadline = time.monotonic() + 120
-    while not temp.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while (not list(tmp_path.glob(f".index.tmp-{proc.pid}-*")) and proc.poll() is None
+           and time.monotonic() < deadline):
         time.sleep(0.01)
     proc.kill()
     proc.wait()
-    if not temp.exists():
-        pytest.skip("build finished before it could be killed mid-way")
-    build_index.build([str(tmp_path / "shards")], str(out))
-    assert not temp.exists() and (out / "manifest.json").exists()
+    temps = list(tmp_path.glob(f".index.tmp-{proc.pid}-*"))
+    assert len(temps) == 1, "the build should be killed while its temp directory exists"
+    build_index([str(tmp_path / "shards")], str(out))
+    assert not temps[0].exists() and (out / "manifest.json").exists()

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from eercf_core import shards
-from pipelines import build_index
+from eercf_core.index import build_index
 from pipelines.extract_sink import scan_output
 from tests.index_fixtures import DIMS, write_synthetic_shards
 
@@ -81,7 +81,7 @@ def test_shards_without_checksums_still_read(tmp_path):
     pq.write_table(table, old, compression="zstd")
     assert shards.read_shard(str(old)).equals(table)
     shards.verify_shard(str(old))
-    assert build_index.build([str(old.parent)], str(tmp_path / "index"))["num_videos"] == 4
+    assert build_index([str(old.parent)], str(tmp_path / "index"))["num_videos"] == 4
 
 
 def test_build_index_refuses_a_damaged_shard_by_name(tmp_path):
@@ -90,7 +90,7 @@ def test_build_index_refuses_a_damaged_shard_by_name(tmp_path):
     _flip_bit(bad, _data_page_offset(bad, "context_frame_features"))
     with pytest.raises(shards.CorruptShardError,
                        match=r"part-00001\.parquet: corrupt or unreadable Parquet shard"):
-        build_index.build([str(tmp_path / "shards")], str(tmp_path / "index"))
+        build_index([str(tmp_path / "shards")], str(tmp_path / "index"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no index, no temp
 
 
