@@ -91,6 +91,7 @@ class OutputLock:
         self.target = target or path  # the output named in messages
         self._fd: int | None = None
         self._local_path = ""
+        self._created_parent = False
         self._remote_fs: fsspec.AbstractFileSystem | None = None
         self._remote_path = ""
 
@@ -111,6 +112,7 @@ class OutputLock:
         fs, path = fsspec.core.url_to_fs(self.path)
         parent = path.rstrip("/").rpartition("/")[0]
         if parent:
+            self._created_parent = not fs.exists(parent)
             fs.makedirs(parent, exist_ok=True)
         if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
             self._acquire_local(path)
@@ -183,6 +185,11 @@ class OutputLock:
                 pass
             os.close(self._fd)
             self._fd = None
+            if self._created_parent:  # a run refused before writing leaves no empty output
+                try:
+                    os.rmdir(os.path.dirname(self._local_path))
+                except OSError:
+                    pass  # not empty: the run wrote its output there
         if self._remote_fs is not None:
             try:
                 self._remote_fs.rm(self._remote_path)
