@@ -6,6 +6,11 @@
   are errors.
 - Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
 - Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
+- Video manifest (what `eercf extract --input` reads): TSV with header `video_id<TAB>uri`.
+- Training captions (what `eercf train --captions` reads): JSONL `{"video_id": ..., "text": ...}`.
+
+Writers (`write_queries`, `write_ground_truth`, `write_manifest`, `write_captions`) produce exactly
+what the readers accept; a field that would break its line (a tab or newline) is a ValueError.
 
 Every parse error is a `FormatError` whose message starts with `file:line:`. Output files are
 written to a hidden temp name and renamed, so a failed run leaves no half-written file.
@@ -193,6 +198,44 @@ def ranked_lines(rows: Iterable[Sequence]) -> Iterator[str]:
     yield "\t".join(RANKED_COLUMNS) + "\n"
     for query_id, rank, video_id, score, coarse in rows:
         yield f"{query_id}\t{rank}\t{video_id}\t{score:.6f}\t{coarse:.6f}\n"
+
+
+def _tsv_field(value: str, what: str) -> str:
+    value = str(value)
+    if not value or any(ch in value for ch in "\t\r\n"):
+        raise ValueError(f"{what} {value!r} is empty or holds a tab/newline: cannot be written as "
+                         "a TSV field")
+    return value
+
+
+def _tsv(path: str, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> int:
+    """Write a two-column TSV with its header atomically; returns the number of rows."""
+    lines = ["\t".join(header) + "\n"]
+    lines += [f"{_tsv_field(a, header[0])}\t{_tsv_field(b, header[1])}\n" for a, b in rows]
+    atomic_write_text(path, lines)
+    return len(lines) - 1
+
+
+def write_queries(path: str, queries: Iterable[tuple[str, str]]) -> int:
+    """Query TSV (`query_id<TAB>text` with header) from (query_id, text); returns the count."""
+    return _tsv(path, ("query_id", "text"), queries)
+
+
+def write_ground_truth(path: str, pairs: Iterable[tuple[str, str]]) -> int:
+    """Ground-truth TSV (`query_id<TAB>video_id` with header); returns the number of rows."""
+    return _tsv(path, ("query_id", "video_id"), pairs)
+
+
+def write_manifest(path: str, videos: Iterable[tuple[str, str]]) -> int:
+    """Video manifest TSV (`video_id<TAB>uri` with header) for `eercf extract --input`."""
+    return _tsv(path, ("video_id", "uri"), videos)
+
+
+def write_captions(path: str, captions: Iterable[tuple[str, str]]) -> int:
+    """Training captions JSONL ({"video_id", "text"} per line, ASCII-escaped) for `eercf train`."""
+    lines = [json.dumps({"video_id": video_id, "text": text}) + "\n" for video_id, text in captions]
+    atomic_write_text(path, lines)
+    return len(lines)
 
 
 def write_json(path: str, payload: dict) -> None:
