@@ -166,5 +166,5 @@ def find_videos(video_ids: Iterable[str], videos_dir: Path,
         if name is None:
             missing.append(video_id)
         else:
-            found[video_id] = (videos_dir / name).resolve()
+            found[video_id] = videos_dir.absolute() / name
     return found, missing
