@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .io_formats import write_ground_truth, write_manifest, write_queries
+
 log = logging.getLogger(__name__)
 
 # Scene vocabulary: muted background tones (RGB) x texture patterns.
@@ -405,17 +407,16 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
 
     captions = [c for s in specs for c in captions_for(s, config)]
     for split in SPLITS:
-        rows = ["video_id\turi"] + [f"{s.video_id}\t{p}" for s, p in zip(specs, paths) if s.split == split]
-        _write_text(out / f"{split}_manifest.tsv", "\n".join(rows) + "\n")
+        write_manifest(str(out / f"{split}_manifest.tsv"),
+                       [(s.video_id, p) for s, p in zip(specs, paths) if s.split == split])
     _write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in captions))
     _write_text(out / "videos.jsonl", "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))
     test = [s for s in specs if s.split == "test"]
     by_id = {c["caption_id"]: c for c in captions}
     queries = [(f"q{i:06d}", by_id[f"{s.video_id}#{s.query_event}"]["text"], s.video_id)
                for i, s in enumerate(test)]
-    _write_text(out / "test_queries.tsv", "query_id\ttext\n" + "".join(f"{q}\t{t}\n" for q, t, _ in queries))
-    _write_text(out / "test_ground_truth.tsv",
-                "query_id\tvideo_id\n" + "".join(f"{q}\t{v}\n" for q, _, v in queries))
+    write_queries(str(out / "test_queries.tsv"), [(q, t) for q, t, _ in queries])
+    write_ground_truth(str(out / "test_ground_truth.tsv"), [(q, v) for q, _, v in queries])
     summary = {"config": dataclasses.asdict(config), "num_videos": len(specs),
                "num_train": config.num_train, "num_test": config.num_test,
                "num_captions": len(captions), "num_queries": len(queries),
