@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io_formats import write_ground_truth, write_manifest, write_queries
+from eercf_core.io_formats import write_ground_truth, write_manifest, write_queries
 
 log = logging.getLogger(__name__)
 

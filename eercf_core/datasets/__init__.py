@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import activitynet, msrvtt, msvd, vatex
-from .common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split, clean_text,
-                     find_videos)
-from .safe_pickle import UnsafePickleError, load_plain_pickle
+from eercf_core.datasets import activitynet, msrvtt, msvd, vatex
+from eercf_core.datasets.common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split,
+                                        clean_text, find_videos)
+from eercf_core.datasets.safe_pickle import UnsafePickleError, load_plain_pickle
 
 LOADERS: dict[str, Callable[[Path], Benchmark]] = {
     "msrvtt": msrvtt.load, "msvd": msvd.load, "vatex": vatex.load, "activitynet": activitynet.load}

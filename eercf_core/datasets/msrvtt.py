@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split, caption_split,
-                     check_video_id, clean_text, read_csv_rows, read_json, require, unique_ids)
+from eercf_core.datasets.common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split,
+                                        caption_split, check_video_id, clean_text, read_csv_rows,
+                                        read_json, require, unique_ids)
 
 DATA = "MSRVTT_data.json"
 TEST = "MSRVTT_JSFUSION_test.csv"

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (AnnotationError, Benchmark, KnownSize, caption_split, read_id_list, require)
-from .safe_pickle import load_plain_pickle
+from eercf_core.datasets.common import (AnnotationError, Benchmark, KnownSize, caption_split,
+                                        read_id_list, require)
+from eercf_core.datasets.safe_pickle import load_plain_pickle
 
 CAPTIONS = "raw-captions.pkl"
 SPLITS = {"train": ("train_list.txt", KnownSize(1200, source="MSVD standard split")),
