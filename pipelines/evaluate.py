@@ -72,7 +72,7 @@ def orders(ranked: dict[str, list[RankedRow]]) -> tuple[dict, dict]:
 
 # The official rerank offset (method §8.3): reranked entries sit 100 above coarse ones.
 OFFICIAL_RERANK_OFFSET = 100.0
-T2V_PROTOCOL = ("t2v: every ground-truth caption is a query, rank of its (best-ranked) video in "
+T2V_PROTOCOL = ("every ground-truth caption is a query, rank of its (best-ranked) video in "
                 "the written order; MdR = lower median (torch.median, official "
                 "tensor_text_to_video_metrics)")
 V2T_PROTOCOLS = {
