@@ -15,8 +15,10 @@ import logging
 from pathlib import Path
 
 from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
-from eercf_core.io_formats import (atomic_write_text, write_captions, write_ground_truth,
-                                   write_json, write_manifest, write_queries)
+from eercf_core.atomic import write_json, write_text
+from eercf_core.io_formats import (write_captions, write_ground_truth, write_manifest,
+                                   write_queries)
+from pipelines.args import add_output, parse_args
 
 log = logging.getLogger(__name__)
 MISSING_SHOWN = 20  # missing video ids listed in README.txt (all are in missing_videos.txt)
@@ -44,7 +46,7 @@ def write_split(split: Split, found: dict[str, Path], missing: list[str], folder
     write_captions(str(folder / "captions.jsonl"), captions)
     write_queries(str(folder / "queries.tsv"), ((q.query_id, q.text) for q in queries))
     write_ground_truth(str(folder / "ground_truth.tsv"), ((q.query_id, q.video_id) for q in queries))
-    atomic_write_text(str(folder / "missing_videos.txt"), [f"{v}\n" for v in missing])
+    write_text(folder / "missing_videos.txt", [f"{v}\n" for v in missing])
     return {"split": split.name, "protocol": split.protocol, "annotation_files": split.files,
             "annotated_videos": len(split.video_ids), "annotated_queries": len(split.queries),
             "annotated_captions": len(split.captions),
@@ -86,21 +88,26 @@ def readme(dataset: str, annotations: Path, videos: Path, output: Path, summarie
               f"  eercf query --index index/{example} --model M --queries {split_dir}/queries.tsv "
               f"--top-n 0 --output ranked_{example}.tsv",
               f"  eercf evaluate --ranked ranked_{example}.tsv --ground-truth "
-              f"{split_dir}/ground_truth.tsv --output-dir eval_{example}",
+              f"{split_dir}/ground_truth.tsv --output eval_{example}",
               "  eercf train --videos <train split>/manifest.tsv --captions <train split>/"
-              "captions.jsonl --init M --out run"]
+              "captions.jsonl --model M --output run"]
     return "\n".join(lines) + "\n"
 
 
-def run(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("dataset", choices=sorted(LOADERS))
     parser.add_argument("--annotations", required=True, help="folder with the annotation files")
     parser.add_argument("--videos", required=True, help="folder with the video files")
-    parser.add_argument("--output", required=True, help="folder to write the splits into")
+    add_output(parser, help="folder to write the splits into")
     parser.add_argument("--splits", default=None,
                         help="comma-separated split names to write (default: all found)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args(parser, argv)
 
     annotations, videos = Path(args.annotations).resolve(), Path(args.videos).resolve()
     output = Path(args.output).resolve()
@@ -123,10 +130,10 @@ def run(argv: list[str] | None = None) -> int:
         summaries.append(write_split(split, found, missing[split.name], output / split.name))
         log.info("%s %s: wrote %d videos, %d queries", args.dataset, split.name,
                  summaries[-1]["videos_found"], summaries[-1]["queries"])
-    write_json(str(output / "benchmark.json"), {
+    write_json(output / "benchmark.json", {
         "dataset": args.dataset, "annotations": str(annotations), "videos": str(videos),
         "splits": summaries, "notes": benchmark.notes})
     text = readme(args.dataset, annotations, videos, output, summaries, missing, benchmark.notes)
-    atomic_write_text(str(output / "README.txt"), [text])
+    write_text(output / "README.txt", text)
     print(text, end="")
     return 0

@@ -10,9 +10,9 @@ import pytest
 
 from eercf_core.datasets import (AnnotationError, UnsafePickleError, load_benchmark,
                                  load_plain_pickle)
+from eercf_core.inputs import read_manifest
 from eercf_core.io_formats import read_ground_truth, read_queries
 from pipelines import benchmark
-from pipelines.extract_inputs import read_manifest
 from pipelines.train import read_captions
 from tests.benchmark_fixtures import EXPECTED, MSVD_CAPTIONS, write_dataset
 

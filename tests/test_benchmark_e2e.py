@@ -44,7 +44,7 @@ def test_benchmark_extract_index_query_evaluate(tmp_path, shared_videos, checkpo
     rows = read_ranked(str(ranked))
     assert len(rows) == num_queries and {len(r) for r in rows.values()} == {found}
     assert evaluate.run(["--ranked", str(ranked), "--ground-truth", str(files / "ground_truth.tsv"),
-                         "--output-dir", str(tmp_path / "eval"), "--no-plots"]) == 0
+                         "--output", str(tmp_path / "eval"), "--no-plots"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["reranked"]["num_queries"] == num_queries
     assert metrics["reranked"]["censored"] == 0
