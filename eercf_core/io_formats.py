@@ -6,11 +6,11 @@
   are errors.
 - Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
 - Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
-- Video manifest (what `eercf extract --input` reads): TSV with header `video_id<TAB>uri`.
 - Training captions (what `eercf train --captions` reads): JSONL `{"video_id": ..., "text": ...}`.
 
-Writers (`write_queries`, `write_ground_truth`, `write_manifest`, `write_captions`) produce exactly
-what the readers accept; a field that would break its line (a tab or newline) is a ValueError.
+Writers (`write_queries`, `write_ground_truth`, `write_captions`; `write_tsv` for two-column TSVs,
+also the video manifest in eercf_core.inputs) produce exactly what the readers accept; a field that
+would break its line (a tab or newline) is a ValueError.
 
 Every parse error is a `FormatError` whose message starts with `file:line:`. Outputs are written
 with `eercf_core.atomic`, so a failed run leaves no half-written file.
@@ -201,7 +201,7 @@ def _tsv_field(value: str, what: str) -> str:
     return value
 
 
-def _tsv(path: str, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> int:
+def write_tsv(path: str, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> int:
     """Write a two-column TSV with its header atomically; returns the number of rows."""
     lines = ["\t".join(header) + "\n"]
     lines += [f"{_tsv_field(a, header[0])}\t{_tsv_field(b, header[1])}\n" for a, b in rows]
@@ -211,17 +211,12 @@ def _tsv(path: str, header: tuple[str, str], rows: Iterable[tuple[str, str]]) ->
 
 def write_queries(path: str, queries: Iterable[tuple[str, str]]) -> int:
     """Query TSV (`query_id<TAB>text` with header) from (query_id, text); returns the count."""
-    return _tsv(path, ("query_id", "text"), queries)
+    return write_tsv(path, ("query_id", "text"), queries)
 
 
 def write_ground_truth(path: str, pairs: Iterable[tuple[str, str]]) -> int:
     """Ground-truth TSV (`query_id<TAB>video_id` with header); returns the number of rows."""
-    return _tsv(path, ("query_id", "video_id"), pairs)
-
-
-def write_manifest(path: str, videos: Iterable[tuple[str, str]]) -> int:
-    """Video manifest TSV (`video_id<TAB>uri` with header) for `eercf extract --input`."""
-    return _tsv(path, ("video_id", "uri"), videos)
+    return write_tsv(path, ("query_id", "video_id"), pairs)
 
 
 def write_captions(path: str, captions: Iterable[tuple[str, str]]) -> int:

@@ -48,8 +48,8 @@ import numpy as np
 
 from eercf_core.atomic import local_temp_path, write_text
 from eercf_core.config import NUM_FRAMES
-from eercf_core.io_formats import (FormatError, read_jsonl, write_ground_truth, write_manifest,
-                                   write_queries)
+from eercf_core.inputs import write_manifest
+from eercf_core.io_formats import FormatError, read_jsonl, write_ground_truth, write_queries
 
 log = logging.getLogger(__name__)
 

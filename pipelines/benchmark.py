@@ -16,8 +16,8 @@ from pathlib import Path
 
 from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
 from eercf_core.atomic import write_json, write_text
-from eercf_core.io_formats import (write_captions, write_ground_truth, write_manifest,
-                                   write_queries)
+from eercf_core.inputs import write_manifest
+from eercf_core.io_formats import write_captions, write_ground_truth, write_queries
 from pipelines.args import add_output, parse_args
 
 log = logging.getLogger(__name__)

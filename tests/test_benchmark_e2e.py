@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    ec.create_model("eercf-tiny", seed=0).save(str(path))
+    ec.save_model(ec.create_model("eercf-tiny", seed=0), str(path))
     return str(path)
 
 
