@@ -8,6 +8,7 @@ an interrupted build leaves no half-written index at the output path.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -25,7 +26,8 @@ from eercf_core.fine_store import FineStoreWriter, bytes_per_video
 from eercf_core.index_dir import (IDS_FILE, INDEX_SCHEMA_VERSION, MANIFEST, RECALL_FILE,
                                   STORE_DIR)
 from eercf_core.io_formats import local_path
-from eercf_core.shards import SHARD_SUFFIX, list_shards, read_shard, shard_identity
+from eercf_core.shards import (SHARD_SUFFIX, decode_qualities, list_shards, read_shard,
+                               shard_identity)
 from schemas import SCHEMA_VERSION, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -64,23 +66,27 @@ def check_identity(shards: list[str]):
     return first
 
 
-def _scan(shards: list[str]) -> tuple[list[str], int]:
-    """Pass 1 (ids and status only): ok video ids in shard order, number of error rows."""
+def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
+    """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
+    ok videos per decode quality (an index built from mixed settings says so)."""
     ids: list[str] = []
     where: dict[str, str] = {}
     errors = 0
+    qualities: collections.Counter = collections.Counter()
     for shard in shards:
-        table = read_shard(shard, columns=["video_id", "status"])
+        table = read_shard(shard, columns=["video_id", "status", "decode_quality"])
         ok = pc.equal(table.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
         errors += int((~ok).sum())
-        for video_id, is_ok in zip(table.column("video_id").to_pylist(), ok):
+        for video_id, is_ok, quality in zip(table.column("video_id").to_pylist(), ok,
+                                            decode_qualities(table)):
             if not is_ok:
                 continue
+            qualities[str(quality)] += 1
             if video_id in where:
                 raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
             where[video_id] = shard
             ids.append(video_id)
-    return ids, errors
+    return ids, errors, dict(sorted(qualities.items()))
 
 
 def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
@@ -115,11 +121,13 @@ def build(inputs: list[str], output: str, factory: str | None = None, nprobe: in
         raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
     shards = resolve_shards(inputs)
     dims, model_id, sha = check_identity(shards)
-    ids, error_rows = _scan(shards)
+    ids, error_rows, qualities = _scan(shards)
     if not ids:
         raise ValueError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
     log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
              len(shards), len(ids), error_rows, model_id, dims)
+    if len(qualities) > 1:
+        log.warning("shards mix decode qualities (videos per quality: %s)", qualities)
 
     temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(temp, ignore_errors=True)
@@ -157,6 +165,7 @@ def build(inputs: list[str], output: str, factory: str | None = None, nprobe: in
                      "embed_dim": dims.embed_dim},
             "num_videos": len(ids),
             "num_error_rows": error_rows,
+            "decode_quality": qualities,  # ok videos per decode quality: > 1 key = mixed
             "shards": shards,
             "index": info,
             "fine_store": {"path": STORE_DIR, "dtype": "float16",
