@@ -25,7 +25,8 @@ R@1/5/10 of coarse recall and two-stage ranking per quality, and how many two-st
 lists changed (bench/decode_fidelity.py).
 
     python -m bench decode [--quick] [--repeats=N] [--workers=N] [--levers] [--no-fidelity]
-                           [--demo-dir=DIR] [--demo-model=PATH]
+                           [--torch-threads=N] [--demo-dir=DIR] [--demo-model=PATH]
+    python -m bench decode --demo-only --demo-dir=DIR   # add the demo fidelity to the last run
 """
 from __future__ import annotations
 
@@ -150,6 +151,8 @@ def _files(quick: bool) -> list[str]:
 
 
 def main(flags: list[str]) -> dict:
+    if "--demo-only" in flags:
+        return demo_only(flags)
     quick = "--quick" in flags
     repeats = int(_flag(flags, "--repeats", 1 if quick else 3))
     workers = int(_flag(flags, "--workers", os.cpu_count() or 1))
@@ -190,21 +193,45 @@ def main(flags: list[str]) -> dict:
         results[name] = stats
         log.info("%s: %s", name, stats)
     if "--no-fidelity" not in flags:
-        results["fidelity"] = random_vit_fidelity(files, checks[EXACT], checks[FAST])
+        threads = _flag(flags, "--torch-threads", None)
+        results["fidelity"] = random_vit_fidelity(files, checks[EXACT], checks[FAST],
+                                                  int(threads) if threads else None)
         log.info("fidelity (seeded random ViT-B-32): %s", results["fidelity"])
-    demo_dir = _flag(flags, "--demo-dir", None)
-    if demo_dir:
-        demo = Path(demo_dir)
-        model = Path(_flag(flags, "--demo-model", demo / "train" / "model.pt"))
-        results["fidelity_demo"] = decode_fidelity.demo_rankings(
-            model, demo / "corpus", Path("bench_out") / "decode_fidelity", (EXACT, FAST), workers)
-        log.info("fidelity (demo model): %s", results["fidelity_demo"])
-    else:
-        log.info("no --demo-dir: the trained-demo fidelity (rankings) is not measured")
+    demo = demo_fidelity(flags, workers)
+    if demo:
+        results["fidelity_demo"] = demo
     return results
 
 
-def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int, dict]) -> dict:
+def demo_fidelity(flags: list[str], workers: int) -> dict | None:
+    """The trained-demo ranking fidelity when --demo-dir is given (None otherwise)."""
+    demo_dir = _flag(flags, "--demo-dir", None)
+    if not demo_dir:
+        log.info("no --demo-dir: the trained-demo fidelity (rankings) is not measured")
+        return None
+    demo = Path(demo_dir)
+    model = Path(_flag(flags, "--demo-model", demo / "train" / "model.pt"))
+    result = decode_fidelity.demo_rankings(
+        model, demo / "corpus", Path("bench_out") / "decode_fidelity", (EXACT, FAST), workers)
+    log.info("fidelity (demo model): %s", result)
+    return result
+
+
+def demo_only(flags: list[str]) -> dict:
+    """--demo-only: measure the trained-demo fidelity alone and add it to the last decode
+    results in bench_out/results.json (the throughput runs are not repeated)."""
+    import json
+
+    path = Path("bench_out") / "results.json"
+    previous = json.loads(path.read_text()).get("bench_decode", {}) if path.exists() else {}
+    if not _flag(flags, "--demo-dir", None):
+        raise SystemExit("bench decode --demo-only needs --demo-dir=DIR")
+    workers = int(_flag(flags, "--workers", os.cpu_count() or 1))
+    return {**previous, "fidelity_demo": demo_fidelity(flags, workers)}
+
+
+def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int, dict],
+                        threads: int | None = None) -> dict:
     """Per-video cosine of seeded random ViT-B-32 features (coarse, worst frame) of the fast
     frames against the exact frames, over the files both decoded, at the same frame times."""
     from pipelines.inference import ModelSpec, build_model
@@ -214,6 +241,8 @@ def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int
     if moved:
         raise RuntimeError(f"fast sampled other frame times than exact for {moved}")
     model = build_model(ModelSpec("ViT-B-32", seed=0, device="cpu"))
+    if threads:
+        torch.set_num_threads(threads)  # one thread is faster on an oversubscribed machine
     started = time.perf_counter()
     with torch.no_grad():
         encoded = [model.encode_video(np.stack([d[i]["pixels"] for i in both]),

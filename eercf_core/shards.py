@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 
 from schemas import FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK, FeatureDims, video_features_schema
 from schemas.video_features import (
-    ADDED_IN_VERSION,
+    COLUMNS_SINCE,
     META_CHECKPOINT_SHA256,
     META_DIMS,
     META_MODEL_ID,
     META_SCHEMA_VERSION,
-    READABLE_SCHEMA_VERSIONS,
+    SUPPORTED_SCHEMA_VERSIONS,
 )
 
 if TYPE_CHECKING:  # the core model module is only needed by features_from_table
@@ -154,9 +154,9 @@ def schema_version(path: str, schema: pa.Schema) -> int:
         number = int(version.decode())
     except ValueError:
         raise ValueError(f"{path}: bad eercf.schema_version metadata {version!r}") from None
-    if number not in READABLE_SCHEMA_VERSIONS:
+    if number not in SUPPORTED_SCHEMA_VERSIONS:
         raise ValueError(f"{path}: schema version {number}, this reader reads versions "
-                         f"{list(READABLE_SCHEMA_VERSIONS)} (writes {SCHEMA_VERSION}); "
+                         f"{list(SUPPORTED_SCHEMA_VERSIONS)} (writes {SCHEMA_VERSION}); "
                          "re-extract or use a matching eercf version")
     return number
 
@@ -170,7 +170,7 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
         raise ValueError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
     expected = video_features_schema(dims)
     for field in expected:
-        if ADDED_IN_VERSION.get(field.name, 1) > version:
+        if COLUMNS_SINCE.get(field.name, 1) > version:
             continue  # an older shard without a later column
         if field.name not in schema.names:
             raise ValueError(f"{path}: missing column {field.name!r}")
@@ -197,7 +197,7 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
             if columns is not None:
                 version = schema_version(path, schema)
                 missing = [c for c in columns if c not in schema.names
-                           and ADDED_IN_VERSION.get(c, 0) <= version]
+                           and COLUMNS_SINCE.get(c, 0) <= version]
                 if missing:
                     raise ValueError(f"{path}: unknown columns {missing}")
                 columns = [c for c in columns if c in schema.names]

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 # columns added after version 1 -> the version that added them (older shards lack them)
-ADDED_IN_VERSION = {"decode_quality": 2}
+COLUMNS_SINCE = {"decode_quality": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
