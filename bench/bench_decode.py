@@ -222,12 +222,14 @@ def demo_only(flags: list[str]) -> dict:
     results in bench_out/results.json (the throughput runs are not repeated)."""
     import json
 
-    path = Path("bench_out") / "results.json"
-    previous = json.loads(path.read_text()).get("bench_decode", {}) if path.exists() else {}
     if not _flag(flags, "--demo-dir", None):
         raise SystemExit("bench decode --demo-only needs --demo-dir=DIR")
-    workers = int(_flag(flags, "--workers", os.cpu_count() or 1))
-    return {**previous, "fidelity_demo": demo_fidelity(flags, workers)}
+    demo = demo_fidelity(flags, int(_flag(flags, "--workers", os.cpu_count() or 1)))
+    path = Path("bench_out") / "results.json"  # read now: a decode run may have ended meanwhile
+    previous = json.loads(path.read_text()).get("bench_decode", {}) if path.exists() else {}
+    if not previous:
+        log.warning("no earlier decode results in %s: only the demo fidelity is recorded", path)
+    return {**previous, "fidelity_demo": demo}
 
 
 def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int, dict],

@@ -26,7 +26,7 @@ Two decoders:
 
 Decode quality (`DecodeOptions.quality`, recorded in every shard row):
 - "exact": the frames as the codec defines them, scaled bicubic: the same bits as before the
-  setting existed (tests/test_decode.py, bench_decode's digests).
+  setting existed (tests/test_decode.py compares them with an independent decode).
 - "fast": the pyav decoder skips the in-loop deblocking filter (`skip_loop_filter=all`: every
   frame, references included, so small block-edge errors propagate until the next keyframe) and
   scales bilinear instead of bicubic. Same sampled frames and times, pixels drift by about one
