@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,7 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
     features = {}
     for quality in qualities:
         out = work / quality
+        shutil.rmtree(out, ignore_errors=True)  # extract would resume an earlier run's shards
         extract.run(["--input", str(manifest), "--output", str(out / "features"),
                      "--model", str(model), "--decode-quality", quality,
                      "--decode-workers", str(workers), "--batch-size", "32",
