@@ -44,7 +44,7 @@ from bench import decode_fidelity
 from eercf_core.decode import QUALITY_EXACT, QUALITY_FAST, DecodeOptions, decode_video, sample_times
 from eercf_core.isolation import IsolatedPool
 
-log = logging.getLogger("bench.decode")
+log = logging.getLogger(__name__)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 BASELINE, EXACT, FAST = "decord_accurate_seek", QUALITY_EXACT, QUALITY_FAST
 

@@ -75,8 +75,9 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
     Returns per quality: R@1/5/10 (+MdR, MnR) of coarse recall and two-stage ranking; and
     against the first quality: per-video feature cosines and how many queries' two-stage
     top-10 lists (and top-1) differ. Raises FileNotFoundError when the inputs are missing."""
+    from eercf_core.index import build_index
     from eercf_core.io_formats import read_ranked
-    from pipelines import build_index, evaluate, extract, query
+    from pipelines import evaluate, extract, query
 
     manifest, queries, truth = (corpus / "test_manifest.tsv", corpus / "test_queries.tsv",
                                 corpus / "test_ground_truth.tsv")
@@ -94,7 +95,7 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
                      "--model", str(model), "--decode-quality", quality,
                      "--decode-workers", str(workers), "--batch-size", "32",
                      "--progress-seconds", "60"])
-        build_index.build([str(out / "features")], str(out / "index"), overwrite=True)
+        build_index([str(out / "features")], str(out / "index"), overwrite=True)
         features[quality] = _features_by_id(out / "features")
         result["metrics"][quality] = {}
         for mode, flags in DEMO_MODES:
