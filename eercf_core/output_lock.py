@@ -12,7 +12,8 @@ who holds it.
   run that locked the deleted inode notices and locks the new file), so a finished output holds
   no lock file; one left by a killed run is taken over.
 - Other fsspec URLs (s3://, gs://, memory://, ...): the file is created with exclusive-create
-  mode (`"xb"`, atomic where the store supports conditional writes) and removed on release. A
+  mode (`"xb"`, atomic where the store supports conditional writes; a store without it gets a
+  logged check-then-write) and removed on release. A
   leftover file whose holder ran on this host with a pid that no longer runs is stale and is
   removed, then created again exclusively. A holder on another host cannot be checked from here:
   the run is refused and the message names the file to delete once that run is known to be dead.
@@ -83,6 +84,22 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
+def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Create `path` holding `data`, FileExistsError if it exists. Atomic where the store has
+    exclusive create (fsspec mode "xb"); elsewhere check-then-write, which two runs starting in
+    the same instant can both pass (logged)."""
+    try:
+        with fs.open(path, "xb") as handle:
+            handle.write(data)
+        return
+    except (ValueError, NotImplementedError, TypeError) as exc:  # mode "x" not supported
+        log.warning("%s: this filesystem has no exclusive create (%s); the output lock is "
+                    "check-then-write", path, exc)
+    if fs.exists(path):
+        raise FileExistsError(path)
+    fs.pipe(path, data)
+
+
 class OutputLock:
     """Exclusive lock of one output for one run (see module docstring). Re-entrant: no."""
 
@@ -151,8 +168,7 @@ class OutputLock:
         record = json.dumps(_holder_record(self.job)).encode()
         for attempt in range(2):
             try:
-                with fs.open(path, "xb") as handle:
-                    handle.write(record)
+                _create_exclusive(fs, path, record)
                 self._remote_fs, self._remote_path = fs, path
                 return
             except FileExistsError:
