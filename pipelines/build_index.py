@@ -25,6 +25,7 @@ from eercf_core.fine_store import FineStoreWriter, bytes_per_video
 from eercf_core.index_dir import (IDS_FILE, INDEX_SCHEMA_VERSION, MANIFEST, RECALL_FILE,
                                   STORE_DIR)
 from eercf_core.io_formats import local_path
+from eercf_core.previews import STORE_DIR as PREVIEW_DIR, write_preview_store
 from eercf_core.shards import SHARD_SUFFIX, list_shards, read_shard, shard_identity
 from schemas import SCHEMA_VERSION, STATUS_OK
 
@@ -128,6 +129,7 @@ def build(inputs: list[str], output: str, factory: str | None = None, nprobe: in
         writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims)
         _fill_store(shards, writer, batch_rows)
         writer.close()
+        previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
         store_seconds = time.perf_counter() - started
 
         coarse = np.load(temp / STORE_DIR / "coarse.npy", mmap_mode="r")[:len(ids)]
@@ -151,6 +153,7 @@ def build(inputs: list[str], output: str, factory: str | None = None, nprobe: in
         manifest = {
             "index_schema_version": INDEX_SCHEMA_VERSION,
             "feature_schema_version": SCHEMA_VERSION,
+            "feature_schema_versions_read": previews.pop("feature_schema_versions"),
             "model_id": model_id,
             "checkpoint_sha256": sha,
             "dims": {"num_frames": dims.num_frames, "num_patches": dims.num_patches,
@@ -161,6 +164,7 @@ def build(inputs: list[str], output: str, factory: str | None = None, nprobe: in
             "index": info,
             "fine_store": {"path": STORE_DIR, "dtype": "float16",
                            "bytes_per_video": bytes_per_video(dims)},
+            "previews": previews,
             "build_seconds": {"store": round(store_seconds, 3), "index": round(index_seconds, 3),
                               "total": round(time.perf_counter() - started, 3)},
         }

@@ -8,6 +8,9 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 
 Version history:
   1: first version.
+  2: `preview_jpeg` and `preview_strip_jpeg` (binary, null on error rows and when extraction ran
+     with --no-previews): a small JPEG of the middle sampled frame and a strip of all sampled
+     frames (eercf_core.previews). Readers accept version 1 shards (no previews).
 """
 from __future__ import annotations
 
@@ -15,7 +18,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions a reader accepts; a shard of an older version simply lacks the later columns.
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+# Columns added per version (absent from shards of earlier versions).
+COLUMNS_SINCE = {"preview_jpeg": 2, "preview_strip_jpeg": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -62,9 +69,13 @@ class FeatureDims:
 
 
 def video_features_schema(
-    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = ""
+    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = "",
+    version: int = SCHEMA_VERSION,
 ) -> pa.Schema:
-    """The Arrow schema of a feature shard for the given dims and model identity."""
+    """The Arrow schema of a feature shard for the given dims, model identity and version."""
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"unknown feature schema version {version}; known: "
+                         f"{SUPPORTED_SCHEMA_VERSIONS}")
     sizes = dims.column_sizes()
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
@@ -88,9 +99,14 @@ def video_features_schema(
         pa.field("context_frame_features", pa.list_(pa.float16(), sizes["context_frame_features"])),
         pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
         pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
+        # small JPEG of the middle sampled frame (eercf_core.previews)
+        pa.field("preview_jpeg", pa.binary()),
+        # JPEG strip of the valid sampled frames left to right, slot t at x = t * height
+        pa.field("preview_strip_jpeg", pa.binary()),
     ]
+    fields = [f for f in fields if COLUMNS_SINCE.get(f.name, 1) <= version]
     meta = {
-        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_SCHEMA_VERSION: str(version).encode(),
         META_DIMS: dims.to_meta(),
         META_MODEL_ID: model_id.encode(),
         META_CHECKPOINT_SHA256: checkpoint_sha256.encode(),
