@@ -27,6 +27,7 @@ setup(
         "ftfy",
         "regex",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    # websocket-client: the report's browser test drives headless Chromium over DevTools
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "websocket-client>=1.6"]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

@@ -94,6 +94,7 @@
     const c = el("div", "card" + (r.truth ? " truth" : ""));
     c.dataset.videoId = r.video_id;
     c.dataset.rank = r.rank;
+    if (r.truth) c.appendChild(el("div", "truthbadge", "\u2713 ground truth"));
     const wrap = el("div", "thumbwrap");
     if (r.thumb) {
       const img = el("img", "thumb");
@@ -105,7 +106,6 @@
       wrap.appendChild(el("div", "nopreview", "no preview"));
     }
     wrap.appendChild(el("span", "rank", "#" + r.rank));
-    if (r.truth) wrap.appendChild(el("span", "truthbadge", "ground truth"));
     const frames = r.gate ? r.gate.length : 0;
     if (r.strip && frames && r.gate_frame !== null) {
       const inset = el("div", "gateframe");
@@ -157,8 +157,10 @@
         bars.appendChild(b);
       });
       c.appendChild(bars);
-      c.appendChild(el("div", "gateinfo", "gate: frame " + (r.gate_frame + 1) + "/" + frames +
-                        " \u00b7 " + (100 * r.gate[r.gate_frame]).toFixed(0) + "%"));
+      const info = el("div", "gateinfo", "gate \u25b8 frame " + (r.gate_frame + 1) + "/" + frames +
+                      " (" + (100 * r.gate[r.gate_frame]).toFixed(0) + "%)");
+      info.title = "the sampled frame the text gate of the frame TIB weighted most, and its weight";
+      c.appendChild(info);
     }
     return c;
   }
