@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 import eercf_core as ec
-from eercf_core.index_dir import IndexDirectory, open_index
+from eercf_core.index import IndexDirectory, open_index
 from eercf_core.io_formats import RankedRow, read_ground_truth, read_queries, read_ranked
 from eercf_core.previews import KINDS as PREVIEW_KINDS, open_previews
 from eercf_core.scores import frame_gate_weights
 from pipelines import report_html
+from pipelines.args import add_model, add_output, parse_args
 from pipelines.evaluate import orders
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,8 @@ def _evaluation_summary(evaluation_dir: Path | None, assets: Path) -> tuple[dict
         return {}, []
     metrics_path = evaluation_dir / "metrics.json"
     if not metrics_path.is_file():
-        raise ValueError(f"{evaluation_dir}: no metrics.json (pass an `eercf evaluate` "
-                         "--output-dir)")
+        raise ValueError(f"{evaluation_dir}: no metrics.json (pass the --output folder of "
+                         "`eercf evaluate`)")
     try:
         metrics = json.loads(metrics_path.read_text())
     except json.JSONDecodeError as exc:
@@ -226,24 +227,27 @@ def _recall_k_of(ranked_path: str) -> int | None:
     return None
 
 
-def run(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf report", description=__doc__.split("\n")[0])
     parser.add_argument("--ranked", required=True, help="ranked TSV from eercf query")
     parser.add_argument("--queries", required=True, help="the query file that was ranked")
     parser.add_argument("--index", required=True, help="index directory the ranking used")
-    parser.add_argument("--output", required=True, help="report folder to write (index.html)")
-    parser.add_argument("--model", default=None,
-                        help="the model of the index (checkpoint or open_clip name): adds the "
-                             "frame the text gate weighted most; without it that column is absent")
+    add_output(parser, help="report folder to write (index.html)")
+    add_model(parser, help="the model of the index (checkpoint or open_clip name): adds the "
+                           "frame the text gate weighted most; without it that column is absent")
     parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
     parser.add_argument("--ground-truth", default=None, help="TSV query_id<TAB>video_id")
     parser.add_argument("--evaluation", default=None,
-                        help="`eercf evaluate` --output-dir: metrics table and plots")
+                        help="the --output folder of `eercf evaluate`: metrics table and plots")
     parser.add_argument("--top-n", type=int, default=10, help="results shown per query")
     parser.add_argument("--title", default=None, help="page title (default: the ranked file)")
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="gate over padded frames too (as the query did with this flag)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
     results = load_results(args.ranked, args.queries, args.ground_truth)
     index = open_index(args.index)
     model = (ec.load_model(args.model, pretrained=args.pretrained, device="cpu")

@@ -2,11 +2,12 @@
 
     eercf search --index out/index --model out/model.pt "a dog catches a frisbee" "a red car"
     eercf search --index out/index --model out/model.pt --html search_report/ "a dog ..."
+    (--html DIR and --output DIR are the same flag)
 
-Ranks with the query job's two-stage path (`pipelines.query.two_stage`: FAISS recall of k by
+Ranks with the query job's two-stage path (`eercf_core.index.two_stage`: FAISS recall of k by
 S_V, rerank from the fine store), so a text gets the order `eercf query` would write. Per text it
 prints rank, video id, rerank score, coarse score and the video's rank in the coarse order;
-`--html DIR` also writes the `eercf report` gallery for the texts.
+`--html DIR` (or `--output DIR`) also writes the `eercf report` gallery for the texts.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import argparse
 import logging
 
 import eercf_core as ec
-from eercf_core.index_dir import open_index
+from eercf_core.index import open_index, two_stage
+from eercf_core.index.rerank import METHODS
 from eercf_core.io_formats import RankedRow
-from eercf_core.store_rerank import METHODS
 from pipelines import report
+from pipelines.args import add_model, add_output, parse_args
 from pipelines.evaluate import orders
-from pipelines.query import parse_weights, two_stage
+from pipelines.query import parse_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +58,12 @@ def format_table(result: report.QueryResults, top_n: int) -> str:
     return "\n".join(lines)
 
 
-def run(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf search", description=__doc__.split("\n")[0])
     parser.add_argument("texts", nargs="+", help="one or more search texts")
     parser.add_argument("--index", required=True, help="index directory from build-index")
-    parser.add_argument("--model", required=True,
-                        help="the model that extracted the features (checkpoint or open_clip name)")
+    add_model(parser, required=True,
+              help="the model that extracted the features (checkpoint or open_clip name)")
     parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
     parser.add_argument("--top-n", type=int, default=10, help="results shown per text")
     parser.add_argument("--recall-k", type=int, default=ec.RECALL_K, help="candidates reranked")
@@ -70,9 +72,15 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="let padded frames into the softmaxes (exact official parity)")
     parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
-    parser.add_argument("--html", default=None, metavar="DIR",
-                        help="also write the result gallery (index.html + assets) to DIR")
-    args = parser.parse_args(argv)
+    add_output(parser, required=False, metavar="DIR",
+               help="also write the result gallery (index.html + assets) to DIR")
+    parser.add_argument("--html", dest="output", metavar="DIR", help="the same as --output")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args(parser, argv)
     if args.top_n < 1 or args.recall_k < 1:
         parser.error("--top-n and --recall-k must be >= 1")
     texts = [" ".join(t.split()) for t in args.texts]
@@ -88,8 +96,8 @@ def run(argv: list[str] | None = None) -> int:
     results = search(index, model, texts, args.top_n, args.recall_k, parse_weights(args.weights),
                      config, args.rerank_method)
     print("\n\n".join(format_table(r, args.top_n) for r in results))
-    if args.html:
-        page = report.write_report(results, index, args.html, model, args.top_n,
+    if args.output:
+        page = report.write_report(results, index, args.output, model, args.top_n,
                                    recall_k=args.recall_k, title="eercf search", config=config)
         print(f"\ngallery: {page}")
     return 0

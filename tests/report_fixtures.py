@@ -66,7 +66,7 @@ def make_corpus(root: Path, version: int = 2) -> Corpus:
     model = ec.create_model("eercf-tiny", seed=0)
     checkpoint = str(root / "model.pt")
     root.mkdir(parents=True, exist_ok=True)
-    model.save(checkpoint)
+    ec.save_model(model, checkpoint)
     frames, mask = video_frames(model)
     rows = shard_rows(model, frames, mask, previews=version >= 2)
     for n, begin in enumerate(range(0, len(rows), 6)):

@@ -13,7 +13,7 @@ from PIL import Image
 import eercf_core as ec
 from eercf_core import previews
 from eercf_core.shards import read_shard, shard_version, write_shard
-from pipelines import build_index, query
+from eercf_core.index import build_index as build_index_directory
 from tests.index_fixtures import DIMS, write_synthetic_shards
 from tests.report_fixtures import make_corpus
 
@@ -83,7 +83,7 @@ def test_version_1_shards_still_index_and_query(tmp_path):
         write_shard(str(path), rows, DIMS, "synthetic", "0" * 64, version=1)
         assert shard_version(str(path)) == 1
         assert "preview_jpeg" not in read_shard(str(path)).column_names
-    build_index.build([str(tmp_path / "v1")], str(tmp_path / "index"))
+    build_index_directory([str(tmp_path / "v1")], str(tmp_path / "index"))
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert manifest["num_videos"] == 12 and manifest["previews"]["with_preview"] == 0
     assert manifest["feature_schema_versions_read"] == [1]

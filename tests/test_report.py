@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import eercf_core as ec
-from eercf_core.index_dir import open_index
+from eercf_core.index import open_index
 from eercf_core.io_formats import read_ranked
 from eercf_core.previews import open_previews
 from pipelines import evaluate, report, search
@@ -36,7 +36,7 @@ def _softmax(x):
 
 def test_report_page_data_assets_and_metrics(corpus, tmp_path, capsys):
     evaluate.run(["--ranked", str(corpus.ranked), "--ground-truth", str(corpus.truth),
-                  "--output-dir", str(tmp_path / "eval")])
+                  "--output", str(tmp_path / "eval")])
     out = tmp_path / "report"
     assert report.run(["--ranked", str(corpus.ranked), "--queries", str(corpus.queries),
                        "--index", str(corpus.index), "--model", corpus.checkpoint,

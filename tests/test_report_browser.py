@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import eercf_core as ec
-from eercf_core.index_dir import open_index
+from eercf_core.index import open_index
 from eercf_core.io_formats import read_ranked
 from pipelines import evaluate, report
 from tests.browser import Browser, find_chromium
@@ -54,7 +54,7 @@ def test_report_in_headless_chromium(tmp_path):
     gt = tmp_path / "gt.tsv"
     gt.write_text("".join(f"{q}\t{v}\n" for q, v in truth.items()))
     evaluate.run(["--ranked", str(corpus.ranked), "--ground-truth", str(gt),
-                  "--output-dir", str(tmp_path / "eval")])
+                  "--output", str(tmp_path / "eval")])
     page = report.write_report(report.load_results(str(corpus.ranked), str(corpus.queries), str(gt)),
                                open_index(corpus.index), tmp_path / "report",
                                ec.load_model(corpus.checkpoint, device="cpu"), TOP_N, tmp_path / "eval", recall_k=5)
