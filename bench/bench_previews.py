@@ -1,11 +1,11 @@
 """What previews cost at extraction: bytes per video, and extraction time with vs without them.
 
 Side by side in one run, on the same clips (bench_extract's generated H.264 clips, 320x240,
-5-10 s; N = 40, --quick 10) and the same model (ViT-B-32, random init, built once, S = 224):
+5-10 s; N = 40, --quick 10) and the same model (ViT-B-32, random init, seed 0, S = 224):
 
-1. `eercf extract` (Beam pipeline) with previews and with `--no-previews`, fresh output each
-   time, alternating, --repeats times (2): end-to-end seconds (best of the repeats) and the
-   shard bytes per video of each;
+1. `eercf extract` (Beam pipeline, in a subprocess) with previews and with `--no-previews`,
+   fresh output each time, alternating, --repeats times (2): end-to-end seconds (best of the
+   repeats, model build included in both) and the shard bytes per video of each;
 2. preview bytes per video (middle-frame JPEG, frame strip) from the shards of (1), and from the
    real videos in ../shared/videos/captioned (decoded as the pipeline does, when present);
 3. `encode_previews` alone on the decoded frames: ms per video (the CPU the previews add).
@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,13 +36,12 @@ REAL_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos" /
 
 
 def _extract(manifest: Path, output: Path, workers: int, previews: bool) -> float:
-    from pipelines import extract
-
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
-    code = extract.run(["--input", str(manifest), "--output", str(output), "--model", MODEL,
-                        "--decode-workers", str(workers), "--progress-seconds", "60",
-                        *([] if previews else ["--no-previews"])])
+    code = subprocess.call([sys.executable, "-m", "pipelines.cli", "extract", "--input",
+                            str(manifest), "--output", str(output), "--model", MODEL,
+                            "--decode-workers", str(workers), "--progress-seconds", "60",
+                            *([] if previews else ["--no-previews"])])
     seconds = time.perf_counter() - started
     if code != 0:
         raise RuntimeError(f"extract failed with exit code {code}")
@@ -71,7 +72,7 @@ def _decode_all(paths: list[Path], image_size: int, workers: int) -> list:
 
 
 def main(flags: list[str]) -> dict:
-    from pipelines.inference import ModelSpec, build_model
+    import eercf_core as ec
 
     quick = "--quick" in flags
     count = int(_flag(flags, "--clips", 10 if quick else 40))
@@ -81,7 +82,7 @@ def main(flags: list[str]) -> dict:
     manifest = OUT / "previews_manifest.jsonl"
     manifest.write_text("".join(json.dumps({"video_id": p.stem, "uri": str(p.resolve())}) + "\n"
                                 for p in clips))
-    model = build_model(ModelSpec(MODEL, num_frames=12))  # cached: every run below reuses it
+    image_size = ec.create_model(MODEL, seed=0).image_size
 
     timings: dict[bool, list[float]] = {True: [], False: []}
     for repeat in range(repeats):
@@ -93,7 +94,7 @@ def main(flags: list[str]) -> dict:
     with_previews = _preview_bytes(OUT / "previews_on")
     without = _preview_bytes(OUT / "previews_off")
 
-    videos = _decode_all(clips, model.image_size, workers)
+    videos = _decode_all(clips, image_size, workers)
     started = time.perf_counter()
     for video in videos:
         encode_previews(video.frames, video.mask)
@@ -103,14 +104,14 @@ def main(flags: list[str]) -> dict:
     real_paths = sorted(REAL_VIDEOS.glob("*.mp4")) if REAL_VIDEOS.is_dir() else []
     if real_paths:
         encoded = [encode_previews(v.frames, v.mask)
-                   for v in _decode_all(real_paths, model.image_size, workers)]
+                   for v in _decode_all(real_paths, image_size, workers)]
         real = {"real_videos": len(encoded), **{
             f"real_{c}_bytes_per_video": round(float(np.mean([len(e[c]) for e in encoded])), 1)
             for c in PREVIEW_COLUMNS}}
 
     best_on, best_off = min(timings[True]), min(timings[False])
     return {
-        "clips": len(clips), "model": MODEL, "image_size": model.image_size,
+        "clips": len(clips), "model": MODEL, "image_size": image_size,
         "decode_workers": workers, "repeats": repeats,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "extract_s_with_previews": [round(t, 2) for t in timings[True]],
