@@ -17,10 +17,9 @@ import logging
 import eercf_core as ec
 from eercf_core.index import open_index, two_stage
 from eercf_core.index.rerank import METHODS
-from eercf_core.io_formats import RankedRow
-from pipelines import report
+from eercf_core.io_formats import RankedRow, coarse_ranks
+from eercf_core.report import QueryResults, write_report
 from pipelines.args import add_model, add_output, parse_args
-from pipelines.evaluate import orders
 from pipelines.query import parse_weights
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def search(index, model, texts: list[str], top_n: int, recall_k: int,
            weights: ec.RerankWeights, config: ec.ScoreConfig, method: str = "grouped"
-           ) -> list[report.QueryResults]:
+           ) -> list[QueryResults]:
     """Rank `texts` two-stage; each result lists max(k, top_n) videos (top_n shown later)."""
     params = model.score_params.detach().to("cpu")
     text = model.encode_text(texts).float().cpu()
@@ -41,14 +40,13 @@ def search(index, model, texts: list[str], top_n: int, recall_k: int,
         query_id = f"s{number}"
         rows = [RankedRow(query_id, rank, index.video_ids[i], s, c)
                 for rank, (i, s, c) in enumerate(zip(ids, scores, coarse), start=1)]
-        results.append(report.QueryResults(query_id, query, rows))
+        results.append(QueryResults(query_id, query, rows))
     return results
 
 
-def format_table(result: report.QueryResults, top_n: int) -> str:
+def format_table(result: QueryResults, top_n: int) -> str:
     """One text's results as an aligned plain-text table."""
-    coarse_rank = {v: i for i, v in enumerate(orders({result.query_id: result.rows})[1]
-                                              [result.query_id], start=1)}
+    coarse_rank = coarse_ranks(result.rows)
     shown = result.rows[:top_n]
     width = max([len("video_id"), *(len(r.video_id) for r in shown)])
     lines = [f"{result.query_id}: {result.text!r}",
@@ -97,7 +95,7 @@ def run(argv: list[str] | None = None) -> int:
                      config, args.rerank_method)
     print("\n\n".join(format_table(r, args.top_n) for r in results))
     if args.output:
-        page = report.write_report(results, index, args.output, model, args.top_n,
-                                   recall_k=args.recall_k, title="eercf search", config=config)
+        page = write_report(results, index, args.output, model, args.top_n,
+                            recall_k=args.recall_k, title="eercf search", config=config)
         print(f"\ngallery: {page}")
     return 0

@@ -13,6 +13,7 @@ import eercf_core as ec
 from eercf_core.index import open_index
 from eercf_core.io_formats import read_ranked
 from eercf_core.previews import open_previews
+from eercf_core.report import load_results, write_report
 from pipelines import evaluate, report, search
 from tests.report_fixtures import CAPTIONS, make_corpus
 
@@ -86,7 +87,7 @@ def test_report_without_model_or_preview_store(corpus, tmp_path):
     shutil.copytree(corpus.index, old_index)
     shutil.rmtree(old_index / "previews")  # an index built before previews existed
     out = tmp_path / "r"
-    page = report.write_report(report.load_results(str(corpus.ranked), str(corpus.queries)),
+    page = write_report(load_results(str(corpus.ranked), str(corpus.queries)),
                                open_index(old_index), out, top_n=3)
     data = page_data(page)
     assert not data["has_gate"] and not data["has_previews"]
@@ -94,7 +95,7 @@ def test_report_without_model_or_preview_store(corpus, tmp_path):
     assert "thumb" not in card and "gate" not in card and "truth" in card
     assert list((out / "assets").iterdir()) == []
     # a rerun replaces the folder
-    report.write_report(report.load_results(str(corpus.ranked), str(corpus.queries)),
+    write_report(load_results(str(corpus.ranked), str(corpus.queries)),
                         open_index(old_index), out, top_n=2)
     assert len(page_data(page)["queries"][0]["results"]) == 2
 
@@ -103,19 +104,19 @@ def test_report_bad_inputs_name_the_problem(corpus, tmp_path):
     short = tmp_path / "short.tsv"
     short.write_text("q0\ta red car drives\n")
     with pytest.raises(ValueError, match="short.tsv: no text for 6 ranked queries"):
-        report.load_results(str(corpus.ranked), str(short))
-    results = report.load_results(str(corpus.ranked), str(corpus.queries))
+        load_results(str(corpus.ranked), str(short))
+    results = load_results(str(corpus.ranked), str(corpus.queries))
     results[0].rows[0] = results[0].rows[0].__class__("q0", 1, "ghost", 1.0, 1.0)
     index = open_index(corpus.index)
     with pytest.raises(ValueError, match="video 'ghost' .* not in the index"):
-        report.write_report(results, index, tmp_path / "r")
-    results = report.load_results(str(corpus.ranked), str(corpus.queries))
+        write_report(results, index, tmp_path / "r")
+    results = load_results(str(corpus.ranked), str(corpus.queries))
     (tmp_path / "empty-eval").mkdir()
     with pytest.raises(ValueError, match="empty-eval: no metrics.json"):
-        report.write_report(results, index, tmp_path / "r", evaluation_dir=tmp_path / "empty-eval")
+        write_report(results, index, tmp_path / "r", evaluation_dir=tmp_path / "empty-eval")
     assert not (tmp_path / "r").exists()  # nothing half-written
     with pytest.raises(ValueError, match="top-n must be >= 1"):
-        report.write_report(results, index, tmp_path / "r", top_n=0)
+        write_report(results, index, tmp_path / "r", top_n=0)
 
 
 def test_search_ranks_like_query_and_writes_gallery(corpus, tmp_path, capsys):

@@ -12,7 +12,8 @@ import pytest
 import eercf_core as ec
 from eercf_core.index import open_index
 from eercf_core.io_formats import read_ranked
-from pipelines import evaluate, report
+from eercf_core.report import load_results, write_report
+from pipelines import evaluate
 from tests.browser import Browser, find_chromium
 from tests.report_fixtures import make_corpus
 
@@ -55,7 +56,7 @@ def test_report_in_headless_chromium(tmp_path):
     gt.write_text("".join(f"{q}\t{v}\n" for q, v in truth.items()))
     evaluate.run(["--ranked", str(corpus.ranked), "--ground-truth", str(gt),
                   "--output", str(tmp_path / "eval")])
-    page = report.write_report(report.load_results(str(corpus.ranked), str(corpus.queries), str(gt)),
+    page = write_report(load_results(str(corpus.ranked), str(corpus.queries), str(gt)),
                                open_index(corpus.index), tmp_path / "report",
                                ec.load_model(corpus.checkpoint, device="cpu"), TOP_N, tmp_path / "eval", recall_k=5)
 

@@ -1,7 +1,7 @@
 """The gallery page of `eercf report`: one HTML file with its CSS, JS and data inline.
 
-The template, stylesheet and script are package files in `pipelines/report_assets/`; the data
-(see `pipelines.report.write_report`) is embedded as JSON in a `<script type="application/json">`
+The template, stylesheet and script are package files in `eercf_core/report/assets/`; the data
+(see `eercf_core.report.gallery.write_report`) is embedded as JSON in a `<script type="application/json">`
 element and rendered by the script, a page of queries at a time. A Content-Security-Policy allows
 only inline code and local images, so the page cannot reach the network.
 """
@@ -11,7 +11,7 @@ import html
 import json
 from importlib import resources
 
-_ASSETS = resources.files("pipelines") / "report_assets"
+_ASSETS = resources.files("eercf_core.report") / "assets"
 
 
 def _asset(name: str) -> str:
