@@ -25,6 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
+from eercf_core.atomic import write_json
+
 log = logging.getLogger(__name__)
 
 THUMB_SIZE = 128  # px, longest side of the middle-frame preview
@@ -103,7 +105,7 @@ class PreviewStoreWriter:
                 "bytes_per_video_with_preview": {
                     kind: round(int(offsets[-1, j]) / self.with_preview, 1)
                     if self.with_preview else 0.0 for j, kind in enumerate(KINDS)}}
-        (self.directory / META).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(self.directory / META, meta)  # last: marks the store complete
         return meta
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 
 import eercf_core as ec
-from eercf_core.index import IndexDirectory, open_index
+from eercf_core.atomic import atomic_directory
+from eercf_core.index import IndexDirectory
 from eercf_core.io_formats import (RankedRow, coarse_ranks, read_ground_truth, read_queries,
                                    read_ranked)
 from eercf_core.previews import KINDS as PREVIEW_KINDS, open_previews
@@ -187,11 +187,8 @@ def write_report(results: Sequence[QueryResults], index: IndexDirectory, output:
     if model is not None:
         index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
 
-    out = Path(output)
-    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temp, ignore_errors=True)
-    (temp / ASSETS).mkdir(parents=True)
-    try:
+    with atomic_directory(output, overwrite=True) as temp:
+        (temp / ASSETS).mkdir()
         previews = _preview_assets(index, set(rows[rows >= 0].tolist()), temp / ASSETS)
         gates = None if model is None else gate_weights(model, index, results, rows, config)
         metrics, plots = _evaluation_summary(
@@ -202,12 +199,6 @@ def write_report(results: Sequence[QueryResults], index: IndexDirectory, output:
                 "has_previews": bool(previews), "metrics": metrics, "plots": plots,
                 "queries": page_data(results, index, top_n, previews, gates, recall_k)}
         (temp / "index.html").write_text(page.render(data), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     log.info("report: %d queries, %d videos with previews, %.1f s", len(results), len(previews),
              time.perf_counter() - started)
-    return out / "index.html"
+    return Path(output) / "index.html"
