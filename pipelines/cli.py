@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "search": ("pipelines.search", "one-off text search of an index, printed as a table"),
     "train": ("pipelines.train", "train or fine-tune with the EERCF losses"),
     "synth": ("pipelines.synth", "generate a synthetic fine-grained video-caption corpus"),
+    "benchmark": ("pipelines.benchmark", "MSR-VTT/MSVD/VATEX/ActivityNet annotations -> manifests, "
+                  "captions, queries, ground truth"),
     "demo": ("pipelines.demo", "the whole method end to end on a generated corpus, offline"),
 }
 

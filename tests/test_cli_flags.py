@@ -19,6 +19,7 @@ REQUIRED = {
     "demo": [],
     "report": ["--ranked", "r.tsv", "--queries", "q.tsv", "--index", "i"],
     "search": ["--index", "i", "--model", "m", "a text"],
+    "benchmark": ["msrvtt", "--annotations", "a", "--videos", "v"],
 }
 
 
