@@ -86,7 +86,10 @@ def test_report_in_headless_chromium(tmp_path):
         assert seen == list(ranked)  # every query, each once, in order
         assert browser.evaluate("[...document.querySelectorAll('#plots img')]"
                                 ".map((i) => i.naturalWidth)")[0] > 0
-        assert browser.evaluate("document.querySelectorAll('table.metrics tbody tr').length") >= 2
+        labels = browser.evaluate("[...document.querySelectorAll('table.metrics tbody tr')]"
+                                  ".map((r) => r.cells[0].textContent)")
+        # every metric group of metrics.json: t2v reranked/coarse, and v2t (complete lists here)
+        assert {"t2v / reranked", "t2v / coarse", "v2t / coarse"} <= set(labels), labels
         browser.evaluate("window.eercfReport.show(1)")
         shot = browser.screenshot(tmp_path / "report.png")
         errors = browser.console_errors()

@@ -49,7 +49,10 @@
   }
 
   function summary() {
-    const rows = metricRows(data.metrics || {}, "", []);
+    const metrics = data.metrics || {};
+    // With video-to-text groups present, name the top-level (text-to-video) ones as such.
+    const rows = metricRows(metrics, "", []).map(([label, values]) =>
+      ["v2t" in metrics && !label.includes(" / ") && !label.startsWith("v2t") ? "t2v / " + label : label, values]);
     if (!rows.length && !(data.plots || []).length) return;
     $("summary").hidden = false;
     if (rows.length) {
