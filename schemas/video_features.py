@@ -8,9 +8,11 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 
 Version history:
   1: first version.
-  2: `preview_jpeg` and `preview_strip_jpeg` (binary, null on error rows and when extraction ran
-     with --no-previews): a small JPEG of the middle sampled frame and a strip of all sampled
-     frames (eercf_core.previews). Readers accept version 1 shards (no previews).
+  2: `decode_quality` column ("exact" | "fast", eercf_core.decode; null on rows that never
+     decoded), and `preview_jpeg` / `preview_strip_jpeg` (binary, null on error rows and when
+     extraction ran with --no-previews): a small JPEG of the middle sampled frame and a strip of
+     all sampled frames (eercf_core.previews). Readers accept version 1 shards, whose frames were
+     all decoded "exact" and which have no previews.
 """
 from __future__ import annotations
 
@@ -23,10 +25,9 @@ from typing import Mapping
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
-# Versions a reader accepts; a shard of an older version simply lacks the later columns.
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
-# Columns added per version (absent from shards of earlier versions).
-COLUMNS_SINCE = {"preview_jpeg": 2, "preview_strip_jpeg": 2}
+# columns added after version 1 -> the version that added them (older shards lack them)
+COLUMNS_SINCE = {"decode_quality": 2, "preview_jpeg": 2, "preview_strip_jpeg": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -123,6 +124,7 @@ def video_features_schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("decode_seconds", pa.float64()),
+        pa.field("decode_quality", pa.string()),  # "exact" | "fast" (eercf_core.decode)
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("checkpoint_sha256", pa.string(), nullable=False),
         pa.field("coarse_feature", pa.list_(pa.float16(), sizes["coarse_feature"])),
