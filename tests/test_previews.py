@@ -13,6 +13,7 @@ from PIL import Image
 import eercf_core as ec
 from eercf_core import previews
 from eercf_core.shards import read_shard, shard_version, write_shard
+from schemas.video_features import COLUMNS_SINCE
 from eercf_core.index import build_index as build_index_directory
 from tests.index_fixtures import DIMS, write_synthetic_shards
 from tests.report_fixtures import make_corpus
@@ -78,7 +79,7 @@ def test_version_1_shards_still_index_and_query(tmp_path):
     for path in sorted((tmp_path / "v1").glob("*.parquet")):  # rewrite them as version 1
         table = read_shard(str(path))
         assert "preview_jpeg" in table.column_names
-        rows = [{k: v for k, v in r.items() if not k.startswith("preview")}
+        rows = [{k: v for k, v in r.items() if k not in COLUMNS_SINCE}  # version 2 columns
                 for r in table.to_pylist()]
         write_shard(str(path), rows, DIMS, "synthetic", "0" * 64, version=1)
         assert shard_version(str(path)) == 1
