@@ -26,6 +26,10 @@ setup(
         "ftfy",
         "regex",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    extras_require={
+        # Beam's DaskRunner (`--runner DaskRunner`): the versions apache-beam[dask] asks for.
+        "dask": ["dask>=2024.4.2", "distributed>=2024.4.2"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.4.2", "distributed>=2024.4.2"],
+    },
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )
