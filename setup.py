@@ -1,6 +1,9 @@
 """eercf: coarse-to-fine text-to-video retrieval (EERCF, AAAI 2024) as an offline batch system."""
 from setuptools import find_packages, setup
 
+# Beam's DaskRunner (`--runner DaskRunner`): the versions apache-beam[dask] asks for.
+DASK = ["dask>=2024.4.2", "distributed>=2024.4.2"]
+
 setup(
     name="eercf",
     version="0.1.0",
@@ -26,10 +29,6 @@ setup(
         "ftfy",
         "regex",
     ],
-    extras_require={
-        # Beam's DaskRunner (`--runner DaskRunner`): the versions apache-beam[dask] asks for.
-        "dask": ["dask>=2024.4.2", "distributed>=2024.4.2"],
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.4.2", "distributed>=2024.4.2"],
-    },
+    extras_require={"dask": DASK, "test": ["pytest>=8", "pytest-timeout>=2.3", *DASK]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )
