@@ -421,7 +421,9 @@ def shared_pool(fn: Callable, workers: int | None = None, timeout: float | None 
 
 
 @atexit.register
-def _close_shared_pools() -> None:
+def close_shared_pools() -> None:
+    """Close this process's shared pools (at exit, or when a job that ran its pipeline
+    in-process is done); a later `shared_pool` call starts a fresh one."""
     with _SHARED_LOCK:
         pools = [p for p in _SHARED.values() if p.owner_pid == os.getpid()]
         _SHARED.clear()

@@ -31,7 +31,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from eercf_core import shards
 from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
-from eercf_core.isolation import shared_pool
+from eercf_core.isolation import close_shared_pools, shared_pool
 from pipelines.beam_runner import absolute_local, run_pipeline
 from pipelines.extract_check import check_complete
 from pipelines.extract_inputs import VideoRef, read_inputs
@@ -173,9 +173,12 @@ def run(argv: list[str] | None = None) -> int:
         decode_options = DecodeOptions(num_frames=args.num_frames, image_size=model.image_size,
                                        backend=args.decoder, max_offset=args.max_offset)
         chunks = plan_chunks(pending, args.shard_size)
-        run_pipeline(lambda pipeline: build_pipeline(
-            pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
-            beam_args, work_items=len(chunks))
+        try:
+            run_pipeline(lambda pipeline: build_pipeline(
+                pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
+                beam_args, work_items=len(chunks))
+        finally:
+            close_shared_pools()  # decoders an in-process runner started here
     elapsed = time.monotonic() - started
     completeness = check_complete(args.output, [ref.video_id for ref in refs])
     summary = summarize(args.output, extra={
