@@ -64,6 +64,11 @@ def runner_args(beam_args: list[str], work_items: int) -> list[str]:
     return args
 
 
+def selects_runner(beam_args: list[str]) -> bool:
+    """True when `beam_args` name a runner (`--runner X` / `--runner=X`)."""
+    return _flag_value(beam_args, "--runner")[1] is not None
+
+
 def is_dask(beam_args: list[str]) -> bool:
     """True when `beam_args` select Beam's Dask runner (alias or class path)."""
     runner = _flag_value(runner_args(beam_args, 1), "--runner")[1]
@@ -80,7 +85,7 @@ def run_pipeline(build: Callable[[beam.Pipeline], Any], beam_args: list[str],
     """
     args = runner_args(beam_args, work_items)
     runner = None
-    if _flag_value(args, "--runner")[1] is None:
+    if not selects_runner(args):
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         runner = FnApiRunner()

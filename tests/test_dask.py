@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from eercf_core import shards
-from pipelines import extract
+from pipelines import extract, query
 from tests._runner_helpers import DroppingWriteShardsFn
 from tests.test_extract import TINY, _rows
+from tests.test_query import corpus  # noqa: F401  (module-scoped index of the tiny model)
 
 pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
@@ -88,3 +89,15 @@ def test_a_row_lost_on_dask_fails_the_job(cluster, captioned_corpus, tmp_path, m
     assert "1 of 13 input videos have no row" in caplog.text
     assert "languagebind__0.mp4" in caplog.text
     assert len(_rows(tmp_path / "lossy")) == 12
+
+
+def test_query_on_dask_is_byte_identical_to_the_local_run(cluster, corpus, tmp_path,  # noqa: F811
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
+            "--model", corpus["checkpoint"], "--top-n", "20", "--batch-size", "2"]
+    assert query.run(argv + ["--output", "local.tsv"]) == 0
+    assert query.run(argv + ["--output", "on_dask.tsv"] + _dask(cluster)) == 0
+    local = (tmp_path / "local.tsv").read_bytes()
+    assert local.count(b"\n") == 1 + 7 * 20
+    assert (tmp_path / "on_dask.tsv").read_bytes() == local
