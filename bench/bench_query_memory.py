@@ -91,11 +91,13 @@ def main(flags: list[str]) -> dict:
                                 "--queries", str(queries), "--output", str(ranked),
                                 "--top-n", str(TOP_N)])
         results["runs"][str(count)] = {
-            "queries": count, "rows": count * TOP_N, "output_mb": round(ranked.stat().st_size / 2**20, 1),
+            "queries": count, "rows": count * TOP_N,
+            "output_mb": round(ranked.stat().st_size / 2**20, 1),
             "peak_rss_mb": round(peak / 2**20, 1), "seconds": round(seconds, 1),
             "queries_per_s": round(count / seconds, 1)}
         log.info("%d queries: %s", count, results["runs"][str(count)])
     small, large = (results["runs"][str(c)] for c in counts)
-    results["peak_rss_ratio_large_over_small"] = round(large["peak_rss_mb"] / small["peak_rss_mb"], 3)
+    results["peak_rss_ratio_large_over_small"] = round(
+        large["peak_rss_mb"] / small["peak_rss_mb"], 3)
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return results

@@ -29,7 +29,11 @@ _LAZY = {
     "ScoreParams": "eercf_core.scores",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "CheckpointError", "EercfModel", "ModelIdentity", "NUM_FRAMES", "RECALL_K", "Ranking",
+    "RerankWeights", "ScoreConfig", "ScoreParams", "VideoFeatures", "create_model",
+    "exhaustive_rank", "load_model", "rerank_candidates", "save_model", "scores", "two_stage_rank",
+]
 
 if TYPE_CHECKING:
     from eercf_core import scores

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import logging
 import os
 import queue
@@ -34,9 +35,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def _exit_reason(exitcode: int | None) -> str:
 class _Call:
     """One `imap_unordered` iteration: its results queue; cancelled when the caller stops."""
 
-    results: "queue.SimpleQueue[Outcome | BaseException]" = field(
+    results: queue.SimpleQueue[Outcome | BaseException] = field(
         default_factory=queue.SimpleQueue)
     cancelled: bool = False
 
@@ -201,7 +203,7 @@ class IsolatedPool:
         self._closing = False
         self._failure: BaseException | None = None
 
-    def __enter__(self) -> "IsolatedPool":
+    def __enter__(self) -> IsolatedPool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,10 +259,9 @@ class IsolatedPool:
         self._wake()
 
     def _wake(self) -> None:
-        try:
+        # BlockingIOError: a wake-up is already pending; OSError: the pool is closed.
+        with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"x")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending (or the pool is closed)
 
     def _start(self) -> None:
         with self._lock:
@@ -388,16 +389,12 @@ class IsolatedPool:
     @staticmethod
     def _stop(pool: list[_Worker]) -> None:
         for worker in pool:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 worker.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         deadline = time.monotonic() + 2
         for worker in pool:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             worker.kill()
         pool.clear()
 

@@ -30,16 +30,20 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from eercf_core import shards
-from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.config import NUM_FRAMES
+from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import close_shared_pools, shared_pool
-from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames,
-                            check_required)
+from pipelines.args import add_model, add_num_frames, add_output, check_num_frames, check_required
 from pipelines.beam_runner import absolute_local, run_pipeline
 from pipelines.extract_check import check_complete
-from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
-                                    summarize)
+from pipelines.extract_sink import (
+    WriteShardsFn,
+    drop_error_rows,
+    plan_chunks,
+    scan_output,
+    summarize,
+)
 from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
 from schemas import STATUS_ERROR
 

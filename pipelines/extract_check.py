@@ -8,8 +8,8 @@ are allowed; a missing or duplicated input fails the job.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from eercf_core import shards
 
@@ -57,7 +57,8 @@ def _some(ids: list[str]) -> str:
 def shard_video_ids(output: str) -> Iterable[tuple[str, str]]:
     """(video_id, shard path) for every row of every finished shard under `output`."""
     for path in shards.list_shards(output):
-        for video_id in shards.read_shard(path, columns=["video_id"]).column("video_id").to_pylist():
+        table = shards.read_shard(path, columns=["video_id"])
+        for video_id in table.column("video_id").to_pylist():
             yield video_id, path
 
 

@@ -82,7 +82,8 @@ def run(argv: list[str] | None = None) -> int:
                      "are taken only with --runner)")
     if args.recall_k < 1 or args.top_n < 0 or args.batch_size < 1:
         parser.error("--recall-k and --batch-size must be >= 1 and --top-n >= 0")
-    mode_name = "recall-only" if args.recall_only else "exhaustive" if args.exhaustive else "two-stage"
+    mode_name = ("recall-only" if args.recall_only else
+                 "exhaustive" if args.exhaustive else "two-stage")
     model = absolute_local(args.model) if Path(args.model).exists() else args.model
     pretrained = (absolute_local(args.pretrained)
                   if args.pretrained and Path(args.pretrained).exists() else args.pretrained)

@@ -12,7 +12,7 @@ so the merged file is byte-identical to it.
 from __future__ import annotations
 
 import posixpath
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import fsspec

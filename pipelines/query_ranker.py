@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import eercf_core as ec
 from eercf_core.index import open_index, rank
@@ -84,7 +84,7 @@ def query_blocks(queries: Sequence[Query], batch_size: int) -> list[tuple[int, l
 
 
 def stream_rows(job: QueryJob, blocks: Sequence[tuple[int, list[Query]]],
-                progress: "Progress") -> Iterator[RankedRow]:
+                progress: Progress) -> Iterator[RankedRow]:
     """Rank `blocks` in this process, yielding rows block by block (memory bounded by one
     block, whatever the number of queries)."""
     worker = ranker(job)

@@ -16,8 +16,8 @@ import pytest
 from eercf_core import shards
 from pipelines import extract, query
 from tests._runner_helpers import DroppingWriteShardsFn
+from tests.index_fixtures import tiny_index_corpus
 from tests.test_extract import TINY, _rows
-from tests.test_query import corpus  # noqa: F401  (module-scoped index of the tiny model)
 
 pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
@@ -28,6 +28,11 @@ FEATURES = ("coarse_feature", "frame_features", "context_frame_features", "patch
 def cluster():
     with distributed.LocalCluster(n_workers=2, dashboard_address=None) as local:
         yield local
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory) -> dict:
+    return tiny_index_corpus(tmp_path_factory.mktemp("index"))
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +96,14 @@ def test_a_row_lost_on_dask_fails_the_job(cluster, captioned_corpus, tmp_path, m
     assert len(_rows(tmp_path / "lossy")) == 12
 
 
-def test_query_on_dask_is_byte_identical_to_the_local_run(cluster, corpus, tmp_path,  # noqa: F811
+def test_query_on_dask_is_byte_identical_to_the_local_run(cluster, tiny_index, tmp_path,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
-            "--model", corpus["checkpoint"], "--top-n", "20", "--batch-size", "2"]
-    assert query.run(argv + ["--output", "local.tsv"]) == 0
-    assert query.run(argv + ["--output", "on_dask.tsv"] + _dask(cluster)) == 0
+    argv = ["--index", str(tiny_index["root"] / "index"), "--queries",
+            str(tiny_index["queries"]), "--model", tiny_index["checkpoint"], "--top-n", "20",
+            "--batch-size", "2"]
+    assert query.run([*argv, "--output", "local.tsv"]) == 0
+    assert query.run([*argv, "--output", "on_dask.tsv", *_dask(cluster)]) == 0
     local = (tmp_path / "local.tsv").read_bytes()
     assert local.count(b"\n") == 1 + 7 * 20
     assert (tmp_path / "on_dask.tsv").read_bytes() == local

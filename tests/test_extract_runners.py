@@ -75,7 +75,7 @@ def test_dask_runner_in_process_writes_every_row(tmp_path):
             "--shard-size", "4", "--batch-size", "3", "--decode-workers", "1"]
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster:
-        code = extract.run(argv + ["--runner", "DaskRunner",
-                                   f"--dask_client_address={cluster.scheduler_address}"])
+        code = extract.run([*argv, "--runner", "DaskRunner",
+                            f"--dask_client_address={cluster.scheduler_address}"])
     assert code == 0
     assert len(_rows(out)) == 5 and len(shards.list_shards(str(out))) == 2

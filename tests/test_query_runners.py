@@ -6,16 +6,21 @@ import logging
 import pytest
 
 from pipelines import query, query_beam
-from tests.test_query import corpus  # noqa: F401  (the module-scoped fixture)
+from tests.index_fixtures import tiny_index_corpus
 
 
-def _argv(corpus, output, *extra) -> list[str]:  # noqa: F811
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return tiny_index_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _argv(corpus, output, *extra) -> list[str]:
     return ["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
             "--output", str(output), "--model", corpus["checkpoint"], "--top-n", "12",
             "--batch-size", "2", *extra]
 
 
-def test_beam_path_is_byte_identical_to_the_local_run(corpus, tmp_path):  # noqa: F811
+def test_beam_path_is_byte_identical_to_the_local_run(corpus, tmp_path):
     assert query.run(_argv(corpus, tmp_path / "local.tsv")) == 0
     assert query.run(_argv(corpus, tmp_path / "beam.tsv", "--runner", "FnApiRunner")) == 0
     local = (tmp_path / "local.tsv").read_bytes()
@@ -32,7 +37,7 @@ class _LosingRankBlockFn(query_beam.RankBlockFn):
         yield from super().process(element)
 
 
-def test_a_lost_block_fails_the_job(corpus, tmp_path, monkeypatch, caplog):  # noqa: F811
+def test_a_lost_block_fails_the_job(corpus, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(query_beam, "RankBlockFn", _LosingRankBlockFn)
     with caplog.at_level(logging.ERROR):
         code = query.run(_argv(corpus, tmp_path / "lost.tsv", "--runner", "FnApiRunner"))
@@ -41,6 +46,6 @@ def test_a_lost_block_fails_the_job(corpus, tmp_path, monkeypatch, caplog):  # n
     assert list(tmp_path.iterdir()) == []  # no output, no parts left
 
 
-def test_beam_options_need_a_runner(corpus, tmp_path):  # noqa: F811
+def test_beam_options_need_a_runner(corpus, tmp_path):
     with pytest.raises(SystemExit):
         query.run(_argv(corpus, tmp_path / "x.tsv", "--dask_npartitions", "3"))
