@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -33,8 +34,8 @@ def _index(root: Path) -> tuple[Path, Path]:
     from eercf_core.shards import write_shard
 
     checkpoint, index = root / "model.pt", root / "index"
-    if index.exists() and checkpoint.exists():
-        return checkpoint, index
+    shutil.rmtree(root / "shards", ignore_errors=True)
+    shutil.rmtree(index, ignore_errors=True)
     model = ec.create_model("eercf-tiny", seed=0)
     model.save(str(checkpoint))
     rng = np.random.default_rng(0)
