@@ -37,7 +37,7 @@ def _index(root: Path) -> tuple[Path, Path]:
     shutil.rmtree(root / "shards", ignore_errors=True)
     shutil.rmtree(index, ignore_errors=True)
     model = ec.create_model("eercf-tiny", seed=0)
-    model.save(str(checkpoint))
+    ec.save_model(model, str(checkpoint))
     rng = np.random.default_rng(0)
     identity = model.identity
     for shard, begin in enumerate(range(0, NUM_VIDEOS, 250)):
