@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.runner import PipelineState
+if TYPE_CHECKING:
+    import apache_beam as beam
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +83,10 @@ def run_pipeline(build: Callable[[beam.Pipeline], Any], beam_args: list[str],
     Raises whatever the runner raises for a failed pipeline, or RuntimeError when it ends in a
     state other than DONE.
     """
+    import apache_beam as beam  # here: flag handling must not cost a Beam import (~1 s, 100 MB)
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.runner import PipelineState
+
     args = runner_args(beam_args, work_items)
     runner = None
     if not selects_runner(args):

@@ -25,7 +25,6 @@ from eercf_core.index.rerank import METHODS
 from eercf_core.io_formats import ranked_lines, read_queries
 from pipelines.args import add_model, add_output, check_required
 from pipelines.beam_runner import absolute_local, selects_runner
-from pipelines.query_beam import IncompleteOutputError, rank_on_runner
 from pipelines.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
 
 log = logging.getLogger(__name__)
@@ -99,6 +98,8 @@ def run(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     if beam_args:
+        from pipelines.query_beam import IncompleteOutputError, rank_on_runner  # Beam: ~1 s, 100 MB
+
         try:
             rank_on_runner(job, blocks, output, local.top_n, beam_args)
         except IncompleteOutputError as exc:
