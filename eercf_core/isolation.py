@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -200,8 +201,10 @@ class IsolatedPool:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread: threading.Thread | None = None
+        self._workers: list[_Worker] = []
         self._closing = False
         self._failure: BaseException | None = None
+        _LIVE_POOLS.add(self)
 
     def __enter__(self) -> IsolatedPool:
         return self
@@ -283,11 +286,23 @@ class IsolatedPool:
         self._wake_r.close()
         self._wake_w.close()
 
+    def kill(self) -> int:
+        """Close the pool and SIGKILL its workers now (an interrupted run: a worker blocked in
+        a system call never reads the polite stop message). Returns how many were alive."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers)
+        alive = [w for w in workers if w.process.poll() is None]
+        for worker in alive:
+            worker.process.kill()
+        self._wake()
+        return len(alive)
+
     # --------------------------------------------------------------------------- dispatcher
     def _dispatch_loop(self) -> None:
         # Children are started and stopped only by this thread: PR_SET_PDEATHSIG fires when the
         # thread that started a child exits, so they live exactly as long as the pool.
-        pool: list[_Worker] = []
+        pool = self._workers  # the dispatcher's own list (kill() reads a copy)
         try:
             while not self._closing:
                 while len(pool) < self.workers:
@@ -337,6 +352,8 @@ class IsolatedPool:
         if self.timeout is not None and busy:
             wait_for = max(0.0, min(w.task[1] for w in busy) + self.timeout - time.monotonic())
         ready = set(wait([self._wake_r] + [w.conn for w in busy + starting], timeout=wait_for))
+        if self._closing:  # closed or killed meanwhile: in-flight items fail with "closed"
+            return
         if self._wake_r in ready:
             try:
                 while self._wake_r.recv(4096):
@@ -397,6 +414,14 @@ class IsolatedPool:
                 worker.process.wait(max(0.0, deadline - time.monotonic()))
             worker.kill()
         pool.clear()
+
+
+_LIVE_POOLS: weakref.WeakSet[IsolatedPool] = weakref.WeakSet()
+
+
+def kill_all_workers() -> int:
+    """`kill()` every IsolatedPool of this process; returns how many workers were alive."""
+    return sum(pool.kill() for pool in list(_LIVE_POOLS) if pool.owner_pid == os.getpid())
 
 
 _SHARED: dict[tuple, IsolatedPool] = {}

@@ -59,3 +59,20 @@ def test_stopping_an_iteration_early_leaves_the_pool_usable():
 def test_functions_must_be_importable_by_name():
     with pytest.raises(ValueError, match="module-level function"):
         IsolatedPool(lambda item: item)
+
+
+def test_kill_all_workers_stops_blocked_workers():
+    from eercf_core.isolation import kill_all_workers
+
+    pool = IsolatedPool(behave, workers=2, timeout=None)
+    killed: list = []
+
+    def kill_from_the_side() -> None:  # as a signal handler does, once both items are running
+        killed.extend(pool._workers)
+        kill_all_workers()
+
+    threading.Timer(3, kill_from_the_side).start()
+    with pytest.raises(RuntimeError, match="closed"):
+        list(pool.imap_unordered([("hang", 600), ("hang", 600)]))
+    pool.close()
+    assert len(killed) == 2 and all(w.process.poll() is not None for w in killed)
