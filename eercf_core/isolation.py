@@ -209,7 +209,7 @@ class IsolatedPool:
     def __enter__(self) -> IsolatedPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ----------------------------------------------------------------------------- callers
@@ -346,20 +346,20 @@ class IsolatedPool:
 
     def _collect(self, pool: list[_Worker]) -> None:
         """Wait for a reply, a start-up, a death, a time limit or a wake-up, and handle it."""
-        busy = [w for w in pool if w.task is not None]
+        running = {w: w.task for w in pool if w.task is not None}  # worker -> (task, dispatched)
+        busy = list(running)
         starting = [w for w in pool if not w.ready]
         wait_for = None
-        if self.timeout is not None and busy:
-            wait_for = max(0.0, min(w.task[1] for w in busy) + self.timeout - time.monotonic())
+        if self.timeout is not None and running:
+            wait_for = max(0.0, min(started for _, started in running.values()) + self.timeout
+                           - time.monotonic())
         ready = set(wait([self._wake_r] + [w.conn for w in busy + starting], timeout=wait_for))
         if self._closing:  # closed or killed meanwhile: in-flight items fail with "closed"
             return
         if self._wake_r in ready:
-            try:
+            with contextlib.suppress(BlockingIOError, OSError):
                 while self._wake_r.recv(4096):
                     pass
-            except (BlockingIOError, OSError):
-                pass
         for worker in starting:
             if worker.conn in ready:
                 try:
@@ -370,8 +370,7 @@ class IsolatedPool:
                         f"to start ({worker.exit_reason()}); its error is on stderr above"
                     ) from None
         now = time.monotonic()
-        for worker in busy:
-            task, started = worker.task
+        for worker, (task, started) in running.items():
             if worker.conn in ready:
                 try:
                     status, payload = worker.conn.recv()
@@ -381,10 +380,9 @@ class IsolatedPool:
                     self._finish(task, Outcome(task.index, error=reason, seconds=now - started))
                     continue
                 worker.task = None
-                outcome = (Outcome(task.index, value=payload, seconds=now - started)
-                           if status == "ok" else
-                           Outcome(task.index, error=payload, seconds=now - started))
-                self._finish(task, outcome)
+                self._finish(task, Outcome(task.index, value=payload, seconds=now - started)
+                             if status == "ok" else
+                             Outcome(task.index, error=payload, seconds=now - started))
             elif self.timeout is not None and now - started >= self.timeout:
                 log.warning("item %d exceeded the %.0f s time limit; killing its worker",
                             task.index, self.timeout)
