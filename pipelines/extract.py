@@ -28,8 +28,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from eercf_core import shards
 from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
+from eercf_core.config import NUM_FRAMES
+from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import IsolatedPool
-from pipelines.extract_inputs import VideoRef, read_inputs
+from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames,
+                            check_required)
 from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
                                     summarize)
 from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
@@ -84,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True,
                    help="globs, directories or files (local or fsspec URLs), or one manifest "
                         "(.tsv/.csv/.jsonl with video_id and uri)")
-    p.add_argument("--output", required=True, help="directory (local or fsspec URL) for shards")
-    p.add_argument("--model", default="ViT-B-32",
-                   help="checkpoint path/URL (official EERCF, project, or open_clip with "
-                        "--pretrained) or an open_clip name (default ViT-B-32)")
+    add_output(p, help="directory (local or fsspec URL) for shards")
+    add_model(p, default="ViT-B-32",
+              help="checkpoint path/URL (official EERCF, project, or open_clip with "
+                   "--pretrained) or an open_clip name (default ViT-B-32)")
     p.add_argument("--pretrained", default=None,
                    help="open_clip pretrained tag (e.g. openai) or local open_clip weights; "
                         "without it a bare model name gets seeded random weights")
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="head of a random-weight model built by name (default eercf)")
     p.add_argument("--seed", type=int, default=0, help="seed of random-weight models")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--num-frames", type=int, default=12, help="frames per video T (default 12)")
+    add_num_frames(p)
     p.add_argument("--batch-size", type=int, default=32, help="videos per model batch")
     p.add_argument("--decode-workers", type=int, default=os.cpu_count() or 1,
                    help="decoder processes per Beam worker (default: all cores)")
@@ -138,12 +141,15 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
 
 def run(argv: list[str] | None = None) -> int:
     """Run the extraction job. Returns 0 when every input video has a row (ok or error)."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    check_required(parser, args)
     started = time.monotonic()
     refs = read_inputs(args.input)
     spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
-                     args.num_frames)
+                     args.num_frames or NUM_FRAMES)
     model = build_model(spec)
+    check_num_frames(parser, args.num_frames, args.model, model.num_frames)
     dims, identity = model.dims, model.identity
     removed = shards.remove_temp_files(args.output)
     if removed:
@@ -157,7 +163,7 @@ def run(argv: list[str] | None = None) -> int:
     log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
              len(refs) - len(pending), args.output, len(pending))
     if pending:
-        decode_options = DecodeOptions(num_frames=args.num_frames, image_size=model.image_size,
+        decode_options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size,
                                        backend=args.decoder, max_offset=args.max_offset)
         chunks = plan_chunks(pending, args.shard_size)
         options = PipelineOptions(beam_args)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import logging
 import time
 from typing import Iterable
@@ -23,7 +22,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from eercf_core import shards
-from pipelines.extract_inputs import VideoRef
+from eercf_core.atomic import write_json
+from eercf_core.inputs import VideoRef
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
 
 log = logging.getLogger(__name__)
@@ -186,13 +186,7 @@ def summarize(output: str, top_errors: int = 10, extra: dict | None = None) -> d
         "top_errors": [{"error": e, "count": c} for e, c in errors.most_common(top_errors)],
         **(extra or {}),
     }
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(root, exist_ok=True)
-    target = f"{root.rstrip('/')}/{SUMMARY_NAME}"
-    temp = f"{root.rstrip('/')}/.{SUMMARY_NAME}{shards.TEMP_MARKER}{time.time_ns()}"
-    with fs.open(temp, "w") as handle:
-        json.dump(summary, handle, indent=2)
-    fs.mv(temp, target)
+    write_json(f"{output.rstrip('/')}/{SUMMARY_NAME}", summary)
     return summary
 
 

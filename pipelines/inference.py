@@ -13,8 +13,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import DecodedVideo
-from schemas import STATUS_OK
+from schemas import FEATURE_COLUMNS, FEATURE_OF_COLUMN, STATUS_OK
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class ModelSpec:
     head: str | None = None  # for random-weight models built by name: "eercf" | "zero-shot"
     seed: int = 0
     device: str | None = None
-    num_frames: int = 12
+    num_frames: int = NUM_FRAMES
 
 
 _LOADED: dict[ModelSpec, Any] = {}  # one model per process and spec
@@ -76,10 +77,8 @@ class DecodedItem:
 
 def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
     """Shard rows (schema field names) for `items` and their VideoFeatures (same order)."""
-    as_f16 = {name: getattr(features, attr).detach().cpu().numpy().astype(np.float16)
-              for name, attr in (("coarse_feature", "coarse"), ("frame_features", "frame"),
-                                 ("context_frame_features", "context"),
-                                 ("patch_features", "patch"))}
+    as_f16 = {column: getattr(features, FEATURE_OF_COLUMN[column]).detach().cpu().numpy()
+              .astype(np.float16) for column in FEATURE_COLUMNS}
     rows = []
     for i, item in enumerate(items):
         row = {"video_id": item.video_id, "uri": item.uri, "status": STATUS_OK, "error": None,
