@@ -13,8 +13,8 @@ import torch
 
 from eercf_core.config import RECALL_K, RerankWeights, ScoreConfig
 from eercf_core.features import VideoFeatures
-from eercf_core.scores import (FINE_SCORES, ScoreParams, candidate_fine_scores, coarse_scores,
-                               rerank_score)
+from eercf_core.index.codecs import VectorCodec
+from eercf_core.scores import FINE_SCORES, ScoreParams, coarse_scores, fine_scores, rerank_score
 
 AGREEMENT_TOP = 10
 
@@ -31,6 +31,21 @@ def corpus_queries(video: VideoFeatures, num_queries: int, seed: int = 0) -> tor
     return queries / queries.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def round_trip(video: VideoFeatures, codecs: dict[str, VectorCodec]) -> VideoFeatures:
+    """`video` with each kind in `codecs` replaced by decode(encode(.)) (float32): what the rerank
+    of a store built with those codecs sees."""
+    def coded(kind: str) -> torch.Tensor:
+        values = getattr(video, kind)
+        codec = codecs.get(kind)
+        if codec is None:
+            return values
+        flat = values.reshape(-1, values.shape[-1]).float().numpy()
+        return codec.decode_torch(codec.encode(flat)).view(values.shape)
+
+    return VideoFeatures(coarse=video.coarse, frame=coded("frame"), context=coded("context"),
+                         patch=coded("patch"), mask=video.mask)
+
+
 @torch.no_grad()
 def measure_fidelity(reference: VideoFeatures, decoded: VideoFeatures, queries: torch.Tensor,
                      params: ScoreParams, k: int = RECALL_K,
@@ -38,8 +53,8 @@ def measure_fidelity(reference: VideoFeatures, decoded: VideoFeatures, queries: 
                      config: ScoreConfig = ScoreConfig()) -> dict:
     """Rerank-score errors and top-10 agreement of `decoded` against `reference` features.
 
-    reference, decoded: the same B videos (float); queries [Q, D]. Returns per fine score and for
-    the rerank mix ("final") the max and mean absolute error over the Q·k candidate pairs (score
+    reference, decoded: the same B videos (any float dtype, scored in float32); queries [Q, D].
+    Returns per fine score and for the rerank mix ("final") the max and mean absolute error over the Q·k candidate pairs (score
     units, τ included), the mean gap between neighbouring reference rerank scores in the top 10
     (what an error must stay well below to keep the order), and the mean fraction of the
     reference top-10 (of k) that the decoded top-10 holds.
@@ -47,15 +62,12 @@ def measure_fidelity(reference: VideoFeatures, decoded: VideoFeatures, queries: 
     k = min(k, reference.num_videos)
     coarse = coarse_scores(queries, reference.coarse, params)
     candidates = torch.sort(coarse, dim=1, descending=True, stable=True).indices[:, :k]
-    flat = candidates.reshape(-1)
     num_queries = len(queries)
 
     def scores_of(video: VideoFeatures) -> dict[str, torch.Tensor]:
-        part = video.index(flat)
-        shaped = [x.float().reshape(num_queries, k, *x.shape[1:])
-                  for x in (part.frame, part.context, part.patch)]
-        out = candidate_fine_scores(queries, *shaped, part.mask.reshape(num_queries, k, -1),
-                                    params, config, scores=FINE_SCORES)
+        # Dense scores over the (small) sample, blockwise over videos; then the candidates'.
+        dense = fine_scores(queries, video, params, config, scores=FINE_SCORES)
+        out = {name: value.gather(1, candidates) for name, value in dense.items()}
         out["S_V"] = coarse.gather(1, candidates)
         out["final"] = rerank_score(out, weights)
         return out
