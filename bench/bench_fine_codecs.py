@@ -8,8 +8,8 @@ same shards):
   --demo DIR          a `make demo`-style run: DIR/features (test-split shards), DIR/model.pt,
                       DIR/corpus/test_queries.tsv + test_ground_truth.tsv: R@1/R@5/R@10 of the
                       two-stage ranking per codec, and its top-10 agreement with float16's.
-Speed (synthetic ViT-B/32-sized features as `bench query`, N = 10k on disk, N = 100k with fine
-row = video mod 10k): two-stage queries/s (k = 50), store write (encode) time, bytes per video,
+Speed (synthetic ViT-B/32-sized features as `bench query`; N = 10k and 100k videos, video i
+reads fine row i mod --store-rows): two-stage queries/s (k = 50), store write (encode) time, bytes per video,
 for float16 and `--speed-codec`.
 Usage: python -m bench fine_codecs [--quick] [--real-shards DIR] [--demo DIR] [--codecs A;B;..]
 """
@@ -18,14 +18,21 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import eercf_core as ec
-from bench.bench_query import OUT, ModuloStore, _clustered, _memory, _norm, _timed, _write_store
+from bench.bench_query import (
+    OUT,
+    ModuloStore,
+    _clustered,
+    _memory,
+    _norm,
+    _timed,
+    _write_store,
+)
 from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.index import build_index, open_index, recall
 from eercf_core.index.codecs import FineCodecSpec, train_codecs
@@ -110,10 +117,15 @@ def quality_demo(demo: Path, specs: list[str], work: Path, train_videos: int) ->
     return rows
 
 
-def speed(spec_text: str, quick: bool, num_queries: int) -> dict:
-    """Two-stage queries/s on float16 and coded stores of the same synthetic ViT-B/32 features."""
+def speed(spec_text: str, quick: bool, num_queries: int, store_rows: int) -> dict:
+    """Two-stage queries/s on float16 and coded stores of the same synthetic ViT-B/32 features.
+
+    Both stores hold `store_rows` videos; at N = 10k and 100k video i reads fine row
+    i mod store_rows (coarse vectors all distinct), as `bench query` does at 100k.
+    """
     dims = FeatureDims(12, 49, 512)
-    n, n_large = (300, 3_000) if quick else (10_000, 100_000)
+    sizes = (300, 3_000) if quick else (10_000, 100_000)
+    store_rows = min(store_rows, 300) if quick else store_rows
     num_queries = 40 if quick else num_queries
     rng = np.random.default_rng(0)
     centers = _norm(rng.standard_normal((256, dims.embed_dim), dtype=np.float32))
@@ -132,28 +144,33 @@ def speed(spec_text: str, quick: bool, num_queries: int) -> dict:
                          torch.eye(dims.num_frames))
     text = torch.from_numpy(_clustered(rng, centers, num_queries)).float()
     result: dict = {"codec": str(spec), "codec_train_seconds": round(train_seconds, 2),
-                    "queries": num_queries, "k": ec.RECALL_K}
+                    "queries": num_queries, "k": ec.RECALL_K, "store_rows": store_rows,
+                    "fine_row_of_video": f"i mod {store_rows}"}
     stores, coarse = {}, None
     for name, store_codecs in (("fp16", None), (str(spec), codecs)):
         path = OUT / f"codec_store_{'fp16' if store_codecs is None else 'coded'}"
-        coarse, seconds = _write_store(path, n, dims, centers, seed=1, codecs=store_codecs)
+        coarse, seconds = _write_store(path, store_rows, dims, centers, seed=1,
+                                       codecs=store_codecs)
         stores[name] = FineStore(path)
         result[name] = {"bytes_per_video": stores[name].bytes_per_video,
-                        "store_write_seconds": round(seconds, 1)}
-    big_coarse = np.concatenate([coarse, _clustered(rng, centers, n_large - n).astype(np.float16)])
-    for label, count, matrix in (("n10k", n, coarse), ("n100k", n_large, big_coarse)):
-        index = recall.build(matrix)
+                        "store_write_seconds": round(seconds, 1),
+                        "store_write_videos_per_second": round(store_rows / seconds, 1)}
+    all_coarse = np.concatenate([coarse, _clustered(rng, centers, sizes[1] - store_rows)
+                                 .astype(np.float16)])
+    for label, count in zip(("n10k", "n100k"), sizes):
+        index = recall.build(all_coarse[:count])
         rankings = {}
         for name, store in stores.items():
-            view = store if count == n else ModuloStore(store, count, big_coarse)
-            directory = IndexDirectory(Path(), {}, index, [], view)
+            view = ModuloStore(store, count, all_coarse[:count])
+            directory = IndexDirectory(Path(), {}, index, [], view)  # type: ignore[arg-type]
             ranking, seconds = _timed(two_stage, directory, text, params, ec.RECALL_K,
                                       ec.RECALL_K, RerankWeights(), ScoreConfig())
             rankings[name] = ranking.indices
             result[name][f"{label}_two_stage_qps"] = round(num_queries / seconds, 2)
             log.info("%s %s: %.2f queries/s", label, name, num_queries / seconds)
         result[f"{label}_qps_ratio_coded_over_fp16"] = round(
-            result[str(spec)][f"{label}_two_stage_qps"] / result["fp16"][f"{label}_two_stage_qps"], 3)
+            result[str(spec)][f"{label}_two_stage_qps"] / result["fp16"][f"{label}_two_stage_qps"],
+            3)
         result[f"{label}_top10_agreement_synthetic"] = round(
             _top10_agreement(*rankings.values()), 4)
     result["memory"] = _memory()
@@ -169,6 +186,8 @@ def main(flags: list[str]) -> dict:
     parser.add_argument("--train-videos", type=int, default=256)
     parser.add_argument("--speed-codec", default="patch=PQ64,frame=SQ8,context=SQ8")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--store-rows", type=int, default=10_000,
+                        help="videos in each synthetic speed store (video i reads row i mod this)")
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(flags)
     torch.manual_seed(0)
@@ -185,5 +204,5 @@ def main(flags: list[str]) -> dict:
         result["demo"] = quality_demo(demo, _specs(args.codecs, dims.embed_dim), work,
                                       args.train_videos)
     if not args.skip_speed:
-        result["speed"] = speed(args.speed_codec, args.quick, args.queries)
+        result["speed"] = speed(args.speed_codec, args.quick, args.queries, args.store_rows)
     return result

@@ -77,10 +77,10 @@ def test_fp16_store_is_bit_identical_to_the_shard_features(tmp_path):
 
 
 def _coded_index(tmp_path, spec="patch=PQ4,frame=SQ8"):
-    ids, features = write_synthetic_shards(tmp_path / "shards", 30, per_shard=7)
+    _, features = write_synthetic_shards(tmp_path / "shards", 30, per_shard=7)
     manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"), fine_codec=spec,
                                fidelity_queries=20)
-    return ids, features, manifest
+    return features, manifest
 
 
 def test_coded_store_records_codecs_and_fidelity_and_ranks_like_the_core(tmp_path):
@@ -91,7 +91,7 @@ def test_coded_store_records_codecs_and_fidelity_and_ranks_like_the_core(tmp_pat
     from eercf_core.index.search import exhaustive, two_stage
     from tests.index_fixtures import DIMS, as_video_features
 
-    ids, features, manifest = _coded_index(tmp_path)
+    features, manifest = _coded_index(tmp_path)
     store = manifest["fine_store"]
     assert store["codec"] == "frame=SQ8,context=fp16,patch=PQ4"
     assert sorted(store["codecs"]) == ["frame", "patch"]

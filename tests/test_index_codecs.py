@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from eercf_core.index.fidelity import corpus_queries, measure_fidelity
 from eercf_core.index.codecs import FP16, FineCodecSpec, VectorCodec, train_codecs
+from eercf_core.index.fidelity import corpus_queries, measure_fidelity
 from eercf_core.scores import ScoreParams
 from tests.index_fixtures import DIMS, as_video_features, random_features
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import fsspec
 import numpy as np
@@ -23,8 +23,13 @@ from eercf_core.atomic import atomic_directory, write_json
 from eercf_core.config import RECALL_K
 from eercf_core.features import VideoFeatures
 from eercf_core.index import recall
-from eercf_core.index.codecs import (CODED_KINDS, DEFAULT_TRAIN_VECTORS, FineCodecSpec,
-                                     VectorCodec, train_codecs)
+from eercf_core.index.codecs import (
+    CODED_KINDS,
+    DEFAULT_TRAIN_VECTORS,
+    FineCodecSpec,
+    VectorCodec,
+    train_codecs,
+)
 from eercf_core.index.directory import (
     IDS_FILE,
     MANIFEST,
@@ -217,7 +222,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
              len(shards), len(ids), error_rows, model_id, dims)
 
     with atomic_directory(out, overwrite) as temp:
-        codecs, codec_record = {}, None
+        codecs: dict[str, VectorCodec] = {}
+        codec_record: dict | None = None
         if not spec.is_fp16:
             codecs, codec_record = _train_fine_codecs(
                 shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,

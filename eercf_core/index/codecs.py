@@ -41,7 +41,7 @@ class FineCodecSpec:
     patch: str = FP16
 
     @classmethod
-    def parse(cls, text: str | None) -> "FineCodecSpec":
+    def parse(cls, text: str | None) -> FineCodecSpec:
         """Parse "fp16", one factory string for all kinds, or "kind=factory,..." (see module doc)."""
         text = (text or FP16).strip()
         if not text:
@@ -210,7 +210,7 @@ class VectorCodec:
 
     @classmethod
     def load(cls, path: str | Path, factory: str, dim: int, kind: str,
-             sha256: str | None = None) -> "VectorCodec":
+             sha256: str | None = None) -> VectorCodec:
         """Read a codec written by `save`; ValueError naming the file if missing, corrupt or not
         the recorded codec (sha256, dimension, code size)."""
         path = Path(path)

@@ -14,7 +14,13 @@ import torch
 from eercf_core.config import RECALL_K, RerankWeights, ScoreConfig
 from eercf_core.features import VideoFeatures
 from eercf_core.index.codecs import VectorCodec
-from eercf_core.scores import FINE_SCORES, ScoreParams, coarse_scores, fine_scores, rerank_score
+from eercf_core.scores import (
+    FINE_SCORES,
+    ScoreParams,
+    coarse_scores,
+    fine_scores,
+    rerank_score,
+)
 
 AGREEMENT_TOP = 10
 

@@ -29,7 +29,6 @@ from eercf_core.atomic import write_json
 from eercf_core.index.codecs import CODED_KINDS, VectorCodec
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
-
 STORE_META = "store.json"
 KINDS = tuple(COLUMN_OF_FEATURE)  # coarse, frame, context, patch, mask
 
