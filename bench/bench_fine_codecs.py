@@ -35,7 +35,7 @@ from bench.bench_query import (
 )
 from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.index import build_index, open_index, recall
-from eercf_core.index.codecs import FineCodecSpec, train_codecs
+from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS, FineCodecSpec, train_codecs
 from eercf_core.index.directory import IndexDirectory
 from eercf_core.index.search import two_stage
 from eercf_core.index.store import FineStore
@@ -58,10 +58,11 @@ def _specs(template: str | None, embed_dim: int) -> list[str]:
                      d16=embed_dim // 16) for n in names]
 
 
-def _build(shards: str, out: Path, spec: str, train_videos: int) -> tuple[dict, float]:
+def _build(shards: str, out: Path, spec: str, train: tuple[int, int]) -> tuple[dict, float]:
     shutil.rmtree(out, ignore_errors=True)
     manifest, seconds = _timed(build_index, [shards], str(out), fine_codec=spec,
-                               codec_train_videos=train_videos, overwrite=True)
+                               codec_train_videos=train[0], codec_train_vectors=train[1],
+                               overwrite=True)
     return manifest, seconds
 
 
@@ -70,11 +71,11 @@ def _top10_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
                           for x, y in zip(a, b)]))
 
 
-def quality_real(shards: str, specs: list[str], work: Path, train_videos: int) -> list[dict]:
+def quality_real(shards: str, specs: list[str], work: Path, train: tuple[int, int]) -> list[dict]:
     """Bytes/video and the build-time fidelity record of each codec on real-video shards."""
     rows = []
     for spec in specs:
-        manifest, seconds = _build(shards, work / "real_index", spec, train_videos)
+        manifest, seconds = _build(shards, work / "real_index", spec, train)
         store = manifest["fine_store"]
         rows.append({"codec": spec, "bytes_per_video": store["bytes_per_video"],
                      "build_seconds": round(seconds, 2), "fidelity": store.get("fidelity")})
@@ -85,7 +86,7 @@ def quality_real(shards: str, specs: list[str], work: Path, train_videos: int) -
     return rows
 
 
-def quality_demo(demo: Path, specs: list[str], work: Path, train_videos: int) -> list[dict]:
+def quality_demo(demo: Path, specs: list[str], work: Path, train: tuple[int, int]) -> list[dict]:
     """R@K of the two-stage ranking of the demo test queries for each codec."""
     model = ec.load_model(str(demo / "model.pt"), device="cpu")
     queries = read_queries(str(demo / "corpus" / "test_queries.tsv"))
@@ -95,7 +96,7 @@ def quality_demo(demo: Path, specs: list[str], work: Path, train_videos: int) ->
     params = model.score_params.detach()
     rows, reference = [], None
     for spec in specs:
-        manifest, seconds = _build(str(demo / "features"), work / "demo_index", spec, train_videos)
+        manifest, seconds = _build(str(demo / "features"), work / "demo_index", spec, train)
         index = open_index(work / "demo_index")
         ranking = two_stage(index, text, params, ec.RECALL_K, len(index.video_ids))
         orders = {q.query_id: [index.video_ids[i] for i in row]
@@ -184,6 +185,8 @@ def main(flags: list[str]) -> dict:
     parser.add_argument("--demo", default=None)
     parser.add_argument("--codecs", default=None, help="';'-separated specs ({d8} = D/8 etc.)")
     parser.add_argument("--train-videos", type=int, default=256)
+    parser.add_argument("--train-vectors", type=int, default=DEFAULT_TRAIN_VECTORS,
+                        help="training vectors per codec")
     parser.add_argument("--speed-codec", default="patch=PQ64,frame=SQ8,context=SQ8")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--store-rows", type=int, default=10_000,
@@ -191,18 +194,18 @@ def main(flags: list[str]) -> dict:
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args(flags)
     torch.manual_seed(0)
+    train = (args.train_videos, args.train_vectors)
     work = OUT / "fine_codecs"
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {}
     if args.real_shards:
         dims = shard_identity(list_shards(args.real_shards)[0])[0]
         result["real_videos"] = quality_real(args.real_shards, _specs(args.codecs, dims.embed_dim),
-                                             work, args.train_videos)
+                                             work, train)
     if args.demo:
         demo = Path(args.demo)
         dims = shard_identity(list_shards(str(demo / "features"))[0])[0]
-        result["demo"] = quality_demo(demo, _specs(args.codecs, dims.embed_dim), work,
-                                      args.train_videos)
+        result["demo"] = quality_demo(demo, _specs(args.codecs, dims.embed_dim), work, train)
     if not args.skip_speed:
         result["speed"] = speed(args.speed_codec, args.quick, args.queries, args.store_rows)
     return result
