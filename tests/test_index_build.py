@@ -142,3 +142,15 @@ def test_bad_codec_spec_fails_before_any_output(tmp_path):
         build_index.run(["--shards", str(tmp_path / "shards"), "--output", str(tmp_path / "idx"),
                          "--fine-codec", "patch=PQ5"])
     assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx*"))
+
+
+def test_manifest_counts_videos_per_decode_quality(tmp_path, caplog):
+    write_synthetic_shards(tmp_path / "s", 5, per_shard=5, decode_quality="exact")
+    write_synthetic_shards(tmp_path / "f", 3, per_shard=4, id_prefix="f", decode_quality="fast",
+                           errors=(1,))
+    (tmp_path / "f" / "part-00000.parquet").rename(tmp_path / "s" / "part-00001.parquet")
+    manifest = build_index_dir([str(tmp_path / "s")], str(tmp_path / "idx"))
+    assert manifest["decode_quality"] == {"exact": 5, "fast": 3}  # ok rows only
+    assert "mix decode qualities" in caplog.text
+    on_disk = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert on_disk["decode_quality"] == {"exact": 5, "fast": 3}
