@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None,
                         help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
                              "weak_patch=0.2,strong_patch=0 (the official defaults)")
-    parser.add_argument("--batch-size", type=int, default=256, help="queries encoded/ranked at once")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="queries encoded/ranked at once (one unit of work on a runner)")
     parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
