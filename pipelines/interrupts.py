@@ -57,11 +57,11 @@ def received_signal() -> int:
 
 
 def stop_children() -> None:
-    """Kill every decode worker, then stop the forkserver and the resource tracker."""
-    from eercf_core.isolation import kill_all_workers, stop_helper_processes  # eercf_core: torch
+    """Kill every decode worker of this process's isolated pools (even one blocked in a system
+    call, which would never read a polite stop message)."""
+    from eercf_core.isolation import kill_all_workers  # eercf_core imports torch
 
     killed = kill_all_workers()
-    stop_helper_processes()
     if killed:
         log.info("stopped %d worker processes", killed)
 
