@@ -49,7 +49,7 @@ def test_signal_with_blocked_workers_stops_every_process(tmp_path, signum, to_gr
     try:
         assert server.accepted.wait(300), "no decode worker reached the silent server"
         time.sleep(0.5)  # both workers are in their blocking calls now
-        assert len(process_group_members(proc.pid)) >= 4  # job, forkserver, workers, tracker
+        assert len(process_group_members(proc.pid)) >= 3  # the job and its two decode workers
         if to_group:
             os.killpg(proc.pid, signum)
         else:
