@@ -34,6 +34,7 @@ from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions, decode_job
 from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import close_shared_pools, shared_pool
+from eercf_core.output_lock import OutputLock, lock_inside
 from pipelines.args import add_model, add_num_frames, add_output, check_num_frames, check_required
 from pipelines.beam_runner import absolute_local, run_pipeline
 from pipelines.extract_check import check_complete
@@ -45,6 +46,7 @@ from pipelines.extract_sink import (
     summarize,
 )
 from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
+from pipelines.interrupts import interrupted
 from schemas import STATUS_ERROR
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,12 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
 
 def run(argv: list[str] | None = None) -> int:
     """Run the extraction job. Returns 0 when every input video has exactly one row (ok or
-    error) in the output, 1 when the output cannot be proven complete."""
+    error) in the output, 1 when the output cannot be proven complete.
+
+    The output is locked for the whole run (eercf_core.output_lock): a second run on the same
+    --output is refused while this one lives. Ctrl-C / SIGTERM (see pipelines.interrupts) stop
+    every child process and raise JobInterrupted, which says how many videos are done.
+    """
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_required(parser, args)
@@ -169,6 +176,16 @@ def run(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value and os.path.exists(value):
             setattr(args, name, absolute_local(value))
+    with OutputLock(lock_inside(args.output), "extract", args.output):
+        try:
+            return _extract(parser, args, beam_args, started)
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
+                                   f"{args.output}, rerun to resume") from None
+
+
+def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str],
+             started: float) -> int:
     refs = read_inputs(args.input)
     spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
                      args.num_frames or NUM_FRAMES)

@@ -48,20 +48,28 @@ def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256
                 ) -> dict[str, tuple[str, str]]:
     """video_id -> (status, shard path) over the finished shards under `output`.
 
-    Raises ValueError when a shard was made by another model or with other dims: one output
-    directory holds the features of one model.
+    Every shard is read in full, so every page checksum is verified: a damaged shard is moved
+    aside (`shards.move_aside`, with a warning) and its videos count as not done, so this run
+    extracts them again. Raises ValueError when a shard was made by another model or with
+    other dims: one output directory holds the features of one model.
     """
     done: dict[str, tuple[str, str]] = {}
     for path in shards.list_shards(output):
-        identity = shards.shard_identity(path)
-        if identity != (dims, model_id, checkpoint_sha256):
-            raise ValueError(
-                f"{path} holds features of model {identity[1]!r} (weights {identity[2][:12]}, "
-                f"dims {identity[0]}), this run uses {model_id!r} (weights "
-                f"{checkpoint_sha256[:12]}, dims {dims}); use a different --output")
-        table = shards.read_shard(path, columns=["video_id", "status"])
-        for video_id, status in zip(table.column("video_id").to_pylist(),
-                                    table.column("status").to_pylist()):
+        try:
+            identity = shards.shard_identity(path)
+            if identity != (dims, model_id, checkpoint_sha256):
+                raise ValueError(
+                    f"{path} holds features of model {identity[1]!r} (weights "
+                    f"{identity[2][:12]}, dims {identity[0]}), this run uses {model_id!r} "
+                    f"(weights {checkpoint_sha256[:12]}, dims {dims}); use a different --output")
+            rows = [(video_id, status) for batch in shards.iter_shard_batches(path, None, 64)
+                    for video_id, status in zip(batch.column("video_id").to_pylist(),
+                                                batch.column("status").to_pylist())]
+        except shards.CorruptShardError as exc:
+            log.warning("%s; moved aside to %s, its videos are extracted again", exc,
+                        shards.move_aside(path))
+            continue
+        for video_id, status in rows:
             if video_id in done:
                 log.warning("video %r appears in two shards (%s, %s)", video_id,
                             done[video_id][1], path)
