@@ -69,7 +69,8 @@ def main(flags: list[str]) -> dict:
     import torch
 
     from pipelines import extract
-    from pipelines.inference import ModelSpec, build_model
+    from eercf_core.model_spec import ModelSpec
+    from pipelines.inference import build_model
 
     quick = "--quick" in flags
     count = int(_flag(flags, "--clips", 20 if quick else 200))
@@ -80,7 +81,8 @@ def main(flags: list[str]) -> dict:
     log.info("%d clips ready in %.1f s", len(clips), time.perf_counter() - started)
 
     started = time.perf_counter()
-    model = build_model(ModelSpec(MODEL, num_frames=12))  # cached: the pipeline reuses it
+    # cached: the pipeline reuses it (same spec as the flags below)
+    model = build_model(ModelSpec(MODEL, random_init=True, num_frames=12))
     model_build_s = time.perf_counter() - started
 
     # 1. the pipeline, end to end
@@ -91,8 +93,8 @@ def main(flags: list[str]) -> dict:
                                 for p in clips))
     started = time.perf_counter()
     code = extract.run(["--input", str(manifest), "--output", str(output), "--model", MODEL,
-                        "--batch-size", str(batch_size), "--decode-workers", str(workers),
-                        "--progress-seconds", "30"])
+                        "--random-init", "--batch-size", str(batch_size), "--decode-workers",
+                        str(workers), "--progress-seconds", "30"])
     pipeline_s = time.perf_counter() - started
     summary = json.loads((output / "summary.json").read_text())
     if code != 0 or summary["by_status"].get("ok") != len(clips):

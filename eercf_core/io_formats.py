@@ -22,10 +22,12 @@ from typing import Iterable, Iterator, Sequence
 
 import fsspec
 
+from eercf_core.errors import UserInputError
+
 RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
 
 
-class FormatError(ValueError):
+class FormatError(UserInputError):
     """A malformed input file; the message names the file and line."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:

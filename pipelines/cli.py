@@ -2,6 +2,10 @@
 
 Modules are imported only when their subcommand runs, so `eercf --help` stays fast and a job's
 heavy dependencies (Beam, FAISS, torch) load only where needed.
+
+Errors: an expected error (eercf_core.errors: a bad input or flag, a refused index, an unwritable
+output) prints one line, `eercf <command>: error: <what and where>`, and exits 2; `--debug`
+anywhere on the command line shows the traceback instead. Bugs keep their traceback (exit 1).
 """
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import importlib
 import logging
 import sys
 from typing import Sequence
+
+from eercf_core.errors import EXIT_USER_ERROR, is_expected, one_line
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -24,7 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(n) for n in SUBCOMMANDS)
-    lines = ["usage: eercf <command> [options]   (eercf <command> --help for its options)", "",
+    lines = ["usage: eercf <command> [options] [--debug]   (eercf <command> --help for its "
+             "options; --debug: tracebacks for every error)", "",
              "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
@@ -33,6 +40,8 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `eercf` script. Returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -44,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    result = module.run(rest)
+    try:
+        result = module.run(rest)
+    except Exception as exc:
+        if debug or not is_expected(exc):
+            raise
+        print(f"eercf {name}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return result if isinstance(result, int) else 0
 
 

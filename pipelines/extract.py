@@ -11,8 +11,9 @@ The chain is linear on purpose: a Flatten of two branches makes the in-process r
 everything before the writer, which would hold every decoded video in memory and write no shard
 until the end (nothing to resume from).
 
-Unknown flags are Beam pipeline options (--runner, --direct_num_workers, --project, ...); the
-default runner is Beam's in-process FnApiRunner. Rerunning with the same --output resumes.
+Flags that are not eercf's must be Beam pipeline options (--runner, --direct_num_workers,
+--project, ...; anything else, e.g. a misspelt flag, is refused); the default runner is Beam's
+in-process FnApiRunner. Rerunning with the same --output resumes.
 """
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ from eercf_core.isolation import IsolatedPool
 from pipelines.extract_inputs import VideoRef, read_inputs
 from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
                                     summarize)
-from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
+from eercf_core.model_spec import HEADS, ModelSpec
+from eercf_core.output_check import check_writable_dir
+from pipelines.flags import (check_beam_flags, non_negative_float, positive_float,
+                             positive_int)
+from pipelines.inference import DecodedItem, EercfModelHandler, build_model
 from schemas import STATUS_ERROR
 
 log = logging.getLogger(__name__)
@@ -86,30 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "(.tsv/.csv/.jsonl with video_id and uri)")
     p.add_argument("--output", required=True, help="directory (local or fsspec URL) for shards")
     p.add_argument("--model", default="ViT-B-32",
-                   help="checkpoint path/URL (official EERCF, project, or open_clip with "
-                        "--pretrained) or an open_clip name (default ViT-B-32)")
+                   help="checkpoint path/URL (official EERCF or eercf train), or an open_clip "
+                        "name with --pretrained or --random-init (default ViT-B-32)")
     p.add_argument("--pretrained", default=None,
-                   help="open_clip pretrained tag (e.g. openai) or local open_clip weights; "
-                        "without it a bare model name gets seeded random weights")
-    p.add_argument("--head", choices=("eercf", "zero-shot"), default=None,
-                   help="head of a random-weight model built by name (default eercf)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random-weight models")
+                   help="open_clip pretrained tag (e.g. openai) or local open_clip weights")
+    p.add_argument("--random-init", action="store_true",
+                   help="seeded random weights for a model name (tests and demos only: the "
+                        "features are useless for retrieval); recorded in summary.json")
+    p.add_argument("--head", choices=HEADS, default=None,
+                   help="head of a --random-init model (default eercf)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-init models")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--num-frames", type=int, default=12, help="frames per video T (default 12)")
-    p.add_argument("--batch-size", type=int, default=32, help="videos per model batch")
-    p.add_argument("--decode-workers", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--num-frames", type=positive_int, default=12, help="frames per video T (default 12)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
+    p.add_argument("--decode-workers", type=positive_int, default=os.cpu_count() or 1,
                    help="decoder processes per Beam worker (default: all cores)")
-    p.add_argument("--per-video-timeout", type=float, default=120.0,
+    p.add_argument("--per-video-timeout", type=positive_float, default=120.0,
                    help="seconds before a video's decoder is killed (default 120)")
     p.add_argument("--decoder", choices=BACKENDS, default="pyav",
                    help="pyav (keyframe-aware, default), decord, or auto (pyav then decord)")
-    p.add_argument("--max-offset", type=float, default=0.5,
+    p.add_argument("--max-offset", type=non_negative_float, default=0.5,
                    help="seconds a sampled frame may be from its 1 fps target to save decoding "
                         "(0 = the exact frame showing at the target)")
-    p.add_argument("--shard-size", type=int, default=256, help="videos per Parquet shard")
+    p.add_argument("--shard-size", type=positive_int, default=256, help="videos per Parquet shard")
     p.add_argument("--retry-errors", action="store_true",
                    help="redo videos whose previous result was an error")
-    p.add_argument("--progress-seconds", type=float, default=10.0,
+    p.add_argument("--progress-seconds", type=positive_float, default=10.0,
                    help="seconds between progress lines")
     return p
 
@@ -137,12 +144,19 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the extraction job. Returns 0 when every input video has a row (ok or error)."""
-    args, beam_args = build_parser().parse_known_args(argv)
+    """Run the extraction job. Returns 0 when every input video has a row (ok or error).
+
+    Everything that can be checked before decoding is (flags, Beam options, the output's
+    writability, the inputs, the model); bad ones raise UserInputError (exit 2 from `eercf`).
+    """
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    check_beam_flags(parser, beam_args)
     started = time.monotonic()
+    check_writable_dir(args.output)
     refs = read_inputs(args.input)
-    spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
-                     args.num_frames)
+    spec = ModelSpec(args.model, args.pretrained, args.random_init, args.head, args.seed,
+                     args.device, args.num_frames)
     model = build_model(spec)
     dims, identity = model.dims, model.identity
     removed = shards.remove_temp_files(args.output)
@@ -167,6 +181,7 @@ def run(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     summary = summarize(args.output, extra={
         "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
+        "weights": spec.describe(),
         "this_run": {"inputs": len(refs), "processed": len(pending),
                      "skipped_already_done": len(refs) - len(pending),
                      "seconds": round(elapsed, 2),

@@ -19,7 +19,7 @@ from pipelines import extract
 from pipelines.extract_inputs import VideoRef, read_inputs
 from tests.conftest import ROOT
 
-TINY = ["--model", "eercf-tiny", "--seed", "0", "--device", "cpu"]
+TINY = ["--model", "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu"]
 
 
 def _make_videos(folder: Path, count: int, seconds: float = 3.0, fps: int = 8) -> list[Path]:
@@ -121,7 +121,7 @@ def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
 
     # another model's output directory is refused
     with pytest.raises(ValueError, match="holds features of model"):
-        extract.run(argv[:4] + ["--model", "eercf-tiny", "--seed", "1"])
+        extract.run(argv[:4] + ["--model", "eercf-tiny", "--random-init", "--seed", "1"])
 
 
 def _concat(tables):
