@@ -5,7 +5,8 @@
   with `{`). Blank lines are skipped. Missing id, empty text, undecodable bytes and duplicate ids
   are errors.
 - Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
-- Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
+- Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query,
+  finite scores (NaN/inf are refused).
 
 Every parse error is a `FormatError` whose message starts with `file:line:`. Output files are
 written to a hidden temp name and renamed, so a failed run leaves no half-written file.
@@ -14,6 +15,7 @@ Paths are local or fsspec URLs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import posixpath
 import uuid
@@ -162,6 +164,9 @@ def read_ranked(path: str) -> dict[str, list[RankedRow]]:
             row = RankedRow(query_id, int(rank), video_id, float(score), float(coarse))
         except ValueError:
             raise FormatError(path, number, "rank must be an integer and scores numbers") from None
+        if not (math.isfinite(row.score) and math.isfinite(row.coarse_score)):
+            raise FormatError(path, number, f"scores must be finite numbers, got score {score!r} "
+                              f"and coarse_score {coarse!r}")
         rows = ranked.setdefault(query_id, [])
         if row.rank != len(rows) + 1:
             raise FormatError(path, number, f"query {query_id!r}: rank {row.rank} follows rank "

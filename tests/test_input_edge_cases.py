@@ -43,3 +43,18 @@ def test_manifest_with_utf8_bom(tmp_path, suffix, sep):
 
 def test_user_input_error_is_a_value_error():
     assert issubclass(UserInputError, ValueError)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
+def test_ranked_file_with_non_finite_scores_is_refused(tmp_path, bad):
+    from eercf_core.io_formats import FormatError, read_ranked
+
+    ranked = tmp_path / "ranked.tsv"
+    ranked.write_text("query_id\trank\tvideo_id\tscore\tcoarse_score\n"
+                      "q1\t1\tv1\t0.5\t0.4\n"
+                      f"q1\t2\tv2\t{bad}\t0.3\n")
+    with pytest.raises(FormatError, match=r"ranked.tsv:3: scores must be finite"):
+        read_ranked(str(ranked))
+    ranked.write_text(f"q1\t1\tv1\t0.5\t{bad}\n")
+    with pytest.raises(FormatError, match=r"ranked.tsv:1: scores must be finite"):
+        read_ranked(str(ranked))
