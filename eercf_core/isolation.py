@@ -25,6 +25,9 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+TIMEOUT = "timeout"
+CRASHED = "worker crashed"
+OUT_OF_MEMORY = "out of memory"
 
 
 @dataclass
@@ -35,6 +38,9 @@ class Outcome(Generic[T]):
     value: Any = None
     error: str | None = None
     seconds: float = 0.0  # wall time from dispatch to result
+    # on errors: the exception's `cause` attribute if it had one, else TIMEOUT / CRASHED /
+    # OUT_OF_MEMORY for what the pool saw, None for other exceptions
+    cause: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -57,12 +63,15 @@ def _worker_main(conn: Connection, fn: Callable, memory_limit_bytes: int | None)
             return
         try:
             reply = ("ok", fn(item))
-        except MemoryError:
-            reply = ("error", "out of memory while processing (memory limit reached)")
         except Exception as exc:  # every failure of fn becomes that item's error
-            text = " ".join(str(exc).split())
-            reply = ("error", text if type(exc).__name__ in text or ":" in text
-                     else f"{type(exc).__name__}: {text}")
+            cause = getattr(exc, "cause", None)
+            if cause is None and type(exc) is MemoryError:
+                reply = ("error", "out of memory while processing (memory limit reached)",
+                         OUT_OF_MEMORY)
+            else:
+                text = " ".join(str(exc).split())
+                reply = ("error", text if type(exc).__name__ in text or ":" in text
+                         else f"{type(exc).__name__}: {text}", cause)
         try:
             conn.send(reply)
         except Exception as exc:  # e.g. an unpicklable result
@@ -188,29 +197,30 @@ class IsolatedPool:
                 index, started = worker.task
                 if worker.conn in ready or worker.conn.poll():
                     try:
-                        status, payload = worker.conn.recv()
+                        status, payload, *cause = worker.conn.recv()
                     except (EOFError, OSError):  # died mid-reply
                         worker.process.join(1)
                         yield Outcome(index, error=_exit_reason(worker.process.exitcode),
-                                      seconds=now - started)
+                                      seconds=now - started, cause=CRASHED)
                         self._replace(worker)
                         continue
                     worker.task = None
                     if status == "ok":
                         yield Outcome(index, value=payload, seconds=now - started)
                     else:
-                        yield Outcome(index, error=payload, seconds=now - started)
+                        yield Outcome(index, error=payload, seconds=now - started,
+                                      cause=cause[0] if cause else None)
                 elif worker.process.sentinel in ready:
                     worker.process.join(1)
                     yield Outcome(index, error=_exit_reason(worker.process.exitcode),
-                                  seconds=now - started)
+                                  seconds=now - started, cause=CRASHED)
                     self._replace(worker)
                 elif self.timeout is not None and now - started >= self.timeout:
                     log.warning("item %d exceeded the %.0f s time limit; killing its worker",
                                 index, self.timeout)
                     yield Outcome(index, error=f"timed out after {self.timeout:g} s (worker "
                                   "killed; the decoder hung or the file is too slow to decode)",
-                                  seconds=now - started)
+                                  seconds=now - started, cause=TIMEOUT)
                     self._replace(worker)
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from schemas import FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK, FeatureDims, video_features_schema
+from schemas import (FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK, SUPPORTED_SCHEMA_VERSIONS,
+                     FeatureDims, video_features_schema)
 from schemas.video_features import (
     META_CHECKPOINT_SHA256,
     META_DIMS,
@@ -67,15 +68,17 @@ def _fixed_list_column(
 
 
 def rows_to_table(
-    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
+    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+    version: int = SCHEMA_VERSION,
 ) -> pa.Table:
     """Build a validated Arrow table of `rows` (dicts keyed by schema field names).
 
     Feature columns are flat arrays (any float dtype, cast to float16) or None on error rows
     (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False). `model_id`/`checkpoint_sha256` fill every row.
+    `version` < SCHEMA_VERSION writes an older layout (tests of backward compatibility).
     Raises ValueError naming the offending row and column.
     """
-    schema = video_features_schema(dims, model_id, checkpoint_sha256)
+    schema = video_features_schema(dims, model_id, checkpoint_sha256, version)
     sizes = dims.column_sizes()
     known = set(schema.names)
     arrays = []
@@ -115,15 +118,16 @@ def _plain(value: Any) -> Any:
 
 
 def write_shard(
-    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
+    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+    version: int = SCHEMA_VERSION,
 ) -> None:
     """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
 
     `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
     `frame_mask` a bool array [T]. Parent directories are created. An existing shard at `path`
-    is replaced.
+    is replaced. `version` as in `rows_to_table`.
     """
-    table = rows_to_table(rows, dims, model_id, checkpoint_sha256)
+    table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
     fs, target = _fs_path(path)
     parent, name = posixpath.split(target)
     if parent:
@@ -146,14 +150,18 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     version = meta.get(META_SCHEMA_VERSION)
     if version is None or META_DIMS not in meta:
         raise ValueError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
-    if int(version.decode()) != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema version {version.decode()}, this reader expects "
-                         f"{SCHEMA_VERSION}; re-extract or use a matching eercf version")
+    try:
+        number = int(version.decode())
+    except ValueError:
+        number = None
+    if number not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"{path}: schema version {version.decode()}, this reader reads "
+                         f"{SUPPORTED_SCHEMA_VERSIONS}; re-extract or use a matching eercf version")
     try:
         dims = FeatureDims.from_meta(meta[META_DIMS])
     except ValueError as exc:
         raise ValueError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
-    expected = video_features_schema(dims)
+    expected = video_features_schema(dims, version=number)
     for field in expected:
         if field.name not in schema.names:
             raise ValueError(f"{path}: missing column {field.name!r}")
@@ -164,10 +172,16 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     return dims
 
 
+def schema_version(schema: pa.Schema) -> int:
+    """The feature schema version recorded in a shard schema's metadata."""
+    return int((schema.metadata or {})[META_SCHEMA_VERSION].decode())
+
+
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a shard (all or some columns) after validating schema version, dims and columns.
 
-    Raises ValueError naming the file when it is not a valid shard of the current version.
+    Shards of every supported version are read (version 1 has no preview columns).
+    Raises ValueError naming the file when it is not a valid shard.
     """
     fs, target = _fs_path(path)
     try:
@@ -183,14 +197,25 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
         raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
 
 
-def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
-    """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
+def _footer_schema(path: str) -> pa.Schema:
     fs, target = _fs_path(path)
     try:
         with fs.open(target, "rb") as handle:
-            schema = pq.read_schema(handle)
+            return pq.read_schema(handle)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+
+
+def shard_version(path: str) -> int:
+    """The validated feature schema version of a shard, from its footer only."""
+    schema = _footer_schema(path)
+    _check_schema(path, schema)
+    return schema_version(schema)
+
+
+def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
+    """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
+    schema = _footer_schema(path)
     dims = _check_schema(path, schema)
     meta = schema.metadata
     return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()

@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from eercf_core import shards
 from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
+from eercf_core.error_causes import outcome_cause
 from eercf_core.isolation import IsolatedPool
 from pipelines.extract_inputs import VideoRef, read_inputs
 from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
@@ -65,14 +66,17 @@ class DecodeChunkFn(beam.DoFn):
             ref = refs[outcome.index]
             if outcome.ok:
                 self.decoded.inc()
+                if outcome.value.warning:
+                    log.warning("%s: %s", ref.uri, outcome.value.warning)
                 yield DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
             else:
                 self.failures.inc()
                 message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
-                log.warning("decode failed: %s", message)
+                log.warning("decode failed (%s): %s", outcome_cause(outcome.cause), message)
                 yield DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
                     "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
-                    "error": message, "decode_seconds": outcome.seconds})
+                    "error": message, "error_cause": outcome_cause(outcome.cause),
+                    "decode_seconds": outcome.seconds})
 
     def teardown(self) -> None:
         pool = getattr(self, "pool", None)
@@ -197,9 +201,12 @@ def _print_summary(output: str, summary: dict) -> None:
     run = summary["this_run"]
     lines.append(f"  this run: {run['processed']} processed, {run['skipped_already_done']} "
                  f"skipped (done before), {run['seconds']} s")
-    if summary["top_errors"]:
-        lines.append("  most frequent errors:")
-        lines += [f"    {e['count']:>4}  {e['error'][:150]}" for e in summary["top_errors"]]
+    if summary["errors_by_cause"]:
+        lines.append("  errors by cause (e.g.):")
+        lines += [f"    {group['count']:>4}  {cause}  ({group['examples'][0][:150]})"
+                  for cause, group in summary["errors_by_cause"].items()]
+    lines += [f"  warning: {group['count']} videos {kind} (e.g. {group['examples'][0]})"
+              for kind, group in summary["warnings"].items()]
     print("\n".join(lines))
 
 

@@ -8,6 +8,10 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 
 Version history:
   1: first version.
+  2: `error_cause` (a short, stable cause on error rows: eercf_core.error_causes.CAUSES; the
+     `error` column keeps the detail), `container_duration` (seconds the container declares,
+     null when it does not say; compare with `duration`, what could be read) and `warning`
+     (null, or e.g. "partly decoded: ..." on ok rows). Readers accept version 1 shards.
 """
 from __future__ import annotations
 
@@ -15,7 +19,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions a reader accepts; a shard of an older version simply lacks the later columns.
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+# Columns added per version (absent from shards of earlier versions).
+COLUMNS_SINCE = {"error_cause": 2, "container_duration": 2, "warning": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -62,22 +70,29 @@ class FeatureDims:
 
 
 def video_features_schema(
-    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = ""
+    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = "",
+    version: int = SCHEMA_VERSION,
 ) -> pa.Schema:
-    """The Arrow schema of a feature shard for the given dims and model identity."""
+    """The Arrow schema of a feature shard for the given dims, model identity and version."""
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"unknown feature schema version {version}; known: "
+                         f"{SUPPORTED_SCHEMA_VERSIONS}")
     sizes = dims.column_sizes()
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
         pa.field("error", pa.string()),  # human-readable reason on error rows
+        pa.field("error_cause", pa.string()),  # short stable cause on error rows (version 2)
         # decode facts (null where decoding never got that far)
         pa.field("frames_total", pa.int64()),  # frames the container reports
         pa.field("frames_decoded", pa.int32()),  # frames actually decoded to get the samples
         pa.field("frame_indices", pa.list_(pa.int64())),  # sampled source frame indices
         pa.field("frame_times", pa.list_(pa.float64())),  # their timestamps, seconds
         pa.field("fps", pa.float64()),
-        pa.field("duration", pa.float64()),  # seconds
+        pa.field("duration", pa.float64()),  # seconds that could be read (packet timestamps)
+        pa.field("container_duration", pa.float64()),  # seconds the container declares (v2)
+        pa.field("warning", pa.string()),  # e.g. "partly decoded: ..." on ok rows (version 2)
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("decode_seconds", pa.float64()),
@@ -89,8 +104,9 @@ def video_features_schema(
         pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
         pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
     ]
+    fields = [f for f in fields if COLUMNS_SINCE.get(f.name, 1) <= version]
     meta = {
-        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_SCHEMA_VERSION: str(version).encode(),
         META_DIMS: dims.to_meta(),
         META_MODEL_ID: model_id.encode(),
         META_CHECKPOINT_SHA256: checkpoint_sha256.encode(),
