@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eercf_core.errors import UserInputError
 from schemas import FeatureDims
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ class FineStore:
         self.directory = Path(directory)
         meta_path = self.directory / STORE_META
         if not meta_path.is_file():
-            raise ValueError(f"{self.directory}: not a complete fine-feature store (no {STORE_META}; "
-                             "was build-index interrupted?)")
+            raise UserInputError(f"{self.directory}: not a complete fine-feature store (no "
+                                 f"{STORE_META}; was build-index interrupted?)")
         meta = json.loads(meta_path.read_text())
         self.num_videos = int(meta["num_videos"])
         self.dims = FeatureDims(meta["num_frames"], meta["num_patches"], meta["embed_dim"])
@@ -105,9 +106,9 @@ class FineStore:
             try:
                 array = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
-                raise ValueError(f"{path}: unreadable fine-store file: {exc}") from exc
+                raise UserInputError(f"{path}: unreadable fine-store file: {exc}") from exc
             if array.shape != expected[kind]:
-                raise ValueError(f"{path}: shape {array.shape}, expected {expected[kind]}")
+                raise UserInputError(f"{path}: shape {array.shape}, expected {expected[kind]}")
             self.arrays[kind] = array
 
     def __len__(self) -> int:

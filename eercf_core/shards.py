@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from eercf_core.errors import UserInputError
 from schemas import (FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK, SUPPORTED_SCHEMA_VERSIONS,
                      FeatureDims, video_features_schema)
 from schemas.video_features import (
@@ -149,26 +150,26 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     meta = schema.metadata or {}
     version = meta.get(META_SCHEMA_VERSION)
     if version is None or META_DIMS not in meta:
-        raise ValueError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
+        raise UserInputError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
     try:
         number = int(version.decode())
     except ValueError:
         number = None
     if number not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ValueError(f"{path}: schema version {version.decode()}, this reader reads "
-                         f"{SUPPORTED_SCHEMA_VERSIONS}; re-extract or use a matching eercf version")
+        raise UserInputError(f"{path}: schema version {version.decode()}, this reader reads "
+                             f"{SUPPORTED_SCHEMA_VERSIONS}; re-extract or use a matching eercf version")
     try:
         dims = FeatureDims.from_meta(meta[META_DIMS])
     except ValueError as exc:
-        raise ValueError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
+        raise UserInputError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
     expected = video_features_schema(dims, version=number)
     for field in expected:
         if field.name not in schema.names:
-            raise ValueError(f"{path}: missing column {field.name!r}")
+            raise UserInputError(f"{path}: missing column {field.name!r}")
         actual = schema.field(field.name).type
         if actual != field.type:
-            raise ValueError(f"{path}: column {field.name!r} has type {actual}, expected "
-                             f"{field.type} for dims {dims}")
+            raise UserInputError(f"{path}: column {field.name!r} has type {actual}, expected "
+                                 f"{field.type} for dims {dims}")
     return dims
 
 
@@ -191,10 +192,10 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
             if columns is not None:
                 missing = [c for c in columns if c not in parquet.schema_arrow.names]
                 if missing:
-                    raise ValueError(f"{path}: unknown columns {missing}")
+                    raise UserInputError(f"{path}: unknown columns {missing}")
             return parquet.read(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+        raise UserInputError(f"{path}: unreadable Parquet shard: {exc}") from exc
 
 
 def _footer_schema(path: str) -> pa.Schema:
@@ -203,7 +204,7 @@ def _footer_schema(path: str) -> pa.Schema:
         with fs.open(target, "rb") as handle:
             return pq.read_schema(handle)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+        raise UserInputError(f"{path}: unreadable Parquet shard: {exc}") from exc
 
 
 def shard_version(path: str) -> int:

@@ -24,8 +24,11 @@ from eercf_core import recall_index
 from eercf_core.fine_store import FineStoreWriter, bytes_per_video
 from eercf_core.index_dir import (IDS_FILE, INDEX_SCHEMA_VERSION, MANIFEST, RECALL_FILE,
                                   STORE_DIR)
+from eercf_core.errors import UserInputError
 from eercf_core.io_formats import local_path
+from eercf_core.output_check import check_writable_dir
 from eercf_core.shards import SHARD_SUFFIX, list_shards, read_shard, shard_identity
+from pipelines.flags import positive_int
 from schemas import SCHEMA_VERSION, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,9 @@ def resolve_shards(inputs: list[str]) -> list[str]:
         elif fs.isfile(path):
             shards.append(item)
         else:
-            raise ValueError(f"{item}: no such shard file or directory")
+            raise UserInputError(f"{item}: no such shard file or directory")
     if not shards:
-        raise ValueError(f"no feature shards found in {inputs}")
+        raise UserInputError(f"no feature shards found in {inputs}")
     return shards
 
 
@@ -57,7 +60,7 @@ def check_identity(shards: list[str]):
     for shard in shards[1:]:
         other = shard_identity(shard)
         if other != first:
-            raise ValueError(
+            raise UserInputError(
                 f"shards from different models or dims: {shards[0]} has model {first[1]!r} "
                 f"(sha256 {first[2][:12]}…, dims {first[0]}), {shard} has model {other[1]!r} "
                 f"(sha256 {other[2][:12]}…, dims {other[0]}); index one model's shards at a time")
@@ -77,7 +80,7 @@ def _scan(shards: list[str]) -> tuple[list[str], int]:
             if not is_ok:
                 continue
             if video_id in where:
-                raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
+                raise UserInputError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
             where[video_id] = shard
             ids.append(video_id)
     return ids, errors
@@ -112,12 +115,13 @@ def build(inputs: list[str], output: str, factory: str | None = None, nprobe: in
     started = time.perf_counter()
     out = Path(local_path(output))
     if out.exists() and not overwrite:
-        raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
+        raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_writable_dir(str(out.parent), "--output's parent")  # the build happens beside it
     shards = resolve_shards(inputs)
     dims, model_id, sha = check_identity(shards)
     ids, error_rows = _scan(shards)
     if not ids:
-        raise ValueError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
+        raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
     log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
              len(shards), len(ids), error_rows, model_id, dims)
 
@@ -184,11 +188,12 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--index-factory", default=None,
                         help="FAISS index_factory string (default: Flat below "
                              f"{recall_index.EXACT_MAX_VIDEOS} videos, IVF above)")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default nlist/16)")
-    parser.add_argument("--recall-sample", type=int, default=1000,
+    parser.add_argument("--nprobe", type=positive_int, default=None,
+                        help="IVF lists probed (default nlist/16)")
+    parser.add_argument("--recall-sample", type=positive_int, default=1000,
                         help="queries sampled to measure an approximate index's recall vs exact")
-    parser.add_argument("--recall-check-k", type=int, default=50)
-    parser.add_argument("--batch-rows", type=int, default=256, help="rows read per batch")
+    parser.add_argument("--recall-check-k", type=positive_int, default=50)
+    parser.add_argument("--batch-rows", type=positive_int, default=256, help="rows read per batch")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     manifest = build(args.shards, args.output, args.index_factory, args.nprobe, args.recall_sample,

@@ -20,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+from eercf_core.errors import UserInputError
+
 log = logging.getLogger("eercf.demo")
 
 MODES = (("recall-only", "coarse recall only", ["--recall-only"]),
@@ -75,11 +77,11 @@ def zero_shot_inputs(videos: Path, out: Path) -> tuple[Path, Path, Path]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{captions}:{n}: not JSON: {exc}") from None
+            raise UserInputError(f"{captions}:{n}: not JSON: {exc}") from None
         name = row.get("file") or row.get("video_id")
         texts = row.get("captions") or ([row["text"]] if row.get("text") else [])
         if not name or not texts:
-            raise ValueError(f"{captions}:{n}: needs a file (or video_id) and captions (or text)")
+            raise UserInputError(f"{captions}:{n}: needs a file (or video_id) and captions (or text)")
         path = (videos / name).resolve()
         if name not in seen:
             if not path.is_file():

@@ -16,7 +16,9 @@ from pathlib import Path
 import fsspec
 
 from eercf_core import metrics
+from eercf_core.errors import UserInputError
 from eercf_core.index_dir import IDS_FILE
+from eercf_core.output_check import check_writable_dir
 from eercf_core.io_formats import (FormatError, RankedRow, atomic_write_text, read_ground_truth,
                                    read_ranked, write_json)
 
@@ -116,13 +118,14 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
 
+    check_writable_dir(args.output_dir, "--output-dir")
     result = evaluate(args.ranked, args.ground_truth, args.index)
     sweep = []
     for path in args.sweep:
         item = evaluate(path, args.ground_truth, args.index)
         if item["recall_k"] is None:
-            raise ValueError(f"{path}: no {path}.meta.json with recall_k; sweep files must come "
-                             "from eercf query")
+            raise UserInputError(f"{path}: no {path}.meta.json with recall_k; sweep files must come "
+                                 "from eercf query")
         sweep.append(item)
     sweep.sort(key=lambda s: s["recall_k"])
     out = Path(args.output_dir)

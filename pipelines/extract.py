@@ -31,13 +31,13 @@ from eercf_core import shards
 from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.error_causes import outcome_cause
 from eercf_core.isolation import IsolatedPool
+from eercf_core.model_spec import ModelSpec
+from eercf_core.output_check import check_writable_dir
 from pipelines.extract_inputs import VideoRef, read_inputs
 from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
                                     summarize)
-from eercf_core.model_spec import HEADS, ModelSpec
-from eercf_core.output_check import check_writable_dir
-from pipelines.flags import (check_beam_flags, non_negative_float, positive_float,
-                             positive_int)
+from pipelines.flags import (add_model_flags, check_beam_flags, model_spec, non_negative_float,
+                             positive_float, positive_int)
 from pipelines.inference import DecodedItem, EercfModelHandler, build_model
 from schemas import STATUS_ERROR
 
@@ -94,17 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="globs, directories or files (local or fsspec URLs), or one manifest "
                         "(.tsv/.csv/.jsonl with video_id and uri)")
     p.add_argument("--output", required=True, help="directory (local or fsspec URL) for shards")
-    p.add_argument("--model", default="ViT-B-32",
-                   help="checkpoint path/URL (official EERCF or eercf train), or an open_clip "
-                        "name with --pretrained or --random-init (default ViT-B-32)")
-    p.add_argument("--pretrained", default=None,
-                   help="open_clip pretrained tag (e.g. openai) or local open_clip weights")
-    p.add_argument("--random-init", action="store_true",
-                   help="seeded random weights for a model name (tests and demos only: the "
-                        "features are useless for retrieval); recorded in summary.json")
-    p.add_argument("--head", choices=HEADS, default=None,
-                   help="head of a --random-init model (default eercf)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --random-init models")
+    add_model_flags(p, default="ViT-B-32")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--num-frames", type=positive_int, default=12, help="frames per video T (default 12)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
@@ -159,8 +149,7 @@ def run(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     check_writable_dir(args.output)
     refs = read_inputs(args.input)
-    spec = ModelSpec(args.model, args.pretrained, args.random_init, args.head, args.seed,
-                     args.device, args.num_frames)
+    spec = model_spec(args, args.num_frames)
     model = build_model(spec)
     dims, identity = model.dims, model.identity
     removed = shards.remove_temp_files(args.output)
@@ -185,7 +174,7 @@ def run(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     summary = summarize(args.output, extra={
         "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
-        "weights": spec.describe(),
+        "model_weights": spec.describe(),
         "this_run": {"inputs": len(refs), "processed": len(pending),
                      "skipped_already_done": len(refs) - len(pending),
                      "seconds": round(elapsed, 2),

@@ -16,6 +16,8 @@ from typing import Iterable
 
 import fsspec
 
+from eercf_core.errors import UserInputError
+
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
                   ".flv", ".wmv", ".3gp", ".ogv")
 MANIFEST_SUFFIXES = (".tsv", ".csv", ".jsonl", ".ndjson")
@@ -92,7 +94,7 @@ def read_manifest(url: str) -> list[VideoRef]:
 
     def add(video_id, uri, where: str) -> None:
         if not video_id or not uri:
-            raise ValueError(f"{url}:{where}: needs non-empty 'video_id' and 'uri'")
+            raise UserInputError(f"{url}:{where}: needs non-empty 'video_id' and 'uri'")
         uri = str(uri)
         if "://" not in uri and not uri.startswith("/"):
             uri = (prefix if prefix != "file://" else "") + posixpath.join(base, uri)
@@ -105,17 +107,17 @@ def read_manifest(url: str) -> list[VideoRef]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{url}:{number}: not valid JSON: {exc}") from exc
+                raise UserInputError(f"{url}:{number}: not valid JSON: {exc}") from exc
             if not isinstance(record, dict):
-                raise ValueError(f"{url}:{number}: expected a JSON object")
+                raise UserInputError(f"{url}:{number}: expected a JSON object")
             add(record.get("video_id"), record.get("uri"), str(number))
         return refs
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     missing = {"video_id", "uri"} - set(reader.fieldnames or [])
     if missing:
-        raise ValueError(f"{url}:1: header must name 'video_id' and 'uri' columns; missing "
-                         f"{sorted(missing)} (found {reader.fieldnames})")
+        raise UserInputError(f"{url}:1: header must name 'video_id' and 'uri' columns; missing "
+                             f"{sorted(missing)} (found {reader.fieldnames})")
     for number, row in enumerate(reader, 2):
         add((row.get("video_id") or "").strip(), (row.get("uri") or "").strip(), str(number))
     return refs
@@ -129,9 +131,9 @@ def check_unique(refs: Iterable[VideoRef]) -> None:
     dups = {k: v for k, v in seen.items() if len(v) > 1}
     if dups:
         shown = "; ".join(f"{k!r}: {v}" for k, v in list(dups.items())[:5])
-        raise ValueError(f"{len(dups)} duplicate video_id(s) in the inputs ({shown}"
-                         f"{' ...' if len(dups) > 5 else ''}); ids must be unique (use a "
-                         "manifest with explicit ids)")
+        raise UserInputError(f"{len(dups)} duplicate video_id(s) in the inputs ({shown}"
+                             f"{' ...' if len(dups) > 5 else ''}); ids must be unique (use a "
+                             "manifest with explicit ids)")
 
 
 def read_inputs(inputs: list[str]) -> list[VideoRef]:
@@ -141,7 +143,7 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
     videos, or duplicate ids.
     """
     if not inputs:
-        raise ValueError("no --input given")
+        raise UserInputError("no --input given")
     if len(inputs) == 1 and _strip(inputs[0]).lower().endswith(MANIFEST_SUFFIXES) \
             and not _is_glob(inputs[0]):
         refs = read_manifest(inputs[0])
@@ -159,6 +161,6 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
         refs = [VideoRef(_relative_id(u, root), u)
                 for (found, _), root in zip(expanded, roots) for u in found]
     if not refs:
-        raise ValueError(f"no videos found for --input {inputs}")
+        raise UserInputError(f"no videos found for --input {inputs}")
     check_unique(refs)
     return refs

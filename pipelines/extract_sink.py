@@ -23,6 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from eercf_core import error_causes, shards
+from eercf_core.errors import UserInputError
 from pipelines.extract_inputs import VideoRef
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
 from schemas.video_features import COLUMNS_SINCE
@@ -40,7 +41,7 @@ def shard_name(video_ids: Iterable[str]) -> str:
 def plan_chunks(refs: list[VideoRef], shard_size: int) -> list[tuple[str, list[VideoRef]]]:
     """Cut `refs` (input order) into chunks of at most `shard_size`, each with its shard name."""
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise UserInputError(f"--shard-size must be >= 1, got {shard_size}")
     chunks = [refs[i:i + shard_size] for i in range(0, len(refs), shard_size)]
     return [(shard_name(r.video_id for r in chunk), chunk) for chunk in chunks]
 
@@ -56,7 +57,7 @@ def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256
     for path in shards.list_shards(output):
         identity = shards.shard_identity(path)
         if identity != (dims, model_id, checkpoint_sha256):
-            raise ValueError(
+            raise UserInputError(
                 f"{path} holds features of model {identity[1]!r} (weights {identity[2][:12]}, "
                 f"dims {identity[0]}), this run uses {model_id!r} (weights "
                 f"{checkpoint_sha256[:12]}, dims {dims}); use a different --output")

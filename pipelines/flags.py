@@ -38,7 +38,10 @@ non_negative_float = _number(float, 0.0, inclusive=True)  # >= 0
 
 def _beam_parser() -> argparse.ArgumentParser:
     """An argparse parser that knows every registered Beam pipeline option (all runners)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    from apache_beam.options.pipeline_options import (
+        PipelineOptions,
+        _BeamArgumentParser,
+    )
 
     try:  # registers --dask_* (DaskRunnerOptions); absent when dask is not installed
         import apache_beam.runners.dask.dask_runner  # noqa: F401
@@ -76,3 +79,32 @@ def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> N
         problems.append(f"unknown flag {name} (not a flag of {parser.prog} and not a Beam "
                         f"pipeline option){'; did you mean ' + ' or '.join(close) + '?' if close else ''}")
     parser.error("; ".join(problems))
+
+
+def add_model_flags(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """The model flags every job shares (eercf_core.model_spec): --model (required when no
+    default), --pretrained, --random-init, --head, --seed. One set of flags, one meaning."""
+    from eercf_core.model_spec import HEADS
+
+    parser.add_argument("--model", default=default, required=default is None,
+                        help="checkpoint path/URL (official EERCF or eercf train), or an open_clip "
+                             "name with --pretrained or --random-init"
+                             + (f" (default {default})" if default else ""))
+    parser.add_argument("--pretrained", default=None,
+                        help="open_clip pretrained tag (e.g. openai) or local open_clip weights")
+    parser.add_argument("--random-init", action="store_true",
+                        help="seeded random weights for a model name (tests and demos only: "
+                             "useless for retrieval); the same name, --head and --seed give the "
+                             "same model in every job")
+    parser.add_argument("--head", choices=HEADS, default=None,
+                        help="head of a --random-init model (default eercf)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --random-init models")
+
+
+def model_spec(args: argparse.Namespace, num_frames: int | None = None):
+    """The ModelSpec of parsed model flags (see add_model_flags) plus --device."""
+    from eercf_core.model_spec import ModelSpec
+
+    extra = {} if num_frames is None else {"num_frames": num_frames}
+    return ModelSpec(args.model, args.pretrained, args.random_init, args.head, args.seed,
+                     args.device, **extra)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -18,11 +19,15 @@ import torch
 
 import eercf_core as ec
 from eercf_core import recall_index
+from eercf_core.errors import UserInputError
 from eercf_core.index_dir import IndexDirectory, open_index
 from eercf_core.io_formats import atomic_write_text, ranked_lines, read_queries, write_json
+from eercf_core.model_spec import load_model_spec
+from eercf_core.output_check import check_writable_file
 from eercf_core.ranking import Ranking, order_by_rerank_score
 from eercf_core.scores import coarse_scores, fine_scores, needed_scores, rerank_score
 from eercf_core.store_rerank import METHODS, rerank_from_store
+from pipelines.flags import add_model_flags, model_spec, non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
 # Videos whose fine features are converted to float32 at once in --exhaustive (≈300 MB at B/32).
@@ -87,17 +92,30 @@ def exhaustive(index: IndexDirectory, text: torch.Tensor, params: ec.ScoreParams
 
 
 def parse_weights(text: str | None) -> ec.RerankWeights:
-    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values)."""
+    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values).
+
+    Raises argparse.ArgumentTypeError (argparse names --weights) for an unknown name, a value
+    that is not a finite number, or all weights zero."""
     if not text:
         return ec.RerankWeights()
+    known = sorted(ec.RerankWeights().to_dict())
     values = {}
     for item in text.split(","):
-        name, _, value = item.partition("=")
-        if name.strip() not in ec.RerankWeights().to_dict():
-            raise ValueError(f"--weights: unknown weight {name!r}; known: "
-                             f"{sorted(ec.RerankWeights().to_dict())}")
-        values[name.strip()] = float(value)
-    return ec.RerankWeights(**values)
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"unknown weight {name!r} in {text!r}; known: {known}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"{name} needs a finite number (name=value), got "
+                                             f"{item.strip()!r}")
+        values[name] = number
+    weights = ec.RerankWeights(**values)
+    if not any(weights.to_dict().values()):
+        raise argparse.ArgumentTypeError(f"all rerank weights are zero in {text!r}")
+    return weights
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -105,37 +123,38 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", required=True, help="index directory from build-index")
     parser.add_argument("--queries", required=True, help="TSV query_id<TAB>text or JSONL")
     parser.add_argument("--output", required=True, help="ranked TSV to write")
-    parser.add_argument("--model", required=True,
-                        help="the model that extracted the features (checkpoint or open_clip name)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
-    parser.add_argument("--recall-k", type=int, default=ec.RECALL_K, help="candidates reranked")
-    parser.add_argument("--top-n", type=int, default=100,
+    add_model_flags(parser)  # the model that extracted the features, given as to extract
+    parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
+                        help="candidates reranked")
+    parser.add_argument("--top-n", type=non_negative_int, default=100,
                         help="ranked videos written per query (0 = all videos)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--recall-only", action="store_true", help="coarse order only, no rerank")
     mode.add_argument("--exhaustive", action="store_true",
                       help="fine-score every video (slow reference)")
-    parser.add_argument("--weights", default=None,
+    parser.add_argument("--weights", type=parse_weights, default=ec.RerankWeights(),
                         help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
                              "weak_patch=0.2,strong_patch=0 (the official defaults)")
-    parser.add_argument("--batch-size", type=int, default=256, help="queries encoded/ranked at once")
-    parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="queries encoded/ranked at once")
+    parser.add_argument("--nprobe", type=positive_int, default=None,
+                        help="override the IVF nprobe")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="let padded frames into the softmaxes (exact official parity)")
     parser.add_argument("--device", default="cpu", help="device for text encoding")
     args = parser.parse_args(argv)
-    if args.recall_k < 1 or args.top_n < 0:
-        parser.error("--recall-k must be >= 1 and --top-n >= 0")
 
+    check_writable_file(args.output)
     index = open_index(args.index, args.nprobe)
     queries = read_queries(args.queries)
-    model = ec.load_model(args.model, pretrained=args.pretrained, device=args.device)
+    spec = model_spec(args)
+    model = load_model_spec(spec)
     index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
     if model.dims != index.dims:
-        raise ValueError(f"model dims {model.dims} differ from the index dims {index.dims}")
+        raise UserInputError(f"model dims {model.dims} differ from the index dims {index.dims}")
     params = model.score_params.detach().to("cpu")
-    weights = parse_weights(args.weights)
+    weights = args.weights
     config = ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask)
     top_n = args.top_n or len(index.video_ids)
     top_n = min(top_n, len(index.video_ids))
@@ -167,7 +186,8 @@ def run(argv: list[str] | None = None) -> int:
         "mode": mode_name, "recall_k": args.recall_k, "top_n": top_n,
         "weights": weights.to_dict(), "mask_padded_frames": config.mask_padded_frames,
         "index": str(Path(args.index).resolve()), "model_id": model.identity.model_id,
-        "checkpoint_sha256": model.identity.checkpoint_sha256, "num_queries": len(queries),
+        "checkpoint_sha256": model.identity.checkpoint_sha256,
+        "model_weights": spec.describe(), "num_queries": len(queries),
         "seconds": round(seconds, 3), "queries_per_second": round(len(queries) / seconds, 3)})
     print(f"{mode_name}: ranked {len(queries)} queries ({len(queries) / seconds:.1f}/s), "
           f"top {top_n} each -> {args.output}")

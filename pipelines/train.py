@@ -28,6 +28,7 @@ import torch
 
 import eercf_core as ec
 from eercf_core.config import ScoreConfig
+from eercf_core.errors import UserInputError
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
 from pipelines import extract_inputs
@@ -99,7 +100,7 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not JSON: {exc}") from None
+                raise UserInputError(f"{path}:{n}: not JSON: {exc}") from None
             if split and row.get("split", split) != split:
                 continue
             video_id, text = row.get("video_id"), row.get("text")
@@ -108,10 +109,10 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
             if n == 1 and video_id == "video_id":
                 continue
         if not video_id or not text or not str(text).strip():
-            raise ValueError(f"{path}:{n}: a caption needs a video_id and non-empty text")
+            raise UserInputError(f"{path}:{n}: a caption needs a video_id and non-empty text")
         pairs.append((str(video_id), str(text)))
     if not pairs:
-        raise ValueError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
+        raise UserInputError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
     return pairs
 
 
@@ -151,8 +152,8 @@ def load_model_for_training(init: str, pretrained: str | None, num_frames: int, 
     if os.path.isfile(init):
         model = ec.load_model(init, device=device)
         if model.head is None:
-            raise ValueError(f"{init}: a zero-shot model has no EERCF head to train; pass an "
-                             "architecture name with --pretrained instead")
+            raise UserInputError(f"{init}: a zero-shot model has no EERCF head to train; pass an "
+                                 "architecture name with --pretrained instead")
         return model
     return ec.create_model(init, pretrained=pretrained, head="eercf", num_frames=num_frames,
                            seed=seed, device=device)
@@ -167,7 +168,7 @@ def read_groups(corpus: Path) -> dict[str, int]:
             row = json.loads(line)
             groups[str(row["video_id"])] = int(row["group"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{n}: needs video_id and group: {exc}") from None
+            raise UserInputError(f"{path}:{n}: needs video_id and group: {exc}") from None
     return groups
 
 
@@ -179,7 +180,7 @@ def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarra
     if dropped:
         log.warning("train: %d captions name videos that are missing or failed to decode", dropped)
     if not usable:
-        raise ValueError("no caption matches a decoded video")
+        raise UserInputError("no caption matches a decoded video")
     return TrainingPairs(torch.from_numpy(frames), torch.from_numpy(mask),
                          model.tokenize([t for _, t in usable]),
                          torch.tensor([i for i, _ in usable], dtype=torch.long),

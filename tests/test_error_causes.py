@@ -120,7 +120,7 @@ def test_extract_rows_and_summary_group_by_cause(tmp_path):
     assert list(groups)[0] == "not a video"  # most frequent first
     assert all(str(tmp_path) in e for e in groups["not a video"]["examples"])
     assert summary["warnings"] == {"partly decoded": {"count": 1, "examples": ["cut.mkv"]}}
-    assert summary["weights"]["random_init"] is True
+    assert summary["model_weights"]["random_init"] is True
 
 
 def test_summary_of_version_1_shards_groups_by_cause_from_text(tmp_path):
