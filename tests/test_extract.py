@@ -153,6 +153,13 @@ def test_robustness_corpus_one_row_per_file(tmp_path, shared_videos):
     for row in rows.values():
         if row["status"] == "error":
             assert row["video_id"] in row["error"] and len(row["error"]) > len(row["uri"]) + 10
+    # the broken files of the corpus (MANIFEST.tsv) get a cause that says what is wrong
+    assert {v: r["error_cause"] for v, r in rows.items() if r["status"] == "error"} == {
+        "decord__corrupted.mp4": "corrupt bitstream", "gomp4__sample_qt.mp4": "corrupt bitstream",
+        "libwebm__invalid_vp9_bitstream-bug_1416.webm": "corrupt bitstream"}
+    assert not [v for v, r in rows.items() if r["warning"]]  # no false "partly decoded"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors_by_cause"]["corrupt bitstream"]["count"] == 3
 
 
 @pytest.mark.slow
