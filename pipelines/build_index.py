@@ -28,6 +28,7 @@ from eercf_core.errors import UserInputError
 from eercf_core.io_formats import local_path
 from eercf_core.output_check import check_writable_dir
 from eercf_core.shards import SHARD_SUFFIX, list_shards, read_shard, shard_identity
+from pipelines.extract_inputs import is_glob
 from pipelines.flags import positive_int
 from schemas import SCHEMA_VERSION, STATUS_OK
 
@@ -35,13 +36,14 @@ log = logging.getLogger(__name__)
 
 
 def resolve_shards(inputs: list[str]) -> list[str]:
-    """Shard URLs from directories (completed shards in them), shard files or glob patterns."""
+    """Shard URLs from directories (completed shards in them), shard files or glob patterns
+    (an existing path with glob characters is that file or directory)."""
     shards: list[str] = []
     for item in inputs:
         fs, path = fsspec.core.url_to_fs(item)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-        if any(ch in item for ch in "*?["):
+        if is_glob(item):
             shards += [prefix + p for p in sorted(fs.glob(path)) if p.endswith(SHARD_SUFFIX)]
         elif fs.isdir(path):
             shards += list_shards(item)

@@ -35,7 +35,7 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
 
-def _is_glob(url: str) -> bool:
+def is_glob(url: str) -> bool:
     """A glob pattern: glob characters and no file or directory of that exact name (an existing
     `clip[1].mp4` is that file)."""
     if not _has_magic(url):
@@ -59,7 +59,7 @@ def _expand(pattern: str) -> tuple[list[str], str]:
     """(video URLs, corpus root) for one glob, directory or file."""
     prefix = _protocol_prefix(pattern)
     fs, path = fsspec.core.url_to_fs(pattern)
-    if _is_glob(pattern):
+    if is_glob(pattern):
         fixed = path.split("*")[0].split("?")[0].split("[")[0]
         root = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
         found = [p for p in fs.glob(path) if not fs.isdir(p)]
@@ -145,7 +145,7 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
     if not inputs:
         raise UserInputError("no --input given")
     if len(inputs) == 1 and _strip(inputs[0]).lower().endswith(MANIFEST_SUFFIXES) \
-            and not _is_glob(inputs[0]):
+            and not is_glob(inputs[0]):
         refs = read_manifest(inputs[0])
     else:
         expanded = [_expand(item) for item in inputs]
@@ -153,7 +153,7 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
         roots = [root for _, root in expanded]
         if len(expanded) > 1:  # several inputs: ids relative to their common parent
             common = posixpath.commonpath([_strip(u) for u in urls]) if urls else ""
-            single_files = all(not _is_glob(i) for i in inputs)
+            single_files = all(not is_glob(i) for i in inputs)
             roots = [posixpath.dirname(common) if single_files and len(urls) == 1 else common
                      ] * len(expanded)
             if urls and common == _strip(urls[0]):

@@ -148,7 +148,7 @@ def run(argv: list[str] | None = None) -> int:
     check_writable_file(args.output)
     index = open_index(args.index, args.nprobe)
     queries = read_queries(args.queries)
-    spec = model_spec(args)
+    spec = model_spec(args, index.dims.num_frames)  # a name-built model gets the index's T
     model = load_model_spec(spec)
     index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
     if model.dims != index.dims:

@@ -58,3 +58,17 @@ def test_ranked_file_with_non_finite_scores_is_refused(tmp_path, bad):
     ranked.write_text(f"q1\t1\tv1\t0.5\t{bad}\n")
     with pytest.raises(FormatError, match=r"ranked.tsv:1: scores must be finite"):
         read_ranked(str(ranked))
+
+
+def test_build_index_shard_path_with_glob_characters(tmp_path):
+    from eercf_core import shards
+    from pipelines.build_index import resolve_shards
+    from schemas import FeatureDims
+
+    folder = tmp_path / "feats[v1]"
+    path = str(folder / "part-a.parquet")
+    shards.write_shard(path, [{"video_id": "a", "uri": "/a.mp4", "status": "error",
+                               "error": "x"}], FeatureDims(2, 1, 4), "m", "h")
+    assert resolve_shards([str(folder)]) == [path]
+    assert resolve_shards([path]) == [path]
+    assert resolve_shards([str(tmp_path / "*" / "*.parquet")]) == [path]
