@@ -37,6 +37,12 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _drop_beam_gcp_notices(record: logging.LogRecord) -> bool:
+    """Beam's import-time notices about optional Google Cloud libraries (apitools, BigQuery)
+    that eercf never uses; they would bury the job's own output."""
+    return record.levelno >= logging.ERROR or "/apache_beam/io/gcp/" not in record.pathname
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `eercf` script. Returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -52,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_beam_gcp_notices)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
         result = module.run(rest)

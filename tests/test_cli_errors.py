@@ -198,3 +198,21 @@ def test_extract_then_query_by_the_same_model_name(tmp_path):
     with pytest.raises(ValueError, match="differ|identity|model"):
         query.run(["--index", str(tmp_path / "index"), "--queries", str(tmp_path / "q.tsv"),
                    "--output", str(tmp_path / "r2.tsv"), *TINY, "--seed", "4"])
+
+
+@pytest.mark.slow
+def test_the_real_command_prints_one_line(tmp_path):
+    """`eercf extract` as a process: exit 2 and one stderr line (no Beam import notices)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "extract", "--input",
+                           str(tmp_path / "none.mp4"), "--output", str(tmp_path / "o"), *TINY],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"eercf extract: error: input not found: "
+                                                f"{tmp_path / 'none.mp4'}"]
