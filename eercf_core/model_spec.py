@@ -67,7 +67,8 @@ def load_model_spec(spec: ModelSpec):
                              "checkpoint brings its head; --pretrained weights are zero-shot)")
     checkpoint = is_checkpoint_source(spec.source)
     if spec.random_init and (checkpoint or spec.pretrained):
-        given = f"--pretrained {spec.pretrained}" if spec.pretrained else f"checkpoint {spec.source}"
+        given = (f"--pretrained {spec.pretrained}" if spec.pretrained
+                 else f"checkpoint {spec.source}")
         raise UserInputError(f"--random-init conflicts with {given}: pass one or the other")
     if checkpoint or spec.pretrained:
         return load_model(spec.source, pretrained=spec.pretrained, device=spec.device,

@@ -20,8 +20,8 @@ def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], floa
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}"
-                                             f", got {text!r}") from None
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
             raise argparse.ArgumentTypeError(f"must be {relation} {minimum:g}, got {text}")
         return value
@@ -34,6 +34,7 @@ positive_int = _number(int, 1, inclusive=True)  # >= 1
 non_negative_int = _number(int, 0, inclusive=True)  # >= 0
 positive_float = _number(float, 0.0, inclusive=False)  # > 0
 non_negative_float = _number(float, 0.0, inclusive=True)  # >= 0
+contrastive_batch = _number(int, 2, inclusive=True)  # >= 2: a contrastive loss needs negatives
 
 
 def _beam_parser() -> argparse.ArgumentParser:
@@ -76,8 +77,9 @@ def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> N
         if "=" not in arg and i < len(unknown) and not unknown[i].startswith("-"):
             i += 1  # its value
         close = difflib.get_close_matches(name, known, n=2, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
         problems.append(f"unknown flag {name} (not a flag of {parser.prog} and not a Beam "
-                        f"pipeline option){'; did you mean ' + ' or '.join(close) + '?' if close else ''}")
+                        f"pipeline option){hint}")
     parser.error("; ".join(problems))
 
 

@@ -32,6 +32,8 @@ from eercf_core.errors import UserInputError
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
 from pipelines import extract_inputs
+from pipelines.flags import (contrastive_batch, non_negative_float, non_negative_int, positive_float,
+                             positive_int)
 
 log = logging.getLogger("eercf.train")
 
@@ -44,23 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--videos", help="video manifest: TSV/CSV (video_id, uri columns) or JSONL")
     src.add_argument("--captions", help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
     src.add_argument("--split", default="train", help="caption split to use when captions carry one")
-    src.add_argument("--decode-workers", type=int, default=2)
+    src.add_argument("--decode-workers", type=positive_int, default=2)
     m = p.add_argument_group("model")
     m.add_argument("--init", default="eercf-tiny",
                    help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
     m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for --init")
-    m.add_argument("--num-frames", type=int, default=ec.NUM_FRAMES)
+    m.add_argument("--num-frames", type=positive_int, default=ec.NUM_FRAMES)
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
-    o.add_argument("--steps", type=int, default=None, help="optimiser steps (default: from --epochs)")
-    o.add_argument("--epochs", type=float, default=5.0, help="passes over the caption pairs")
-    o.add_argument("--batch-size", type=int, default=64)
-    o.add_argument("--lr", type=float, default=1e-4, help="lr of the new modules (head, W_g, W_f)")
-    o.add_argument("--coef-lr", type=float, default=1e-3, help="CLIP lr = lr x coef-lr")
-    o.add_argument("--clip-lr", type=float, default=None, help="explicit CLIP lr (overrides --coef-lr)")
-    o.add_argument("--weight-decay", type=float, default=0.2)
-    o.add_argument("--warmup-proportion", type=float, default=0.1)
-    o.add_argument("--grad-clip", type=float, default=1.0)
+    o.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: from --epochs)")
+    o.add_argument("--epochs", type=positive_float, default=5.0, help="passes over the caption pairs")
+    o.add_argument("--batch-size", type=contrastive_batch, default=64)
+    o.add_argument("--lr", type=positive_float, default=1e-4, help="lr of the new modules (head, W_g, W_f)")
+    o.add_argument("--coef-lr", type=positive_float, default=1e-3, help="CLIP lr = lr x coef-lr")
+    o.add_argument("--clip-lr", type=non_negative_float, default=None, help="explicit CLIP lr (overrides --coef-lr)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=0.2)
+    o.add_argument("--warmup-proportion", type=non_negative_float, default=0.1)
+    o.add_argument("--grad-clip", type=non_negative_float, default=1.0)
     o.add_argument("--train-embeddings", action="store_true",
                    help="also train the embeddings the official code freezes (method §7.3)")
     o.add_argument("--group-batches", action="store_true",
@@ -74,10 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                        else f"--{field}", dest=f"loss_{field}", type=float, default=value)
     r = p.add_argument_group("output")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--checkpoint-every", type=int, default=200, help="steps between state checkpoints")
+    r.add_argument("--checkpoint-every", type=non_negative_int, default=200, help="steps between state checkpoints")
     r.add_argument("--resume", action="store_true", help=f"continue from <out>/{STATE_FILE} if present")
-    r.add_argument("--log-every", type=int, default=20)
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    r.add_argument("--log-every", type=positive_int, default=20)
+    r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all cores)")
     return p
 
 
