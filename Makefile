@@ -28,7 +28,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 demo: install
-	$(PY) -m pipelines.cli demo --out $(OUT) $(if $(PRETRAINED),--pretrained $(PRETRAINED) --videos $(VIDEOS))
+	$(PY) -m pipelines.cli demo --output $(OUT) $(if $(PRETRAINED),--pretrained $(PRETRAINED) --videos $(VIDEOS))
 
 bench: install
 	$(PY) -m bench

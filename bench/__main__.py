@@ -16,7 +16,7 @@ from pathlib import Path
 
 import bench
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:

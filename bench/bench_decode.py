@@ -34,7 +34,7 @@ import numpy as np
 from eercf_core.decode import DecodeOptions, decode_video, sample_times
 from eercf_core.isolation import IsolatedPool
 
-log = logging.getLogger("bench.decode")
+log = logging.getLogger(__name__)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
 REFERENCE = DecodeOptions(max_offset=0.0, skip_window=-1)
 

@@ -5,8 +5,8 @@ Clips: N (200; --quick 20) generated H.264 clips, 5-10 s, 320x240, 24-30 fps, mo
 (eercf_core.video_writer, cached in bench_out/extract_clips/). Three measurements on the same
 clips in one run, with the model built once beforehand (its build time reported apart):
 
-1. pipeline: `pipelines.extract.run` (Beam FnApiRunner, decode worker processes, RunInference),
-   fresh output directory: end-to-end videos/s;
+1. pipeline: `eercf extract` in a subprocess (Beam FnApiRunner, decode worker processes,
+   RunInference), fresh output directory: end-to-end videos/s (its own model build included);
 2. decode only: the pipeline's decode step alone (same options, same worker processes);
 3. model only: `model.encode_video` on the decoded frames of (2), batches of --batch-size.
 
@@ -22,15 +22,18 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from eercf_core.atomic import local_temp_path
 from eercf_core.decode import DecodeOptions, decode_job
 from eercf_core.isolation import IsolatedPool
 
-log = logging.getLogger("bench.extract")
+log = logging.getLogger(__name__)
 MODEL = "ViT-B-32"
 OUT = Path("bench_out")
 
@@ -59,18 +62,15 @@ def make_clips(root: Path, count: int, seed: int = 0) -> list[Path]:
             frames[k] = base[..., None].astype(np.uint8)
             y0, x0 = int(100 + 80 * np.sin(phase)), int(150 + 120 * np.cos(0.7 * phase))
             frames[k, y0:y0 + 40, x0:x0 + 40] = colour
-        tmp = path.with_name(path.stem + ".tmp.mp4")
-        write_video(tmp, frames, fps=fps)
-        tmp.rename(path)
+        with local_temp_path(path) as temp:
+            write_video(temp, frames, fps=fps)
     return paths
 
 
 def main(flags: list[str]) -> dict:
     import torch
 
-    from pipelines import extract
-    from eercf_core.model_spec import ModelSpec
-    from pipelines.inference import build_model
+    from eercf_core.model_spec import ModelSpec, load_model_spec
 
     quick = "--quick" in flags
     count = int(_flag(flags, "--clips", 20 if quick else 200))
@@ -81,8 +81,8 @@ def main(flags: list[str]) -> dict:
     log.info("%d clips ready in %.1f s", len(clips), time.perf_counter() - started)
 
     started = time.perf_counter()
-    # cached: the pipeline reuses it (same spec as the flags below)
-    model = build_model(ModelSpec(MODEL, random_init=True, num_frames=12))
+    # as extract builds it from the flags below
+    model = load_model_spec(ModelSpec(MODEL, random_init=True))
     model_build_s = time.perf_counter() - started
 
     # 1. the pipeline, end to end
@@ -92,16 +92,17 @@ def main(flags: list[str]) -> dict:
     manifest.write_text("".join(json.dumps({"video_id": p.stem, "uri": str(p.resolve())}) + "\n"
                                 for p in clips))
     started = time.perf_counter()
-    code = extract.run(["--input", str(manifest), "--output", str(output), "--model", MODEL,
-                        "--random-init", "--batch-size", str(batch_size), "--decode-workers",
-                        str(workers), "--progress-seconds", "30"])
+    code = subprocess.call([sys.executable, "-m", "pipelines.cli", "extract",
+                            "--input", str(manifest), "--output", str(output), "--model", MODEL,
+                            "--random-init", "--batch-size", str(batch_size), "--decode-workers",
+                            str(workers), "--progress-seconds", "30"])
     pipeline_s = time.perf_counter() - started
     summary = json.loads((output / "summary.json").read_text())
     if code != 0 or summary["by_status"].get("ok") != len(clips):
         raise RuntimeError(f"extract failed: exit {code}, {summary['by_status']}")
 
     # 2. decode only, as the pipeline decodes (same options and worker processes)
-    options = DecodeOptions(num_frames=12, image_size=model.image_size)
+    options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size)
     with IsolatedPool(decode_job, workers=workers, timeout=120) as pool:
         list(pool.imap_unordered([(str(clips[0]), options)] * workers))  # start-up not measured
         started = time.perf_counter()

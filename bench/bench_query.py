@@ -23,15 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eercf_core import recall_index
 from eercf_core.config import RerankWeights, ScoreConfig
-from eercf_core.fine_store import FineStore, FineStoreWriter, bytes_per_video
-from eercf_core.index_dir import IndexDirectory
+from eercf_core.index import IndexDirectory, exhaustive, recall, two_stage
+from eercf_core.index.store import FineStore, FineStoreWriter, bytes_per_video
 from eercf_core.scores import ScoreParams, recall_queries
-from pipelines.query import exhaustive, two_stage
 from schemas import FeatureDims
 
-log = logging.getLogger("bench.query")
+log = logging.getLogger(__name__)
 OUT = Path("bench_out")
 
 
@@ -164,9 +162,9 @@ def main(flags: list[str]) -> dict:
     text = torch.from_numpy(_clustered(rng, centers, n_queries)).float()
 
     # N = 10,000: default (exact) index over the stored coarse vectors.
-    index, seconds = _timed(recall_index.build, coarse)
+    index, seconds = _timed(recall.build, coarse)
     small = IndexDirectory(store_path, {}, index, [], store)
-    result["n10k"] = {"index": recall_index.describe(index, recall_index.default_factory(n)),
+    result["n10k"] = {"index": recall.describe(index, recall.default_factory(n)),
                       "index_build_seconds": round(seconds, 2)}
     result["n10k"].update(_compare(small, text, params, k, n_queries, "N=%d" % n,
                                    extra_methods=("gather",)))
@@ -174,16 +172,16 @@ def main(flags: list[str]) -> dict:
 
     # N = 100,000: 100k distinct coarse vectors in the default (IVF) index; fine rows i mod 10k.
     big_coarse = np.concatenate([coarse, _clustered(rng, centers, n_large - n).astype(np.float16)])
-    index, seconds = _timed(recall_index.build, big_coarse)
+    index, seconds = _timed(recall.build, big_coarse)
     queries = recall_queries(text, params).numpy()
-    recall_text = recall_index.recall_vs_exact(index, big_coarse, queries, k)
+    recall_text = recall.recall_vs_exact(index, big_coarse, queries, k)
     sample = big_coarse[rng.choice(n_large, min(1000, n_large), replace=False)].astype(np.float32)
     big = IndexDirectory(store_path, {}, index, [], ModuloStore(store, n_large, big_coarse))
-    result["n100k"] = {"index": recall_index.describe(index, recall_index.default_factory(n_large)),
+    result["n100k"] = {"index": recall.describe(index, recall.default_factory(n_large)),
                        "index_build_seconds": round(seconds, 2),
                        "recall_at_50_vs_exact_text_queries": round(recall_text, 4),
                        "recall_at_50_vs_exact_corpus_queries": round(
-                           recall_index.recall_vs_exact(index, big_coarse, sample, k), 4),
+                           recall.recall_vs_exact(index, big_coarse, sample, k), 4),
                        "fine_store_rows": n, "fine_row_of_video": "i mod %d" % n}
     result["n100k"].update(_compare(big, text, params, k, n_exh_large, "N=%d" % n_large))
     result["n100k"]["memory"] = _memory()

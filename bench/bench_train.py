@@ -6,12 +6,10 @@ Usage: python -m bench train [--quick] [--cpu]
 """
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
 
-log = logging.getLogger("bench.train")
 
 
 def _random_pairs(model, videos: int, captions: int):

@@ -4,7 +4,7 @@
   file: zero-shot mode (no EERCF head);
 - the official EERCF `pytorch_model.bin` (method §9): `clip.*` into open_clip (QuickGELU), the 51
   extra tensors into the temporal head;
-- the project's own checkpoints (`EercfModel.save`, written by `eercf train`).
+- the project's own checkpoints (`ec.save_model`, written by `eercf train`).
 Checkpoints are read with `torch.load(weights_only=True)`: loading never executes code.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import fsspec
 import numpy as np
 import torch
 
+from eercf_core.atomic import open_atomic
 from eercf_core.config import NUM_FRAMES
 from eercf_core.errors import UserInputError
 from eercf_core.model import EercfModel
@@ -124,11 +125,8 @@ def save_model(model: EercfModel, path: str, extra: dict[str, Any] | None = None
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with fsspec.open(tmp, "wb") as f:
-        torch.save(payload, f)
-    fs, _, (tmp_path,) = fsspec.get_fs_token_paths(tmp)
-    fs.mv(tmp_path, fsspec.get_fs_token_paths(path)[2][0])
+    with open_atomic(path) as handle:
+        torch.save(payload, handle)
     return identity.checkpoint_sha256
 
 
@@ -249,7 +247,7 @@ def load_model(
     """Load a model from any supported source, in eval mode on `device` (default: CUDA if present).
 
     - `load_model("pytorch_model.bin")`: the official EERCF checkpoint, detected by its keys;
-    - `load_model("run/model.pt")`: a project checkpoint (`EercfModel.save` / `eercf train`);
+    - `load_model("run/model.pt")`: a project checkpoint (`ec.save_model` / `eercf train`);
     - `load_model("ViT-B-32", pretrained="openai")`: plain open_clip weights, zero-shot mode;
     - `load_model("ViT-B-32", pretrained="/path/open_clip.bin")`: a local open_clip checkpoint.
     """

@@ -15,6 +15,9 @@ TEMPORAL_LN_EPS = 1e-12  # TF-style LayerNorm in the temporal transformer (§11 
 FRAME_POSITIONS = 77  # rows of frame_position_embeddings (only the first T are used)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# Project decision: bound on the float32 elements of one block of pairwise similarities or
+# gathered candidate features (128 MiB), shared by every blockwise scoring loop.
+BLOCK_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)

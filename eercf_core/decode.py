@@ -38,9 +38,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from eercf_core import error_causes
+from eercf_core.config import NUM_FRAMES, SAMPLE_FPS
 
-DEFAULT_NUM_FRAMES = 12
-DEFAULT_SAMPLE_FPS = 1.0
 DEFAULT_MAX_OFFSET = 0.5  # seconds; half the 1 fps sampling interval
 DEFAULT_SEEK_GAP = 1.0  # seconds: decode forward when the next target is this close
 SKIP_MIN_FRAMES = 2  # non-reference frames this close to a wanted frame are always decoded
@@ -101,10 +100,10 @@ class DecodedVideo:
 class DecodeOptions:
     """How to decode. num_frames = T, image_size = S (the model's input size)."""
 
-    num_frames: int = DEFAULT_NUM_FRAMES
+    num_frames: int = NUM_FRAMES
     image_size: int = 224
     backend: str = "pyav"
-    sample_fps: float = DEFAULT_SAMPLE_FPS
+    sample_fps: float = SAMPLE_FPS
     max_offset: float = DEFAULT_MAX_OFFSET
     seek_gap: float = DEFAULT_SEEK_GAP
     # decoder threads per video: processes give the parallelism; measured (bench/bench_decode.py)
@@ -127,8 +126,8 @@ class DecodeOptions:
             raise ValueError(f"bad decode options {self}")
 
 
-def sample_times(duration: float, num_frames: int = DEFAULT_NUM_FRAMES,
-                 sample_fps: float = DEFAULT_SAMPLE_FPS) -> np.ndarray:
+def sample_times(duration: float, num_frames: int = NUM_FRAMES,
+                 sample_fps: float = SAMPLE_FPS) -> np.ndarray:
     """Target times (seconds from the stream start) of the sampled frames, at most T of them.
 
     Candidates are k / sample_fps for k = 0, 1, ... while < duration (at least one: t = 0);

@@ -8,8 +8,8 @@
 - Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query,
   finite scores (NaN/inf are refused).
 
-Every parse error is a `FormatError` whose message starts with `file:line:`. Output files are
-written to a hidden temp name and renamed, so a failed run leaves no half-written file.
+Every parse error is a `FormatError` whose message starts with `file:line:`. Outputs are written
+with `eercf_core.atomic`, so a failed run leaves no half-written file.
 Paths are local or fsspec URLs.
 """
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import posixpath
-import uuid
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -68,6 +66,21 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
             yield number, text.rstrip("\r\n")
 
 
+def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
+    """(1-based line, object) for every non-blank line of a JSONL file (local path or fsspec URL);
+    a line that is not a JSON object is a FormatError naming `file:line`."""
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FormatError(path, number, f"not a JSON object: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise FormatError(path, number, f"expected a JSON object, got {type(record).__name__}")
+        yield number, record
+
+
 def _is_jsonl(path: str) -> bool:
     if str(path).endswith((".jsonl", ".json")):
         return True
@@ -83,16 +96,12 @@ def read_queries(path: str) -> list[Query]:
     seen: dict[str, int] = {}
     jsonl = _is_jsonl(path)
     first = True
+    records = dict(read_jsonl(path)) if jsonl else {}
     for number, line in _lines(path):
         if not line.strip():
             continue
         if jsonl:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(path, number, f"not a JSON object: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise FormatError(path, number, "expected a JSON object with query_id and text")
+            record = records[number]
             query_id, text = record.get("query_id"), record.get("text")
             query_id = "" if query_id is None else str(query_id)
             if text is not None and not isinstance(text, str):
@@ -177,34 +186,11 @@ def read_ranked(path: str) -> dict[str, list[RankedRow]]:
     return ranked
 
 
-def atomic_write_text(path: str, chunks: Iterable[str]) -> None:
-    """Write text chunks to `path` via a hidden temp file renamed at the end (fsspec URLs too)."""
-    fs, target = fsspec.core.url_to_fs(str(path))
-    parent, name = posixpath.split(target)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    temp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with fs.open(temp, "w", encoding="utf-8") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        fs.mv(temp, target)
-    except BaseException:
-        if fs.exists(temp):
-            fs.rm(temp)
-        raise
-
-
 def ranked_lines(rows: Iterable[Sequence]) -> Iterator[str]:
     """The ranked TSV text: header, then one line per (query_id, rank, video_id, score, coarse)."""
     yield "\t".join(RANKED_COLUMNS) + "\n"
     for query_id, rank, video_id, score, coarse in rows:
         yield f"{query_id}\t{rank}\t{video_id}\t{score:.6f}\t{coarse:.6f}\n"
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Atomically write `payload` as indented JSON."""
-    atomic_write_text(path, [json.dumps(payload, indent=2, sort_keys=False) + "\n"])
 
 
 def local_path(path: str) -> str:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from eercf_core.config import ScoreConfig
 from eercf_core.features import VideoFeatures
-from eercf_core.scores import ScoreParams, coarse_scores, fine_scores
+from eercf_core.scores import ScoreParams, coarse_scores, fine_scores, valid_frame_mask
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,11 @@ def _own_caption_pool(text: torch.Tensor, keys: torch.Tensor, values: torch.Tens
     return F.normalize(torch.einsum("bm,bmd->bd", gate, values), dim=-1)
 
 
-def _valid_frames(mask: torch.Tensor, config: ScoreConfig) -> torch.Tensor | None:
-    """Frames taking part in the softmaxes, as in eercf_core.scores (None = all)."""
-    if not config.mask_padded_frames or bool(mask.all()):
-        return None
-    mask = mask.bool()
-    return mask | ~mask.any(dim=-1, keepdim=True)
-
-
 def training_tib(text: torch.Tensor, video: VideoFeatures, config: ScoreConfig = ScoreConfig(),
                  patches: bool = True) -> dict[str, torch.Tensor]:
     """z^F_diag [B, D] (gate from s·f at the frame-gate temperature, values ĥ) and, if `patches`,
     z^P_diag [B, D] (gate from s·p at the patch-gate temperature, values p). Caption j pairs video j."""
-    valid = _valid_frames(video.mask, config)
+    valid = valid_frame_mask(video.mask, config)
     out = {"z_frame": _own_caption_pool(text, video.frame, video.context,
                                         config.frame_gate_temperature, valid)}
     if patches:

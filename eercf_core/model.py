@@ -95,12 +95,6 @@ class EercfModel(nn.Module):
         self._identity = None
         return self.identity
 
-    def save(self, path: str, extra: dict | None = None) -> str:
-        """Write a project checkpoint to `path` (see eercf_core.checkpoint.save_model)."""
-        from eercf_core.checkpoint import save_model  # checkpoint imports this module
-
-        return save_model(self, path, extra)
-
     @property
     def score_params(self) -> ScoreParams:
         """τ, W_g, W_f as (differentiable) views of this model's parameters."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from eercf_core.config import RECALL_K, RerankWeights, ScoreConfig
+from eercf_core.config import BLOCK_ELEMENTS, RECALL_K, RerankWeights, ScoreConfig
 from eercf_core.features import VideoFeatures
 from eercf_core.scores import (
     ScoreParams,
@@ -20,9 +20,6 @@ from eercf_core.scores import (
     needed_scores,
     rerank_score,
 )
-
-# Bound on the elements of gathered candidate patch features per query block.
-_GATHER_ELEMENTS = 1 << 25
 
 
 @dataclass
@@ -125,7 +122,7 @@ def two_stage_rank(
     order = sort_descending(coarse)
     k = min(k, video.num_videos)
     per_query = k * video.patch.shape[1] * video.embed_dim
-    block = max(1, _GATHER_ELEMENTS // max(1, per_query))
+    block = max(1, BLOCK_ELEMENTS // max(1, per_query))
     parts = []
     for start in range(0, text.shape[0], block):
         rows = slice(start, start + block)
@@ -139,16 +136,42 @@ def two_stage_rank(
             candidates.patch.reshape(q, k, *candidates.patch.shape[1:]),
             candidates.mask.reshape(q, k, -1),
             params, config, weights))
-    head = Ranking.cat(parts)
     rest_ids = order[:, k:]
-    rest_coarse = coarse.gather(1, rest_ids)
-    ranking = Ranking(
-        indices=torch.cat([head.indices, rest_ids], dim=1),
-        scores=torch.cat([head.scores, rest_coarse], dim=1),
-        coarse_scores=torch.cat([head.coarse_scores, rest_coarse], dim=1),
-        reranked=torch.cat([head.reranked, torch.zeros_like(rest_ids, dtype=torch.bool)], dim=1),
+    return truncate(with_coarse_tail(Ranking.cat(parts), rest_ids, coarse.gather(1, rest_ids)),
+                     top_n)
+
+
+def with_coarse_tail(head: Ranking, tail_ids: torch.Tensor, tail_coarse: torch.Tensor) -> Ranking:
+    """The reranked block `head` [Q, k] followed by videos tail_ids [Q, m] in coarse order, their
+    S_V tail_coarse [Q, m] standing as their score: the final two-stage order [Q, k + m]."""
+    return Ranking(
+        indices=torch.cat([head.indices, tail_ids], dim=1),
+        scores=torch.cat([head.scores, tail_coarse], dim=1),
+        coarse_scores=torch.cat([head.coarse_scores, tail_coarse], dim=1),
+        reranked=torch.cat([head.reranked, torch.zeros_like(tail_ids, dtype=torch.bool)], dim=1),
     )
-    return _truncate(ranking, top_n)
+
+
+def pair_rerank_scores(text: torch.Tensor, video: VideoFeatures, params: ScoreParams,
+                       config: ScoreConfig, weights: RerankWeights
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rerank score, S_V) of every caption-video pair: text [C, D], B videos -> [C, B] each."""
+    scores = fine_scores(text, video, params, config, scores=needed_scores(weights))
+    scores["S_V"] = coarse_scores(text, video.coarse, params)
+    return rerank_score(scores, weights), scores["S_V"]
+
+
+def rank_all(final: torch.Tensor, coarse: torch.Tensor, top_n: int | None = None) -> Ranking:
+    """Every video ranked by the rerank score `final` [Q, B], ties by coarse order (S_V
+    `coarse` [Q, B]), as the two-stage ranking breaks them; the first `top_n` positions."""
+    order = order_by_rerank_score(final, coarse)
+    ranking = Ranking(
+        indices=order,
+        scores=final.gather(1, order),
+        coarse_scores=coarse.gather(1, order),
+        reranked=torch.ones_like(order, dtype=torch.bool),
+    )
+    return truncate(ranking, top_n)
 
 
 @torch.no_grad()
@@ -161,21 +184,11 @@ def exhaustive_rank(
     config: ScoreConfig = ScoreConfig(),
 ) -> Ranking:
     """Rank every video by the rerank score (fine scores for all C·B pairs): the costly reference."""
-    params = _params_of(model_or_params)
-    scores = fine_scores(text, video, params, config, scores=needed_scores(weights))
-    scores["S_V"] = coarse_scores(text, video.coarse, params)
-    final = rerank_score(scores, weights)
-    order = order_by_rerank_score(final, scores["S_V"])  # ties by coarse order, as two-stage
-    ranking = Ranking(
-        indices=order,
-        scores=final.gather(1, order),
-        coarse_scores=scores["S_V"].gather(1, order),
-        reranked=torch.ones_like(order, dtype=torch.bool),
-    )
-    return _truncate(ranking, top_n)
+    final, coarse = pair_rerank_scores(text, video, _params_of(model_or_params), config, weights)
+    return rank_all(final, coarse, top_n)
 
 
-def _truncate(ranking: Ranking, top_n: int | None) -> Ranking:
+def truncate(ranking: Ranking, top_n: int | None) -> Ranking:
     if top_n is None:
         return ranking
     if top_n < 1:

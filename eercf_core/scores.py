@@ -19,13 +19,11 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from eercf_core.config import RerankWeights, ScoreConfig
+from eercf_core.config import BLOCK_ELEMENTS, RerankWeights, ScoreConfig
 from eercf_core.features import VideoFeatures
 
 FINE_SCORES = ("S_Fw", "S_Fs", "S_Pw", "S_Ps")
 ALL_SCORES = ("S_V",) + FINE_SCORES
-# Elements of the largest intermediate ([.., N] patch similarities) per dense block.
-_BLOCK_ELEMENTS = 1 << 25
 
 
 @dataclass
@@ -73,7 +71,7 @@ def coarse_scores(text: torch.Tensor, coarse: torch.Tensor, params: ScoreParams)
     return recall_queries(text, params) @ coarse.float().T
 
 
-def _valid_slots(mask: torch.Tensor, config: ScoreConfig) -> torch.Tensor | None:
+def valid_frame_mask(mask: torch.Tensor, config: ScoreConfig) -> torch.Tensor | None:
     """Bool [..., T] of frames that take part in the softmaxes, or None (all of them).
 
     A video with no valid frame at all falls back to all frames so its scores stay finite.
@@ -119,7 +117,7 @@ def fine_scores_from_similarities(
     scores: which of S_Fw, S_Fs, S_Pw, S_Ps to compute (default all).
     """
     which = _which(scores)
-    valid_frames = _valid_slots(mask, config)
+    valid_frames = valid_frame_mask(mask, config)
     tau = params.logit_scale
     num_frames = frame_sims.shape[-1]
     out: dict[str, torch.Tensor] = {}
@@ -177,7 +175,7 @@ def fine_scores(
     which = _which(scores)  # validate names before any work
     text = text.float()
     num_captions, num_patches = text.shape[0], video.patch.shape[1]
-    block = max(1, _BLOCK_ELEMENTS // max(1, num_captions * num_patches))
+    block = max(1, BLOCK_ELEMENTS // max(1, num_captions * num_patches))
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in which}
     for start in range(0, video.num_videos, block):
         part = video.index(slice(start, start + block)).to(dtype=torch.float32)

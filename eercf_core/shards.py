@@ -10,7 +10,6 @@ Paths are fsspec URLs (local paths, file://, s3://, gs://, memory://, ...).
 from __future__ import annotations
 
 import posixpath
-import uuid
 from typing import TYPE_CHECKING, Any, Sequence
 
 import fsspec
@@ -19,9 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from eercf_core.atomic import is_temp_name, open_atomic
 from eercf_core.errors import UserInputError
-from schemas import (FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK, SUPPORTED_SCHEMA_VERSIONS,
-                     FeatureDims, video_features_schema)
+from schemas import (COLUMN_OF_FEATURE, FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK,
+                     SUPPORTED_SCHEMA_VERSIONS, FeatureDims, video_features_schema)
 from schemas.video_features import (
     META_CHECKPOINT_SHA256,
     META_DIMS,
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # the core model module is only needed by features_from_table
     from eercf_core import VideoFeatures
 
 SHARD_SUFFIX = ".parquet"
-TEMP_MARKER = ".tmp-"
 _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
@@ -129,21 +128,8 @@ def write_shard(
     is replaced. `version` as in `rows_to_table`.
     """
     table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
-    fs, target = _fs_path(path)
-    parent, name = posixpath.split(target)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    temp = posixpath.join(parent, f".{name}{TEMP_MARKER}{uuid.uuid4().hex}")
-    try:
-        with fs.open(temp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-        fs.mv(temp, target)
-    except BaseException:
-        try:
-            if fs.exists(temp):
-                fs.rm(temp)
-        finally:
-            raise
+    with open_atomic(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
 
 
 def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
@@ -233,7 +219,7 @@ def list_shards(root: str) -> list[str]:
     found = []
     for entry in fs.ls(base, detail=False):
         name = posixpath.basename(entry.rstrip("/"))
-        if name.endswith(SHARD_SUFFIX) and not name.startswith(".") and TEMP_MARKER not in name:
+        if name.endswith(SHARD_SUFFIX) and not name.startswith("."):
             found.append(posixpath.join(root.rstrip("/"), name))
     return sorted(found)
 
@@ -246,10 +232,23 @@ def remove_temp_files(root: str) -> int:
     removed = 0
     for entry in fs.ls(base, detail=False):
         name = posixpath.basename(entry.rstrip("/"))
-        if name.startswith(".") and TEMP_MARKER in name:
+        if is_temp_name(name):
             fs.rm(entry)
             removed += 1
     return removed
+
+
+def feature_arrays(rows: pa.Table | pa.RecordBatch, dims: FeatureDims) -> dict[str, np.ndarray]:
+    """The fixed-size feature columns of `rows` as numpy arrays keyed by feature name
+    (`schemas.COLUMN_OF_FEATURE`), stored dtype (float16, bool mask), shapes [n, *shape] with
+    per-video shapes `dims.feature_shapes()`."""
+    out = {}
+    for name, shape in dims.feature_shapes().items():
+        column = rows.column(COLUMN_OF_FEATURE[name])
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        out[name] = column.flatten().to_numpy(zero_copy_only=False).reshape(rows.num_rows, *shape)
+    return out
 
 
 def features_from_table(table: pa.Table) -> tuple[list[str], "VideoFeatures"]:
@@ -262,19 +261,8 @@ def features_from_table(table: pa.Table) -> tuple[list[str], "VideoFeatures"]:
     from eercf_core import VideoFeatures
 
     dims = _check_schema("<table>", table.schema)
-    t, p, d = dims.num_frames, dims.num_patches, dims.embed_dim
     ok = table.filter(pc.equal(table.column("status"), STATUS_OK))
-    n = ok.num_rows
-
-    def column(name: str, shape: tuple[int, ...], dtype=np.float32) -> torch.Tensor:
-        values = ok.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return torch.from_numpy(np.ascontiguousarray(values.reshape((n, *shape)).astype(dtype)))
-
-    features = VideoFeatures(
-        coarse=column("coarse_feature", (d,)),
-        frame=column("frame_features", (t, d)),
-        context=column("context_frame_features", (t, d)),
-        patch=column("patch_features", (t * p, d)),
-        mask=column("frame_mask", (t,), dtype=np.bool_),
-    )
-    return ok.column("video_id").to_pylist(), features
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(
+        values if name == "mask" else values.astype(np.float32)))
+        for name, values in feature_arrays(ok, dims).items()}
+    return ok.column("video_id").to_pylist(), VideoFeatures(**tensors)

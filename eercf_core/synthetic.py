@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +45,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+from eercf_core.atomic import local_temp_path, write_text
+from eercf_core.config import NUM_FRAMES
+from eercf_core.io_formats import FormatError, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ class SynthConfig:
     num_test: int = 300
     seed: int = 0
     events_per_video: int = 2  # E; also the sibling-group size (Latin square E x E)
-    seconds: int = 12  # video length; = T frames at 1 fps, so 1 fps sampling keeps every second
+    seconds: int = NUM_FRAMES  # video length; = T frames at 1 fps, so 1 fps sampling keeps every second
     fps: float = 2.0  # frames written per second (content constant within a second)
     image_size: int = 64  # frame width and height, a multiple of CELL
     max_event_seconds: int = 2  # an event lasts 1..max_event_seconds seconds
@@ -237,7 +240,7 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     return per_second[seconds_of_frame]
 
 
-def sample_frames_1fps(spec: VideoSpec, config: SynthConfig, num_frames: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def sample_frames_1fps(spec: VideoSpec, config: SynthConfig, num_frames: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray]:
     """What method §2.1 sampling keeps (1 fps, then linspace to T; mask padded slots), rendered in
     memory without encoding: uint8 [T,S,S,3] and bool [T]. Used by quick experiments and tests."""
     per_second = render_frames(spec, dataclasses.replace(config, fps=1.0))
@@ -365,16 +368,9 @@ def _write_one(args: tuple[VideoSpec, SynthConfig, str]) -> str:
         return path
     from eercf_core.video_writer import write_video
 
-    tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}{final.suffix}")
-    write_video(tmp, render_frames(spec, config), fps=config.fps)
-    os.replace(tmp, final)
+    with local_temp_path(final) as temp:
+        write_video(temp, render_frames(spec, config), fps=config.fps)
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) -> dict:
@@ -406,15 +402,15 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
     captions = [c for s in specs for c in captions_for(s, config)]
     for split in SPLITS:
         rows = ["video_id\turi"] + [f"{s.video_id}\t{p}" for s, p in zip(specs, paths) if s.split == split]
-        _write_text(out / f"{split}_manifest.tsv", "\n".join(rows) + "\n")
-    _write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in captions))
-    _write_text(out / "videos.jsonl", "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))
+        write_text(out / f"{split}_manifest.tsv", "\n".join(rows) + "\n")
+    write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in captions))
+    write_text(out / "videos.jsonl", "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))
     test = [s for s in specs if s.split == "test"]
     by_id = {c["caption_id"]: c for c in captions}
     queries = [(f"q{i:06d}", by_id[f"{s.video_id}#{s.query_event}"]["text"], s.video_id)
                for i, s in enumerate(test)]
-    _write_text(out / "test_queries.tsv", "query_id\ttext\n" + "".join(f"{q}\t{t}\n" for q, t, _ in queries))
-    _write_text(out / "test_ground_truth.tsv",
+    write_text(out / "test_queries.tsv", "query_id\ttext\n" + "".join(f"{q}\t{t}\n" for q, t, _ in queries))
+    write_text(out / "test_ground_truth.tsv",
                 "query_id\tvideo_id\n" + "".join(f"{q}\t{v}\n" for q, _, v in queries))
     summary = {"config": dataclasses.asdict(config), "num_videos": len(specs),
                "num_train": config.num_train, "num_test": config.num_test,
@@ -422,7 +418,7 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
                "vocabulary": {"tones": list(TONES), "patterns": list(PATTERNS),
                               "colours": list(COLOURS), "shapes": list(SHAPES)},
                "templates": list(TEMPLATES[:config.templates])}
-    _write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
+    write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")
     log.info("synth: wrote %d videos, %d captions, %d test queries to %s in %.1f s", len(specs),
              len(captions), len(queries), out, time.perf_counter() - start)
     return summary
@@ -431,13 +427,12 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
 def load_specs(corpus_dir: str | Path) -> list[VideoSpec]:
     """Read `videos.jsonl` back into specs (for experiments and tests)."""
     specs = []
-    path = Path(corpus_dir) / "videos.jsonl"
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    path = str(Path(corpus_dir) / "videos.jsonl")
+    for line_no, raw in read_jsonl(path):
         try:
-            raw = json.loads(line)
             raw["events"] = tuple(Event(**{**ev, "cell": tuple(ev["cell"])}) for ev in raw["events"])
             raw["tone_jitter"] = tuple(raw["tone_jitter"])
             specs.append(VideoSpec(**raw))
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{path}:{line_no}: bad video spec: {exc}") from exc
+            raise FormatError(path, line_no, f"bad video spec: {exc}") from exc
     return specs

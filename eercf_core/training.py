@@ -15,14 +15,13 @@
   caption per video: the hard negatives always meet in a batch, and no video appears twice. The
   loss is unchanged; this is only which pairs share a batch. Resume is exact: the permutation is
   recomputed and the position inside it follows from the step.
-- Checkpoints (`TrainState` in `<out>/train_state.pt`, atomic) hold model, optimiser, scheduler,
+- Checkpoints (`TrainState` in `<output>/train_state.pt`, atomic) hold model, optimiser, scheduler,
   scaler, step and RNG states.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eercf_core.atomic import open_atomic
 from eercf_core.config import ScoreConfig
 from eercf_core.errors import UserInputError
 from eercf_core.losses import LossWeights, eercf_loss
@@ -327,9 +327,8 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = self.out_dir / STATE_FILE
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with open_atomic(path) as handle:
+            torch.save(self.state_dict(), handle)
         log.info("train: saved training state at step %d to %s", self.step, path)
         return path
 

@@ -20,9 +20,13 @@ import shutil
 import time
 from pathlib import Path
 
-from eercf_core.errors import UserInputError
+from eercf_core.atomic import write_json, write_text
+from eercf_core.config import RECALL_K
+from eercf_core.index import read_manifest
+from eercf_core.io_formats import FormatError, read_jsonl
+from pipelines.args import add_model, add_output, parse_args
 
-log = logging.getLogger("eercf.demo")
+log = logging.getLogger(__name__)
 
 MODES = (("recall-only", "coarse recall only", ["--recall-only"]),
          ("two-stage", "two-stage (recall k + rerank)", []),
@@ -33,11 +37,12 @@ SWEEP_K = (1, 2, 5, 10, 20, 50, 100)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eercf demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="demo_out", help="output directory (stage outputs are redone)")
+    add_output(p, required=False, default="demo_out",
+               help="output directory (stage outputs are redone)")
     p.add_argument("--pretrained", default=None,
                    help="zero-shot on --videos instead: open_clip tag (openai) or a checkpoint path")
     p.add_argument("--videos", default=None, help="folder with videos and captions.jsonl (zero-shot)")
-    p.add_argument("--arch", default="eercf-tiny", help="architecture trained from scratch / zero-shot")
+    add_model(p, default="eercf-tiny", help="architecture trained from scratch / zero-shot")
     p.add_argument("--num-train", type=int, default=1200)
     p.add_argument("--num-test", type=int, default=240)
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model init and batch order seed (seeds 0, 1, 42 all learn the binding in 1400 steps: README)")
     p.add_argument("--lr", type=float, default=1e-3, help="head lr (from-scratch demo value)")
     p.add_argument("--clip-lr", type=float, default=1e-3, help="CLIP lr (from scratch: a real lr)")
-    p.add_argument("--recall-k", type=int, default=50)
+    p.add_argument("--recall-k", type=int, default=RECALL_K)
     p.add_argument("--workers", type=int, default=2, help="encode/decode processes")
     p.add_argument("--no-sweep", action="store_true", help="skip the R@1-vs-k sweep plot")
     return p
@@ -71,21 +76,15 @@ def zero_shot_inputs(videos: Path, out: Path) -> tuple[Path, Path, Path]:
         raise FileNotFoundError(f"{captions}: a zero-shot demo folder needs a captions.jsonl")
     manifest, queries, truth = ["video_id\turi"], ["query_id\ttext"], ["query_id\tvideo_id"]
     seen: set[str] = set()
-    for n, line in enumerate(captions.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserInputError(f"{captions}:{n}: not JSON: {exc}") from None
+    for n, row in read_jsonl(str(captions)):
         name = row.get("file") or row.get("video_id")
         texts = row.get("captions") or ([row["text"]] if row.get("text") else [])
         if not name or not texts:
-            raise UserInputError(f"{captions}:{n}: needs a file (or video_id) and captions (or text)")
+            raise FormatError(str(captions), n, "needs a file (or video_id) and captions (or text)")
         path = (videos / name).resolve()
         if name not in seen:
             if not path.is_file():
-                raise FileNotFoundError(f"{captions}:{n}: video {path} not found")
+                raise FormatError(str(captions), n, f"video {path} not found")
             manifest.append(f"{name}\t{path}")
             seen.add(name)
         for text in texts:
@@ -95,7 +94,7 @@ def zero_shot_inputs(videos: Path, out: Path) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "manifest.tsv", out / "queries.tsv", out / "ground_truth.tsv"
     for path, lines in zip(paths, (manifest, queries, truth)):
-        path.write_text("\n".join(lines) + "\n")
+        write_text(path, "\n".join(lines) + "\n")
     return paths
 
 
@@ -114,10 +113,10 @@ def format_table(rows: list[dict], num_queries: int, num_videos: int, recall_k: 
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     from pipelines import build_index, evaluate, extract, query, synth, train
 
-    out = Path(args.out)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("train", "features", "index", "ranked", "eval"):
         shutil.rmtree(out / stale, ignore_errors=True)
@@ -129,16 +128,16 @@ def run(argv: list[str] | None = None) -> int:
             raise SystemExit("eercf demo: --pretrained needs --videos DIR (a captioned folder)")
         manifest, queries, truth = zero_shot_inputs(Path(args.videos), out / "inputs")
         model_args = (["--model", args.pretrained] if Path(args.pretrained).is_file()
-                      else ["--model", "ViT-B-32" if args.arch.startswith("eercf-") else args.arch,
+                      else ["--model", "ViT-B-32" if args.model.startswith("eercf-") else args.model,
                             "--pretrained", args.pretrained])
         extract_model = model_args
     else:
         corpus = out / "corpus"
         _stage("synth", timings, synth.run, [
-            "--out", str(corpus), "--num-train", str(args.num_train), "--num-test",
+            "--output", str(corpus), "--num-train", str(args.num_train), "--num-test",
             str(args.num_test), "--seed", str(args.seed), "--workers", str(args.workers)])
         _stage("train", timings, train.run, [
-            "--corpus", str(corpus), "--out", str(out / "train"), "--init", args.arch,
+            "--corpus", str(corpus), "--output", str(out / "train"), "--model", args.model,
             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
             "--clip-lr", str(args.clip_lr), "--decode-workers", str(args.workers),
             "--seed", str(args.train_seed),
@@ -164,7 +163,7 @@ def run(argv: list[str] | None = None) -> int:
         meta = json.loads(Path(f"{ranked}.meta.json").read_text())
         _stage(f"evaluate {mode}", timings, evaluate.run, [
             "--ranked", str(ranked), "--ground-truth", str(truth),
-            "--output-dir", str(out / "eval" / mode), "--no-plots"])
+            "--output", str(out / "eval" / mode), "--no-plots"])
         result = json.loads((out / "eval" / mode / "metrics.json").read_text())
         rows.append({"mode": mode, "label": label, "metrics": result["reranked"],
                      "seconds": meta["seconds"], "num_queries": meta["num_queries"]})
@@ -177,16 +176,15 @@ def run(argv: list[str] | None = None) -> int:
             sweep.append(str(ranked))
     _stage("plots", timings, evaluate.run, [
         "--ranked", str(out / "ranked" / "two-stage.tsv"), "--ground-truth", str(truth),
-        "--output-dir", str(out / "eval" / "plots"), *(["--sweep", *sweep] if sweep else [])])
+        "--output", str(out / "eval" / "plots"), *(["--sweep", *sweep] if sweep else [])])
 
-    index_manifest = json.loads((out / "index" / "manifest.json").read_text())
-    num_videos = int(index_manifest.get("num_videos", index_manifest.get("count", 0)) or 0)
+    num_videos = int(read_manifest(out / "index")["num_videos"])
     table = format_table(rows, rows[0]["num_queries"], num_videos, args.recall_k)
     total = round(time.perf_counter() - start, 1)
     summary = {"table": rows, "timings_s": timings, "total_s": total, "num_videos": num_videos,
                "recall_k": args.recall_k, "plots": sorted(str(p) for p in (out / "eval" / "plots").glob("*.png"))}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "demo_table.md").write_text(table)
+    write_json(out / "demo_summary.json", summary)
+    write_text(out / "demo_table.md", table)
     print()
     print(table, end="")
     print(f"\nplots: {', '.join(summary['plots'])}")

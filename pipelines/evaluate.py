@@ -16,11 +16,12 @@ from pathlib import Path
 import fsspec
 
 from eercf_core import metrics
+from eercf_core.atomic import write_json, write_text
 from eercf_core.errors import UserInputError
-from eercf_core.index_dir import IDS_FILE
+from eercf_core.index import read_video_ids
+from eercf_core.io_formats import FormatError, RankedRow, read_ground_truth, read_ranked
 from eercf_core.output_check import check_writable_dir
-from eercf_core.io_formats import (FormatError, RankedRow, atomic_write_text, read_ground_truth,
-                                   read_ranked, write_json)
+from pipelines.args import add_output, parse_args
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ def _meta(ranked_path: str) -> dict:
 def _known_videos(index_dir: str | None) -> set[str] | None:
     if not index_dir:
         return None
-    path = Path(index_dir) / IDS_FILE
-    if not path.is_file():
-        log.warning("no video id map at %s: ground-truth video ids not checked", path)
+    try:
+        return set(read_video_ids(index_dir))
+    except ValueError as exc:
+        log.warning("%s: ground-truth video ids not checked", exc)
         return None
-    return set(json.loads(path.read_text()))
 
 
 def validate_truth(truth: dict, gt_path: str, ranked: dict, ranked_path: str,
@@ -105,30 +106,34 @@ def markdown_table(result: dict, sweep: list[dict] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--ranked", required=True, help="ranked TSV from eercf query")
     parser.add_argument("--ground-truth", required=True, help="TSV query_id<TAB>video_id")
-    parser.add_argument("--output-dir", required=True, help="where metrics and plots go")
+    add_output(parser, help="directory where metrics and plots go")
     parser.add_argument("--index", default=None,
                         help="index directory to check ground-truth video ids against "
                              "(default: the one recorded beside the ranked file)")
     parser.add_argument("--sweep", nargs="*", default=[],
                         help="ranked TSVs of the same queries at other --recall-k values")
     parser.add_argument("--no-plots", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
 
-    check_writable_dir(args.output_dir, "--output-dir")
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+
+    check_writable_dir(args.output, "--output")
     result = evaluate(args.ranked, args.ground_truth, args.index)
     sweep = []
     for path in args.sweep:
         item = evaluate(path, args.ground_truth, args.index)
         if item["recall_k"] is None:
-            raise UserInputError(f"{path}: no {path}.meta.json with recall_k; sweep files must come "
-                                 "from eercf query")
+            raise UserInputError(f"{path}: no {path}.meta.json with recall_k; sweep files must "
+                                 "come from eercf query")
         sweep.append(item)
     sweep.sort(key=lambda s: s["recall_k"])
-    out = Path(args.output_dir)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in result.items() if not k.endswith("_ranks")}
     payload["sweep"] = [{"ranked": s["ranked"], "recall_k": s["recall_k"],
@@ -140,7 +145,7 @@ def run(argv: list[str] | None = None) -> int:
         payload["plots"] = [str(plots.recall_curves(result, out / "recall_at_k.png"))]
         if sweep:
             payload["plots"].append(str(plots.r1_vs_k(sweep, result, out / "r1_vs_k.png")))
-    write_json(str(out / "metrics.json"), payload)
-    atomic_write_text(str(out / "metrics.md"), [table])
+    write_json(out / "metrics.json", payload)
+    write_text(out / "metrics.md", table)
     print(table, end="")
     return 0

@@ -28,16 +28,18 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from eercf_core import shards
+from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.error_causes import outcome_cause
+from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import IsolatedPool
 from eercf_core.model_spec import ModelSpec
 from eercf_core.output_check import check_writable_dir
-from pipelines.extract_inputs import VideoRef, read_inputs
+from pipelines.args import (add_model_flags, add_num_frames, add_output, check_beam_flags,
+                            check_num_frames, check_required, model_spec, non_negative_float,
+                            positive_float, positive_int)
 from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
                                     summarize)
-from pipelines.flags import (add_model_flags, check_beam_flags, model_spec, non_negative_float,
-                             positive_float, positive_int)
 from pipelines.inference import DecodedItem, EercfModelHandler, build_model
 from schemas import STATUS_ERROR
 
@@ -93,10 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True,
                    help="globs, directories or files (local or fsspec URLs), or one manifest "
                         "(.tsv/.csv/.jsonl with video_id and uri)")
-    p.add_argument("--output", required=True, help="directory (local or fsspec URL) for shards")
+    add_output(p, help="directory (local or fsspec URL) for shards")
     add_model_flags(p, default="ViT-B-32")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--num-frames", type=positive_int, default=12, help="frames per video T (default 12)")
+    add_num_frames(p)
     p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
     p.add_argument("--decode-workers", type=positive_int, default=os.cpu_count() or 1,
                    help="decoder processes per Beam worker (default: all cores)")
@@ -141,16 +143,19 @@ def run(argv: list[str] | None = None) -> int:
     """Run the extraction job. Returns 0 when every input video has a row (ok or error).
 
     Everything that can be checked before decoding is (flags, Beam options, the output's
-    writability, the inputs, the model); bad ones raise UserInputError (exit 2 from `eercf`).
+    writability, the inputs, the model and its T); bad ones raise UserInputError or exit 2 with
+    a usage error.
     """
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    check_required(parser, args)
     check_beam_flags(parser, beam_args)
     started = time.monotonic()
     check_writable_dir(args.output)
     refs = read_inputs(args.input)
-    spec = model_spec(args, args.num_frames)
+    spec = model_spec(args, args.num_frames or NUM_FRAMES)
     model = build_model(spec)
+    check_num_frames(parser, args.num_frames, args.model, model.num_frames)
     dims, identity = model.dims, model.identity
     removed = shards.remove_temp_files(args.output)
     if removed:
@@ -164,7 +169,7 @@ def run(argv: list[str] | None = None) -> int:
     log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
              len(refs) - len(pending), args.output, len(pending))
     if pending:
-        decode_options = DecodeOptions(num_frames=args.num_frames, image_size=model.image_size,
+        decode_options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size,
                                        backend=args.decoder, max_offset=args.max_offset)
         chunks = plan_chunks(pending, args.shard_size)
         options = PipelineOptions(beam_args)

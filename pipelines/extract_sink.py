@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import json
 import logging
 import time
 from typing import Iterable
@@ -23,8 +22,9 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from eercf_core import error_causes, shards
+from eercf_core.atomic import write_json
 from eercf_core.errors import UserInputError
-from pipelines.extract_inputs import VideoRef
+from eercf_core.inputs import VideoRef
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
 from schemas.video_features import COLUMNS_SINCE
 
@@ -202,13 +202,7 @@ def summarize(output: str, examples: int = 3, extra: dict | None = None) -> dict
                      for kind, ids in sorted(warnings.items())},
         **(extra or {}),
     }
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(root, exist_ok=True)
-    target = f"{root.rstrip('/')}/{SUMMARY_NAME}"
-    temp = f"{root.rstrip('/')}/.{SUMMARY_NAME}{shards.TEMP_MARKER}{time.time_ns()}"
-    with fs.open(temp, "w") as handle:
-        json.dump(summary, handle, indent=2)
-    fs.mv(temp, target)
+    write_json(f"{output.rstrip('/')}/{SUMMARY_NAME}", summary)
     return summary
 
 

@@ -13,7 +13,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from eercf_core.decode import DecodedVideo
 from eercf_core.model_spec import ModelSpec, load_model_spec
-from schemas import STATUS_OK
+from schemas import FEATURE_COLUMNS, FEATURE_OF_COLUMN, STATUS_OK
 
 _LOADED: dict[ModelSpec, Any] = {}  # one model per process and spec
 
@@ -43,10 +43,8 @@ class DecodedItem:
 
 def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
     """Shard rows (schema field names) for `items` and their VideoFeatures (same order)."""
-    as_f16 = {name: getattr(features, attr).detach().cpu().numpy().astype(np.float16)
-              for name, attr in (("coarse_feature", "coarse"), ("frame_features", "frame"),
-                                 ("context_frame_features", "context"),
-                                 ("patch_features", "patch"))}
+    as_f16 = {column: getattr(features, FEATURE_OF_COLUMN[column]).detach().cpu().numpy()
+              .astype(np.float16) for column in FEATURE_COLUMNS}
     rows = []
     for i, item in enumerate(items):
         row = {"video_id": item.video_id, "uri": item.uri, "status": STATUS_OK, "error": None,

@@ -1,7 +1,6 @@
 """PNG plots of `eercf evaluate` (matplotlib, Agg backend, written atomically)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,13 +9,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eercf_core import metrics  # noqa: E402
+from eercf_core.atomic import local_temp_path  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(temp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(temp, path)
+    try:
+        with local_temp_path(path) as temp:
+            fig.savefig(temp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

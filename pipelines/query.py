@@ -14,81 +14,18 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 import eercf_core as ec
-from eercf_core import recall_index
+from eercf_core.atomic import write_json, write_text
 from eercf_core.errors import UserInputError
-from eercf_core.index_dir import IndexDirectory, open_index
-from eercf_core.io_formats import atomic_write_text, ranked_lines, read_queries, write_json
+from eercf_core.index import open_index, rank
+from eercf_core.index.rerank import METHODS
+from eercf_core.io_formats import ranked_lines, read_queries
 from eercf_core.model_spec import load_model_spec
 from eercf_core.output_check import check_writable_file
-from eercf_core.ranking import Ranking, order_by_rerank_score
-from eercf_core.scores import coarse_scores, fine_scores, needed_scores, rerank_score
-from eercf_core.store_rerank import METHODS, rerank_from_store
-from pipelines.flags import add_model_flags, model_spec, non_negative_int, positive_int
+from pipelines.args import (add_model_flags, add_output, model_spec, non_negative_int,
+                            parse_args, positive_int)
 
 log = logging.getLogger(__name__)
-# Videos whose fine features are converted to float32 at once in --exhaustive (≈300 MB at B/32).
-EXHAUSTIVE_BLOCK = 256
-
-
-def two_stage(index: IndexDirectory, text: torch.Tensor, params: ec.ScoreParams, k: int,
-              top_n: int, weights: ec.RerankWeights, config: ec.ScoreConfig,
-              method: str = "grouped") -> Ranking:
-    """Recall max(k, top_n) by S_V from FAISS, rerank the first k from the store."""
-    depth = min(max(k, top_n), index.index.ntotal)
-    k = min(k, depth)
-    queries = ec.scores.recall_queries(text, params).numpy()
-    scores, rows = recall_index.search(index.index, queries, depth)
-    ids, coarse = torch.from_numpy(rows), torch.from_numpy(scores)
-    head = rerank_from_store(text, ids[:, :k], coarse[:, :k], index.store, params, config, weights,
-                             method=method)
-    rest = depth - k
-    return Ranking(
-        indices=torch.cat([head.indices, ids[:, k:]], 1)[:, :top_n],
-        scores=torch.cat([head.scores, coarse[:, k:]], 1)[:, :top_n],
-        coarse_scores=torch.cat([head.coarse_scores, coarse[:, k:]], 1)[:, :top_n],
-        reranked=torch.cat([head.reranked, torch.zeros(len(ids), rest, dtype=torch.bool)], 1)
-        [:, :top_n])
-
-
-def recall_only(index: IndexDirectory, text: torch.Tensor, params: ec.ScoreParams,
-                top_n: int) -> Ranking:
-    """The coarse order: top-n by S_V straight from FAISS."""
-    scores, rows = recall_index.search(index.index, ec.scores.recall_queries(text, params).numpy(),
-                                       top_n)
-    ids, coarse = torch.from_numpy(rows), torch.from_numpy(scores)
-    return Ranking(ids, coarse, coarse, torch.zeros_like(ids, dtype=torch.bool))
-
-
-def exhaustive(index: IndexDirectory, text: torch.Tensor, params: ec.ScoreParams, top_n: int,
-               weights: ec.RerankWeights, config: ec.ScoreConfig,
-               num_videos: int | None = None) -> Ranking:
-    """Fine scores for every (query, video) pair, all videos ranked by the rerank score.
-
-    Same scores and tie rule as `ec.exhaustive_rank` (ties broken by coarse order), computed in
-    blocks of EXHAUSTIVE_BLOCK videos read from the store (the first `num_videos`, default all).
-    """
-    num_videos = num_videos or len(index.store)
-    which = needed_scores(weights)
-    final_parts, coarse_parts = [], []
-    start = time.perf_counter()
-    for begin in range(0, num_videos, EXHAUSTIVE_BLOCK):
-        rows = np.arange(begin, min(begin + EXHAUSTIVE_BLOCK, num_videos))
-        video = index.store.features(rows)
-        scores = fine_scores(text, video, params, config, scores=which)
-        scores["S_V"] = coarse_scores(text, video.coarse, params)
-        final_parts.append(rerank_score(scores, weights))
-        coarse_parts.append(scores["S_V"])
-        if (begin // EXHAUSTIVE_BLOCK) % 20 == 19:
-            log.info("exhaustive: %d/%d videos, %.0f pairs/s", rows[-1] + 1, num_videos,
-                     (rows[-1] + 1) * len(text) / (time.perf_counter() - start))
-    final, coarse = torch.cat(final_parts, 1), torch.cat(coarse_parts, 1)
-    order = order_by_rerank_score(final, coarse)[:, :top_n]
-    return Ranking(order, final.gather(1, order), coarse.gather(1, order),
-                   torch.ones_like(order, dtype=torch.bool))
 
 
 def parse_weights(text: str | None) -> ec.RerankWeights:
@@ -118,11 +55,11 @@ def parse_weights(text: str | None) -> ec.RerankWeights:
     return weights
 
 
-def run(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf query", description=__doc__.split("\n")[0])
     parser.add_argument("--index", required=True, help="index directory from build-index")
     parser.add_argument("--queries", required=True, help="TSV query_id<TAB>text or JSONL")
-    parser.add_argument("--output", required=True, help="ranked TSV to write")
+    add_output(parser, help="ranked TSV to write")
     add_model_flags(parser)  # the model that extracted the features, given as to extract
     parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
                         help="candidates reranked")
@@ -143,7 +80,11 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="let padded frames into the softmaxes (exact official parity)")
     parser.add_argument("--device", default="cpu", help="device for text encoding")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
 
     check_writable_file(args.output)
     index = open_index(args.index, args.nprobe)
@@ -165,13 +106,8 @@ def run(argv: list[str] | None = None) -> int:
     for begin in range(0, len(queries), args.batch_size):
         batch = queries[begin:begin + args.batch_size]
         text = model.encode_text([q.text for q in batch]).float().cpu()
-        if args.recall_only:
-            ranking = recall_only(index, text, params, top_n)
-        elif args.exhaustive:
-            ranking = exhaustive(index, text, params, top_n, weights, config)
-        else:
-            ranking = two_stage(index, text, params, args.recall_k, top_n, weights, config,
-                                args.rerank_method)
+        ranking = rank(index, text, params, mode_name, args.recall_k, top_n, weights, config,
+                       args.rerank_method)
         for query, ids, scores, coarse in zip(batch, ranking.indices.tolist(),
                                               ranking.scores.tolist(),
                                               ranking.coarse_scores.tolist()):
@@ -181,7 +117,7 @@ def run(argv: list[str] | None = None) -> int:
         log.info("%s: %d/%d queries, %.1f queries/s", mode_name, done, len(queries),
                  done / (time.perf_counter() - start))
     seconds = time.perf_counter() - start
-    atomic_write_text(args.output, ranked_lines(rows))
+    write_text(args.output, ranked_lines(rows))
     write_json(f"{args.output}.meta.json", {
         "mode": mode_name, "recall_k": args.recall_k, "top_n": top_n,
         "weights": weights.to_dict(), "mask_padded_frames": config.mask_padded_frames,

@@ -1,24 +1,23 @@
 """`eercf synth`: generate the synthetic fine-grained video-caption benchmark (eercf_core.synthetic).
 
 Writes real encoded videos, captions (JSONL), per-split manifests, test queries and ground truth
-into `--out`; deterministic from `--seed`; rerunning keeps finished videos.
+into `--output`; deterministic from `--seed`; rerunning keeps finished videos.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from eercf_core.synthetic import SynthConfig, generate_corpus
+from pipelines.args import add_output, parse_args
 
-log = logging.getLogger("eercf.synth")
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
     p = argparse.ArgumentParser(prog="eercf synth", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="output directory")
+    add_output(p, help="output directory")
     p.add_argument("--num-train", type=int, default=d.num_train, help="training videos")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test videos (one query each)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -38,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     config = SynthConfig(num_train=args.num_train, num_test=args.num_test, seed=args.seed,
                          events_per_video=args.events_per_video, seconds=args.seconds,
                          fps=args.fps, image_size=args.image_size, templates=args.templates,
                          object_cells=args.object_cells, short_captions=not args.no_short_captions,
                          suffix=args.suffix)
-    summary = generate_corpus(args.out, config, workers=args.workers)
+    summary = generate_corpus(args.output, config, workers=args.workers)
     print(json.dumps({k: summary[k] for k in ("num_videos", "num_train", "num_test",
                                               "num_captions", "num_queries")}))
     return 0

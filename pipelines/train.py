@@ -6,12 +6,12 @@ captions) or a video manifest (`--videos`, TSV/CSV/JSONL with video_id, uri) plu
 once (method §2.1 sampling, early resize to the model's input size) in worker processes and held in
 memory; a video that fails to decode is skipped with a warning (its captions too).
 
-Initialisation (`--init`): an open_clip architecture name, random weights (tiny configs:
+Initialisation (`--model`): an open_clip architecture name, random weights (tiny configs:
 `eercf-tiny`, `eercf-small`) or with `--pretrained` (an open_clip tag such as `openai`, or a
 local open_clip file); or a checkpoint path: the official EERCF `pytorch_model.bin` or a project
 checkpoint (continue training).
 
-Outputs in `--out`: `model.pt` (a project checkpoint, `ec.load_model` reads it), `train_state.pt`
+Outputs in `--output`: `model.pt` (a project checkpoint, `ec.load_model` reads it), `train_state.pt`
 (full state for `--resume`), `train_log.jsonl` (loss terms per step), `train_summary.json`.
 """
 from __future__ import annotations
@@ -27,15 +27,18 @@ import numpy as np
 import torch
 
 import eercf_core as ec
+from eercf_core.atomic import write_json
 from eercf_core.config import ScoreConfig
 from eercf_core.errors import UserInputError
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
-from pipelines import extract_inputs
-from pipelines.flags import (contrastive_batch, non_negative_float, non_negative_int, positive_float,
-                             positive_int)
+from eercf_core import inputs
+from eercf_core.io_formats import FormatError, read_jsonl
+from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames,
+                            contrastive_batch, group, non_negative_float, non_negative_int,
+                            parse_args, positive_float, positive_int)
 
-log = logging.getLogger("eercf.train")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,19 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--captions", help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
     src.add_argument("--split", default="train", help="caption split to use when captions carry one")
     src.add_argument("--decode-workers", type=positive_int, default=2)
-    m = p.add_argument_group("model")
-    m.add_argument("--init", default="eercf-tiny",
-                   help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
-    m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for --init")
-    m.add_argument("--num-frames", type=positive_int, default=ec.NUM_FRAMES)
+    m = group(p, "model")
+    add_model(m, default="eercf-tiny",
+              help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
+    m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for --model")
+    add_num_frames(m)
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
-    o.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default: from --epochs)")
-    o.add_argument("--epochs", type=positive_float, default=5.0, help="passes over the caption pairs")
+    o.add_argument("--steps", type=positive_int, default=None,
+                   help="optimiser steps (default: from --epochs)")
+    o.add_argument("--epochs", type=positive_float, default=5.0,
+                   help="passes over the caption pairs")
     o.add_argument("--batch-size", type=contrastive_batch, default=64)
-    o.add_argument("--lr", type=positive_float, default=1e-4, help="lr of the new modules (head, W_g, W_f)")
+    o.add_argument("--lr", type=positive_float, default=1e-4,
+                   help="lr of the new modules (head, W_g, W_f)")
     o.add_argument("--coef-lr", type=positive_float, default=1e-3, help="CLIP lr = lr x coef-lr")
-    o.add_argument("--clip-lr", type=non_negative_float, default=None, help="explicit CLIP lr (overrides --coef-lr)")
+    o.add_argument("--clip-lr", type=non_negative_float, default=None,
+                   help="explicit CLIP lr (overrides --coef-lr)")
     o.add_argument("--weight-decay", type=non_negative_float, default=0.2)
     o.add_argument("--warmup-proportion", type=non_negative_float, default=0.1)
     o.add_argument("--grad-clip", type=non_negative_float, default=1.0)
@@ -74,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     for field, value in LossWeights().to_dict().items():
         w.add_argument(f"--{field.replace('_', '-')}-weight" if not field.startswith("alpha")
                        else f"--{field}", dest=f"loss_{field}", type=float, default=value)
-    r = p.add_argument_group("output")
-    r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--checkpoint-every", type=non_negative_int, default=200, help="steps between state checkpoints")
-    r.add_argument("--resume", action="store_true", help=f"continue from <out>/{STATE_FILE} if present")
+    r = group(p, "output")
+    add_output(r, help="output directory")
+    r.add_argument("--checkpoint-every", type=non_negative_int, default=200,
+                   help="steps between state checkpoints")
+    r.add_argument("--resume", action="store_true", help=f"continue from <output>/{STATE_FILE} if present")
     r.add_argument("--log-every", type=positive_int, default=20)
-    r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all cores)")
+    r.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: all cores)")
     return p
 
 
@@ -87,31 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
 def read_manifest(path: str) -> dict[str, str]:
     """video_id -> uri from a manifest, parsed as `eercf extract` parses it (TSV/CSV/JSONL,
     fsspec URLs, URIs relative to the manifest); duplicate ids are an error."""
-    refs = extract_inputs.read_manifest(str(path))
-    extract_inputs.check_unique(refs)
+    refs = inputs.read_manifest(str(path))
+    inputs.check_unique(refs)
     return {ref.video_id: ref.uri for ref in refs}
 
 
 def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
     """(video_id, text) pairs from JSONL (filtered by `split` where rows carry one) or TSV."""
-    pairs = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.endswith(".jsonl"):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{path}:{n}: not JSON: {exc}") from None
-            if split and row.get("split", split) != split:
-                continue
-            video_id, text = row.get("video_id"), row.get("text")
-        else:
+    if path.endswith(".jsonl"):
+        rows = [(n, row.get("video_id"), row.get("text")) for n, row in read_jsonl(path)
+                if not split or row.get("split", split) == split]
+    else:
+        rows = []
+        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
             video_id, _, text = line.partition("\t")
-            if n == 1 and video_id == "video_id":
-                continue
+            if line.strip() and not (n == 1 and video_id == "video_id"):  # optional header
+                rows.append((n, video_id, text))
+    pairs = []
+    for n, video_id, text in rows:
         if not video_id or not text or not str(text).strip():
-            raise UserInputError(f"{path}:{n}: a caption needs a video_id and non-empty text")
+            raise FormatError(path, n, "a caption needs a video_id and non-empty text")
         pairs.append((str(video_id), str(text)))
     if not pairs:
         raise UserInputError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
@@ -163,14 +167,13 @@ def load_model_for_training(init: str, pretrained: str | None, num_frames: int, 
 
 def read_groups(corpus: Path) -> dict[str, int]:
     """video_id -> sibling group id, from a synthetic corpus's videos.jsonl."""
-    path = corpus / "videos.jsonl"
+    path = str(corpus / "videos.jsonl")
     groups = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, row in read_jsonl(path):
         try:
-            row = json.loads(line)
             groups[str(row["video_id"])] = int(row["group"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserInputError(f"{path}:{n}: needs video_id and group: {exc}") from None
+            raise FormatError(path, n, f"needs video_id and group: {exc!r}") from None
     return groups
 
 
@@ -192,7 +195,8 @@ def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarra
 
 # ---------------------------------------------------------------------------- job
 def run(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.corpus:
@@ -206,11 +210,13 @@ def run(argv: list[str] | None = None) -> int:
         videos, captions = args.videos, args.captions
     else:
         raise SystemExit("eercf train: give --corpus DIR, or --videos MANIFEST and --captions FILE")
-    out = Path(args.out)
+    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    model = load_model_for_training(args.init, args.pretrained, args.num_frames, args.seed, args.device)
+    model = load_model_for_training(args.model, args.pretrained, args.num_frames or ec.NUM_FRAMES,
+                                    args.seed, args.device)
+    check_num_frames(parser, args.num_frames, args.model, model.num_frames)
     caption_pairs = read_captions(captions, args.split)
     manifest = read_manifest(videos)
     wanted = {v: manifest[v] for v in dict.fromkeys(v for v, _ in caption_pairs) if v in manifest}
@@ -250,7 +256,7 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         log_file.close()
     train_seconds = time.perf_counter() - train_start
-    sha = model.save(str(out / "model.pt"), extra={"train_config": {
+    sha = ec.save_model(model, str(out / "model.pt"), extra={"train_config": {
         k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool, type(None)))},
         "loss_weights": weights.to_dict(), "steps": trainer.step})
     last = trainer.history[-1] if trainer.history else {}
@@ -259,8 +265,6 @@ def run(argv: list[str] | None = None) -> int:
                "caption_pairs": data.num_pairs, "steps": trainer.step,
                "final_loss": last.get("loss"), "decode_seconds": round(decode_seconds, 2),
                "train_seconds": round(train_seconds, 2)}
-    tmp = out / ".train_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "train_summary.json")
+    write_json(out / "train_summary.json", summary)
     log.info("train: done: %s", summary)
     return 0

@@ -15,7 +15,11 @@ Version history:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
+from typing import Mapping
 
 import pyarrow as pa
 
@@ -29,17 +33,22 @@ STATUS_ERROR = "error"
 
 # Parquet key-value metadata keys (bytes values, utf-8 text).
 META_SCHEMA_VERSION = b"eercf.schema_version"
-META_DIMS = b"eercf.dims"  # "T,P,D"
+META_DIMS = b"eercf.dims"  # FeatureDims.to_meta(): JSON {"num_frames", "num_patches", "embed_dim"}
 META_MODEL_ID = b"eercf.model_id"
 META_CHECKPOINT_SHA256 = b"eercf.checkpoint_sha256"
 
-# name -> (logical shape as a function of dims, description)
-FEATURE_COLUMNS = (
-    "coarse_feature",          # [D]      L2-normalised coarse video vector v (recall)
-    "frame_features",          # [T*D]    L2-normalised raw CLIP frame features f
-    "context_frame_features",  # [T*D]    L2-normalised temporal-head frame outputs ĥ (TIB values)
-    "patch_features",          # [T*P*D]  L2-normalised projected patch tokens p
-)
+# The one feature-name <-> shard-column mapping: `VideoFeatures` field (and fine-store array)
+# name -> fixed-size list column. Shapes per video are `FeatureDims.feature_shapes()`.
+COLUMN_OF_FEATURE = {
+    "coarse": "coarse_feature",            # [D]      L2-normalised coarse video vector v (recall)
+    "frame": "frame_features",             # [T*D]    L2-normalised raw CLIP frame features f
+    "context": "context_frame_features",   # [T*D]    L2-normalised temporal-head frame outputs ĥ
+    "patch": "patch_features",             # [T*P*D]  L2-normalised projected patch tokens p
+    "mask": "frame_mask",                  # [T]      bool, True for real (not padded) frames
+}
+FEATURE_OF_COLUMN = {column: name for name, column in COLUMN_OF_FEATURE.items()}
+# The float16 feature columns (every fixed-size column except the bool frame mask).
+FEATURE_COLUMNS = tuple(c for c in COLUMN_OF_FEATURE.values() if c != "frame_mask")
 
 
 @dataclass(frozen=True)
@@ -50,23 +59,45 @@ class FeatureDims:
     num_patches: int
     embed_dim: int
 
-    def column_sizes(self) -> dict[str, int]:
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-video shape of each feature, keyed as `COLUMN_OF_FEATURE`."""
         t, p, d = self.num_frames, self.num_patches, self.embed_dim
-        return {
-            "coarse_feature": d,
-            "frame_features": t * d,
-            "context_frame_features": t * d,
-            "patch_features": t * p * d,
-            "frame_mask": t,
-        }
+        return {"coarse": (d,), "frame": (t, d), "context": (t, d), "patch": (t * p, d),
+                "mask": (t,)}
+
+    def column_sizes(self) -> dict[str, int]:
+        """Values per row of each fixed-size shard column."""
+        return {COLUMN_OF_FEATURE[name]: math.prod(shape)
+                for name, shape in self.feature_shapes().items()}
+
+    # The one serialisation of dims: a {"num_frames", "num_patches", "embed_dim"} mapping, used by
+    # the index manifest and the fine store's store.json as is and, JSON-encoded, by the shard
+    # metadata.
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> "FeatureDims":
+        """Inverse of `to_dict`; ValueError naming the missing or bad key."""
+        try:
+            return cls(**{f.name: int(data[f.name]) for f in dataclass_fields(cls)})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad feature dims {data!r}: {exc!r}") from None
 
     def to_meta(self) -> bytes:
-        return f"{self.num_frames},{self.num_patches},{self.embed_dim}".encode()
+        return json.dumps(self.to_dict()).encode()
 
     @classmethod
     def from_meta(cls, raw: bytes) -> "FeatureDims":
-        t, p, d = (int(x) for x in raw.decode().split(","))
-        return cls(t, p, d)
+        """Inverse of `to_meta`; also reads the "T,P,D" text of shards written before it."""
+        text = raw.decode()
+        if not text.lstrip().startswith("{"):
+            t, p, d = (int(x) for x in text.split(","))
+            return cls(t, p, d)
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"bad feature dims {text!r}: {exc}") from None
 
 
 def video_features_schema(
@@ -113,10 +144,3 @@ def video_features_schema(
     }
     return pa.schema(fields, metadata=meta)
 
-
-def dims_from_schema(schema: pa.Schema) -> FeatureDims:
-    """Recover (T, P, D) from a shard schema's metadata; ValueError if it is not an eercf shard."""
-    meta = schema.metadata or {}
-    if META_DIMS not in meta:
-        raise ValueError("not an eercf feature shard: missing 'eercf.dims' metadata")
-    return FeatureDims.from_meta(meta[META_DIMS])

@@ -70,7 +70,7 @@ def test_official_checkpoint_layout_loads_and_reproduces_equations(official):
 
 def test_project_checkpoint_round_trip(tiny_model, tmp_path):
     path = tmp_path / "model.pt"
-    digest = tiny_model.save(str(path), extra={"step": 3})
+    digest = ec.save_model(tiny_model, str(path), extra={"step": 3})
     assert digest == tiny_model.identity.checkpoint_sha256
     raw = torch.load(path, weights_only=True)  # loadable without executing code
     assert raw["extra"] == {"step": 3}
@@ -85,7 +85,7 @@ def test_project_checkpoint_round_trip(tiny_model, tmp_path):
 
 def test_zero_shot_project_checkpoint_round_trip(tmp_path):
     model = ec.create_model("eercf-tiny", head="zero-shot", seed=1)
-    model.save(str(tmp_path / "zs.pt"))
+    ec.save_model(model, str(tmp_path / "zs.pt"))
     loaded = ec.load_model(str(tmp_path / "zs.pt"))
     assert loaded.mode == "zero-shot" and loaded.identity == model.identity
 

@@ -10,7 +10,7 @@ import pytest
 
 from eercf_core.video_writer import write_video
 from pipelines import build_index, cli, extract, query
-from pipelines.flags import add_model_flags, check_beam_flags, model_spec
+from pipelines.args import add_model_flags, check_beam_flags, model_spec
 
 TINY = ["--model", "eercf-tiny", "--random-init", "--device", "cpu"]
 
@@ -47,7 +47,7 @@ def test_expected_errors_are_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "r.tsv").write_text("q\t1\tv\tnan\t0.1\n")
     (tmp_path / "gt.tsv").write_text("q\tv\n")
     err = _main_error(capsys, ["evaluate", "--ranked", str(tmp_path / "r.tsv"), "--ground-truth",
-                               str(tmp_path / "gt.tsv"), "--output-dir", str(tmp_path / "e")])
+                               str(tmp_path / "gt.tsv"), "--output", str(tmp_path / "e")])
     assert "r.tsv:1: scores must be finite" in err
     err = _main_error(capsys, ["build-index", "--shards", str(tmp_path / "nothing"),
                                "--output", str(tmp_path / "index")])
@@ -138,8 +138,8 @@ def test_unwritable_outputs_of_query_build_index_evaluate(tmp_path, capsys):
                                "--output", str(bad / "index")])
     assert "--output's parent directory is not writable" in err
     err = _main_error(capsys, ["evaluate", "--ranked", str(tmp_path / "no.tsv"), "--ground-truth",
-                               str(tmp_path / "no-gt.tsv"), "--output-dir", str(bad)])
-    assert "--output-dir directory is not writable" in err
+                               str(tmp_path / "no-gt.tsv"), "--output", str(bad)])
+    assert "--output directory is not writable" in err
 
 
 # ------------------------------------------------------------------------------- models

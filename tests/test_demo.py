@@ -11,7 +11,7 @@ from pipelines import demo
 @pytest.mark.slow
 def test_reduced_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = demo.run(["--out", str(out), "--num-train", "240", "--num-test", "60", "--steps", "150",
+    code = demo.run(["--output", str(out), "--num-train", "240", "--num-test", "60", "--steps", "150",
                      "--batch-size", "32", "--recall-k", "60", "--no-sweep"])
     assert code == 0
     printed = capsys.readouterr().out

@@ -42,7 +42,7 @@ def test_run_writes_json_markdown_plots_and_sweep(tmp_path):
     ranked, gt = _files(tmp_path)
     other, _ = _files(tmp_path, recall_k=1, name="r1.tsv")
     out = tmp_path / "eval"
-    assert evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output-dir", str(out),
+    assert evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output", str(out),
                          "--sweep", other, ranked]) == 0
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["reranked"]["R@1"] == 50.0
@@ -61,7 +61,7 @@ def test_unknown_ids_name_file_and_line(tmp_path):
     index.mkdir()
     (index / "video_ids.json").write_text(json.dumps(["v1", "v2", "v3"]))
     with pytest.raises(FormatError, match=r"gt.tsv:3: unknown video_id 'nope'"):
-        evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output-dir",
+        evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output",
                       str(tmp_path / "out"), "--index", str(index)])
     assert not (tmp_path / "out" / "metrics.json").exists()
 

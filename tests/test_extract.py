@@ -14,9 +14,9 @@ import pytest
 
 from eercf_core import shards
 from eercf_core.decode import DecodeOptions, decode_video
+from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.video_writer import write_video
 from pipelines import extract
-from pipelines.extract_inputs import VideoRef, read_inputs
 from tests.conftest import ROOT
 
 TINY = ["--model", "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu"]
@@ -122,6 +122,28 @@ def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
     # another model's output directory is refused
     with pytest.raises(ValueError, match="holds features of model"):
         extract.run(argv[:4] + ["--model", "eercf-tiny", "--random-init", "--seed", "1"])
+
+
+def test_num_frames_follows_the_model_and_a_different_value_is_refused(tmp_path, capsys):
+    import eercf_core as ec
+
+    checkpoint = tmp_path / "t4.pt"
+    ec.save_model(ec.create_model("eercf-tiny", head="eercf", seed=0, num_frames=4), str(checkpoint))
+    _make_videos(tmp_path / "corpus", 1)
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "corpus"), "--model", str(checkpoint), "--device", "cpu",
+            "--decode-workers", "1"]
+    with pytest.raises(SystemExit) as refused:
+        extract.run([*argv, "--output", str(out), "--num-frames", "8"])
+    assert refused.value.code == 2
+    message = capsys.readouterr().err
+    assert "--num-frames 8" in message and "T=4" in message
+    assert not out.exists()  # refused before reading the output, decoding or writing anything
+
+    # Without --num-frames (and with the old `--out` spelling) the model's T=4 is used.
+    assert extract.run([*argv, "--out", str(out)]) == 0
+    (row,) = _rows(out).values()
+    assert row["status"] == "ok" and len(row["frame_mask"]) == 4
 
 
 def _concat(tables):

@@ -20,7 +20,7 @@ CAPTIONS = ["a bright red scene", "dark moving shapes", "a green field", "blue s
 def test_extract_index_query_evaluate(tmp_path):
     model = ec.create_model("eercf-tiny", seed=0)
     checkpoint = str(tmp_path / "model.pt")
-    model.save(checkpoint)
+    ec.save_model(model, checkpoint)
     rng = np.random.default_rng(0)
     for i in range(8):
         base = rng.integers(0, 255, size=(1, 48, 64, 3))
@@ -60,6 +60,6 @@ def test_extract_index_query_evaluate(tmp_path):
                                        reference.scores[q].numpy(), atol=1e-4)
     (tmp_path / "gt.tsv").write_text("".join(f"q{i}\t{ids[i]}\n" for i in range(len(CAPTIONS))))
     assert evaluate.run(["--ranked", str(tmp_path / "ranked0.tsv"), "--ground-truth",
-                         str(tmp_path / "gt.tsv"), "--output-dir", str(tmp_path / "eval")]) == 0
+                         str(tmp_path / "gt.tsv"), "--output", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["reranked"]["num_queries"] == 4 and metrics["reranked"]["censored"] == 0

@@ -5,7 +5,7 @@ import pytest
 
 from eercf_core.errors import UserInputError
 from eercf_core.video_writer import write_video
-from pipelines.extract_inputs import VideoRef, read_inputs
+from eercf_core.inputs import VideoRef, read_inputs
 
 
 def _video(path):
@@ -62,7 +62,7 @@ def test_ranked_file_with_non_finite_scores_is_refused(tmp_path, bad):
 
 def test_build_index_shard_path_with_glob_characters(tmp_path):
     from eercf_core import shards
-    from pipelines.build_index import resolve_shards
+    from eercf_core.index.build import resolve_shards
     from schemas import FeatureDims
 
     folder = tmp_path / "feats[v1]"

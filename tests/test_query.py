@@ -20,7 +20,7 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     model = ec.create_model("eercf-tiny", seed=0)
     checkpoint = str(root / "model.pt")
-    model.save(checkpoint)
+    ec.save_model(model, checkpoint)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (30, model.num_frames, 64, 64, 3), dtype=np.uint8)
     mask = np.ones((30, model.num_frames), dtype=bool)
@@ -99,7 +99,7 @@ def test_recall_only_is_coarse_order(corpus):
 def test_other_model_refused(corpus, tmp_path):
     other = ec.create_model("eercf-tiny", seed=1)
     path = str(tmp_path / "other.pt")
-    other.save(path)
+    ec.save_model(other, path)
     with pytest.raises(ValueError, match="index was built from features of model"):
         query.run(["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
                    "--output", str(tmp_path / "r.tsv"), "--model", path])

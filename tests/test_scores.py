@@ -62,7 +62,7 @@ def test_masking_changes_only_padded_videos(case):
 def test_dense_scores_blockwise_equal_single_block(case, monkeypatch):
     text, video, params = case
     whole = all_scores(text, video, params)
-    monkeypatch.setattr(ec.scores, "_BLOCK_ELEMENTS", C * T * P * 2)  # 2 videos per block
+    monkeypatch.setattr(ec.scores, "BLOCK_ELEMENTS", C * T * P * 2)  # 2 videos per block
     blocked = all_scores(text, video, params)
     for name in whole:
         torch.testing.assert_close(blocked[name], whole[name])

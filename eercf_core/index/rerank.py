@@ -23,13 +23,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from eercf_core.config import RerankWeights, ScoreConfig
-from eercf_core.fine_store import FineStore
+from eercf_core.config import BLOCK_ELEMENTS, RerankWeights, ScoreConfig
+from eercf_core.index.store import FineStore
 from eercf_core.ranking import Ranking, rank_candidates, rerank_candidates
 from eercf_core.scores import ScoreParams, fine_scores_from_similarities, needed_scores
 
-# Bound on float32 elements of the per-pair patch similarities [pairs, T*P] of one query block.
-_PAIR_SIM_ELEMENTS = 1 << 25
 # Distinct videos converted to float32 at once (64 x 588 x 512 x 4 B ≈ 77 MB at ViT-B/32).
 _VIDEO_CHUNK = 64
 METHODS = ("grouped", "gather")
@@ -72,7 +70,7 @@ def rerank_from_store(
     per_query = k * store.dims.num_frames * store.dims.num_patches
     if method == "gather":  # the gathered [Q, k, T*P, D] float32 patches bound the block
         per_query *= store.dims.embed_dim
-    block = max(1, _PAIR_SIM_ELEMENTS // max(1, per_query))
+    block = max(1, BLOCK_ELEMENTS // max(1, per_query))
     parts = []
     for start in range(0, num_queries, block):
         rows = slice(start, start + block)

@@ -15,25 +15,22 @@ out. The writer fills preallocated files in order, in bounded memory.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from eercf_core.atomic import write_json
 from eercf_core.errors import UserInputError
-from schemas import FeatureDims
+from schemas import COLUMN_OF_FEATURE, FeatureDims
 
-log = logging.getLogger(__name__)
 
 STORE_META = "store.json"
-KINDS = ("coarse", "frame", "context", "patch", "mask")
+KINDS = tuple(COLUMN_OF_FEATURE)  # coarse, frame, context, patch, mask
 
 
 def _shapes(dims: FeatureDims, n: int) -> dict[str, tuple[int, ...]]:
-    t, p, d = dims.num_frames, dims.num_patches, dims.embed_dim
-    return {"coarse": (n, d), "frame": (n, t, d), "context": (n, t, d), "patch": (n, t * p, d),
-            "mask": (n, t)}
+    return {kind: (n, *shape) for kind, shape in dims.feature_shapes().items()}
 
 
 def bytes_per_video(dims: FeatureDims) -> int:
@@ -81,10 +78,9 @@ class FineStoreWriter:
         for array in self._arrays.values():
             array.flush()
         self._arrays.clear()
-        meta = {"num_videos": self.num_videos, "num_frames": self.dims.num_frames,
-                "num_patches": self.dims.num_patches, "embed_dim": self.dims.embed_dim,
-                "dtype": "float16", "bytes_per_video": bytes_per_video(self.dims)}
-        (self.directory / STORE_META).write_text(json.dumps(meta, indent=2) + "\n")
+        meta = {"num_videos": self.num_videos, "dims": self.dims.to_dict(), "dtype": "float16",
+                "bytes_per_video": bytes_per_video(self.dims)}
+        write_json(self.directory / STORE_META, meta)
 
 
 class FineStore:
@@ -96,9 +92,12 @@ class FineStore:
         if not meta_path.is_file():
             raise UserInputError(f"{self.directory}: not a complete fine-feature store (no "
                                  f"{STORE_META}; was build-index interrupted?)")
-        meta = json.loads(meta_path.read_text())
-        self.num_videos = int(meta["num_videos"])
-        self.dims = FeatureDims(meta["num_frames"], meta["num_patches"], meta["embed_dim"])
+        try:
+            meta = json.loads(meta_path.read_text())
+            self.num_videos = int(meta["num_videos"])
+            self.dims = FeatureDims.from_dict(meta["dims"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserInputError(f"{meta_path}: unreadable fine-store metadata: {exc!r}") from None
         expected = _shapes(self.dims, max(1, self.num_videos))
         self.arrays: dict[str, np.ndarray] = {}
         for kind in KINDS:

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from eercf_core.index_dir import open_index
+from eercf_core.index import build_index as build_index_dir
+from eercf_core.index import open_index
 from pipelines import build_index
 from tests.index_fixtures import write_synthetic_shards
 
@@ -28,12 +29,12 @@ def test_build_counts_errors_and_stores_rows(tmp_path):
 
 def test_ivf_factory_records_recall(tmp_path):
     write_synthetic_shards(tmp_path / "shards", 300, per_shard=100)
-    manifest = build_index.build([str(tmp_path / "shards" / "*.parquet")], str(tmp_path / "idx"),
+    manifest = build_index_dir([str(tmp_path / "shards" / "*.parquet")], str(tmp_path / "idx"),
                                  factory="IVF8,Flat", nprobe=2, recall_sample=50, recall_check_k=10)
     info = manifest["index"]
     assert info["nlist"] == 8 and info["nprobe"] == 2 and not info["exact"]
     assert 0.0 < info["recall_vs_exact"]["recall"] <= 1.0
-    from eercf_core.recall_index import _ivf
+    from eercf_core.index.recall import _ivf
     assert _ivf(open_index(tmp_path / "idx").index).nprobe == 2  # persisted in the index file
 
 
@@ -50,11 +51,11 @@ def test_duplicates_existing_output_and_empty_input(tmp_path):
     write_synthetic_shards(tmp_path / "a", 4, per_shard=4)
     write_synthetic_shards(tmp_path / "b", 4, per_shard=4)
     with pytest.raises(ValueError, match="duplicate video_id 'v00000'"):
-        build_index.build([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "idx"))
+        build_index_dir([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "idx"))
     assert not list(tmp_path.glob(".idx*"))
-    build_index.build([str(tmp_path / "a")], str(tmp_path / "idx"))
+    build_index_dir([str(tmp_path / "a")], str(tmp_path / "idx"))
     with pytest.raises(ValueError, match="already exists"):
-        build_index.build([str(tmp_path / "a")], str(tmp_path / "idx"))
-    build_index.build([str(tmp_path / "b")], str(tmp_path / "idx"), overwrite=True)
+        build_index_dir([str(tmp_path / "a")], str(tmp_path / "idx"))
+    build_index_dir([str(tmp_path / "b")], str(tmp_path / "idx"), overwrite=True)
     with pytest.raises(ValueError, match="no such shard"):
-        build_index.build([str(tmp_path / "missing")], str(tmp_path / "idx2"))
+        build_index_dir([str(tmp_path / "missing")], str(tmp_path / "idx2"))

@@ -4,7 +4,7 @@
                    (written last: a directory without it is incomplete)
   recall.faiss     the FAISS recall index over the coarse vectors (row i = video i)
   video_ids.json   row -> video_id
-  fine/            the memory-mapped fine-feature store (`eercf_core.fine_store`)
+  fine/            the memory-mapped fine-feature store (`eercf_core.index.store`)
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import faiss
 
-from eercf_core import recall_index
 from eercf_core.errors import UserInputError
-from eercf_core.fine_store import FineStore
-from schemas import FeatureDims
+from eercf_core.index import recall
+from eercf_core.index.store import FineStore, bytes_per_video
+from schemas import SCHEMA_VERSION, FeatureDims
 
 INDEX_SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -36,8 +36,7 @@ class IndexDirectory:
 
     @property
     def dims(self) -> FeatureDims:
-        d = self.manifest["dims"]
-        return FeatureDims(d["num_frames"], d["num_patches"], d["embed_dim"])
+        return FeatureDims.from_dict(self.manifest["dims"])
 
     def check_model(self, model_id: str, checkpoint_sha256: str) -> None:
         """Refuse a model other than the one that made the indexed features."""
@@ -47,6 +46,26 @@ class IndexDirectory:
                 f"{self.path}: index was built from features of model {built[0]!r} (checkpoint "
                 f"sha256 {built[1][:12]}…), but the query model is {model_id!r} (sha256 "
                 f"{checkpoint_sha256[:12]}…); query with the extracting model or rebuild")
+
+
+def make_manifest(*, model_id: str, checkpoint_sha256: str, dims: FeatureDims, num_videos: int,
+                  num_error_rows: int, shards: list[str], index_info: dict,
+                  build_seconds: dict[str, float]) -> dict:
+    """The manifest.json payload of a complete index directory (what `read_manifest` checks)."""
+    return {
+        "index_schema_version": INDEX_SCHEMA_VERSION,
+        "feature_schema_version": SCHEMA_VERSION,
+        "model_id": model_id,
+        "checkpoint_sha256": checkpoint_sha256,
+        "dims": dims.to_dict(),
+        "num_videos": num_videos,
+        "num_error_rows": num_error_rows,
+        "shards": shards,
+        "index": index_info,
+        "fine_store": {"path": STORE_DIR, "dtype": "float16",
+                       "bytes_per_video": bytes_per_video(dims)},
+        "build_seconds": build_seconds,
+    }
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -69,15 +88,21 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
+def read_video_ids(path: str | Path) -> list[str]:
+    """Row -> video_id map of an index directory; ValueError if missing or unreadable."""
+    ids_path = Path(path) / IDS_FILE
+    try:
+        return json.loads(ids_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"{ids_path}: unreadable video id map: {exc}") from None
+
+
 def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
     """Open and cross-check every part of an index directory."""
     path = Path(path)
     manifest = read_manifest(path)
-    index = recall_index.load(path / RECALL_FILE, nprobe)
-    try:
-        video_ids = json.loads((path / IDS_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"{path / IDS_FILE}: unreadable video id map: {exc}") from None
+    index = recall.load(path / RECALL_FILE, nprobe)
+    video_ids = read_video_ids(path)
     store = FineStore(path / STORE_DIR)
     n = manifest["num_videos"]
     if not (index.ntotal == len(video_ids) == len(store) == n):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eercf_core.fine_store import FineStore, FineStoreWriter, bytes_per_video
+from eercf_core.index.store import FineStore, FineStoreWriter, bytes_per_video
 from tests.index_fixtures import DIMS, random_features
 
 KINDS = ("coarse", "frame", "context", "patch", "mask")

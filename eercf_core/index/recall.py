@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure
+from faiss.contrib.exhaustive_search import knn_ground_truth
+
+from eercf_core.atomic import local_temp_path
 
 from eercf_core.errors import UserInputError
 
@@ -119,38 +122,22 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return scores, rows
 
 
-def exact_search(coarse: np.ndarray, queries: np.ndarray, k: int,
-                 block: int = 65_536) -> np.ndarray:
-    """Exact top-k rows by inner product, streaming over coarse [N, D] in blocks: [Q, k]."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    best_scores = np.full((queries.shape[0], 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((queries.shape[0], 0), dtype=np.int64)
-    for begin in range(0, coarse.shape[0], block):
-        part = np.asarray(coarse[begin:begin + block], dtype=np.float32)
-        scores = np.concatenate([best_scores, queries @ part.T], axis=1)
-        rows = np.concatenate([best_rows, np.broadcast_to(
-            np.arange(begin, begin + part.shape[0]), (queries.shape[0], part.shape[0]))], axis=1)
-        keep = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        best_scores = np.take_along_axis(scores, keep, 1)
-        best_rows = np.take_along_axis(rows, keep, 1)
-    return best_rows
-
-
 def recall_vs_exact(index: faiss.Index, coarse: np.ndarray, queries: np.ndarray, k: int) -> float:
-    """Mean |approximate top-k ∩ exact top-k| / k over `queries` [Q, D]."""
+    """Mean |approximate top-k ∩ exact top-k| / k over `queries` [Q, D]; the exact top-k streams
+    over coarse [N, D] in blocks of ADD_BATCH (faiss.contrib's ground truth, CPU only)."""
     k = min(k, int(index.ntotal))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     _, approx = search(index, queries, k)
-    exact = exact_search(coarse, queries, k)
-    hits = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact)]
-    return float(np.mean(hits) / k)
+    blocks = (np.ascontiguousarray(coarse[begin:begin + ADD_BATCH], dtype=np.float32)
+              for begin in range(0, coarse.shape[0], ADD_BATCH))
+    _, exact = knn_ground_truth(queries, blocks, k, metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
+    return float(knn_intersection_measure(approx, exact))
 
 
 def save(index: faiss.Index, path: str | Path) -> None:
     """Write the index to `path` atomically (temp name, then rename)."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    faiss.write_index(index, str(temp))
-    os.replace(temp, path)
+    with local_temp_path(path) as temp:
+        faiss.write_index(index, str(temp))
 
 
 def load(path: str | Path, nprobe: int | None = None) -> faiss.Index:

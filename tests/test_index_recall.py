@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eercf_core import recall_index
+from eercf_core.index import recall
 from eercf_core.scores import ScoreParams, coarse_scores, recall_queries
 
 
@@ -15,8 +15,8 @@ def _unit(rng, n, d):
 
 
 def test_default_factory_by_size():
-    assert recall_index.default_factory(1000) == "Flat"
-    assert recall_index.default_factory(100_000).startswith("IVF1024")
+    assert recall.default_factory(1000) == "Flat"
+    assert recall.default_factory(100_000).startswith("IVF1024")
 
 
 def test_flat_search_equals_coarse_score(tmp_path):
@@ -24,10 +24,10 @@ def test_flat_search_equals_coarse_score(tmp_path):
     coarse = _unit(rng, 200, 16)
     text = torch.from_numpy(_unit(rng, 5, 16))
     params = ScoreParams(torch.tensor(100.0), torch.eye(16) + 0.2 * torch.randn(16, 16), torch.eye(4))
-    index = recall_index.build(coarse)
-    recall_index.save(index, tmp_path / "r.faiss")
-    index = recall_index.load(tmp_path / "r.faiss")
-    scores, rows = recall_index.search(index, recall_queries(text, params).numpy(), 10)
+    index = recall.build(coarse)
+    recall.save(index, tmp_path / "r.faiss")
+    index = recall.load(tmp_path / "r.faiss")
+    scores, rows = recall.search(index, recall_queries(text, params).numpy(), 10)
     dense = coarse_scores(text, torch.from_numpy(coarse), params)
     top = torch.topk(dense, 10)
     np.testing.assert_array_equal(rows, top.indices.numpy())
@@ -37,17 +37,17 @@ def test_flat_search_equals_coarse_score(tmp_path):
 def test_ivf_recall_vs_exact_and_full_rows():
     rng = np.random.default_rng(1)
     coarse = _unit(rng, 3000, 16)
-    index = recall_index.build(coarse, "IVF32,Flat", nprobe=32)  # all lists probed: exact
+    index = recall.build(coarse, "IVF32,Flat", nprobe=32)  # all lists probed: exact
     queries = _unit(rng, 20, 16)
-    assert recall_index.recall_vs_exact(index, coarse, queries, 50) == pytest.approx(1.0)
-    recall_index.set_nprobe(index, 1)
-    assert recall_index.recall_vs_exact(index, coarse, queries, 50) < 1.0
-    _, rows = recall_index.search(index, queries, 200)  # more than one list holds: re-searched
+    assert recall.recall_vs_exact(index, coarse, queries, 50) == pytest.approx(1.0)
+    recall.set_nprobe(index, 1)
+    assert recall.recall_vs_exact(index, coarse, queries, 50) < 1.0
+    _, rows = recall.search(index, queries, 200)  # more than one list holds: re-searched
     assert (rows >= 0).all()
 
 
 def test_bad_factory_and_missing_file(tmp_path):
     with pytest.raises(ValueError, match="index_factory"):
-        recall_index.build(np.zeros((10, 8), np.float32), "NoSuchIndex")
+        recall.build(np.zeros((10, 8), np.float32), "NoSuchIndex")
     with pytest.raises(ValueError, match="missing"):
-        recall_index.load(tmp_path / "absent.faiss")
+        recall.load(tmp_path / "absent.faiss")

@@ -1,4 +1,4 @@
-"""Inputs of `eercf extract`: globs, lists of fsspec URLs, directories, or a manifest.
+"""Video references for extract and train: globs, lists of fsspec URLs, directories, or a manifest.
 
 A manifest is a TSV/CSV with a header naming `video_id` and `uri` columns, or JSONL objects with
 those keys; relative URIs are resolved against the manifest's directory. Without a manifest the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import posixpath
 from dataclasses import dataclass
 from typing import Iterable
@@ -17,6 +16,7 @@ from typing import Iterable
 import fsspec
 
 from eercf_core.errors import UserInputError
+from eercf_core.io_formats import FormatError, read_jsonl
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
                   ".flv", ".wmv", ".3gp", ".ogv")
@@ -88,38 +88,30 @@ def read_manifest(url: str) -> list[VideoRef]:
     fs, path = fsspec.core.url_to_fs(url)
     base = posixpath.dirname(path)
     prefix = _protocol_prefix(url)
-    with fs.open(path, "rt", encoding="utf-8-sig") as handle:  # a BOM (Excel exports) is fine
-        text = handle.read()
     refs: list[VideoRef] = []
 
-    def add(video_id, uri, where: str) -> None:
+    def add(video_id: object, uri: object, line: int) -> None:
         if not video_id or not uri:
-            raise UserInputError(f"{url}:{where}: needs non-empty 'video_id' and 'uri'")
+            raise FormatError(url, line, "needs non-empty 'video_id' and 'uri'")
         uri = str(uri)
         if "://" not in uri and not uri.startswith("/"):
             uri = (prefix if prefix != "file://" else "") + posixpath.join(base, uri)
         refs.append(VideoRef(str(video_id), uri))
 
     if path.lower().endswith((".jsonl", ".ndjson")):
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{url}:{number}: not valid JSON: {exc}") from exc
-            if not isinstance(record, dict):
-                raise UserInputError(f"{url}:{number}: expected a JSON object")
-            add(record.get("video_id"), record.get("uri"), str(number))
+        for number, record in read_jsonl(url):
+            add(record.get("video_id"), record.get("uri"), number)
         return refs
+    with fs.open(path, "rt", encoding="utf-8-sig") as handle:  # a BOM (Excel exports) is fine
+        text = handle.read()
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     missing = {"video_id", "uri"} - set(reader.fieldnames or [])
     if missing:
-        raise UserInputError(f"{url}:1: header must name 'video_id' and 'uri' columns; missing "
-                             f"{sorted(missing)} (found {reader.fieldnames})")
+        raise FormatError(url, 1, f"header must name 'video_id' and 'uri' columns; missing "
+                          f"{sorted(missing)} (found {reader.fieldnames})")
     for number, row in enumerate(reader, 2):
-        add((row.get("video_id") or "").strip(), (row.get("uri") or "").strip(), str(number))
+        add((row.get("video_id") or "").strip(), (row.get("uri") or "").strip(), number)
     return refs
 
 

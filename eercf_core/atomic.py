@@ -1,0 +1,104 @@
+"""Atomic writes: every output file or directory is written under a hidden temp name beside its
+target and renamed into place only when complete, so a failed or killed writer never leaves a
+half-written output at the target path (at most a hidden `.<name>.tmp-<random>` leftover).
+
+Paths are local paths or fsspec URLs, except `local_temp_path` and `atomic_directory`, which hand
+a local path to writers that only take file names (FAISS, matplotlib, video encoders).
+"""
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+import fsspec
+
+TEMP_MARKER = ".tmp-"
+
+
+def temp_name(name: str) -> str:
+    """The hidden temp file name used while writing `name` (a base name, no directory)."""
+    return f".{name}{TEMP_MARKER}{uuid.uuid4().hex}"
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a leftover temp name from `temp_name`."""
+    return name.startswith(".") and TEMP_MARKER in name
+
+
+@contextmanager
+def open_atomic(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temp file beside `path` for writing; rename it to `path` when the block succeeds,
+    remove it when it raises. Parent directories are created."""
+    fs, target = fsspec.core.url_to_fs(str(path))
+    parent, name = posixpath.split(target)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    temp = posixpath.join(parent, temp_name(name))
+    try:
+        with fs.open(temp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
+            yield handle
+        fs.mv(temp, target)
+    except BaseException:
+        if fs.exists(temp):
+            fs.rm(temp)
+        raise
+
+
+def write_text(path: str | Path, chunks: str | Iterable[str]) -> None:
+    """Write text (one string or an iterable of chunks) to `path` atomically."""
+    with open_atomic(path, "w") as handle:
+        for chunk in [chunks] if isinstance(chunks, str) else chunks:
+            handle.write(chunk)
+
+
+def write_json(path: str | Path, payload: Any, indent: int | None = 2) -> None:
+    """Write `payload` as JSON (indented, newline-terminated) to `path` atomically."""
+    write_text(path, json.dumps(payload, indent=indent) + "\n")
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with open_atomic(path, "wb") as handle:
+        handle.write(data)
+
+
+@contextmanager
+def local_temp_path(path: str | Path) -> Iterator[Path]:
+    """A local temp file path beside `path` (same suffix, so writers that pick a format by suffix
+    still work) for a writer that takes a file name; renamed to `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(temp_name(path.stem) + path.suffix)
+    try:
+        yield temp
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A fresh local temp directory beside `path` to fill; it replaces `path` when the block
+    succeeds (an existing `path` only with `overwrite`) and is removed when it raises."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path}: already exists (pass --overwrite to replace it)")
+    temp = path.with_name(temp_name(path.name))
+    temp.mkdir(parents=True)
+    try:
+        yield temp
+        if path.exists():
+            trash = path.with_name(temp_name(path.name + ".old"))
+            os.replace(path, trash)
+            shutil.rmtree(trash)
+        os.replace(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise

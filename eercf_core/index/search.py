@@ -1,0 +1,96 @@
+"""Search an opened index directory (method §8.3): two-stage, recall-only or exhaustive.
+
+- two-stage: recall max(k, top_n) videos per query by S_V from FAISS, rerank the first k with
+  fine features read from the memory-mapped store; positions after k follow in coarse order
+  (the order `ec.two_stage_rank` gives on in-memory features).
+- recall-only: the coarse order, top-n by S_V straight from FAISS.
+- exhaustive: fine-score every video and rank all by the rerank score (the costly reference;
+  `ec.exhaustive_rank` on blocks of videos read from the store).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from eercf_core.config import RerankWeights, ScoreConfig
+from eercf_core.index import recall
+from eercf_core.index.directory import IndexDirectory
+from eercf_core.index.rerank import rerank_from_store
+from eercf_core.ranking import (
+    Ranking,
+    pair_rerank_scores,
+    rank_all,
+    truncate,
+    with_coarse_tail,
+)
+from eercf_core.scores import ScoreParams, recall_queries
+
+log = logging.getLogger(__name__)
+# Videos whose fine features are converted to float32 at once in exhaustive (≈300 MB at B/32).
+EXHAUSTIVE_BLOCK = 256
+MODES = ("two-stage", "recall-only", "exhaustive")
+
+
+def _recall(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, depth: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(video rows [Q, depth] long, their S_V [Q, depth]) from the FAISS recall index."""
+    scores, rows = recall.search(index.index, recall_queries(text, params).numpy(), depth)
+    return torch.from_numpy(rows), torch.from_numpy(scores)
+
+
+def two_stage(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, k: int,
+              top_n: int, weights: RerankWeights = RerankWeights(),
+              config: ScoreConfig = ScoreConfig(), method: str = "grouped") -> Ranking:
+    """Recall max(k, top_n) by S_V from FAISS, rerank the first k from the store: [Q, top_n]."""
+    depth = min(max(k, top_n), index.index.ntotal)
+    k = min(k, depth)
+    ids, coarse = _recall(index, text, params, depth)
+    head = rerank_from_store(text, ids[:, :k], coarse[:, :k], index.store, params, config, weights,
+                             method=method)
+    return truncate(with_coarse_tail(head, ids[:, k:], coarse[:, k:]), top_n)
+
+
+def recall_only(index: IndexDirectory, text: torch.Tensor, params: ScoreParams,
+                top_n: int) -> Ranking:
+    """The coarse order: top-n by S_V straight from FAISS: [Q, top_n]."""
+    ids, coarse = _recall(index, text, params, top_n)
+    return Ranking(ids, coarse, coarse, torch.zeros_like(ids, dtype=torch.bool))
+
+
+def exhaustive(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, top_n: int,
+               weights: RerankWeights = RerankWeights(), config: ScoreConfig = ScoreConfig(),
+               num_videos: int | None = None) -> Ranking:
+    """Fine scores for every (query, video) pair, all videos ranked by the rerank score.
+
+    Same scores and tie rule as `ec.exhaustive_rank`, computed in blocks of EXHAUSTIVE_BLOCK
+    videos read from the store (the first `num_videos`, default all): [Q, top_n].
+    """
+    num_videos = num_videos or len(index.store)
+    final_parts, coarse_parts = [], []
+    start = time.perf_counter()
+    for begin in range(0, num_videos, EXHAUSTIVE_BLOCK):
+        rows = np.arange(begin, min(begin + EXHAUSTIVE_BLOCK, num_videos))
+        final, coarse = pair_rerank_scores(text, index.store.features(rows), params, config,
+                                           weights)
+        final_parts.append(final)
+        coarse_parts.append(coarse)
+        if (begin // EXHAUSTIVE_BLOCK) % 20 == 19:
+            log.info("exhaustive: %d/%d videos, %.0f pairs/s", rows[-1] + 1, num_videos,
+                     (rows[-1] + 1) * len(text) / (time.perf_counter() - start))
+    return rank_all(torch.cat(final_parts, 1), torch.cat(coarse_parts, 1), top_n)
+
+
+def rank(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, mode: str, k: int,
+         top_n: int, weights: RerankWeights = RerankWeights(),
+         config: ScoreConfig = ScoreConfig(), method: str = "grouped") -> Ranking:
+    """Rank the indexed videos for text features [Q, D] in one of MODES: [Q, top_n]."""
+    if mode == "two-stage":
+        return two_stage(index, text, params, k, top_n, weights, config, method)
+    if mode == "recall-only":
+        return recall_only(index, text, params, top_n)
+    if mode == "exhaustive":
+        return exhaustive(index, text, params, top_n, weights, config)
+    raise ValueError(f"unknown search mode {mode!r}; choose from {MODES}")
