@@ -216,3 +216,13 @@ def test_the_real_command_prints_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"eercf extract: error: input not found: "
                                                 f"{tmp_path / 'none.mp4'}"]
+
+
+def test_output_checks_leave_nothing_behind(tmp_path):
+    from eercf_core.output_check import check_writable_dir, check_writable_file
+
+    check_writable_dir(str(tmp_path / "a" / "b"))
+    check_writable_file(str(tmp_path / "c" / "r.tsv"))
+    (tmp_path / "d").mkdir()
+    check_writable_dir(str(tmp_path / "d"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and not any((tmp_path / "d").iterdir())
