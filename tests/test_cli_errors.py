@@ -225,4 +225,5 @@ def test_output_checks_leave_nothing_behind(tmp_path):
     check_writable_file(str(tmp_path / "c" / "r.tsv"))
     (tmp_path / "d").mkdir()
     check_writable_dir(str(tmp_path / "d"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"] and not any((tmp_path / "d").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert not any((tmp_path / "d").iterdir())
