@@ -61,6 +61,7 @@ def _worker_main(conn: Connection, fn: Callable, memory_limit_bytes: int | None)
             return
         if item is None:
             return
+        reply: tuple[Any, ...]  # ("ok", value) | ("error", message, cause or None)
         try:
             reply = ("ok", fn(item))
         except Exception as exc:  # every failure of fn becomes that item's error

@@ -13,10 +13,13 @@ extract` and `eercf query`, so one name always means one model:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eercf_core.config import NUM_FRAMES
 from eercf_core.errors import UserInputError
+
+if TYPE_CHECKING:  # the model module imports torch: loaded only when a model is built
+    from eercf_core.model import EercfModel
 
 HEADS = ("eercf", "zero-shot")
 
@@ -51,14 +54,18 @@ def _missing_weights(spec: ModelSpec) -> UserInputError:
         f"only: --random-init (seeded random weights, seed --seed).")
 
 
-def load_model_spec(spec: ModelSpec):
+def load_model_spec(spec: ModelSpec) -> EercfModel:
     """Build or load the model of `spec` (see module docstring), in eval mode.
 
     Raises UserInputError for a bare name without weights, conflicting flags or an unknown
     name; FileNotFoundError / CheckpointError for a bad checkpoint.
     """
-    from eercf_core.checkpoint import (check_model_name, create_model, is_checkpoint_source,
-                                      load_model)
+    from eercf_core.checkpoint import (
+        check_model_name,
+        create_model,
+        is_checkpoint_source,
+        load_model,
+    )
 
     if spec.head is not None and spec.head not in HEADS:
         raise UserInputError(f"--head must be one of {HEADS}, got {spec.head!r}")

@@ -11,9 +11,11 @@ otherwise be dropped by Beam with a log line, and the job would run with the def
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from eercf_core.config import NUM_FRAMES
 
@@ -120,10 +122,8 @@ def _beam_parser() -> argparse.ArgumentParser:
         _BeamArgumentParser,
     )
 
-    try:  # registers --dask_* (DaskRunnerOptions); absent when dask is not installed
+    with contextlib.suppress(ImportError):  # registers --dask_* (absent without dask)
         import apache_beam.runners.dask.dask_runner  # noqa: F401
-    except ImportError:
-        pass
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)  # what PipelineOptions.get_all_options does

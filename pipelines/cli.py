@@ -30,9 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(n) for n in SUBCOMMANDS)
-    lines = ["usage: eercf <command> [options] [--debug]   (eercf <command> --help for its "
-             "options; --debug: tracebacks for every error)", "",
-             "commands:"]
+    lines = [("usage: eercf <command> [options] [--debug]   (eercf <command> --help for its "
+              "options; --debug: tracebacks for every error)"), "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 

@@ -55,7 +55,7 @@ def test_expected_errors_are_one_line_exit_2(tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.mp4"):
         cli.main(["extract", "--input", str(tmp_path / "missing.mp4"), "--output",
                   str(tmp_path / "out"), *TINY, "--debug"])
 
@@ -70,7 +70,7 @@ def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------------------- flag checks
-@pytest.mark.parametrize("job,flag,value,expect", [
+@pytest.mark.parametrize(("job", "flag", "value", "expect"), [
     ("extract", "--batch-size", "0", "must be >= 1"),
     ("extract", "--shard-size", "0", "must be >= 1"),
     ("extract", "--per-video-timeout", "0", "must be > 0"),
@@ -195,7 +195,7 @@ def test_extract_then_query_by_the_same_model_name(tmp_path):
                       "--top-n", "0"]) == 0
     meta = json.loads((tmp_path / "r.tsv.meta.json").read_text())
     assert meta["model_weights"]["random_init"] is True
-    with pytest.raises(ValueError, match="differ|identity|model"):
+    with pytest.raises(ValueError, match=r"differ|identity|model"):
         query.run(["--index", str(tmp_path / "index"), "--queries", str(tmp_path / "q.tsv"),
                    "--output", str(tmp_path / "r2.tsv"), *TINY, "--seed", "4"])
 
@@ -214,8 +214,8 @@ def test_the_real_command_prints_one_line(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"eercf extract: error: input not found: "
-                                                f"{tmp_path / 'none.mp4'}"]
+    expected = f"eercf extract: error: input not found: {tmp_path / 'none.mp4'}"
+    assert proc.stderr.strip().splitlines() == [expected]
 
 
 def test_output_checks_leave_nothing_behind(tmp_path):

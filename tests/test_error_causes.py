@@ -117,7 +117,7 @@ def test_extract_rows_and_summary_group_by_cause(tmp_path):
     groups = summary["errors_by_cause"]
     assert {c: g["count"] for c, g in groups.items()} == {
         "not a video": 3, "corrupt container": 1, "empty file": 1, "not a regular file": 1}
-    assert list(groups)[0] == "not a video"  # most frequent first
+    assert next(iter(groups)) == "not a video"  # most frequent first
     assert all(str(tmp_path) in e for e in groups["not a video"]["examples"])
     assert summary["warnings"] == {"partly decoded": {"count": 1, "examples": ["cut.mkv"]}}
     assert summary["model_weights"]["random_init"] is True

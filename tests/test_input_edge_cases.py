@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from eercf_core.errors import UserInputError
-from eercf_core.video_writer import write_video
 from eercf_core.inputs import VideoRef, read_inputs
+from eercf_core.video_writer import write_video
 
 
 def _video(path):
@@ -31,7 +31,7 @@ def test_existing_path_with_glob_characters_is_that_path(tmp_path):
         ["set[1]*/other.mp4"]
 
 
-@pytest.mark.parametrize("suffix,sep", [(".tsv", "\t"), (".csv", ",")])
+@pytest.mark.parametrize(("suffix", "sep"), [(".tsv", "\t"), (".csv", ",")])
 def test_manifest_with_utf8_bom(tmp_path, suffix, sep):
     manifest = tmp_path / f"m{suffix}"
     manifest.write_bytes(("\ufeff" + f"video_id{sep}uri\na{sep}x/a.mp4\n").encode("utf-8"))
