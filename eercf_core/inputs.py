@@ -16,7 +16,7 @@ from typing import Iterable
 import fsspec
 
 from eercf_core.errors import UserInputError
-from eercf_core.io_formats import FormatError, read_jsonl
+from eercf_core.io_formats import FormatError, read_jsonl, write_tsv
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
                   ".flv", ".wmv", ".3gp", ".ogv")
@@ -156,3 +156,9 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
         raise UserInputError(f"no videos found for --input {inputs}")
     check_unique(refs)
     return refs
+
+
+def write_manifest(path: str, videos: Iterable[tuple[str, str]]) -> int:
+    """A TSV manifest (`video_id<TAB>uri` header) of (video_id, uri) that `read_manifest` reads
+    back; returns the number of videos."""
+    return write_tsv(path, ("video_id", "uri"), videos)

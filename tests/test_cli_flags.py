@@ -17,6 +17,7 @@ REQUIRED = {
     "train": [],
     "synth": [],
     "demo": [],
+    "benchmark": ["msrvtt", "--annotations", "a", "--videos", "v"],
 }
 
 
