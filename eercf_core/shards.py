@@ -20,19 +20,28 @@ import pyarrow.parquet as pq
 
 from eercf_core.atomic import is_temp_name, open_atomic
 from eercf_core.errors import UserInputError
-from schemas import (COLUMN_OF_FEATURE, FEATURE_COLUMNS, SCHEMA_VERSION, STATUS_OK,
-                     SUPPORTED_SCHEMA_VERSIONS, FeatureDims, video_features_schema)
+from schemas import (
+    COLUMN_OF_FEATURE,
+    FEATURE_COLUMNS,
+    SCHEMA_VERSION,
+    STATUS_OK,
+    FeatureDims,
+    video_features_schema,
+)
 from schemas.video_features import (
+    COLUMNS_SINCE,
     META_CHECKPOINT_SHA256,
     META_DIMS,
     META_MODEL_ID,
     META_SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
 )
 
 if TYPE_CHECKING:  # the core model module is only needed by features_from_table
     from eercf_core import VideoFeatures
 
 SHARD_SUFFIX = ".parquet"
+QUALITY_OF_V1_SHARDS = "exact"  # eercf_core.decode.QUALITY_EXACT, before the setting existed
 _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
@@ -68,17 +77,15 @@ def _fixed_list_column(
 
 
 def rows_to_table(
-    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
-    version: int = SCHEMA_VERSION,
+    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
 ) -> pa.Table:
     """Build a validated Arrow table of `rows` (dicts keyed by schema field names).
 
     Feature columns are flat arrays (any float dtype, cast to float16) or None on error rows
     (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False). `model_id`/`checkpoint_sha256` fill every row.
-    `version` < SCHEMA_VERSION writes an older layout (tests of backward compatibility).
     Raises ValueError naming the offending row and column.
     """
-    schema = video_features_schema(dims, model_id, checkpoint_sha256, version)
+    schema = video_features_schema(dims, model_id, checkpoint_sha256)
     sizes = dims.column_sizes()
     known = set(schema.names)
     arrays = []
@@ -118,21 +125,21 @@ def _plain(value: Any) -> Any:
 
 
 def write_shard(
-    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
-    version: int = SCHEMA_VERSION,
+    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
 ) -> None:
     """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
 
     `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
     `frame_mask` a bool array [T]. Parent directories are created. An existing shard at `path`
-    is replaced. `version` as in `rows_to_table`.
+    is replaced.
     """
-    table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
+    table = rows_to_table(rows, dims, model_id, checkpoint_sha256)
     with open_atomic(path) as handle:
         pq.write_table(table, handle, compression="zstd")
 
 
-def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
+def schema_version(path: str, schema: pa.Schema) -> int:
+    """The eercf schema version of a shard schema; ValueError naming `path` if unreadable."""
     meta = schema.metadata or {}
     version = meta.get(META_SCHEMA_VERSION)
     if version is None or META_DIMS not in meta:
@@ -140,16 +147,25 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     try:
         number = int(version.decode())
     except ValueError:
-        number = None
+        raise UserInputError(f"{path}: bad eercf.schema_version metadata {version!r}") from None
     if number not in SUPPORTED_SCHEMA_VERSIONS:
-        raise UserInputError(f"{path}: schema version {version.decode()}, this reader reads "
-                             f"{SUPPORTED_SCHEMA_VERSIONS}; re-extract or use a matching eercf version")
+        raise UserInputError(f"{path}: schema version {number}, this reader reads versions "
+                             f"{list(SUPPORTED_SCHEMA_VERSIONS)} (writes {SCHEMA_VERSION}); "
+                             "re-extract or use a matching eercf version")
+    return number
+
+
+def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
+    meta = schema.metadata or {}
+    version = schema_version(path, schema)
     try:
         dims = FeatureDims.from_meta(meta[META_DIMS])
     except ValueError as exc:
         raise UserInputError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
-    expected = video_features_schema(dims, version=number)
+    expected = video_features_schema(dims)
     for field in expected:
+        if COLUMNS_SINCE.get(field.name, 1) > version:
+            continue  # an older shard without a later column
         if field.name not in schema.names:
             raise UserInputError(f"{path}: missing column {field.name!r}")
         actual = schema.field(field.name).type
@@ -159,50 +175,48 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     return dims
 
 
-def schema_version(schema: pa.Schema) -> int:
-    """The feature schema version recorded in a shard schema's metadata."""
-    return int((schema.metadata or {})[META_SCHEMA_VERSION].decode())
-
-
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a shard (all or some columns) after validating schema version, dims and columns.
 
-    Shards of every supported version are read (version 1 has no preview columns).
-    Raises ValueError naming the file when it is not a valid shard.
+    A requested column that a later schema version added is left out of an older shard's
+    table (see `decode_qualities`). Raises ValueError naming the file when it is not a valid
+    shard of a readable version.
     """
     fs, target = _fs_path(path)
     try:
         with fs.open(target, "rb") as handle:
             parquet = pq.ParquetFile(handle)
-            _check_schema(path, parquet.schema_arrow)
+            schema = parquet.schema_arrow
+            _check_schema(path, schema)
             if columns is not None:
-                missing = [c for c in columns if c not in parquet.schema_arrow.names]
+                version = schema_version(path, schema)
+                missing = [c for c in columns if c not in schema.names
+                           and COLUMNS_SINCE.get(c, 0) <= version]
                 if missing:
                     raise UserInputError(f"{path}: unknown columns {missing}")
+                columns = [c for c in columns if c in schema.names]
             return parquet.read(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserInputError(f"{path}: unreadable Parquet shard: {exc}") from exc
 
 
-def _footer_schema(path: str) -> pa.Schema:
-    fs, target = _fs_path(path)
-    try:
-        with fs.open(target, "rb") as handle:
-            return pq.read_schema(handle)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserInputError(f"{path}: unreadable Parquet shard: {exc}") from exc
-
-
-def shard_version(path: str) -> int:
-    """The validated feature schema version of a shard, from its footer only."""
-    schema = _footer_schema(path)
-    _check_schema(path, schema)
-    return schema_version(schema)
+def decode_qualities(table: pa.Table) -> list[str | None]:
+    """Per-row decode quality of a shard table ("exact" | "fast"; None on rows that never
+    decoded). Version 1 shards predate the setting: their frames were all decoded exactly."""
+    if "decode_quality" in table.column_names:
+        return table.column("decode_quality").to_pylist()
+    return [QUALITY_OF_V1_SHARDS if status == STATUS_OK else None
+            for status in table.column("status").to_pylist()]
 
 
 def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
     """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
-    schema = _footer_schema(path)
+    fs, target = _fs_path(path)
+    try:
+        with fs.open(target, "rb") as handle:
+            schema = pq.read_schema(handle)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserInputError(f"{path}: unreadable Parquet shard: {exc}") from exc
     dims = _check_schema(path, schema)
     meta = schema.metadata
     return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()

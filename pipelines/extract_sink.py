@@ -26,7 +26,6 @@ from eercf_core.atomic import write_json
 from eercf_core.errors import UserInputError
 from eercf_core.inputs import VideoRef
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
-from schemas.video_features import COLUMNS_SINCE
 
 log = logging.getLogger(__name__)
 SUMMARY_NAME = "summary.json"
@@ -88,7 +87,10 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
         if kept.num_rows == 0:
             fs.rm(target)
         else:
-            shards.write_shard(path, kept.to_pylist(), dims, model_id, checkpoint_sha256)
+            rows = kept.to_pylist()
+            for row, quality in zip(rows, shards.decode_qualities(kept)):
+                row["decode_quality"] = quality  # a version 1 shard is rewritten as the latest
+            shards.write_shard(path, rows, dims, model_id, checkpoint_sha256)
         removed += count
     return removed
 
@@ -210,7 +212,6 @@ def _summary_columns(path: str) -> dict[str, list]:
     """video_id, status, error, error_cause, warning of a shard as lists (None where a version 1
     shard lacks the column)."""
     wanted = ["video_id", "status", "error", "error_cause", "warning"]
-    present = [c for c in wanted if COLUMNS_SINCE.get(c, 1) <= shards.shard_version(path)]
-    table = shards.read_shard(path, columns=present)
-    return {c: table.column(c).to_pylist() if c in present else [None] * table.num_rows
+    table = shards.read_shard(path, columns=wanted)  # leaves out columns an old shard lacks
+    return {c: table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
             for c in wanted}

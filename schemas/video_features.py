@@ -8,10 +8,12 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 
 Version history:
   1: first version.
-  2: `error_cause` (a short, stable cause on error rows: eercf_core.error_causes.CAUSES; the
-     `error` column keeps the detail), `container_duration` (seconds the container declares,
-     null when it does not say; compare with `duration`, what could be read) and `warning`
-     (null, or e.g. "partly decoded: ..." on ok rows). Readers accept version 1 shards.
+  2: `decode_quality` column ("exact" | "fast", eercf_core.decode; null on rows that never
+     decoded); `error_cause` (a short, stable cause on error rows: eercf_core.error_causes.CAUSES;
+     the `error` column keeps the detail), `container_duration` (seconds the container declares,
+     null when it does not say; compare with `duration`, what could be read) and `warning` (null,
+     or e.g. "partly decoded: ..." on ok rows). Readers accept version 1 shards, whose frames
+     were all decoded "exact".
 """
 from __future__ import annotations
 
@@ -24,10 +26,9 @@ from typing import Mapping
 import pyarrow as pa
 
 SCHEMA_VERSION = 2
-# Versions a reader accepts; a shard of an older version simply lacks the later columns.
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
-# Columns added per version (absent from shards of earlier versions).
-COLUMNS_SINCE = {"error_cause": 2, "container_duration": 2, "warning": 2}
+# columns added after version 1 -> the version that added them (older shards lack them)
+COLUMNS_SINCE = {"decode_quality": 2, "error_cause": 2, "container_duration": 2, "warning": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -101,13 +102,9 @@ class FeatureDims:
 
 
 def video_features_schema(
-    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = "",
-    version: int = SCHEMA_VERSION,
+    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = ""
 ) -> pa.Schema:
-    """The Arrow schema of a feature shard for the given dims, model identity and version."""
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ValueError(f"unknown feature schema version {version}; known: "
-                         f"{SUPPORTED_SCHEMA_VERSIONS}")
+    """The Arrow schema of a feature shard for the given dims and model identity."""
     sizes = dims.column_sizes()
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
@@ -127,6 +124,7 @@ def video_features_schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("decode_seconds", pa.float64()),
+        pa.field("decode_quality", pa.string()),  # "exact" | "fast" (eercf_core.decode)
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("checkpoint_sha256", pa.string(), nullable=False),
         pa.field("coarse_feature", pa.list_(pa.float16(), sizes["coarse_feature"])),
@@ -135,9 +133,8 @@ def video_features_schema(
         pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
         pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
     ]
-    fields = [f for f in fields if COLUMNS_SINCE.get(f.name, 1) <= version]
     meta = {
-        META_SCHEMA_VERSION: str(version).encode(),
+        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
         META_DIMS: dims.to_meta(),
         META_MODEL_ID: model_id.encode(),
         META_CHECKPOINT_SHA256: checkpoint_sha256.encode(),

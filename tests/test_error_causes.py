@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from eercf_core import error_causes, shards
@@ -16,6 +17,7 @@ from eercf_core.video_writer import write_video
 from pipelines import extract
 from pipelines.extract_sink import summarize
 from schemas import FeatureDims
+from schemas.video_features import COLUMNS_SINCE
 from tests.test_extract import TINY
 
 
@@ -129,7 +131,10 @@ def test_summary_of_version_1_shards_groups_by_cause_from_text(tmp_path):
              "error": f"/data/dir{i}/v{i}.mp4: timed out after 120 s (worker killed)"}
             for i in range(9)]
     rows.append({"video_id": "ok", "uri": "/data/ok.mp4", "status": "ok", "error": None})
-    shards.write_shard(str(tmp_path / "part-a.parquet"), rows, dims, "m", "h", version=1)
+    table = shards.rows_to_table(rows, dims, "m", "h")  # as version 1: no version 2 columns
+    v1 = table.drop_columns(list(COLUMNS_SINCE)).replace_schema_metadata(
+        {**table.schema.metadata, b"eercf.schema_version": b"1"})
+    pq.write_table(v1, tmp_path / "part-a.parquet")
     summary = summarize(str(tmp_path))
     assert summary["errors_by_cause"] == {"timeout": {"count": 9, "examples": [
         r["error"] for r in rows[:3]]}}
