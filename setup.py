@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["eercf_core", "eercf_core.*", "pipelines", "pipelines.*",
                                     "schemas", "schemas.*"]),
-    package_data={"eercf_core": ["model_configs/*.json"]},
+    package_data={"eercf_core": ["model_configs/*.json", "report/assets/*"]},
     install_requires=[
         # torch is installed first by the Makefile (pinned local build); any recent one works.
         "torch>=2.1",
@@ -26,6 +26,7 @@ setup(
         "ftfy",
         "regex",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    # websocket-client: the report's browser test drives headless Chromium over DevTools
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "websocket-client>=1.6"]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

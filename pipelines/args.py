@@ -159,15 +159,18 @@ def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> N
     parser.error("; ".join(problems))
 
 
-def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None = None) -> None:
+def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None = None,
+                    required: bool | None = None, help: str | None = None) -> None:
     """The model flags of every job that loads a model (eercf_core.model_spec): --model
-    (required when no default), --pretrained, --random-init, --head, --seed. One set of flags,
-    one meaning: the same values build the same model in extract and query."""
+    (required when no default, unless `required` says otherwise), --pretrained, --random-init,
+    --head, --seed. One set of flags, one meaning: the same values build the same model in
+    extract, query, search and report."""
     from eercf_core.model_spec import HEADS
 
-    add_model(parser, default=default, required=default is None,
-              help="checkpoint path/URL (official EERCF or eercf train), or an open_clip name with "
-                   "--pretrained or --random-init" + (f" (default {default})" if default else ""))
+    add_model(parser, default=default, required=default is None if required is None else required,
+              help=help or ("checkpoint path/URL (official EERCF or eercf train), or an open_clip "
+                            "name with --pretrained or --random-init"
+                            + (f" (default {default})" if default else "")))
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag (e.g. openai) or local open_clip weights")
     parser.add_argument("--random-init", action="store_true",
