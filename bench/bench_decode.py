@@ -236,13 +236,14 @@ def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int
                         threads: int | None = None) -> dict:
     """Per-video cosine of seeded random ViT-B-32 features (coarse, worst frame) of the fast
     frames against the exact frames, over the files both decoded, at the same frame times."""
-    from pipelines.inference import ModelSpec, build_model
+    from eercf_core.model_spec import ModelSpec
+    from pipelines.inference import build_model
 
     both = sorted(set(exact) & set(fast))
     moved = [files[i] for i in both if exact[i]["times"] != fast[i]["times"]]
     if moved:
         raise RuntimeError(f"fast sampled other frame times than exact for {moved}")
-    model = build_model(ModelSpec("ViT-B-32", seed=0, device="cpu"))
+    model = build_model(ModelSpec("ViT-B-32", random_init=True, seed=0, device="cpu"))
     if threads:
         torch.set_num_threads(threads)  # one thread is faster on an oversubscribed machine
     started = time.perf_counter()

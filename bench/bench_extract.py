@@ -70,7 +70,7 @@ def make_clips(root: Path, count: int, seed: int = 0) -> list[Path]:
 def main(flags: list[str]) -> dict:
     import torch
 
-    import eercf_core as ec
+    from eercf_core.model_spec import ModelSpec, load_model_spec
 
     quick = "--quick" in flags
     count = int(_flag(flags, "--clips", 20 if quick else 200))
@@ -81,7 +81,8 @@ def main(flags: list[str]) -> dict:
     log.info("%d clips ready in %.1f s", len(clips), time.perf_counter() - started)
 
     started = time.perf_counter()
-    model = ec.create_model(MODEL, head="eercf", seed=0).eval()  # as extract builds it
+    # as extract builds it from the flags below
+    model = load_model_spec(ModelSpec(MODEL, random_init=True))
     model_build_s = time.perf_counter() - started
 
     # 1. the pipeline, end to end
@@ -93,8 +94,8 @@ def main(flags: list[str]) -> dict:
     started = time.perf_counter()
     code = subprocess.call([sys.executable, "-m", "pipelines.cli", "extract",
                             "--input", str(manifest), "--output", str(output), "--model", MODEL,
-                            "--batch-size", str(batch_size), "--decode-workers", str(workers),
-                            "--progress-seconds", "30"])
+                            "--random-init", "--batch-size", str(batch_size), "--decode-workers",
+                            str(workers), "--progress-seconds", "30"])
     pipeline_s = time.perf_counter() - started
     summary = json.loads((output / "summary.json").read_text())
     if code != 0 or summary["by_status"].get("ok") != len(clips):

@@ -21,6 +21,7 @@ import torch
 
 from eercf_core.atomic import open_atomic
 from eercf_core.config import NUM_FRAMES
+from eercf_core.errors import UserInputError
 from eercf_core.model import EercfModel
 from eercf_core.temporal import TemporalHead
 
@@ -34,7 +35,7 @@ _HEAD_RENAMES = {"global_mat_weight": "global_weight", "frame_logit_weight": "fr
                  "frame_position_embeddings.weight": "frame_position_embeddings.weight"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint that cannot be loaded: unknown layout, missing or mismatched keys."""
 
 
@@ -44,6 +45,17 @@ def register_model_configs() -> None:
 
     if "eercf-tiny" not in open_clip.list_models():
         open_clip.add_model_config(_CONFIG_DIR)
+
+
+def check_model_name(name: str) -> None:
+    """UserInputError unless `name` is an open_clip config (the project's tiny ones included)."""
+    import open_clip
+
+    register_model_configs()
+    if name not in open_clip.list_models():
+        raise UserInputError(f"unknown model name {name!r}: not a file and not an open_clip "
+                             f"config; e.g. ViT-B-32, ViT-B-16, eercf-tiny (open_clip.list_models() "
+                             f"lists all)")
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -77,14 +89,12 @@ def create_model(
     register_model_configs()
     if head not in ("eercf", "zero-shot"):
         raise ValueError(f"head must be 'eercf' or 'zero-shot', got {head!r}")
-    if name not in open_clip.list_models():
-        raise ValueError(f"unknown model name {name!r}: not a file and not an open_clip config; "
-                         f"e.g. ViT-B-32, ViT-B-16, eercf-tiny (open_clip.list_models() lists all)")
+    check_model_name(name)
     if pretrained and pretrained.lower() not in open_clip.list_pretrained_tags_by_model(name) \
             and not os.path.exists(pretrained):
         tags = open_clip.list_pretrained_tags_by_model(name)
-        raise ValueError(f"pretrained {pretrained!r} for {name}: neither a local file nor a known "
-                         f"tag (known tags: {tags})")
+        raise UserInputError(f"pretrained {pretrained!r} for {name}: neither a local file nor a "
+                             f"known tag (known tags: {tags})")
     if seed is not None:
         torch.manual_seed(seed)
         np.random.seed(seed)
@@ -216,6 +226,18 @@ def _looks_like_path(source: str) -> bool:
             or source.endswith((".bin", ".pt", ".pth", ".ckpt", ".safetensors")))
 
 
+def is_checkpoint_source(source: str) -> bool:
+    """True when `source` is an existing checkpoint file or URL, False for a model name.
+
+    Raises FileNotFoundError when it looks like a path (a slash, a URL, a weights suffix) but
+    nothing is there."""
+    if os.path.isfile(source) or ("://" in source and fsspec.core.url_to_fs(source)[0].exists(source)):
+        return True
+    if _looks_like_path(source):
+        raise FileNotFoundError(f"model checkpoint not found: {source}")
+    return False
+
+
 def load_model(
     source: str,
     pretrained: str | None = None,
@@ -230,7 +252,7 @@ def load_model(
     - `load_model("ViT-B-32", pretrained="/path/open_clip.bin")`: a local open_clip checkpoint.
     """
     dev = _device(device)
-    if os.path.isfile(source) or ("://" in source and fsspec.core.url_to_fs(source)[0].exists(source)):
+    if is_checkpoint_source(source):
         data = _read_checkpoint(source)
         if data.get("format") == CHECKPOINT_FORMAT:
             return _load_project(source, data, dev)
@@ -246,7 +268,5 @@ def load_model(
             f"checkpoint (format={CHECKPOINT_FORMAT!r}); none matched. Keys found "
             f"({len(state_dict)}): {sample}{' ...' if len(state_dict) > 12 else ''}. For a plain "
             f"open_clip checkpoint pass the architecture: load_model('ViT-B-32', pretrained=path)")
-    if _looks_like_path(source):
-        raise FileNotFoundError(f"model checkpoint not found: {source}")
     return create_model(source, pretrained=pretrained, head="zero-shot", num_frames=num_frames,
                         device=dev)

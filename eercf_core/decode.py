@@ -46,6 +46,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from eercf_core import error_causes
 from eercf_core.config import NUM_FRAMES, SAMPLE_FPS
 
 DEFAULT_MAX_OFFSET = 0.5  # seconds; half the 1 fps sampling interval
@@ -73,7 +74,12 @@ QUALITY_PRESETS = {
 
 
 class DecodeError(Exception):
-    """A video could not be decoded; the message names the file and says why."""
+    """A video could not be decoded; the message names the file and says why, `cause` is one of
+    eercf_core.error_causes.CAUSES."""
+
+    def __init__(self, message: str, cause: str = error_causes.CORRUPT_BITSTREAM):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass
@@ -98,6 +104,7 @@ class DecodedVideo:
     decode_seconds: float
     decoder: str
     rotation: int = 0
+    container_duration: float | None = None  # seconds the container declares (None: unknown)
     quality: str = DEFAULT_QUALITY  # the DecodeOptions.quality that produced the frames
 
     def facts(self) -> dict[str, Any]:
@@ -107,8 +114,14 @@ class DecodedVideo:
             "frame_indices": list(self.frame_indices), "frame_times": list(self.frame_times),
             "fps": self.fps, "duration": self.duration, "width": self.width,
             "height": self.height, "decode_seconds": self.decode_seconds,
+            "container_duration": self.container_duration, "warning": self.warning,
             "decode_quality": self.quality,
         }
+
+    @property
+    def warning(self) -> str | None:
+        """"partly decoded: ..." when much less than the declared duration could be read."""
+        return error_causes.partial_decode_warning(self.duration, self.container_duration)
 
 
 @dataclass(frozen=True)
@@ -340,12 +353,16 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
     from av.video.reformatter import VideoReformatter
 
     started = time.perf_counter()
+    _check_file(uri)
     source, handle = _open_source(uri)
+    opened = False
     try:
         with av.open(source, mode="r") as container:
+            opened = True
             if not container.streams.video:
                 raise DecodeError(f"{uri}: no video stream (streams: "
-                                  f"{[s.type for s in container.streams]})")
+                                  f"{[s.type for s in container.streams]})",
+                                  error_causes.NOT_A_VIDEO)
             stream = container.streams.best("video") or container.streams.video[0]
             ctx = stream.codec_context
             if ctx.width * ctx.height > options.max_pixels:
@@ -386,11 +403,13 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
                 frames_total=len(index.pts), frames_decoded=decoded, fps=fps,
                 duration=(index.end - index.start) * time_base, width=width, height=height,
                 decode_seconds=time.perf_counter() - started, decoder="pyav", rotation=rotation,
-                quality=options.quality)
+                quality=options.quality,
+                container_duration=_declared_duration(container, stream))
     except DecodeError:
         raise
     except Exception as exc:  # av.error.* and friends: name the file and the reason
-        raise DecodeError(f"{uri}: {_describe(exc)}") from exc
+        raise DecodeError(f"{uri}: {_describe(exc)}",
+                          error_causes.exception_cause(exc, opened, uri)) from exc
     finally:
         if handle is not None:
             handle.close()
@@ -402,19 +421,23 @@ def _decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
     from PIL import Image
 
     started = time.perf_counter()
+    _check_file(uri)
     source, handle = _open_source(uri)
+    reader = None
     try:
         reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
         total, fps = len(reader), float(reader.get_avg_fps())
         if total <= 0 or fps <= 0:
-            raise DecodeError(f"{uri}: decord reports {total} frames at {fps} fps")
+            raise DecodeError(f"{uri}: decord reports {total} frames at {fps} fps",
+                              error_causes.DECODE_ERROR)
         duration = total / fps
         targets = sample_times(duration, options.num_frames, options.sample_fps)
         indices = np.minimum((targets * fps).astype(np.int64), total - 1)
         batch = reader.get_batch(indices.tolist()).asnumpy()
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise DecodeError(f"{uri}: decord returned frames of shape {batch.shape[1:]}, "
-                              "not [H, W, 3] (decord bug on tiny or odd frame sizes)")
+                              "not [H, W, 3] (decord bug on tiny or odd frame sizes)",
+                              error_causes.DECODE_ERROR)
         height, width = batch.shape[1:3]
         size = options.image_size
         images = []
@@ -432,10 +455,28 @@ def _decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
     except DecodeError:
         raise
     except Exception as exc:  # decord.DECORDError and friends
-        raise DecodeError(f"{uri}: {_describe(exc)}") from exc
+        raise DecodeError(f"{uri}: {_describe(exc)}",
+                          error_causes.exception_cause(exc, reader is not None, uri)) from exc
     finally:
         if handle is not None:
             handle.close()
+
+
+def _check_file(uri: str) -> None:
+    """DecodeError before opening a local path that cannot be a video (FIFO, empty, missing)."""
+    problem = error_causes.check_local_file(uri)
+    if problem is not None:
+        cause, detail = problem
+        raise DecodeError(f"{uri}: {cause} ({detail})", cause)
+
+
+def _declared_duration(container, stream) -> float | None:
+    """Seconds the container header declares for the video (the stream's, else the file's)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -449,6 +490,8 @@ def _describe(exc: BaseException) -> str:
         "FileNotFoundError": "file not found",
         "PermissionError": "permission denied",
     }
+    if name == "MemoryError" and type(exc).__module__.startswith("av"):
+        hints[name] = "FFmpeg could not allocate the buffers the data asks for (corrupt sizes?)"
     hint = hints.get(name)
     return f"{hint}: {name}: {text}" if hint else f"{name}: {text}"
 

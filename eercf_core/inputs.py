@@ -15,6 +15,7 @@ from typing import Iterable
 
 import fsspec
 
+from eercf_core.errors import UserInputError
 from eercf_core.ids import control_character_problem
 from eercf_core.io_formats import FormatError, read_jsonl, write_tsv
 
@@ -35,6 +36,15 @@ def _has_magic(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
 
+def is_glob(url: str) -> bool:
+    """A glob pattern: glob characters and no file or directory of that exact name (an existing
+    `clip[1].mp4` is that file)."""
+    if not _has_magic(url):
+        return False
+    fs, path = fsspec.core.url_to_fs(url)
+    return not fs.exists(path)
+
+
 def _protocol_prefix(url: str) -> str:
     return url.split("://", 1)[0] + "://" if "://" in url else ""
 
@@ -50,7 +60,7 @@ def _expand(pattern: str) -> tuple[list[str], str]:
     """(video URLs, corpus root) for one glob, directory or file."""
     prefix = _protocol_prefix(pattern)
     fs, path = fsspec.core.url_to_fs(pattern)
-    if _has_magic(path):
+    if is_glob(pattern):
         fixed = path.split("*")[0].split("?")[0].split("[")[0]
         root = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
         found = [p for p in fs.glob(path) if not fs.isdir(p)]
@@ -96,7 +106,7 @@ def read_manifest(url: str) -> list[VideoRef]:
         for number, record in read_jsonl(url):
             add(record.get("video_id"), record.get("uri"), number)
         return refs
-    with fs.open(path, "rt", encoding="utf-8") as handle:
+    with fs.open(path, "rt", encoding="utf-8-sig") as handle:  # a BOM (Excel exports) is fine
         text = handle.read()
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
@@ -117,9 +127,9 @@ def check_unique(refs: Iterable[VideoRef]) -> None:
     dups = {k: v for k, v in seen.items() if len(v) > 1}
     if dups:
         shown = "; ".join(f"{k!r}: {v}" for k, v in list(dups.items())[:5])
-        raise ValueError(f"{len(dups)} duplicate video_id(s) in the inputs ({shown}"
-                         f"{' ...' if len(dups) > 5 else ''}); ids must be unique (use a "
-                         "manifest with explicit ids)")
+        raise UserInputError(f"{len(dups)} duplicate video_id(s) in the inputs ({shown}"
+                             f"{' ...' if len(dups) > 5 else ''}); ids must be unique (use a "
+                             "manifest with explicit ids)")
 
 
 def read_inputs(inputs: list[str]) -> list[VideoRef]:
@@ -129,9 +139,9 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
     videos, or duplicate ids.
     """
     if not inputs:
-        raise ValueError("no --input given")
+        raise UserInputError("no --input given")
     if len(inputs) == 1 and _strip(inputs[0]).lower().endswith(MANIFEST_SUFFIXES) \
-            and not _has_magic(inputs[0]):
+            and not is_glob(inputs[0]):
         refs = read_manifest(inputs[0])
     else:
         expanded = [_expand(item) for item in inputs]
@@ -139,7 +149,7 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
         roots = [root for _, root in expanded]
         if len(expanded) > 1:  # several inputs: ids relative to their common parent
             common = posixpath.commonpath([_strip(u) for u in urls]) if urls else ""
-            single_files = all(not _has_magic(i) for i in inputs)
+            single_files = all(not is_glob(i) for i in inputs)
             roots = [posixpath.dirname(common) if single_files and len(urls) == 1 else common
                      ] * len(expanded)
             if urls and common == _strip(urls[0]):
@@ -147,11 +157,11 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
         refs = [VideoRef(_relative_id(u, root), u)
                 for (found, _), root in zip(expanded, roots) for u in found]
     if not refs:
-        raise ValueError(f"no videos found for --input {inputs}")
+        raise UserInputError(f"no videos found for --input {inputs}")
     for ref in refs:  # ids derived from file names: a name may hold a TAB or a line break
         problem = control_character_problem(ref.video_id)
         if problem:
-            raise ValueError(f"{ref.uri!r}: the video_id {ref.video_id!r} taken from its path "
+            raise UserInputError(f"{ref.uri!r}: the video_id {ref.video_id!r} taken from its path "
                              f"{problem}; rename the file or give ids in a manifest")
     check_unique(refs)
     return refs

@@ -5,7 +5,8 @@
   with `{`). Blank lines are skipped. Missing id, empty text, undecodable bytes, duplicate ids
   and ids with control characters (TAB, CR, ...: eercf_core.ids) are errors.
 - Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
-- Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
+- Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query,
+  finite scores (NaN/inf are refused).
 - Training captions (what `eercf train --captions` reads): JSONL `{"video_id": ..., "text": ...}`.
 
 Writers (`write_queries`, `write_ground_truth`, `write_captions`; `write_tsv` for two-column TSVs,
@@ -19,6 +20,7 @@ Paths are local or fsspec URLs.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -26,12 +28,13 @@ from typing import Iterable, Iterator, Sequence
 import fsspec
 
 from eercf_core.atomic import write_text
+from eercf_core.errors import UserInputError
 from eercf_core.ids import control_character_problem
 
 RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
 
 
-class FormatError(ValueError):
+class FormatError(UserInputError):
     """A malformed input file; the message names the file and line."""
 
     def __init__(self, path: str, line: int | None, message: str) -> None:
@@ -194,6 +197,9 @@ def read_ranked(path: str) -> dict[str, list[RankedRow]]:
             row = RankedRow(query_id, int(rank), video_id, float(score), float(coarse))
         except ValueError:
             raise FormatError(path, number, "rank must be an integer and scores numbers") from None
+        if not (math.isfinite(row.score) and math.isfinite(row.coarse_score)):
+            raise FormatError(path, number, f"scores must be finite numbers, got score {score!r} "
+                              f"and coarse_score {coarse!r}")
         rows = ranked.setdefault(query_id, [])
         if row.rank != len(rows) + 1:
             raise FormatError(path, number, f"query {query_id!r}: rank {row.rank} follows rank "
@@ -251,5 +257,5 @@ def local_path(path: str) -> str:
     """`path` as a local filesystem path (strips file://); ValueError for remote URLs."""
     fs, target = fsspec.core.url_to_fs(str(path))
     if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        raise ValueError(f"{path}: must be a local path (memory-mapped files need a local disk)")
+        raise UserInputError(f"{path}: must be a local path (memory-mapped files need a local disk)")
     return os.path.abspath(target)

@@ -44,6 +44,9 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+TIMEOUT = "timeout"
+CRASHED = "worker crashed"
+OUT_OF_MEMORY = "out of memory"
 
 # The child's bootstrap: read sys.path and the working directory first, so that unpickling the
 # function (by reference) imports it from the same code the parent runs.
@@ -64,6 +67,9 @@ class Outcome(Generic[T]):
     value: Any = None
     error: str | None = None
     seconds: float = 0.0  # wall time from dispatch to result
+    # on errors: the exception's `cause` attribute if it had one, else TIMEOUT / CRASHED /
+    # OUT_OF_MEMORY for what the pool saw, None for other exceptions
+    cause: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,14 +108,18 @@ def _worker_main(conn: Connection) -> None:
             return
         if item is None:
             return
+        reply: tuple[Any, ...]  # ("ok", value) | ("error", message, cause or None)
         try:
             reply = ("ok", fn(item))
-        except MemoryError:
-            reply = ("error", "out of memory while processing (memory limit reached)")
         except Exception as exc:  # every failure of fn becomes that item's error
-            text = " ".join(str(exc).split())
-            reply = ("error", text if type(exc).__name__ in text or ":" in text
-                     else f"{type(exc).__name__}: {text}")
+            cause = getattr(exc, "cause", None)
+            if cause is None and type(exc) is MemoryError:
+                reply = ("error", "out of memory while processing (memory limit reached)",
+                         OUT_OF_MEMORY)
+            else:
+                text = " ".join(str(exc).split())
+                reply = ("error", text if type(exc).__name__ in text or ":" in text
+                         else f"{type(exc).__name__}: {text}", cause)
         try:
             conn.send(reply)
         except Exception as exc:  # e.g. an unpicklable result
@@ -373,23 +383,26 @@ class IsolatedPool:
         for worker, (task, started) in running.items():
             if worker.conn in ready:
                 try:
-                    status, payload = worker.conn.recv()
+                    status, payload, *cause = worker.conn.recv()
                 except (EOFError, OSError):  # died mid-item
                     reason = worker.exit_reason()
                     self._replace(pool, worker)
-                    self._finish(task, Outcome(task.index, error=reason, seconds=now - started))
+                    self._finish(task, Outcome(task.index, error=reason, seconds=now - started,
+                                               cause=CRASHED))
                     continue
                 worker.task = None
                 self._finish(task, Outcome(task.index, value=payload, seconds=now - started)
                              if status == "ok" else
-                             Outcome(task.index, error=payload, seconds=now - started))
+                             Outcome(task.index, error=payload, seconds=now - started,
+                                     cause=cause[0] if cause else None))
             elif self.timeout is not None and now - started >= self.timeout:
                 log.warning("item %d exceeded the %.0f s time limit; killing its worker",
                             task.index, self.timeout)
                 self._replace(pool, worker)
                 self._finish(task, Outcome(
                     task.index, error=f"timed out after {self.timeout:g} s (worker killed; the "
-                    "decoder hung or the file is too slow to decode)", seconds=now - started))
+                    "decoder hung or the file is too slow to decode)", seconds=now - started,
+                    cause=TIMEOUT))
 
     @staticmethod
     def _finish(task: _Task, outcome: Outcome) -> None:

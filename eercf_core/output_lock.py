@@ -31,12 +31,14 @@ from typing import Any
 
 import fsspec
 
+from eercf_core.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".eercf.lock"
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(UserInputError):
     """Another live run holds the lock; the message names it (host, pid, start time, job)."""
 
 

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eercf_core.atomic import is_temp_name, open_atomic
+from eercf_core.errors import UserInputError
 from schemas import (
     COLUMN_OF_FEATURE,
     FEATURE_COLUMNS,
@@ -50,7 +51,7 @@ QUALITY_OF_V1_SHARDS = "exact"  # eercf_core.decode.QUALITY_EXACT, before the se
 CORRUPT_MARKER = ".corrupt-"  # a shard moved aside by resume: `<name>.parquet.corrupt-<time>`
 
 
-class CorruptShardError(ValueError):
+class CorruptShardError(UserInputError):
     """A shard that cannot be read back intact (checksum mismatch, truncated or garbled file)."""
 
     def __init__(self, path: str, detail: str):
@@ -168,15 +169,15 @@ def schema_version(path: str, schema: pa.Schema) -> int:
     meta = schema.metadata or {}
     version = meta.get(META_SCHEMA_VERSION)
     if version is None or META_DIMS not in meta:
-        raise ValueError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
+        raise UserInputError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
     try:
         number = int(version.decode())
     except ValueError:
-        raise ValueError(f"{path}: bad eercf.schema_version metadata {version!r}") from None
+        raise UserInputError(f"{path}: bad eercf.schema_version metadata {version!r}") from None
     if number not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ValueError(f"{path}: schema version {number}, this reader reads versions "
-                         f"{list(SUPPORTED_SCHEMA_VERSIONS)} (writes {SCHEMA_VERSION}); "
-                         "re-extract or use a matching eercf version")
+        raise UserInputError(f"{path}: schema version {number}, this reader reads versions "
+                             f"{list(SUPPORTED_SCHEMA_VERSIONS)} (writes {SCHEMA_VERSION}); "
+                             "re-extract or use a matching eercf version")
     return number
 
 
@@ -186,17 +187,17 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     try:
         dims = FeatureDims.from_meta(meta[META_DIMS])
     except ValueError as exc:
-        raise ValueError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
+        raise UserInputError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
     expected = video_features_schema(dims)
     for field in expected:
         if COLUMNS_SINCE.get(field.name, 1) > version:
             continue  # an older shard without a later column
         if field.name not in schema.names:
-            raise ValueError(f"{path}: missing column {field.name!r}")
+            raise UserInputError(f"{path}: missing column {field.name!r}")
         actual = schema.field(field.name).type
         if actual != field.type:
-            raise ValueError(f"{path}: column {field.name!r} has type {actual}, expected "
-                             f"{field.type} for dims {dims}")
+            raise UserInputError(f"{path}: column {field.name!r} has type {actual}, expected "
+                                 f"{field.type} for dims {dims}")
     return dims
 
 
@@ -243,7 +244,7 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
             missing = [c for c in columns if c not in schema.names
                        and COLUMNS_SINCE.get(c, 0) <= version]
             if missing:
-                raise ValueError(f"{path}: unknown columns {missing}")
+                raise UserInputError(f"{path}: unknown columns {missing}")
             columns = [c for c in columns if c in schema.names]
         return parquet.read(columns=columns, use_threads=threads)
 
@@ -294,7 +295,7 @@ def shard_metadata(path: str) -> dict[str, str]:
         with fs.open(target, "rb") as handle:
             meta = pq.read_schema(handle).metadata or {}
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+        raise CorruptShardError(path, str(exc)) from exc
     return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW:")}
 
 

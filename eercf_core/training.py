@@ -33,6 +33,7 @@ import torch
 
 from eercf_core.atomic import open_atomic
 from eercf_core.config import ScoreConfig
+from eercf_core.errors import UserInputError
 from eercf_core.losses import LossWeights, eercf_loss
 from eercf_core.model import EercfModel
 
@@ -183,8 +184,8 @@ class Trainer:
     def __init__(self, model: EercfModel, data: TrainingPairs, config: TrainConfig,
                  out_dir: str | Path | None = None):
         if data.num_pairs < config.batch_size:
-            raise ValueError(f"{data.num_pairs} training pairs is fewer than one batch of "
-                             f"{config.batch_size}")
+            raise UserInputError(f"{data.num_pairs} training pairs is fewer than one batch of "
+                                 f"{config.batch_size}")
         if config.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (contrastive loss)")
         self.model, self.data, self.config = model, data, config
@@ -219,8 +220,8 @@ class Trainer:
         largest = max(len(vs) for vs in self.groups)
         self.groups_per_batch = max(1, self.config.batch_size // largest)
         if len(self.groups) < self.groups_per_batch or self.groups_per_batch * largest < 2:
-            raise ValueError(f"{len(self.groups)} video groups (largest {largest}) cannot fill a "
-                             f"batch of {self.config.batch_size}")
+            raise UserInputError(f"{len(self.groups)} video groups (largest {largest}) cannot fill a "
+                                 f"batch of {self.config.batch_size}")
         self.batches_per_epoch = len(self.groups) // self.groups_per_batch
 
     # ------------------------------------------------------------------ sampling
@@ -337,13 +338,13 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from exc
+            raise UserInputError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from exc
         if not isinstance(state, dict) or "step" not in state or "model" not in state:
-            raise ValueError(f"{path}: not an eercf training state (no step/model)")
+            raise UserInputError(f"{path}: not an eercf training state (no step/model)")
         saved_steps = state.get("config", {}).get("steps")
         if saved_steps is not None and saved_steps != self.config.steps:
-            raise ValueError(f"{path}: saved for {saved_steps} steps but this run has "
-                             f"{self.config.steps}; the schedule would differ")
+            raise UserInputError(f"{path}: saved for {saved_steps} steps but this run has "
+                                 f"{self.config.steps}; the schedule would differ")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

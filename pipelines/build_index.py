@@ -9,7 +9,7 @@ import argparse
 from eercf_core.config import RECALL_K
 from eercf_core.index import build_index, recall
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
-from pipelines.args import add_output, parse_args
+from pipelines.args import add_output, parse_args, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,22 +20,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index-factory", default=None,
                         help="FAISS index_factory string (default: Flat below "
                              f"{recall.EXACT_MAX_VIDEOS} videos, IVF above)")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default nlist/16)")
-    parser.add_argument("--recall-sample", type=int, default=1000,
+    parser.add_argument("--nprobe", type=positive_int, default=None,
+                        help="IVF lists probed (default nlist/16)")
+    parser.add_argument("--recall-sample", type=positive_int, default=1000,
                         help="queries sampled to measure an approximate index's recall vs exact")
-    parser.add_argument("--recall-check-k", type=int, default=RECALL_K)
-    parser.add_argument("--batch-rows", type=int, default=256, help="rows read per batch")
+    parser.add_argument("--recall-check-k", type=positive_int, default=RECALL_K)
+    parser.add_argument("--batch-rows", type=positive_int, default=256, help="rows read per batch")
     parser.add_argument("--fine-codec", default="fp16",
                         help="fine-store codec: fp16, a FAISS index_factory codec for every kind "
                              "(SQ8, PQ64, OPQ64,PQ64, ...) or per kind, e.g. "
                              "patch=PQ64,frame=SQ8,context=SQ8 (unnamed kinds stay fp16)")
-    parser.add_argument("--codec-train-videos", type=int, default=256,
+    parser.add_argument("--codec-train-videos", type=positive_int, default=256,
                         help="videos sampled to train the codecs")
-    parser.add_argument("--codec-train-vectors", type=int, default=DEFAULT_TRAIN_VECTORS,
+    parser.add_argument("--codec-train-vectors", type=positive_int, default=DEFAULT_TRAIN_VECTORS,
                         help="at most this many training vectors per codec")
-    parser.add_argument("--fidelity-videos", type=int, default=200,
+    parser.add_argument("--fidelity-videos", type=positive_int, default=200,
                         help="videos sampled to measure the codecs' rerank fidelity vs float16")
-    parser.add_argument("--fidelity-queries", type=int, default=200,
+    parser.add_argument("--fidelity-queries", type=positive_int, default=200,
                         help="corpus-derived queries of the fidelity measurement")
     parser.add_argument("--overwrite", action="store_true")
     return parser

@@ -3,6 +3,10 @@
 Modules are imported only when their subcommand runs, so `eercf --help` stays fast and a job's
 heavy dependencies (Beam, FAISS, torch) load only where needed.
 Ctrl-C and SIGTERM stop every child process and print one line (pipelines.interrupts).
+
+Errors: an expected error (eercf_core.errors: a bad input or flag, a refused index, an unwritable
+output) prints one line, `eercf <command>: error: <what and where>`, and exits 2; `--debug`
+anywhere on the command line shows the traceback instead. Bugs keep their traceback (exit 1).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
+from eercf_core.errors import EXIT_USER_ERROR, is_expected, one_line
 from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
 
 # subcommand -> (module, one-line help)
@@ -31,15 +36,23 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(n) for n in SUBCOMMANDS)
-    lines = ["usage: eercf <command> [options]   (eercf <command> --help for its options)", "",
-             "commands:"]
+    lines = [("usage: eercf <command> [options] [--debug]   (eercf <command> --help for its "
+              "options; --debug: tracebacks for every error)"), "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     return "\n".join(lines)
+
+
+def _drop_beam_gcp_notices(record: logging.LogRecord) -> bool:
+    """Beam's import-time notices about optional Google Cloud libraries (apitools, BigQuery)
+    that eercf never uses; they would bury the job's own output."""
+    return record.levelno >= logging.ERROR or "/apache_beam/io/gcp/" not in record.pathname
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `eercf` script. Returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -50,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_beam_gcp_notices)
     install_signal_handlers()
     try:
         module = importlib.import_module(SUBCOMMANDS[name][0])
@@ -58,6 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = interrupted(exc, "rerun to resume")
         print(f"eercf {name}: {report}", file=sys.stderr)
         return exit_code(report)
+    except Exception as exc:
+        if debug or not is_expected(exc):
+            raise
+        print(f"eercf {name}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return result if isinstance(result, int) else 0
 
 

@@ -26,8 +26,10 @@ import numpy as np
 
 from eercf_core import metrics
 from eercf_core.atomic import write_json, write_text
+from eercf_core.errors import UserInputError
 from eercf_core.index import read_video_ids
 from eercf_core.io_formats import FormatError, RankedRow, read_ground_truth, read_ranked
+from eercf_core.output_check import check_writable_dir
 from pipelines.args import add_output, parse_args
 
 log = logging.getLogger(__name__)
@@ -219,13 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
 
+    check_writable_dir(args.output, "--output")
     result = evaluate(args.ranked, args.ground_truth, args.index)
     sweep = []
     for path in args.sweep:
         item = evaluate(path, args.ground_truth, args.index)
         if item["recall_k"] is None:
-            raise ValueError(f"{path}: no {path}.meta.json with recall_k; sweep files must come "
-                             "from eercf query")
+            raise UserInputError(f"{path}: no {path}.meta.json with recall_k; sweep files must "
+                                 "come from eercf query")
         sweep.append(item)
     sweep.sort(key=lambda s: s["recall_k"])
     out = Path(args.output)

@@ -14,9 +14,10 @@ finish_bundle emits (where BatchElements would flush its last batch). The chain 
 purpose: a Flatten of two branches makes the in-process runner materialise everything before
 the writer, which would hold every decoded video in memory and write no shard until the end.
 
-Unknown flags are Beam pipeline options (--runner, --direct_num_workers, --project, ...); the
-default runner is Beam's in-process FnApiRunner, `--runner DaskRunner` runs on a Dask cluster
-(pipelines/beam_runner.py). Rerunning with the same --output resumes.
+Flags that are not eercf's must be Beam pipeline options (--runner, --direct_num_workers,
+--project, ...; anything else, e.g. a misspelt flag, is refused); the default runner is Beam's
+in-process FnApiRunner, `--runner DaskRunner` runs on a Dask cluster (pipelines/beam_runner.py).
+Rerunning with the same --output resumes.
 """
 from __future__ import annotations
 
@@ -32,10 +33,24 @@ from apache_beam.ml.inference.base import RunInference
 from eercf_core import shards
 from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions, decode_job
+from eercf_core.error_causes import outcome_cause
 from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import close_shared_pools, shared_pool
+from eercf_core.model_spec import ModelSpec
+from eercf_core.output_check import check_writable_dir
 from eercf_core.output_lock import OutputLock, lock_inside
-from pipelines.args import add_model, add_num_frames, add_output, check_num_frames, check_required
+from pipelines.args import (
+    add_model_flags,
+    add_num_frames,
+    add_output,
+    check_beam_flags,
+    check_num_frames,
+    check_required,
+    model_spec,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from pipelines.beam_runner import absolute_local, run_pipeline
 from pipelines.extract_check import check_complete
 from pipelines.extract_sink import (
@@ -45,7 +60,7 @@ from pipelines.extract_sink import (
     scan_output,
     summarize,
 )
-from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
+from pipelines.inference import DecodedItem, EercfModelHandler, build_model
 from pipelines.interrupts import interrupted
 from schemas import STATUS_ERROR
 
@@ -87,13 +102,16 @@ class DecodeChunkFn(beam.DoFn):
         ref = refs[outcome.index]
         if outcome.ok:
             self.decoded.inc()
+            if outcome.value.warning:
+                log.warning("%s: %s", ref.uri, outcome.value.warning)
             return DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
         self.failures.inc()
         message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
-        log.warning("decode failed: %s", message)
+        cause = outcome_cause(outcome.cause)
+        log.warning("decode failed (%s): %s", cause, message)
         return DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
             "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
-            "error": message, "decode_seconds": outcome.seconds})
+            "error": message, "error_cause": cause, "decode_seconds": outcome.seconds})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,22 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="globs, directories or files (local or fsspec URLs), or one manifest "
                         "(.tsv/.csv/.jsonl with video_id and uri)")
     add_output(p, help="directory (local or fsspec URL) for shards")
-    add_model(p, default="ViT-B-32",
-              help="checkpoint path/URL (official EERCF, project, or open_clip with "
-                   "--pretrained) or an open_clip name (default ViT-B-32)")
-    p.add_argument("--pretrained", default=None,
-                   help="open_clip pretrained tag (e.g. openai) or local open_clip weights; "
-                        "without it a bare model name gets seeded random weights")
-    p.add_argument("--head", choices=("eercf", "zero-shot"), default=None,
-                   help="head of a random-weight model built by name (default eercf)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random-weight models")
+    add_model_flags(p, default="ViT-B-32")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     add_num_frames(p)
-    p.add_argument("--batch-size", type=int, default=32, help="videos per model batch")
-    p.add_argument("--decode-workers", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
+    p.add_argument("--decode-workers", type=positive_int, default=None,
                    help="decoder processes per worker process (default: the cores of the "
                         "machine it runs on)")
-    p.add_argument("--per-video-timeout", type=float, default=120.0,
+    p.add_argument("--per-video-timeout", type=positive_float, default=120.0,
                    help="seconds before a video's decoder is killed (default 120)")
     p.add_argument("--decoder", choices=BACKENDS, default="pyav",
                    help="pyav (keyframe-aware, default), decord, or auto (pyav then decord)")
@@ -129,16 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact: the codec's frames, bicubic scaling; fast: no deblocking filter, "
                         "bilinear scaling (measured fidelity: README) (default "
                         f"{DEFAULT_QUALITY}; recorded in each shard row)")
-    p.add_argument("--max-offset", type=float, default=0.5,
+    p.add_argument("--max-offset", type=non_negative_float, default=0.5,
                    help="seconds a sampled frame may be from its 1 fps target to save decoding "
                         "(0 = the exact frame showing at the target)")
-    p.add_argument("--shard-size", type=int, default=256, help="videos per Parquet shard")
+    p.add_argument("--shard-size", type=positive_int, default=256, help="videos per Parquet shard")
     p.add_argument("--no-previews", action="store_true",
                    help="do not store the preview JPEGs (middle frame + frame strip, a few KB "
                         "per video) that result pages show")
     p.add_argument("--retry-errors", action="store_true",
                    help="redo videos whose previous result was an error")
-    p.add_argument("--progress-seconds", type=float, default=10.0,
+    p.add_argument("--progress-seconds", type=positive_float, default=10.0,
                    help="seconds between progress lines")
     return p
 
@@ -161,13 +171,17 @@ def run(argv: list[str] | None = None) -> int:
     """Run the extraction job. Returns 0 when every input video has exactly one row (ok or
     error) in the output, 1 when the output cannot be proven complete.
 
-    The output is locked for the whole run (eercf_core.output_lock): a second run on the same
-    --output is refused while this one lives. Ctrl-C / SIGTERM (see pipelines.interrupts) stop
-    every child process and raise JobInterrupted, which says how many videos are done.
+    Everything that can be checked before decoding is (flags, Beam options, the output's
+    writability, the inputs, the model and its T); bad ones raise UserInputError or exit 2 with
+    a usage error. The output is locked for the whole run (eercf_core.output_lock): a second run
+    on the same --output is refused while this one lives. Ctrl-C / SIGTERM (see
+    pipelines.interrupts) stop every child process and raise JobInterrupted, which says how many
+    videos are done.
     """
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_required(parser, args)
+    check_beam_flags(parser, beam_args)
     started = time.monotonic()
     # Resolved here, where the command is typed: workers may run elsewhere.
     args.input = [absolute_local(item) for item in args.input]
@@ -176,6 +190,7 @@ def run(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value and os.path.exists(value):
             setattr(args, name, absolute_local(value))
+    check_writable_dir(args.output)
     with OutputLock(lock_inside(args.output), "extract", args.output):
         try:
             return _extract(parser, args, beam_args, started)
@@ -187,8 +202,7 @@ def run(argv: list[str] | None = None) -> int:
 def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str],
              started: float) -> int:
     refs = read_inputs(args.input)
-    spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
-                     args.num_frames or NUM_FRAMES)
+    spec = model_spec(args, args.num_frames or NUM_FRAMES)
     model = build_model(spec)
     check_num_frames(parser, args.num_frames, args.model, model.num_frames)
     dims, identity = model.dims, model.identity
@@ -218,6 +232,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     completeness = check_complete(args.output, [ref.video_id for ref in refs])
     summary = summarize(args.output, extra={
         "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
+        "model_weights": spec.describe(),
         "this_run": {"inputs": len(refs), "processed": len(pending),
                      "skipped_already_done": len(refs) - len(pending),
                      "seconds": round(elapsed, 2),
@@ -238,9 +253,12 @@ def _print_summary(output: str, summary: dict) -> None:
     run = summary["this_run"]
     lines.append(f"  this run: {run['processed']} processed, {run['skipped_already_done']} "
                  f"skipped (done before), {run['seconds']} s")
-    if summary["top_errors"]:
-        lines.append("  most frequent errors:")
-        lines += [f"    {e['count']:>4}  {e['error'][:150]}" for e in summary["top_errors"]]
+    if summary["errors_by_cause"]:
+        lines.append("  errors by cause (e.g.):")
+        lines += [f"    {group['count']:>4}  {cause}  ({group['examples'][0][:150]})"
+                  for cause, group in summary["errors_by_cause"].items()]
+    lines += [f"  warning: {group['count']} videos {kind} (e.g. {group['examples'][0]})"
+              for kind, group in summary["warnings"].items()]
     print("\n".join(lines))
 
 

@@ -21,8 +21,9 @@ import apache_beam as beam
 import fsspec
 import pyarrow.compute as pc
 
-from eercf_core import shards
+from eercf_core import error_causes, shards
 from eercf_core.atomic import write_json
+from eercf_core.errors import UserInputError
 from eercf_core.inputs import VideoRef
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
 
@@ -39,7 +40,7 @@ def shard_name(video_ids: Iterable[str]) -> str:
 def plan_chunks(refs: list[VideoRef], shard_size: int) -> list[tuple[str, list[VideoRef]]]:
     """Cut `refs` (input order) into chunks of at most `shard_size`, each with its shard name."""
     if shard_size < 1:
-        raise ValueError(f"--shard-size must be >= 1, got {shard_size}")
+        raise UserInputError(f"--shard-size must be >= 1, got {shard_size}")
     chunks = [refs[i:i + shard_size] for i in range(0, len(refs), shard_size)]
     return [(shard_name(r.video_id for r in chunk), chunk) for chunk in chunks]
 
@@ -58,7 +59,7 @@ def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256
         try:
             identity = shards.shard_identity(path)
             if identity != (dims, model_id, checkpoint_sha256):
-                raise ValueError(
+                raise UserInputError(
                     f"{path} holds features of model {identity[1]!r} (weights "
                     f"{identity[2][:12]}, dims {identity[0]}), this run uses {model_id!r} "
                     f"(weights {checkpoint_sha256[:12]}, dims {dims}); use a different --output")
@@ -182,30 +183,47 @@ class WriteShardsFn(beam.DoFn):
         self.buffers = {}
 
 
-def summarize(output: str, top_errors: int = 10, extra: dict | None = None) -> dict:
-    """Counts by status and the most frequent errors over all shards in `output`, also written
-    as `summary.json` beside the shards (atomically)."""
+def summarize(output: str, examples: int = 3, extra: dict | None = None) -> dict:
+    """Counts by status, errors grouped by cause and warnings over all shards in `output`, also
+    written as `summary.json` beside the shards (atomically).
+
+    `errors_by_cause`: cause -> {"count", "examples": up to `examples` error details}, most
+    frequent first (causes: eercf_core.error_causes; version 1 shards: derived from the text).
+    `warnings`: kind (e.g. "partly decoded") -> {"count", "examples": video ids}.
+    """
     counts: collections.Counter = collections.Counter()
-    errors: collections.Counter = collections.Counter()
+    causes: dict[str, list[str]] = {}
+    warnings: dict[str, list[str]] = {}
     paths = shards.list_shards(output)
     for path in paths:
-        table = shards.read_shard(path, columns=["status", "error"])
-        counts.update(table.column("status").to_pylist())
-        for status, error in zip(table.column("status").to_pylist(),
-                                 table.column("error").to_pylist()):
+        table = _summary_columns(path)
+        counts.update(table["status"])
+        for i, status in enumerate(table["status"]):
             if status == STATUS_ERROR:
-                errors[_error_kind(error or "")] += 1
+                error = table["error"][i] or ""
+                cause = table["error_cause"][i] or error_causes.classify_message(error)
+                causes.setdefault(cause, []).append(error)
+            elif table["warning"][i]:
+                kind = table["warning"][i].split(":", 1)[0]
+                warnings.setdefault(kind, []).append(table["video_id"][i])
+    by_count = sorted(causes.items(), key=lambda item: (-len(item[1]), item[0]))
     summary = {
         "videos": sum(counts.values()), "by_status": dict(sorted(counts.items())),
         "shards": len(paths),
-        "top_errors": [{"error": e, "count": c} for e, c in errors.most_common(top_errors)],
+        "errors_by_cause": {cause: {"count": len(messages), "examples": messages[:examples]}
+                            for cause, messages in by_count},
+        "warnings": {kind: {"count": len(ids), "examples": ids[:examples]}
+                     for kind, ids in sorted(warnings.items())},
         **(extra or {}),
     }
     write_json(f"{output.rstrip('/')}/{SUMMARY_NAME}", summary)
     return summary
 
 
-def _error_kind(message: str) -> str:
-    """An error message without the file name, so equal causes group together."""
-    head, sep, rest = message.partition(": ")
-    return rest if sep and ("/" in head or "." in head) else message
+def _summary_columns(path: str) -> dict[str, list]:
+    """video_id, status, error, error_cause, warning of a shard as lists (None where a version 1
+    shard lacks the column)."""
+    wanted = ["video_id", "status", "error", "error_cause", "warning"]
+    table = shards.read_shard(path, columns=wanted)  # leaves out columns an old shard lacks
+    return {c: table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
+            for c in wanted}

@@ -5,59 +5,25 @@ in-process); CUDA with fp16 autocast for the image tower when available, CPU fp3
 """
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import DecodedVideo
+from eercf_core.model_spec import ModelSpec, load_model_spec
 from eercf_core.previews import encode_previews
 from schemas import FEATURE_COLUMNS, FEATURE_OF_COLUMN, STATUS_OK
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to get the model: `source` is a checkpoint path/URL or an open_clip name."""
-
-    source: str = "ViT-B-32"
-    pretrained: str | None = None
-    head: str | None = None  # for random-weight models built by name: "eercf" | "zero-shot"
-    seed: int = 0
-    device: str | None = None
-    num_frames: int = NUM_FRAMES
-
 
 _LOADED: dict[ModelSpec, Any] = {}  # one model per process and spec
 
 
 def build_model(spec: ModelSpec):
-    """Load (or build) the model of `spec`, cached per process.
-
-    A checkpoint file/URL or a `pretrained` tag goes through `ec.load_model`; a bare open_clip
-    name without weights builds a seeded random-weight model (offline tests and demos).
-    """
-    if spec in _LOADED:
-        return _LOADED[spec]
-    import eercf_core as ec
-
-    if spec.pretrained or "://" in spec.source or os.path.exists(spec.source):
-        model = ec.load_model(spec.source, pretrained=spec.pretrained, device=spec.device,
-                              num_frames=spec.num_frames)
-    else:
-        log.warning("model %s has no pretrained weights: random initialisation (seed %d); "
-                    "pass --pretrained or a checkpoint for meaningful features",
-                    spec.source, spec.seed)
-        model = ec.create_model(spec.source, head=spec.head or "eercf", seed=spec.seed,
-                                device=spec.device, num_frames=spec.num_frames)
-    model.eval()
-    _LOADED[spec] = model
-    return model
+    """The model of `spec` (eercf_core.model_spec.load_model_spec), cached per process."""
+    if spec not in _LOADED:
+        _LOADED[spec] = load_model_spec(spec)
+    return _LOADED[spec]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -23,7 +24,9 @@ import eercf_core as ec
 from eercf_core.atomic import write_json, write_text
 from eercf_core.index.rerank import METHODS
 from eercf_core.io_formats import ranked_lines, read_queries
-from pipelines.args import add_model, add_output, check_required
+from eercf_core.output_check import check_writable_file
+from pipelines.args import (add_model_flags, add_output, check_required, non_negative_int,
+                            positive_int)
 from pipelines.beam_runner import absolute_local, selects_runner
 from pipelines.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
 
@@ -31,17 +34,30 @@ log = logging.getLogger(__name__)
 
 
 def parse_weights(text: str | None) -> ec.RerankWeights:
-    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values)."""
+    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values).
+
+    Raises argparse.ArgumentTypeError (argparse names --weights) for an unknown name, a value
+    that is not a finite number, or all weights zero."""
     if not text:
         return ec.RerankWeights()
+    known = sorted(ec.RerankWeights().to_dict())
     values = {}
     for item in text.split(","):
-        name, _, value = item.partition("=")
-        if name.strip() not in ec.RerankWeights().to_dict():
-            raise ValueError(f"--weights: unknown weight {name!r}; known: "
-                             f"{sorted(ec.RerankWeights().to_dict())}")
-        values[name.strip()] = float(value)
-    return ec.RerankWeights(**values)
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"unknown weight {name!r} in {text!r}; known: {known}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"{name} needs a finite number (name=value), got "
+                                             f"{item.strip()!r}")
+        values[name] = number
+    weights = ec.RerankWeights(**values)
+    if not any(weights.to_dict().values()):
+        raise argparse.ArgumentTypeError(f"all rerank weights are zero in {text!r}")
+    return weights
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,22 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, help="index directory from build-index")
     parser.add_argument("--queries", required=True, help="TSV query_id<TAB>text or JSONL")
     add_output(parser, help="ranked TSV to write")
-    add_model(parser, required=True,
-              help="the model that extracted the features (checkpoint or open_clip name)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
-    parser.add_argument("--recall-k", type=int, default=ec.RECALL_K, help="candidates reranked")
-    parser.add_argument("--top-n", type=int, default=100,
+    add_model_flags(parser)  # the model that extracted the features, given as to extract
+    parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
+                        help="candidates reranked")
+    parser.add_argument("--top-n", type=non_negative_int, default=100,
                         help="ranked videos written per query (0 = all videos)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--recall-only", action="store_true", help="coarse order only, no rerank")
     mode.add_argument("--exhaustive", action="store_true",
                       help="fine-score every video (slow reference)")
-    parser.add_argument("--weights", default=None,
+    parser.add_argument("--weights", type=parse_weights, default=ec.RerankWeights(),
                         help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
                              "weak_patch=0.2,strong_patch=0 (the official defaults)")
-    parser.add_argument("--batch-size", type=int, default=256,
+    parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="queries encoded/ranked at once (one unit of work on a runner)")
-    parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
+    parser.add_argument("--nprobe", type=positive_int, default=None,
+                        help="override the IVF nprobe")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="let padded frames into the softmaxes (exact official parity)")
@@ -80,19 +96,19 @@ def run(argv: list[str] | None = None) -> int:
     if beam_args and not selects_runner(beam_args):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
                      "are taken only with --runner)")
-    if args.recall_k < 1 or args.top_n < 0 or args.batch_size < 1:
-        parser.error("--recall-k and --batch-size must be >= 1 and --top-n >= 0")
     mode_name = ("recall-only" if args.recall_only else
                  "exhaustive" if args.exhaustive else "two-stage")
+    output = absolute_local(args.output)
+    check_writable_file(output)
     model = absolute_local(args.model) if Path(args.model).exists() else args.model
     pretrained = (absolute_local(args.pretrained)
                   if args.pretrained and Path(args.pretrained).exists() else args.pretrained)
     job = QueryJob(index=absolute_local(args.index), model=model, pretrained=pretrained,
                    device=args.device, nprobe=args.nprobe, mode=mode_name,
-                   recall_k=args.recall_k, top_n=args.top_n, weights=parse_weights(args.weights),
+                   recall_k=args.recall_k, top_n=args.top_n, weights=args.weights,
                    config=ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask),
-                   rerank_method=args.rerank_method)
-    output = absolute_local(args.output)
+                   rerank_method=args.rerank_method, random_init=args.random_init,
+                   head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
     queries = read_queries(args.queries)
     blocks = query_blocks(queries, args.batch_size)
@@ -115,7 +131,9 @@ def run(argv: list[str] | None = None) -> int:
         "mode": mode_name, "recall_k": args.recall_k, "top_n": local.top_n,
         "weights": job.weights.to_dict(), "mask_padded_frames": job.config.mask_padded_frames,
         "index": job.index, "model_id": identity.model_id,
-        "checkpoint_sha256": identity.checkpoint_sha256, "num_queries": len(queries),
+        "checkpoint_sha256": identity.checkpoint_sha256,
+        "model_weights": job.model_spec(local.index.dims.num_frames).describe(),
+        "num_queries": len(queries),
         "runner": "in-process" if not beam_args else " ".join(beam_args),
         "seconds": round(seconds, 3), "queries_per_second": round(len(queries) / seconds, 3)})
     print(f"{mode_name}: ranked {len(queries)} queries ({len(queries) / seconds:.1f}/s), "

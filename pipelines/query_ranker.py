@@ -15,8 +15,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import eercf_core as ec
+from eercf_core.errors import UserInputError
 from eercf_core.index import open_index, rank
 from eercf_core.io_formats import Query
+from eercf_core.model_spec import ModelSpec, load_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,14 @@ class QueryJob:
     weights: ec.RerankWeights
     config: ec.ScoreConfig
     rerank_method: str
+    random_init: bool = False  # the model flags of eercf_core.model_spec, as extract takes them
+    head: str | None = None
+    seed: int = 0
+
+    def model_spec(self, num_frames: int) -> ModelSpec:
+        """The model of this job (a model built by name gets the index's T)."""
+        return ModelSpec(self.model, self.pretrained, self.random_init, self.head, self.seed,
+                         self.device, num_frames)
 
 
 class Ranker:
@@ -46,11 +56,11 @@ class Ranker:
     def __init__(self, job: QueryJob):
         self.job = job
         self.index = open_index(job.index, job.nprobe)
-        self.model = ec.load_model(job.model, pretrained=job.pretrained, device=job.device)
+        self.model = load_model_spec(job.model_spec(self.index.dims.num_frames))
         self.index.check_model(self.model.identity.model_id,
                                self.model.identity.checkpoint_sha256)
         if self.model.dims != self.index.dims:
-            raise ValueError(f"model dims {self.model.dims} differ from the index dims "
+            raise UserInputError(f"model dims {self.model.dims} differ from the index dims "
                              f"{self.index.dims}")
         self.params = self.model.score_params.detach().to("cpu")
         self.top_n = min(job.top_n or len(self.index.video_ids), len(self.index.video_ids))

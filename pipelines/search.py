@@ -15,11 +15,14 @@ import argparse
 import logging
 
 import eercf_core as ec
+from eercf_core.errors import UserInputError
 from eercf_core.index import open_index, two_stage
 from eercf_core.index.rerank import METHODS
 from eercf_core.io_formats import RankedRow, coarse_ranks
+from eercf_core.model_spec import load_model_spec
+from eercf_core.output_check import check_writable_dir
 from eercf_core.report import QueryResults, write_report
-from pipelines.args import add_model, add_output, parse_args
+from pipelines.args import add_model_flags, add_output, model_spec, parse_args, positive_int
 from pipelines.query import parse_weights
 
 log = logging.getLogger(__name__)
@@ -60,16 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf search", description=__doc__.split("\n")[0])
     parser.add_argument("texts", nargs="+", help="one or more search texts")
     parser.add_argument("--index", required=True, help="index directory from build-index")
-    add_model(parser, required=True,
-              help="the model that extracted the features (checkpoint or open_clip name)")
-    parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
-    parser.add_argument("--top-n", type=int, default=10, help="results shown per text")
-    parser.add_argument("--recall-k", type=int, default=ec.RECALL_K, help="candidates reranked")
-    parser.add_argument("--weights", default=None, help="rerank weights, as for eercf query")
+    add_model_flags(parser)  # the model that extracted the features, given as to extract
+    parser.add_argument("--top-n", type=positive_int, default=10, help="results shown per text")
+    parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
+                        help="candidates reranked")
+    parser.add_argument("--weights", type=parse_weights, default=ec.RerankWeights(),
+                        help="rerank weights, as for eercf query")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="let padded frames into the softmaxes (exact official parity)")
-    parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
+    parser.add_argument("--nprobe", type=positive_int, default=None,
+                        help="override the IVF nprobe")
+    parser.add_argument("--device", default="cpu", help="device for text encoding")
     add_output(parser, required=False, metavar="DIR",
                help="also write the result gallery (index.html + assets) to DIR")
     parser.add_argument("--html", dest="output", metavar="DIR", help="the same as --output")
@@ -79,19 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    if args.top_n < 1 or args.recall_k < 1:
-        parser.error("--top-n and --recall-k must be >= 1")
     texts = [" ".join(t.split()) for t in args.texts]
     if not all(texts):
         parser.error("search texts must not be empty")
 
+    if args.output:
+        check_writable_dir(args.output)
     index = open_index(args.index, args.nprobe)
-    model = ec.load_model(args.model, pretrained=args.pretrained, device="cpu")
+    model = load_model_spec(model_spec(args, index.dims.num_frames))
     index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
     if model.dims != index.dims:
-        raise ValueError(f"model dims {model.dims} differ from the index dims {index.dims}")
+        raise UserInputError(f"model dims {model.dims} differ from the index dims {index.dims}")
     config = ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask)
-    results = search(index, model, texts, args.top_n, args.recall_k, parse_weights(args.weights),
+    results = search(index, model, texts, args.top_n, args.recall_k, args.weights,
                      config, args.rerank_method)
     print("\n\n".join(format_table(r, args.top_n) for r in results))
     if args.output:

@@ -29,12 +29,14 @@ import torch
 import eercf_core as ec
 from eercf_core.atomic import write_json
 from eercf_core.config import ScoreConfig
+from eercf_core.errors import UserInputError
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
 from eercf_core import inputs
 from eercf_core.io_formats import FormatError, read_jsonl
-from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames, group,
-                            parse_args)
+from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames,
+                            contrastive_batch, group, non_negative_float, non_negative_int,
+                            parse_args, positive_float, positive_int)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--videos", help="video manifest: TSV/CSV (video_id, uri columns) or JSONL")
     src.add_argument("--captions", help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
     src.add_argument("--split", default="train", help="caption split to use when captions carry one")
-    src.add_argument("--decode-workers", type=int, default=2)
+    src.add_argument("--decode-workers", type=positive_int, default=2)
     m = group(p, "model")
     add_model(m, default="eercf-tiny",
               help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
@@ -55,15 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_num_frames(m)
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
-    o.add_argument("--steps", type=int, default=None, help="optimiser steps (default: from --epochs)")
-    o.add_argument("--epochs", type=float, default=5.0, help="passes over the caption pairs")
-    o.add_argument("--batch-size", type=int, default=64)
-    o.add_argument("--lr", type=float, default=1e-4, help="lr of the new modules (head, W_g, W_f)")
-    o.add_argument("--coef-lr", type=float, default=1e-3, help="CLIP lr = lr x coef-lr")
-    o.add_argument("--clip-lr", type=float, default=None, help="explicit CLIP lr (overrides --coef-lr)")
-    o.add_argument("--weight-decay", type=float, default=0.2)
-    o.add_argument("--warmup-proportion", type=float, default=0.1)
-    o.add_argument("--grad-clip", type=float, default=1.0)
+    o.add_argument("--steps", type=positive_int, default=None,
+                   help="optimiser steps (default: from --epochs)")
+    o.add_argument("--epochs", type=positive_float, default=5.0,
+                   help="passes over the caption pairs")
+    o.add_argument("--batch-size", type=contrastive_batch, default=64)
+    o.add_argument("--lr", type=positive_float, default=1e-4,
+                   help="lr of the new modules (head, W_g, W_f)")
+    o.add_argument("--coef-lr", type=positive_float, default=1e-3, help="CLIP lr = lr x coef-lr")
+    o.add_argument("--clip-lr", type=non_negative_float, default=None,
+                   help="explicit CLIP lr (overrides --coef-lr)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=0.2)
+    o.add_argument("--warmup-proportion", type=non_negative_float, default=0.1)
+    o.add_argument("--grad-clip", type=non_negative_float, default=1.0)
     o.add_argument("--train-embeddings", action="store_true",
                    help="also train the embeddings the official code freezes (method §7.3)")
     o.add_argument("--group-batches", action="store_true",
@@ -77,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                        else f"--{field}", dest=f"loss_{field}", type=float, default=value)
     r = group(p, "output")
     add_output(r, help="output directory")
-    r.add_argument("--checkpoint-every", type=int, default=200, help="steps between state checkpoints")
+    r.add_argument("--checkpoint-every", type=non_negative_int, default=200,
+                   help="steps between state checkpoints")
     r.add_argument("--resume", action="store_true", help=f"continue from <output>/{STATE_FILE} if present")
-    r.add_argument("--log-every", type=int, default=20)
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    r.add_argument("--log-every", type=positive_int, default=20)
+    r.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: all cores)")
     return p
 
 
@@ -110,7 +118,7 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
             raise FormatError(path, n, "a caption needs a video_id and non-empty text")
         pairs.append((str(video_id), str(text)))
     if not pairs:
-        raise ValueError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
+        raise UserInputError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
     return pairs
 
 
@@ -150,8 +158,8 @@ def load_model_for_training(init: str, pretrained: str | None, num_frames: int, 
     if os.path.isfile(init):
         model = ec.load_model(init, device=device)
         if model.head is None:
-            raise ValueError(f"{init}: a zero-shot model has no EERCF head to train; pass an "
-                             "architecture name with --pretrained instead")
+            raise UserInputError(f"{init}: a zero-shot model has no EERCF head to train; pass an "
+                                 "architecture name with --pretrained instead")
         return model
     return ec.create_model(init, pretrained=pretrained, head="eercf", num_frames=num_frames,
                            seed=seed, device=device)
@@ -177,7 +185,7 @@ def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarra
     if dropped:
         log.warning("train: %d captions name videos that are missing or failed to decode", dropped)
     if not usable:
-        raise ValueError("no caption matches a decoded video")
+        raise UserInputError("no caption matches a decoded video")
     return TrainingPairs(torch.from_numpy(frames), torch.from_numpy(mask),
                          model.tokenize([t for _, t in usable]),
                          torch.tensor([i for i, _ in usable], dtype=torch.long),

@@ -9,10 +9,13 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 Version history:
   1: first version.
   2: `decode_quality` column ("exact" | "fast", eercf_core.decode; null on rows that never
-     decoded), and `preview_jpeg` / `preview_strip_jpeg` (binary, null on error rows and when
-     extraction ran with --no-previews): a small JPEG of the middle sampled frame and a strip of
-     all sampled frames (eercf_core.previews). Readers accept version 1 shards, whose frames were
-     all decoded "exact" and which have no previews.
+     decoded); `error_cause` (a short, stable cause on error rows: eercf_core.error_causes.CAUSES;
+     the `error` column keeps the detail), `container_duration` (seconds the container declares,
+     null when it does not say; compare with `duration`, what could be read) and `warning` (null,
+     or e.g. "partly decoded: ..." on ok rows); `preview_jpeg` / `preview_strip_jpeg` (binary,
+     null on error rows and when extraction ran with --no-previews): a small JPEG of the middle
+     sampled frame and a strip of all sampled frames (eercf_core.previews). Readers accept
+     version 1 shards, whose frames were all decoded "exact" and which have no previews.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import pyarrow as pa
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 # columns added after version 1 -> the version that added them (older shards lack them)
-COLUMNS_SINCE = {"decode_quality": 2, "preview_jpeg": 2, "preview_strip_jpeg": 2}
+COLUMNS_SINCE = {"decode_quality": 2, "error_cause": 2, "container_duration": 2, "warning": 2,
+                 "preview_jpeg": 2, "preview_strip_jpeg": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -114,13 +118,16 @@ def video_features_schema(
         pa.field("uri", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),  # "ok" | "error"
         pa.field("error", pa.string()),  # human-readable reason on error rows
+        pa.field("error_cause", pa.string()),  # short stable cause on error rows (version 2)
         # decode facts (null where decoding never got that far)
         pa.field("frames_total", pa.int64()),  # frames the container reports
         pa.field("frames_decoded", pa.int32()),  # frames actually decoded to get the samples
         pa.field("frame_indices", pa.list_(pa.int64())),  # sampled source frame indices
         pa.field("frame_times", pa.list_(pa.float64())),  # their timestamps, seconds
         pa.field("fps", pa.float64()),
-        pa.field("duration", pa.float64()),  # seconds
+        pa.field("duration", pa.float64()),  # seconds that could be read (packet timestamps)
+        pa.field("container_duration", pa.float64()),  # seconds the container declares (v2)
+        pa.field("warning", pa.string()),  # e.g. "partly decoded: ..." on ok rows (version 2)
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("decode_seconds", pa.float64()),

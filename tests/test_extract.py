@@ -20,7 +20,7 @@ from eercf_core.video_writer import write_video
 from pipelines import extract
 from tests.conftest import ROOT
 
-TINY = ["--model", "eercf-tiny", "--seed", "0", "--device", "cpu"]
+TINY = ["--model", "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu"]
 
 
 def _make_videos(folder: Path, count: int, seconds: float = 3.0, fps: int = 8) -> list[Path]:
@@ -131,7 +131,7 @@ def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
 
     # another model's output directory is refused
     with pytest.raises(ValueError, match="holds features of model"):
-        extract.run(argv[:4] + ["--model", "eercf-tiny", "--seed", "1"])
+        extract.run(argv[:4] + ["--model", "eercf-tiny", "--random-init", "--seed", "1"])
 
 
 def test_num_frames_follows_the_model_and_a_different_value_is_refused(tmp_path, capsys):
@@ -185,6 +185,13 @@ def test_robustness_corpus_one_row_per_file(tmp_path, shared_videos):
     for row in rows.values():
         if row["status"] == "error":
             assert row["video_id"] in row["error"] and len(row["error"]) > len(row["uri"]) + 10
+    # the broken files of the corpus (MANIFEST.tsv) get a cause that says what is wrong
+    assert {v: r["error_cause"] for v, r in rows.items() if r["status"] == "error"} == {
+        "decord__corrupted.mp4": "corrupt bitstream", "gomp4__sample_qt.mp4": "corrupt bitstream",
+        "libwebm__invalid_vp9_bitstream-bug_1416.webm": "corrupt bitstream"}
+    assert not [v for v, r in rows.items() if r["warning"]]  # no false "partly decoded"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors_by_cause"]["corrupt bitstream"]["count"] == 3
 
 
 @pytest.mark.slow

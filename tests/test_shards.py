@@ -8,6 +8,7 @@ import pytest
 
 from eercf_core import shards
 from schemas import SCHEMA_VERSION, FeatureDims, video_features_schema
+from schemas.video_features import COLUMNS_SINCE
 
 DIMS = FeatureDims(num_frames=3, num_patches=2, embed_dim=4)
 
@@ -130,8 +131,8 @@ def test_version_1_shards_are_read_and_count_as_exact(tmp_path):
             for row in _rows()]
     current = shards.rows_to_table(rows, DIMS, "m", "h")
     assert shards.decode_qualities(current) == ["fast", "fast", None]
-    # a version 1 shard: no decode_quality column, version 1 in the metadata
-    v1 = current.drop_columns(["decode_quality"]).replace_schema_metadata(
+    # a version 1 shard: none of the version 2 columns, version 1 in the metadata
+    v1 = current.drop_columns(list(COLUMNS_SINCE)).replace_schema_metadata(
         {**current.schema.metadata, b"eercf.schema_version": b"1"})
     pq.write_table(v1, tmp_path / "v1.parquet")
     table = shards.read_shard(str(tmp_path / "v1.parquet"))

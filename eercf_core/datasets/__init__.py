@@ -13,6 +13,7 @@ from eercf_core.datasets import activitynet, msrvtt, msvd, vatex
 from eercf_core.datasets.common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split,
                                         clean_text, find_videos)
 from eercf_core.datasets.safe_pickle import UnsafePickleError, load_plain_pickle
+from eercf_core.errors import UserInputError
 
 LOADERS: dict[str, Callable[[Path], Benchmark]] = {
     "msrvtt": msrvtt.load, "msvd": msvd.load, "vatex": vatex.load, "activitynet": activitynet.load}
@@ -21,7 +22,7 @@ LOADERS: dict[str, Callable[[Path], Benchmark]] = {
 def load_benchmark(name: str, annotations: str | Path) -> Benchmark:
     """Parse `name`'s annotation files in the folder `annotations` (see each module's doc)."""
     if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
+        raise UserInputError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}")
     folder = Path(annotations)
     if not folder.is_dir():
         raise AnnotationError(f"{folder}: annotations folder not found")

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from eercf_core.errors import UserInputError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(UserInputError):
     """A malformed or missing annotation file; the message names the file (and line/record)."""
 
 

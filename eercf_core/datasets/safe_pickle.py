@@ -13,6 +13,8 @@ import pickle
 import pickletools
 from pathlib import Path
 
+from eercf_core.errors import UserInputError
+
 # Everything a pickle of dicts, lists and str needs, for protocols 0-5 (Python 2 or 3 writers).
 ALLOWED_OPCODES = frozenset({
     "PROTO", "FRAME", "STOP", "MARK",
@@ -24,7 +26,7 @@ ALLOWED_OPCODES = frozenset({
 })
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(UserInputError):
     """The pickle holds something other than dicts, lists and strings; the message names it."""
 
 

@@ -39,10 +39,13 @@ from eercf_core.index.directory import (
     STORE_DIR,
     make_manifest,
 )
+from eercf_core.errors import UserInputError
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter
 from eercf_core.ids import control_character_problem
+from eercf_core.inputs import is_glob
 from eercf_core.io_formats import local_path
+from eercf_core.output_check import check_writable_dir
 from eercf_core.output_lock import OutputLock, lock_beside, pid_alive
 from eercf_core.previews import STORE_DIR as PREVIEW_DIR
 from eercf_core.previews import write_preview_store
@@ -62,22 +65,23 @@ log = logging.getLogger(__name__)
 
 
 def resolve_shards(inputs: list[str]) -> list[str]:
-    """Shard URLs from directories (completed shards in them), shard files or glob patterns."""
+    """Shard URLs from directories (completed shards in them), shard files or glob patterns
+    (an existing path with glob characters is that file or directory)."""
     shards: list[str] = []
     for item in inputs:
         fs, path = fsspec.core.url_to_fs(item)
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-        if any(ch in item for ch in "*?["):
+        if is_glob(item):
             shards += [prefix + p for p in sorted(fs.glob(path)) if p.endswith(SHARD_SUFFIX)]
         elif fs.isdir(path):
             shards += list_shards(item)
         elif fs.isfile(path):
             shards.append(item)
         else:
-            raise ValueError(f"{item}: no such shard file or directory")
+            raise UserInputError(f"{item}: no such shard file or directory")
     if not shards:
-        raise ValueError(f"no feature shards found in {inputs}")
+        raise UserInputError(f"no feature shards found in {inputs}")
     return shards
 
 
@@ -87,7 +91,7 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
     for shard in shards[1:]:
         other = shard_identity(shard)
         if other != first:
-            raise ValueError(
+            raise UserInputError(
                 f"shards from different models or dims: {shards[0]} has model {first[1]!r} "
                 f"(sha256 {first[2][:12]}…, dims {first[0]}), {shard} has model {other[1]!r} "
                 f"(sha256 {other[2][:12]}…, dims {other[0]}); index one model's shards at a time")
@@ -111,11 +115,12 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
                 continue
             problem = control_character_problem(video_id)
             if problem:
-                raise ValueError(f"{shard}: video_id {video_id!r} {problem}; ids must be "
+                raise UserInputError(f"{shard}: video_id {video_id!r} {problem}; ids must be "
                                  "printable (re-extract with a manifest that gives clean ids)")
             qualities[str(quality)] += 1
             if video_id in where:
-                raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
+                raise UserInputError(f"duplicate video_id {video_id!r} in {where[video_id]} and "
+                                     f"{shard}")
             where[video_id] = shard
             ids.append(video_id)
     return ids, errors, dict(sorted(qualities.items()))
@@ -219,11 +224,20 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     OutputLockedError naming the holder) and first removes temp directories of dead builds.
     Parameters as in `_build_locked`.
     """
-    with OutputLock(lock_beside(str(Path(local_path(output)))), "build-index", output):
-        removed = remove_stale_temps(Path(local_path(output)))
+    out = Path(local_path(output))
+    if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
+        raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
+    check_writable_dir(str(out.parent), "--output's parent")  # the build happens beside it
+    with OutputLock(lock_beside(str(out)), "build-index", output):
+        removed = remove_stale_temps(out)
         if removed:
             log.info("removed %d temp directories left by killed builds of %s", removed, output)
-        return _build_locked(inputs=inputs, output=output, factory=factory, nprobe=nprobe, recall_sample=recall_sample, recall_check_k=recall_check_k, batch_rows=batch_rows, overwrite=overwrite, seed=seed, fine_codec=fine_codec, codec_train_videos=codec_train_videos, codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos, fidelity_queries=fidelity_queries)
+        return _build_locked(
+            inputs, output, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
+            recall_check_k=recall_check_k, batch_rows=batch_rows, overwrite=overwrite, seed=seed,
+            fine_codec=fine_codec, codec_train_videos=codec_train_videos,
+            codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
+            fidelity_queries=fidelity_queries)
 
 
 def remove_stale_temps(out: Path) -> int:
@@ -263,17 +277,15 @@ def _build_locked(inputs: list[str], output: str, factory: str | None = None,
     """
     started = time.perf_counter()
     out = Path(local_path(output))
-    if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
-        raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
     spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
     if min(codec_train_videos, codec_train_vectors, fidelity_videos, fidelity_queries) < 1:
-        raise ValueError("codec training/fidelity sample sizes must be >= 1")
+        raise UserInputError("codec training/fidelity sample sizes must be >= 1")
     shards = resolve_shards(inputs)
     dims, model_id, sha = check_identity(shards)
     spec.validate(dims.embed_dim)
     ids, error_rows, qualities = _scan(shards)
     if not ids:
-        raise ValueError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
+        raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
     log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
              len(shards), len(ids), error_rows, model_id, dims)
     if len(qualities) > 1:

@@ -24,6 +24,8 @@ import faiss
 import numpy as np
 import torch
 
+from eercf_core.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 FP16 = "fp16"
@@ -45,7 +47,7 @@ class FineCodecSpec:
         """Parse "fp16", one factory string for all kinds, or "kind=factory,..." (see module doc)."""
         text = (text or FP16).strip()
         if not text:
-            raise ValueError("--fine-codec: empty codec spec")
+            raise UserInputError("--fine-codec: empty codec spec")
         if "=" not in text:
             return cls(*(_normalise(text, kind="all kinds"),) * 3)
         chosen: dict[str, list[str]] = {}
@@ -56,13 +58,13 @@ class FineCodecSpec:
             if sep:
                 current = name.strip()
                 if current not in CODED_KINDS:
-                    raise ValueError(f"--fine-codec {text!r}: unknown feature kind {current!r}; "
-                                     f"kinds: {', '.join(CODED_KINDS)}")
+                    raise UserInputError(f"--fine-codec {text!r}: unknown feature kind "
+                                         f"{current!r}; kinds: {', '.join(CODED_KINDS)}")
                 if current in chosen:
-                    raise ValueError(f"--fine-codec {text!r}: kind {current!r} given twice")
+                    raise UserInputError(f"--fine-codec {text!r}: kind {current!r} given twice")
                 chosen[current] = [value.strip()]
             elif current is None:
-                raise ValueError(f"--fine-codec {text!r}: {item!r} before any kind=codec")
+                raise UserInputError(f"--fine-codec {text!r}: {item!r} before any kind=codec")
             else:
                 chosen[current].append(item)
         return cls(**{kind: _normalise(",".join(parts), kind=kind)
@@ -90,7 +92,7 @@ class FineCodecSpec:
 
 def _normalise(factory: str, kind: str) -> str:
     if not factory:
-        raise ValueError(f"--fine-codec: empty codec for {kind}")
+        raise UserInputError(f"--fine-codec: empty codec for {kind}")
     return FP16 if factory.lower() in (FP16, "float16") else factory
 
 
@@ -109,8 +111,9 @@ class VectorCodec:
                 # metric ran >10x slower here.
                 index = faiss.index_factory(dim, factory, faiss.METRIC_L2)
             except RuntimeError as exc:
-                raise ValueError(f"codec {factory!r} for {kind}: not a FAISS index_factory string "
-                                 f"for dimension {dim}: {_faiss_message(exc)}") from None
+                raise UserInputError(f"codec {factory!r} for {kind}: not a FAISS index_factory "
+                                     f"string for dimension {dim}: {_faiss_message(exc)}"
+                                     ) from None
         self.index = index
         for part in _parts(index):
             if hasattr(part, "do_polysemous_training"):
@@ -120,8 +123,8 @@ class VectorCodec:
         try:
             self.code_size = int(index.sa_code_size())
         except RuntimeError as exc:
-            raise ValueError(f"codec {factory!r} for {kind}: FAISS index {type(index).__name__} "
-                             f"has no standalone codec (sa_encode): {_faiss_message(exc)}") from None
+            raise UserInputError(f"codec {factory!r} for {kind}: FAISS index {type(index).__name__} "
+                                 f"has no standalone codec (sa_encode): {_faiss_message(exc)}") from None
         self._pq_tables: torch.Tensor | None = None
 
     @property
@@ -138,8 +141,8 @@ class VectorCodec:
         try:
             self.index.train(sample)
         except RuntimeError as exc:
-            raise ValueError(f"codec {self.factory!r} for {self.kind}: training on {len(sample)} "
-                             f"vectors failed: {_faiss_message(exc)}") from None
+            raise UserInputError(f"codec {self.factory!r} for {self.kind}: training on {len(sample)} "
+                                 f"vectors failed: {_faiss_message(exc)}") from None
         self._pq_tables = None
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:

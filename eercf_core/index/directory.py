@@ -14,6 +14,7 @@ from pathlib import Path
 
 import faiss
 
+from eercf_core.errors import UserInputError
 from eercf_core.index import recall
 from eercf_core.index.store import FineStore, bytes_per_video
 from schemas import SCHEMA_VERSION, FeatureDims
@@ -41,7 +42,7 @@ class IndexDirectory:
         """Refuse a model other than the one that made the indexed features."""
         built = (self.manifest["model_id"], self.manifest["checkpoint_sha256"])
         if built != (model_id, checkpoint_sha256):
-            raise ValueError(
+            raise UserInputError(
                 f"{self.path}: index was built from features of model {built[0]!r} (checkpoint "
                 f"sha256 {built[1][:12]}…), but the query model is {model_id!r} (sha256 "
                 f"{checkpoint_sha256[:12]}…); query with the extracting model or rebuild")
@@ -77,17 +78,18 @@ def read_manifest(path: str | Path) -> dict:
     path = Path(path)
     manifest_path = path / MANIFEST
     if not path.is_dir():
-        raise ValueError(f"{path}: index directory not found")
+        raise UserInputError(f"{path}: index directory not found")
     if not manifest_path.is_file():
-        raise ValueError(f"{path}: incomplete index directory (no {MANIFEST}; build-index was "
-                         "interrupted or this is not an index)")
+        raise UserInputError(f"{path}: incomplete index directory (no {MANIFEST}; build-index was "
+                             "interrupted or this is not an index)")
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{manifest_path}: unreadable manifest: {exc}") from None
+        raise UserInputError(f"{manifest_path}: unreadable manifest: {exc}") from None
     if manifest.get("index_schema_version") != INDEX_SCHEMA_VERSION:
-        raise ValueError(f"{manifest_path}: index schema version "
-                         f"{manifest.get('index_schema_version')}, expected {INDEX_SCHEMA_VERSION}")
+        raise UserInputError(f"{manifest_path}: index schema version "
+                             f"{manifest.get('index_schema_version')}, expected "
+                             f"{INDEX_SCHEMA_VERSION}")
     return manifest
 
 
@@ -97,7 +99,7 @@ def read_video_ids(path: str | Path) -> list[str]:
     try:
         return json.loads(ids_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{ids_path}: unreadable video id map: {exc}") from None
+        raise UserInputError(f"{ids_path}: unreadable video id map: {exc}") from None
 
 
 def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
@@ -113,6 +115,7 @@ def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
                          f"{store.codec_meta} ({path / STORE_DIR})")
     n = manifest["num_videos"]
     if not (index.ntotal == len(video_ids) == len(store) == n):
-        raise ValueError(f"{path}: inconsistent index directory: manifest says {n} videos, recall "
-                         f"index {index.ntotal}, id map {len(video_ids)}, fine store {len(store)}")
+        raise UserInputError(f"{path}: inconsistent index directory: manifest says {n} videos, "
+                             f"recall index {index.ntotal}, id map {len(video_ids)}, fine store "
+                             f"{len(store)}")
     return IndexDirectory(path, manifest, index, video_ids, store)

@@ -23,6 +23,8 @@ from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from eercf_core.atomic import local_temp_path
 
+from eercf_core.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 EXACT_MAX_VIDEOS = 50_000
@@ -62,13 +64,13 @@ def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = N
     try:
         index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise ValueError(f"bad FAISS index_factory string {factory!r}: {exc}") from None
+        raise UserInputError(f"bad FAISS index_factory string {factory!r}: {exc}") from None
     if not index.is_trained:
         ivf = _ivf(index)
         wanted = train_size or (64 * ivf.nlist if ivf is not None else min(n, 100_000))
         if n < (ivf.nlist if ivf is not None else 1):
-            raise ValueError(f"index {factory!r} needs at least {ivf.nlist} vectors to train, "
-                             f"the corpus has {n}")
+            raise UserInputError(f"index {factory!r} needs at least {ivf.nlist} vectors to train, "
+                                 f"the corpus has {n}")
         sample = np.random.default_rng(seed).choice(n, size=min(n, wanted), replace=False)
         start = time.perf_counter()
         index.train(np.ascontiguousarray(coarse[np.sort(sample)], dtype=np.float32))
@@ -141,11 +143,11 @@ def save(index: faiss.Index, path: str | Path) -> None:
 def load(path: str | Path, nprobe: int | None = None) -> faiss.Index:
     """Read an index written by `save`; nprobe overrides the stored one when given."""
     if not Path(path).is_file():
-        raise ValueError(f"{path}: recall index file missing")
+        raise UserInputError(f"{path}: recall index file missing")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
-        raise ValueError(f"{path}: unreadable FAISS index: {exc}") from None
+        raise UserInputError(f"{path}: unreadable FAISS index: {exc}") from None
     if nprobe is not None:
         set_nprobe(index, nprobe)
     return index

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from eercf_core.atomic import write_json
+from eercf_core.errors import UserInputError
 from eercf_core.index.codecs import CODED_KINDS, VectorCodec
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
@@ -138,8 +139,8 @@ class FineStore:
         self.directory = Path(directory)
         meta_path = self.directory / STORE_META
         if not meta_path.is_file():
-            raise ValueError(f"{self.directory}: not a complete fine-feature store (no {STORE_META}; "
-                             "was build-index interrupted?)")
+            raise UserInputError(f"{self.directory}: not a complete fine-feature store (no "
+                                 f"{STORE_META}; was build-index interrupted?)")
         try:
             meta = json.loads(meta_path.read_text())
             self.num_videos = int(meta["num_videos"])
@@ -148,17 +149,17 @@ class FineStore:
             files = {kind: (info["file"], info["factory"], info["sha256"])
                      for kind, info in self.codec_meta.items() if kind in CODED_KINDS}
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{meta_path}: unreadable fine-store metadata: {exc!r}") from None
+            raise UserInputError(f"{meta_path}: unreadable fine-store metadata: {exc!r}") from None
         if len(files) != len(self.codec_meta):
-            raise ValueError(f"{meta_path}: codecs for unknown kinds {sorted(self.codec_meta)}")
+            raise UserInputError(f"{meta_path}: codecs for unknown kinds {sorted(self.codec_meta)}")
         self.codecs = {kind: VectorCodec.load(self.directory / name, factory, self.dims.embed_dim,
                                               kind, sha256)
                        for kind, (name, factory, sha256) in files.items()}
         for kind, codec in self.codecs.items():
             if codec.code_size != self.codec_meta[kind]["code_size"]:
-                raise ValueError(f"{self.directory / self.codec_meta[kind]['file']}: codec makes "
-                                 f"{codec.code_size}-byte codes, the store holds "
-                                 f"{self.codec_meta[kind]['code_size']}-byte codes")
+                raise UserInputError(f"{self.directory / self.codec_meta[kind]['file']}: codec "
+                                     f"makes {codec.code_size}-byte codes, the store holds "
+                                     f"{self.codec_meta[kind]['code_size']}-byte codes")
         expected = _shapes(self.dims, max(1, self.num_videos))
         self.arrays: dict[str, np.ndarray] = {}
         for kind in KINDS:
@@ -166,10 +167,10 @@ class FineStore:
             try:
                 array = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
-                raise ValueError(f"{path}: unreadable fine-store file: {exc}") from exc
+                raise UserInputError(f"{path}: unreadable fine-store file: {exc}") from exc
             shape = _stored_shape(expected[kind], self.codecs.get(kind))
             if array.shape != shape:
-                raise ValueError(f"{path}: shape {array.shape}, expected {shape}")
+                raise UserInputError(f"{path}: shape {array.shape}, expected {shape}")
             self.arrays[kind] = array
 
     def __len__(self) -> int:
