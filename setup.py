@@ -1,6 +1,9 @@
 """eercf: coarse-to-fine text-to-video retrieval (EERCF, AAAI 2024) as an offline batch system."""
 from setuptools import find_packages, setup
 
+# Beam's DaskRunner (`--runner DaskRunner`): the versions apache-beam[dask] asks for.
+DASK = ["dask>=2024.4.2", "distributed>=2024.4.2"]
+
 setup(
     name="eercf",
     version="0.1.0",
@@ -27,6 +30,7 @@ setup(
         "regex",
     ],
     # websocket-client: the report's browser test drives headless Chromium over DevTools
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "websocket-client>=1.6"]},
+    extras_require={"dask": DASK, "test": ["pytest>=8", "pytest-timeout>=2.3",
+                                           "websocket-client>=1.6", *DASK]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

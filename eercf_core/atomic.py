@@ -1,6 +1,6 @@
 """Atomic writes: every output file or directory is written under a hidden temp name beside its
 target and renamed into place only when complete, so a failed or killed writer never leaves a
-half-written output at the target path (at most a hidden `.<name>.tmp-<random>` leftover).
+half-written output at the target path (at most a hidden `.<name>.tmp-<pid>-<random>` leftover).
 
 Paths are local paths or fsspec URLs, except `local_temp_path` and `atomic_directory`, which hand
 a local path to writers that only take file names (FAISS, matplotlib, video encoders).
@@ -22,13 +22,22 @@ TEMP_MARKER = ".tmp-"
 
 
 def temp_name(name: str) -> str:
-    """The hidden temp file name used while writing `name` (a base name, no directory)."""
-    return f".{name}{TEMP_MARKER}{uuid.uuid4().hex}"
+    """The hidden temp name used while writing `name` (a base name, no directory):
+    `.<name>.tmp-<pid>-<random>`; the pid lets a later run tell a dead writer's leftover from a
+    live writer's file (`temp_owner_pid`)."""
+    return f".{name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:16]}"
 
 
 def is_temp_name(name: str) -> bool:
     """True for a leftover temp name from `temp_name`."""
     return name.startswith(".") and TEMP_MARKER in name
+
+
+def temp_owner_pid(name: str, marker: str = TEMP_MARKER) -> int | None:
+    """The writer's pid in a temp name (`...<marker><pid>` or `...<marker><pid>-<random>`), None
+    when the name carries none."""
+    pid = name.rpartition(marker)[2].partition("-")[0]
+    return int(pid) if pid.isdigit() else None
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from typing import Iterable
 
 import fsspec
 
+from eercf_core.ids import control_character_problem
 from eercf_core.io_formats import FormatError, read_jsonl, write_tsv
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
@@ -83,6 +84,9 @@ def read_manifest(url: str) -> list[VideoRef]:
     def add(video_id: object, uri: object, line: int) -> None:
         if not video_id or not uri:
             raise FormatError(url, line, "needs non-empty 'video_id' and 'uri'")
+        problem = control_character_problem(str(video_id))
+        if problem:
+            raise FormatError(url, line, f"video_id {str(video_id)!r} {problem}")
         uri = str(uri)
         if "://" not in uri and not uri.startswith("/"):
             uri = (prefix if prefix != "file://" else "") + posixpath.join(base, uri)
@@ -100,8 +104,8 @@ def read_manifest(url: str) -> list[VideoRef]:
     if missing:
         raise FormatError(url, 1, f"header must name 'video_id' and 'uri' columns; missing "
                           f"{sorted(missing)} (found {reader.fieldnames})")
-    for number, row in enumerate(reader, 2):
-        add((row.get("video_id") or "").strip(), (row.get("uri") or "").strip(), number)
+    for row in reader:  # line_num: the record's last line (a quoted field may span lines)
+        add((row.get("video_id") or "").strip(), (row.get("uri") or "").strip(), reader.line_num)
     return refs
 
 
@@ -144,6 +148,11 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
                 for (found, _), root in zip(expanded, roots) for u in found]
     if not refs:
         raise ValueError(f"no videos found for --input {inputs}")
+    for ref in refs:  # ids derived from file names: a name may hold a TAB or a line break
+        problem = control_character_problem(ref.video_id)
+        if problem:
+            raise ValueError(f"{ref.uri!r}: the video_id {ref.video_id!r} taken from its path "
+                             f"{problem}; rename the file or give ids in a manifest")
     check_unique(refs)
     return refs
 

@@ -2,8 +2,8 @@
 
 - Queries: TSV `query_id<TAB>text` (header `query_id<TAB>text` optional) or JSONL
   `{"query_id": ..., "text": ...}` (chosen by a `.jsonl`/`.json` suffix or a first line starting
-  with `{`). Blank lines are skipped. Missing id, empty text, undecodable bytes and duplicate ids
-  are errors.
+  with `{`). Blank lines are skipped. Missing id, empty text, undecodable bytes, duplicate ids
+  and ids with control characters (TAB, CR, ...: eercf_core.ids) are errors.
 - Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
 - Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
 - Training captions (what `eercf train --captions` reads): JSONL `{"video_id": ..., "text": ...}`.
@@ -26,6 +26,7 @@ from typing import Iterable, Iterator, Sequence
 import fsspec
 
 from eercf_core.atomic import write_text
+from eercf_core.ids import control_character_problem
 
 RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
 
@@ -100,6 +101,13 @@ def _is_jsonl(path: str) -> bool:
     return False
 
 
+def _check_id(path: str, line: int, field: str, value: str) -> None:
+    """FormatError when an id holds a control character (it would corrupt the TSV outputs)."""
+    problem = control_character_problem(value)
+    if problem:
+        raise FormatError(path, line, f"{field} {value!r} {problem}")
+
+
 def read_queries(path: str) -> list[Query]:
     """Parse a query file (TSV or JSONL, see module doc) into queries in file order."""
     queries: list[Query] = []
@@ -127,6 +135,7 @@ def read_queries(path: str) -> list[Query]:
         query_id = query_id.strip()
         if not query_id:
             raise FormatError(path, number, "missing query_id")
+        _check_id(path, number, "query_id", query_id)
         if text is None or not text.strip():
             raise FormatError(path, number, f"query {query_id!r} has empty text")
         if query_id in seen:
@@ -157,6 +166,8 @@ def read_ground_truth(path: str) -> dict[str, list[tuple[str, int]]]:
         query_id, video_id = (f.strip() for f in fields)
         if not query_id or not video_id:
             raise FormatError(path, number, "empty query_id or video_id")
+        _check_id(path, number, "query_id", query_id)
+        _check_id(path, number, "video_id", video_id)
         truth.setdefault(query_id, []).append((video_id, number))
     if not truth:
         raise FormatError(path, None, "no ground-truth rows found")
@@ -205,6 +216,9 @@ def _tsv_field(value: str, what: str) -> str:
     if not value or any(ch in value for ch in "\t\r\n"):
         raise ValueError(f"{what} {value!r} is empty or holds a tab/newline: cannot be written as "
                          "a TSV field")
+    problem = control_character_problem(value) if what.endswith("_id") else None
+    if problem:  # the readers refuse such ids (eercf_core.ids): never write one
+        raise ValueError(f"{what} {value!r} {problem}")
     return value
 
 

@@ -5,12 +5,17 @@ A shard holds one row per input video (ok or error) with the columns of
 file (`.<name>.tmp-<random>`) in the same directory, which is then renamed to `<name>.parquet`.
 A shard is therefore complete iff a visible `*.parquet` file exists; a killed writer leaves only
 hidden temp files, which `list_shards` ignores and `remove_temp_files` deletes.
+Integrity: every page carries a CRC-32 (Parquet page checksums), verified on every read; a shard
+that fails (bit flips, truncation) raises `CorruptShardError` naming the file. Shards written
+before checksums existed still read (their pages have no CRC to verify).
 Paths are fsspec URLs (local paths, file://, s3://, gs://, memory://, ...).
 """
 from __future__ import annotations
 
+import contextlib
 import posixpath
-from typing import TYPE_CHECKING, Any, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import fsspec
 import numpy as np
@@ -40,7 +45,20 @@ if TYPE_CHECKING:  # the core model module is only needed by features_from_table
     from eercf_core import VideoFeatures
 
 SHARD_SUFFIX = ".parquet"
+WRITER_KEY = "eercf.writer"  # optional footer metadata: the worker that wrote a shard (host:pid)
 QUALITY_OF_V1_SHARDS = "exact"  # eercf_core.decode.QUALITY_EXACT, before the setting existed
+CORRUPT_MARKER = ".corrupt-"  # a shard moved aside by resume: `<name>.parquet.corrupt-<time>`
+
+
+class CorruptShardError(ValueError):
+    """A shard that cannot be read back intact (checksum mismatch, truncated or garbled file)."""
+
+    def __init__(self, path: str, detail: str):
+        super().__init__(f"{path}: corrupt or unreadable Parquet shard ({detail}); re-extract it "
+                         "(`eercf extract` on the same --output redoes it)")
+        self.path = path
+
+
 _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
@@ -127,17 +145,22 @@ def _plain(value: Any) -> Any:
 
 def write_shard(
     path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+    metadata: dict[str, str] | None = None,
     version: int = SCHEMA_VERSION,
 ) -> None:
     """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
 
     `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
-    `frame_mask` a bool array [T]. Parent directories are created. An existing shard at `path`
-    is replaced. `version` as in `rows_to_table`.
+    `frame_mask` a bool array [T]. `metadata` adds footer key-values (e.g. `WRITER_KEY`).
+    Parent directories are created. An existing shard at `path` is replaced. `version` as in
+    `rows_to_table`.
     """
     table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
+    if metadata:
+        table = table.replace_schema_metadata(
+            {**table.schema.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})
     with open_atomic(path) as handle:
-        pq.write_table(table, handle, compression="zstd")
+        pq.write_table(table, handle, compression="zstd", write_page_checksum=True)
 
 
 def schema_version(path: str, schema: pa.Schema) -> int:
@@ -177,29 +200,102 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
     return dims
 
 
+@contextlib.contextmanager
+def _parquet_source(path: str) -> Iterator[tuple[Any, bool]]:
+    """(open file for pyarrow, whether pyarrow may read it from its thread pools).
+
+    Local shards are opened as native Arrow files: all IO stays in C++. Other URLs go through
+    an fsspec (Python) file object, which Arrow must read on the calling thread
+    (use_threads=False). Threaded reads of a Python file leave clean-up work on Arrow's pools
+    that takes the GIL after the read returned; if that work runs while the interpreter is
+    exiting, the thread is torn down inside a C++ destructor and the process aborts
+    ("terminate called without an active exception", exit 134: apache/arrow#33975, #34314).
+    """
+    fs, target = _fs_path(path)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    with (pa.OSFile(target, "rb") if local else fs.open(target, "rb")) as handle:
+        yield handle, local
+
+
+@contextlib.contextmanager
+def _open_parquet(path: str) -> Iterator[tuple[pq.ParquetFile, bool]]:
+    """(ParquetFile with page checksum verification, threads allowed), errors naming `path`."""
+    try:
+        with _parquet_source(path) as (handle, threads):
+            yield pq.ParquetFile(handle, page_checksum_verification=True), threads
+    except (pa.ArrowException, OSError) as exc:
+        raise CorruptShardError(path, " ".join(str(exc).split())) from exc
+
+
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a shard (all or some columns) after validating schema version, dims and columns.
 
     A requested column that a later schema version added is left out of an older shard's
-    table (see `decode_qualities`). Raises ValueError naming the file when it is not a valid
-    shard of a readable version.
+    table (see `decode_qualities`). Page checksums of the columns read are verified. Raises
+    CorruptShardError (a ValueError) naming the file when its bytes are damaged, ValueError
+    naming it when it is not a valid shard of a readable version.
     """
+    with _open_parquet(path) as (parquet, threads):
+        schema = parquet.schema_arrow
+        _check_schema(path, schema)
+        if columns is not None:
+            version = schema_version(path, schema)
+            missing = [c for c in columns if c not in schema.names
+                       and COLUMNS_SINCE.get(c, 0) <= version]
+            if missing:
+                raise ValueError(f"{path}: unknown columns {missing}")
+            columns = [c for c in columns if c in schema.names]
+        return parquet.read(columns=columns, use_threads=threads)
+
+
+def iter_shard_batches(path: str, columns: list[str] | None, batch_rows: int
+                       ) -> Iterator[pa.RecordBatch]:
+    """Stream `columns` (None: all) of a shard in record batches of at most `batch_rows` rows,
+    page checksums verified; CorruptShardError naming the file on damaged bytes."""
+    with _open_parquet(path) as (parquet, threads):
+        _check_schema(path, parquet.schema_arrow)
+        yield from parquet.iter_batches(batch_size=batch_rows, columns=columns,
+                                        use_threads=threads)
+
+
+def verify_shard(path: str, batch_rows: int = 64) -> None:
+    """Read every page of a shard (streaming, bounded memory) so every checksum is checked;
+    CorruptShardError naming the file when one fails."""
+    for _ in iter_shard_batches(path, None, batch_rows):
+        pass
+
+
+def move_aside(path: str) -> str:
+    """Rename a (corrupt) shard to `<name>.corrupt-<unix time>`, which no reader lists; returns
+    the new path. Kept rather than deleted so the damage can be inspected."""
+    fs, target = _fs_path(path)
+    aside = f"{target}{CORRUPT_MARKER}{int(time.time())}"
+    fs.mv(target, aside)
+    return aside
+
+
+def count_rows(root: str) -> int:
+    """Rows (videos) in the finished shards under `root`, from the footers only; a shard whose
+    footer cannot be read counts 0."""
+    total = 0
+    for path in list_shards(root):
+        try:
+            with _open_parquet(path) as (parquet, _):
+                total += parquet.metadata.num_rows
+        except CorruptShardError:
+            continue
+    return total
+
+
+def shard_metadata(path: str) -> dict[str, str]:
+    """The footer key-value metadata of a shard (eercf.* keys, WRITER_KEY when recorded)."""
     fs, target = _fs_path(path)
     try:
         with fs.open(target, "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            schema = parquet.schema_arrow
-            _check_schema(path, schema)
-            if columns is not None:
-                version = schema_version(path, schema)
-                missing = [c for c in columns if c not in schema.names
-                           and COLUMNS_SINCE.get(c, 0) <= version]
-                if missing:
-                    raise ValueError(f"{path}: unknown columns {missing}")
-                columns = [c for c in columns if c in schema.names]
-            return parquet.read(columns=columns)
+            meta = pq.read_schema(handle).metadata or {}
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+    return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW:")}
 
 
 def decode_qualities(table: pa.Table) -> list[str | None]:
@@ -212,12 +308,8 @@ def decode_qualities(table: pa.Table) -> list[str | None]:
 
 
 def _footer_schema(path: str) -> pa.Schema:
-    fs, target = _fs_path(path)
-    try:
-        with fs.open(target, "rb") as handle:
-            return pq.read_schema(handle)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+    with _open_parquet(path) as (parquet, _):
+        return parquet.schema_arrow
 
 
 def shard_version(path: str) -> int:

@@ -2,6 +2,7 @@
 
 Modules are imported only when their subcommand runs, so `eercf --help` stays fast and a job's
 heavy dependencies (Beam, FAISS, torch) load only where needed.
+Ctrl-C and SIGTERM stop every child process and print one line (pipelines.interrupts).
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import importlib
 import logging
 import sys
 from typing import Sequence
+
+from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -47,8 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    result = module.run(rest)
+    install_signal_handlers()
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        result = module.run(rest)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (pipelines.interrupts)
+        report = interrupted(exc, "rerun to resume")
+        print(f"eercf {name}: {report}", file=sys.stderr)
+        return exit_code(report)
     return result if isinstance(result, int) else 0
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import os
+import socket
 import time
 from typing import Iterable
 
 import apache_beam as beam
 import fsspec
 import pyarrow.compute as pc
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from eercf_core import shards
 from eercf_core.atomic import write_json
@@ -48,20 +48,28 @@ def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256
                 ) -> dict[str, tuple[str, str]]:
     """video_id -> (status, shard path) over the finished shards under `output`.
 
-    Raises ValueError when a shard was made by another model or with other dims: one output
-    directory holds the features of one model.
+    Every shard is read in full, so every page checksum is verified: a damaged shard is moved
+    aside (`shards.move_aside`, with a warning) and its videos count as not done, so this run
+    extracts them again. Raises ValueError when a shard was made by another model or with
+    other dims: one output directory holds the features of one model.
     """
     done: dict[str, tuple[str, str]] = {}
     for path in shards.list_shards(output):
-        identity = shards.shard_identity(path)
-        if identity != (dims, model_id, checkpoint_sha256):
-            raise ValueError(
-                f"{path} holds features of model {identity[1]!r} (weights {identity[2][:12]}, "
-                f"dims {identity[0]}), this run uses {model_id!r} (weights "
-                f"{checkpoint_sha256[:12]}, dims {dims}); use a different --output")
-        table = shards.read_shard(path, columns=["video_id", "status"])
-        for video_id, status in zip(table.column("video_id").to_pylist(),
-                                    table.column("status").to_pylist()):
+        try:
+            identity = shards.shard_identity(path)
+            if identity != (dims, model_id, checkpoint_sha256):
+                raise ValueError(
+                    f"{path} holds features of model {identity[1]!r} (weights "
+                    f"{identity[2][:12]}, dims {identity[0]}), this run uses {model_id!r} "
+                    f"(weights {checkpoint_sha256[:12]}, dims {dims}); use a different --output")
+            rows = [(video_id, status) for batch in shards.iter_shard_batches(path, None, 64)
+                    for video_id, status in zip(batch.column("video_id").to_pylist(),
+                                                batch.column("status").to_pylist())]
+        except shards.CorruptShardError as exc:
+            log.warning("%s; moved aside to %s, its videos are extracted again", exc,
+                        shards.move_aside(path))
+            continue
+        for video_id, status in rows:
             if video_id in done:
                 log.warning("video %r appears in two shards (%s, %s)", video_id,
                             done[video_id][1], path)
@@ -122,11 +130,15 @@ class Progress:
 
 
 class WriteShardsFn(beam.DoFn):
-    """Buffers (shard, shard_count, row) elements; writes a shard once all its rows arrived.
+    """Buffers (shard, shard_count, row) elements; writes a shard from process() once all its
+    rows arrived, and emits its path.
 
-    All rows of a chunk come out of one decode call, so they reach this DoFn in one bundle; a
-    shard still incomplete at the end of a bundle (a runner that splits bundles) is written
-    under a name derived from the rows it has, which keeps resume exact.
+    All rows of a chunk come out of one decode call, so they reach this DoFn in one bundle. A
+    shard still incomplete at the end of a bundle (a runner that splits bundles) is written in
+    finish_bundle under a name derived from the rows it has, which keeps resume exact; nothing
+    is emitted there (runners may drop bundle-end output), and the job's completeness check
+    reads the shards themselves. Each shard records the worker that wrote it (host:pid,
+    `shards.WRITER_KEY`).
     """
 
     def __init__(self, output: str, dims: FeatureDims, model_id: str, checkpoint_sha256: str,
@@ -147,7 +159,8 @@ class WriteShardsFn(beam.DoFn):
 
     def _write(self, name: str, rows: list[dict]) -> str:
         path = f"{self.output}/{name}"
-        shards.write_shard(path, rows, self.dims, self.model_id, self.checkpoint_sha256)
+        shards.write_shard(path, rows, self.dims, self.model_id, self.checkpoint_sha256,
+                           metadata={shards.WRITER_KEY: f"{socket.gethostname()}:{os.getpid()}"})
         return path
 
     def process(self, element):
@@ -161,12 +174,11 @@ class WriteShardsFn(beam.DoFn):
         if len(self.buffers[name]) == count:
             yield self._write(name, self.buffers.pop(name))
 
-    def finish_bundle(self):
+    def finish_bundle(self) -> None:
         for name, rows in self.buffers.items():
             log.warning("shard %s incomplete at bundle end (%d/%d rows); writing what it has",
                         name, len(rows), self.expected[name])
-            path = self._write(shard_name(r["video_id"] for r in rows), rows)
-            yield WindowedValue(path, GlobalWindow().max_timestamp(), [GlobalWindow()])
+            self._write(shard_name(r["video_id"] for r in rows), rows)
         self.buffers = {}
 
 

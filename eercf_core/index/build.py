@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import shutil
 import time
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 
 import fsspec
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
-from eercf_core.atomic import atomic_directory, write_json
+from eercf_core.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
 from eercf_core.config import RECALL_K
 from eercf_core.features import VideoFeatures
 from eercf_core.index import recall
@@ -40,7 +41,9 @@ from eercf_core.index.directory import (
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter
+from eercf_core.ids import control_character_problem
 from eercf_core.io_formats import local_path
+from eercf_core.output_lock import OutputLock, lock_beside, pid_alive
 from eercf_core.previews import STORE_DIR as PREVIEW_DIR
 from eercf_core.previews import write_preview_store
 from eercf_core.scores import ScoreParams
@@ -48,6 +51,7 @@ from eercf_core.shards import (
     SHARD_SUFFIX,
     decode_qualities,
     feature_arrays,
+    iter_shard_batches,
     list_shards,
     read_shard,
     shard_identity,
@@ -105,6 +109,10 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
                                             decode_qualities(table)):
             if not is_ok:
                 continue
+            problem = control_character_problem(video_id)
+            if problem:
+                raise ValueError(f"{shard}: video_id {video_id!r} {problem}; ids must be "
+                                 "printable (re-extract with a manifest that gives clean ids)")
             qualities[str(quality)] += 1
             if video_id in where:
                 raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
@@ -118,11 +126,10 @@ def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
     """(shard number, feature arrays of up to `batch_rows` ok rows) in index row order."""
     columns = ["status", *COLUMN_OF_FEATURE.values()]
     for number, shard in enumerate(shards, start=1):
-        with fsspec.open(shard, "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
-                batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
-                if batch.num_rows:
-                    yield number, feature_arrays(batch, dims)
+        for batch in iter_shard_batches(shard, columns, batch_rows):
+            batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
+            if batch.num_rows:
+                yield number, feature_arrays(batch, dims)
 
 
 def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
@@ -201,6 +208,47 @@ def _vectors_per_video(dims: FeatureDims) -> dict[str, int]:
 
 
 def build_index(inputs: list[str], output: str, factory: str | None = None,
+                nprobe: int | None = None, recall_sample: int = 1000,
+                recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
+                seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
+                codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
+                fidelity_videos: int = 200, fidelity_queries: int = 200) -> dict:
+    """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
+
+    Holds the output's lock for the whole build (a second build into `output` is refused with
+    OutputLockedError naming the holder) and first removes temp directories of dead builds.
+    Parameters as in `_build_locked`.
+    """
+    with OutputLock(lock_beside(str(Path(local_path(output)))), "build-index", output):
+        removed = remove_stale_temps(Path(local_path(output)))
+        if removed:
+            log.info("removed %d temp directories left by killed builds of %s", removed, output)
+        return _build_locked(inputs=inputs, output=output, factory=factory, nprobe=nprobe, recall_sample=recall_sample, recall_check_k=recall_check_k, batch_rows=batch_rows, overwrite=overwrite, seed=seed, fine_codec=fine_codec, codec_train_videos=codec_train_videos, codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos, fidelity_queries=fidelity_queries)
+
+
+def remove_stale_temps(out: Path) -> int:
+    """Delete the temp directories beside `out` that killed builds left (`.<name>.tmp-<pid>...`,
+    `.<name>.old.tmp-<pid>...`, and the older `.<name>.old-<pid>`) whose pid no longer runs;
+    a live build's temp is never touched. Returns how many were removed."""
+    if not out.parent.is_dir():
+        return 0
+    removed = 0
+    for marker in (TEMP_MARKER, ".old-"):
+        for entry in out.parent.glob(f".{glob_escape(out.name)}*{marker}*"):
+            pid = temp_owner_pid(entry.name, marker)
+            if pid is None or pid_alive(pid):
+                continue
+            log.warning("removing %s, left by build-index process %d (no longer running)",
+                        entry, pid)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _build_locked(inputs: list[str], output: str, factory: str | None = None,
                 nprobe: int | None = None, recall_sample: int = 1000,
                 recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
                 seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
