@@ -9,8 +9,12 @@ same shards):
                       DIR/corpus/test_queries.tsv + test_ground_truth.tsv: R@1/R@5/R@10 of the
                       two-stage ranking per codec, and its top-10 agreement with float16's.
 Speed (synthetic ViT-B/32-sized features as `bench query`; N = 10k and 100k videos, video i
-reads fine row i mod --store-rows): two-stage queries/s (k = 50), store write (encode) time, bytes per video,
-for float16 and `--speed-codec`.
+reads fine row i mod --store-rows): two-stage queries/s (k = 50) with the recall's share, store
+write (encode) time, bytes per video, for float16 and `--speed-codec`, measured alternately on
+the two stores at each N. The stores are small enough to sit in the page cache, so the q/s are
+the page-cached case; a store larger than RAM (float16 at N = 100k: ~63 GB) cannot be built
+here, so each row also reports the store bytes the rerank copies per query and the full store
+size at N against this machine's RAM (the bytes an uncached store would have to read from disk).
 Usage: python -m bench fine_codecs [--quick] [--real-shards DIR] [--demo DIR] [--codecs A;B;..]
 """
 from __future__ import annotations
@@ -37,7 +41,7 @@ from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.index import build_index, open_index, recall
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS, FineCodecSpec, train_codecs
 from eercf_core.index.directory import IndexDirectory
-from eercf_core.index.search import two_stage
+from eercf_core.index.search import recall_only, two_stage
 from eercf_core.index.store import FineStore
 from eercf_core.io_formats import read_ground_truth, read_queries
 from eercf_core.metrics import metrics_from_ranks, ranks_for_queries
@@ -118,6 +122,28 @@ def quality_demo(demo: Path, specs: list[str], work: Path, train: tuple[int, int
     return rows
 
 
+class CountingStore(ModuloStore):
+    """A ModuloStore that counts the fine-store bytes (frame, context, patch, mask) it returns."""
+
+    def __init__(self, inner: FineStore, num_videos: int, coarse: np.ndarray) -> None:
+        super().__init__(inner, num_videos, coarse)
+        self.bytes_read = 0
+
+    def read(self, kind: str, rows, out=None) -> np.ndarray:
+        values = super().read(kind, rows, out)
+        self.bytes_read += values.nbytes if kind != "coarse" else 0
+        return values
+
+    def read_float(self, kind: str, rows) -> torch.Tensor:
+        if kind != "coarse":  # the stored bytes, not the float32 they decode to
+            self.bytes_read += self.inner.arrays[kind][0].nbytes * len(rows)
+        return super().read_float(kind, rows)
+
+
+def _ram_bytes() -> int:
+    return int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
+
+
 def speed(spec_text: str, quick: bool, num_queries: int, store_rows: int) -> dict:
     """Two-stage queries/s on float16 and coded stores of the same synthetic ViT-B/32 features.
 
@@ -158,20 +184,31 @@ def speed(spec_text: str, quick: bool, num_queries: int, store_rows: int) -> dic
                         "store_write_videos_per_second": round(store_rows / seconds, 1)}
     all_coarse = np.concatenate([coarse, _clustered(rng, centers, sizes[1] - store_rows)
                                  .astype(np.float16)])
+    result["ram_bytes"] = _ram_bytes()
     for label, count in zip(("n10k", "n100k"), sizes):
         index = recall.build(all_coarse[:count])
+        directory = IndexDirectory(Path(), {}, index, [], None)  # type: ignore[arg-type]
+        _, recall_seconds = _timed(recall_only, directory, text, params, ec.RECALL_K)
+        result[f"{label}_recall_only_qps"] = round(num_queries / recall_seconds, 2)
         rankings = {}
         for name, store in stores.items():
-            view = ModuloStore(store, count, all_coarse[:count])
+            view = CountingStore(store, count, all_coarse[:count])
             directory = IndexDirectory(Path(), {}, index, [], view)  # type: ignore[arg-type]
             ranking, seconds = _timed(two_stage, directory, text, params, ec.RECALL_K,
                                       ec.RECALL_K, RerankWeights(), ScoreConfig())
             rankings[name] = ranking.indices
-            result[name][f"{label}_two_stage_qps"] = round(num_queries / seconds, 2)
-            log.info("%s %s: %.2f queries/s", label, name, num_queries / seconds)
+            store_bytes = store.bytes_per_video * count
+            result[name][label] = {
+                "two_stage_qps": round(num_queries / seconds, 2),
+                "rerank_ms_per_query": round(1000 * (seconds - recall_seconds) / num_queries, 2),
+                "store_bytes_read_per_query": round(view.bytes_read / num_queries),
+                "store_bytes_at_n": store_bytes,
+                "store_fits_in_ram": store_bytes < result["ram_bytes"]}
+            log.info("%s %s: %.2f queries/s, %.1f MB of store read per query, store %.1f GB",
+                     label, name, num_queries / seconds, view.bytes_read / num_queries / 1e6,
+                     store_bytes / 1e9)
         result[f"{label}_qps_ratio_coded_over_fp16"] = round(
-            result[str(spec)][f"{label}_two_stage_qps"] / result["fp16"][f"{label}_two_stage_qps"],
-            3)
+            result[str(spec)][label]["two_stage_qps"] / result["fp16"][label]["two_stage_qps"], 3)
         result[f"{label}_top10_agreement_synthetic"] = round(
             _top10_agreement(*rankings.values()), 4)
     result["memory"] = _memory()

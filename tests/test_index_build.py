@@ -83,10 +83,11 @@ def _coded_index(tmp_path, spec="patch=PQ4,frame=SQ8"):
     return features, manifest
 
 
-def test_coded_store_records_codecs_and_fidelity_and_ranks_like_the_core(tmp_path):
+def test_coded_store_records_codecs_and_fidelity_and_ranks_like_the_core(tmp_path, monkeypatch):
     import torch
 
     import eercf_core as ec
+    from eercf_core.index import rerank
     from eercf_core.index.fidelity import round_trip
     from eercf_core.index.search import exhaustive, two_stage
     from tests.index_fixtures import DIMS, as_video_features
@@ -107,7 +108,9 @@ def test_coded_store_records_codecs_and_fidelity_and_ranks_like_the_core(tmp_pat
     params = ec.ScoreParams.identity(DIMS.embed_dim, DIMS.num_frames)
     text = torch.from_numpy(features["frame"][:6, 0]).float()
     reference = ec.two_stage_rank(params, text, decoded, k=8, top_n=30)
-    for method in ("grouped", "gather"):
+    # grouped: PQ patches decoded (lookup tables for no group), on the codes (for every group)
+    for method, lut_max_group in (("grouped", 0), ("grouped", 10**6), ("gather", 0)):
+        monkeypatch.setattr(rerank, "_LUT_MAX_GROUP", lut_max_group)
         ranking = two_stage(index, text, params, 8, 30, method=method)
         assert torch.equal(ranking.indices, reference.indices)
         torch.testing.assert_close(ranking.scores, reference.scores, rtol=0, atol=1e-4)

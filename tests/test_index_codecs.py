@@ -48,6 +48,10 @@ def test_round_trip_error_bounds(factory, bytes_per_vector, max_error):
     codes = codec.encode(test)
     assert codes.shape == (200, bytes_per_vector) and codes.dtype == np.uint8
     decoded = codec.decode(codes)
+    buffer = np.empty((200, 16), dtype=np.float32)
+    assert codec.decode(codes, out=buffer) is buffer and np.array_equal(buffer, decoded)
+    with pytest.raises(ValueError, match=r"decode buffer must be C-contiguous float32 \[200, 16\]"):
+        codec.decode(codes, out=np.empty((200, 16), dtype=np.float16))
     assert torch.equal(codec.decode_torch(codes.reshape(10, 20, -1)),
                        torch.from_numpy(decoded).view(10, 20, 16))
     error = np.abs(decoded - test).max()

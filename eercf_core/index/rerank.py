@@ -12,9 +12,11 @@ Two implementations, same scores (the formulas of `eercf_core.scores`, float32):
 The grouped loop is many small, memory-bound operations: it runs with one intra-op thread
 (measured 3-5x faster than two on the shared 2-core machine, where OpenMP barriers stall when a
 core is busy), restoring the caller's thread count afterwards.
-On a store whose patches are codes (`--fine-codec`), "grouped" scores PQ patch codes through
-per-query lookup tables without decoding them, and decodes other codecs' chunks; frame and
-context vectors (T per video) are decoded. "gather" decodes every candidate's features.
+On a store whose patches are codes (`--fine-codec`), "grouped" decodes a chunk's patch codes in
+one FAISS `sa_decode` call into the same float32 buffer the float16 path converts into, and runs
+the same batched matmul; when no video of the chunk has more than _LUT_MAX_GROUP queries, PQ
+codes are instead scored on the codes through per-query lookup tables. Frame and context vectors
+(T per video) are decoded. "gather" decodes every candidate's features.
 The patch TIB (S_Ps, rerank weight 0 by default) needs the gated patch sum per pair; when its
 weight is non-zero the "grouped" path falls back to "gather".
 """
@@ -35,9 +37,10 @@ from eercf_core.scores import ScoreParams, fine_scores_from_similarities, needed
 # Distinct videos converted to float32 at once (64 x 588 x 512 x 4 B ≈ 77 MB at ViT-B/32).
 _VIDEO_CHUNK = 64
 METHODS = ("grouped", "gather")
-# Largest queries-per-video group scored by PQ lookup tables (measured: at 1 query per video the
-# lookups take ~1/4 of decode + matmul, at 5 about the same, at 20 ~3x more).
-_LUT_MAX_GROUP = 4
+# Largest queries-per-video group scored by PQ lookup tables (PQ64, D = 512, 64 videos, one
+# thread: lookups 30 ms at 1 query per video, 51 at 2, 200 at 4; sa_decode into a reused buffer
+# + matmul 52, 53, 56 ms; float16 convert + matmul 40, 49, 48 ms).
+_LUT_MAX_GROUP = 2
 
 
 @contextmanager
@@ -113,9 +116,9 @@ def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, par
     patch_sims = torch.empty(pairs, n)
     mask = torch.empty(pairs, t, dtype=torch.bool)
     codec = store.codec("patch")
-    if codec is None:  # float16 patches: reused conversion buffers
-        patch16 = np.empty((min(_VIDEO_CHUNK, videos.size), n, d), dtype=np.float16)
-        patch32 = torch.empty(patch16.shape)
+    width = min(_VIDEO_CHUNK, videos.size)
+    patch32 = torch.empty(width, n, d)  # reused buffers: fresh pages cost more than the copy
+    patch16 = np.empty((width, n, d), dtype=np.float16) if codec is None else None
     for first in range(0, videos.size, _VIDEO_CHUNK):
         last = min(first + _VIDEO_CHUNK, videos.size)
         chunk = videos[first:last]
@@ -130,13 +133,12 @@ def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, par
         grouped = torch.zeros(chunk.size, int(counts.max()), d)
         grouped[local, slot] = texts
 
-        if codec is None:
-            buffer = patch32[:chunk.size]
-            buffer.copy_(torch.from_numpy(store.read("patch", chunk, out=patch16[:chunk.size])))
-            patch_sims[members_t] = torch.bmm(grouped, buffer.transpose(1, 2))[local, slot]
+        if codec is not None and codec.scores_on_codes and grouped.shape[1] <= _LUT_MAX_GROUP:
+            sims = _lookup_similarities(codec, store.read("patch", chunk), grouped)
         else:
-            patch_sims[members_t] = _coded_patch_similarities(codec, store.read("patch", chunk),
-                                                              grouped)[local, slot]
+            patches = _read_patches(store, chunk, codec, patch16, patch32[:chunk.size])
+            sims = torch.bmm(grouped, patches.transpose(1, 2))
+        patch_sims[members_t] = sims[local, slot]
         frame = store.read_float("frame", chunk)
         context = store.read_float("context", chunk)
         frame_sims[members_t] = torch.bmm(grouped, frame.transpose(1, 2))[local, slot]
@@ -156,21 +158,25 @@ def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, par
     return rank_candidates(candidate_ids, fine, weights)
 
 
-def _coded_patch_similarities(codec: VectorCodec, codes: np.ndarray,
-                              grouped: torch.Tensor) -> torch.Tensor:
-    """s·p_n of each video's queries against its coded patches: codes [c, n, code_size] uint8,
-    grouped [c, g, D] -> [c, g, n].
+def _read_patches(store: FineStore, chunk: np.ndarray, codec: VectorCodec | None,
+                  raw16: np.ndarray | None, out: torch.Tensor) -> torch.Tensor:
+    """float32 patches of the store rows `chunk` into `out` [c, n, D]: float16 rows converted
+    (read through the [>= c, n, D] buffer `raw16`), or codes decoded in one call."""
+    if codec is None:
+        assert raw16 is not None
+        return out.copy_(torch.from_numpy(store.read("patch", chunk, out=raw16[:len(chunk)])))
+    codes = store.read("patch", chunk)
+    codec.decode(codes.reshape(-1, codec.code_size), out=out.view(-1, out.shape[-1]).numpy())
+    return out
 
-    PQ codes are scored on the codes when the videos have few queries each: per-query lookup
-    tables (s_m · centroid) summed over the sub-quantizers, no patch vector materialised. The
-    lookups cost g·M per patch against D for decoding once plus a g-row matmul, which BLAS does
-    faster: with more than _LUT_MAX_GROUP queries per video (and for other codecs) the chunk is
-    decoded and multiplied instead.
-    """
+
+def _lookup_similarities(codec: VectorCodec, codes: np.ndarray,
+                         grouped: torch.Tensor) -> torch.Tensor:
+    """s·p_n of each video's queries against its PQ-coded patches, on the codes: per-query
+    lookup tables (s_m · centroid) summed over the sub-quantizers. codes [c, n, M] uint8,
+    grouped [c, g, D] -> [c, g, n]. Costs g·M lookups per patch (see _LUT_MAX_GROUP)."""
     c, g, d = grouped.shape
     n = codes.shape[1]
-    if not codec.scores_on_codes or g > _LUT_MAX_GROUP:
-        return torch.bmm(grouped, codec.decode_torch(codes).transpose(1, 2))
     tables = codec.query_tables(grouped.reshape(c * g, d)).view(c, g, -1)
     offsets = codec.code_offsets(codes).view(c, 1, -1).expand(c, g, -1)
     return torch.gather(tables, 2, offsets).view(c, g, n, -1).sum(-1)
