@@ -18,9 +18,10 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class IsolatedPool:
         self._pool: list[_Worker] = []
         self.restarts = 0
 
-    def __enter__(self) -> "IsolatedPool":
+    def __enter__(self) -> IsolatedPool:
         return self
 
     def __exit__(self, *exc) -> None:

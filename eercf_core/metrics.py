@@ -17,7 +17,7 @@ Project decisions (documented, deterministic):
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 

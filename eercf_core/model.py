@@ -7,8 +7,8 @@ L2-normalised float32. The image tower runs fp16 (autocast) on CUDA and fp32 on 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

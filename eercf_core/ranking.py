@@ -38,7 +38,7 @@ class Ranking:
     reranked: torch.Tensor
 
     @staticmethod
-    def cat(parts: list["Ranking"]) -> "Ranking":
+    def cat(parts: list[Ranking]) -> Ranking:
         return Ranking(*(torch.cat([getattr(p, f) for p in parts]) for f in
                          ("indices", "scores", "coarse_scores", "reranked")))
 

@@ -14,8 +14,8 @@ The TIB has no parameters. Everything runs in float32.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -40,15 +40,15 @@ class ScoreParams:
     frame_logit_weight: torch.Tensor
 
     @classmethod
-    def identity(cls, embed_dim: int, num_frames: int, logit_scale: float = 100.0) -> "ScoreParams":
+    def identity(cls, embed_dim: int, num_frames: int, logit_scale: float = 100.0) -> ScoreParams:
         """Zero-shot parameters: W_g = I, W_f = I."""
         return cls(torch.tensor(float(logit_scale)), torch.eye(embed_dim), torch.eye(num_frames))
 
-    def detach(self) -> "ScoreParams":
+    def detach(self) -> ScoreParams:
         return ScoreParams(self.logit_scale.detach(), self.global_weight.detach(),
                            self.frame_logit_weight.detach())
 
-    def to(self, device: torch.device | str) -> "ScoreParams":
+    def to(self, device: torch.device | str) -> ScoreParams:
         return ScoreParams(self.logit_scale.to(device), self.global_weight.to(device),
                            self.frame_logit_weight.to(device))
 

@@ -10,7 +10,8 @@ Paths are fsspec URLs (local paths, file://, s3://, gs://, memory://, ...).
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
@@ -232,7 +233,7 @@ def feature_arrays(rows: pa.Table | pa.RecordBatch, dims: FeatureDims) -> dict[s
     return out
 
 
-def features_from_table(table: pa.Table) -> tuple[list[str], "VideoFeatures"]:
+def features_from_table(table: pa.Table) -> tuple[list[str], VideoFeatures]:
     """(video_ids, VideoFeatures) of the ok rows of a shard table, features float32.
 
     Shapes: coarse [B,D], frame [B,T,D], context [B,T,D], patch [B,T*P,D], mask [B,T] bool.

@@ -24,9 +24,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -280,7 +280,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, until: int | None = None,
-              on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> list[dict]:
+              on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> list[dict]:
         """Run steps up to `until` (default: config.steps), logging progress and checkpointing."""
         until = self.config.steps if until is None else min(until, self.config.steps)
         start_step, start = self.step, time.perf_counter()

@@ -6,7 +6,8 @@ the same option for a release. Parse with `parse_args`, which enforces a require
 from __future__ import annotations
 
 import argparse
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from eercf_core.config import NUM_FRAMES
 

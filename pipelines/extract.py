@@ -20,21 +20,25 @@ import argparse
 import logging
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from eercf_core import shards
-from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.config import NUM_FRAMES
+from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
 from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import IsolatedPool
-from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames,
-                            check_required)
-from pipelines.extract_sink import (WriteShardsFn, drop_error_rows, plan_chunks, scan_output,
-                                    summarize)
+from pipelines.args import add_model, add_num_frames, add_output, check_num_frames, check_required
+from pipelines.extract_sink import (
+    WriteShardsFn,
+    drop_error_rows,
+    plan_chunks,
+    scan_output,
+    summarize,
+)
 from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model
 from schemas import STATUS_ERROR
 

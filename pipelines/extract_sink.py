@@ -13,7 +13,7 @@ import collections
 import hashlib
 import logging
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import fsspec

@@ -6,10 +6,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from eercf_core import metrics  # noqa: E402
-from eercf_core.atomic import local_temp_path  # noqa: E402
+from eercf_core import metrics
+from eercf_core.atomic import local_temp_path
 
 
 def _save(fig, path: Path) -> Path:

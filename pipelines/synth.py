@@ -12,7 +12,6 @@ from eercf_core.synthetic import SynthConfig, generate_corpus
 from pipelines.args import add_output, parse_args
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
     p = argparse.ArgumentParser(prog="eercf synth", description=__doc__.split("\n\n")[0],

@@ -27,14 +27,20 @@ import numpy as np
 import torch
 
 import eercf_core as ec
+from eercf_core import inputs
 from eercf_core.atomic import write_json
 from eercf_core.config import ScoreConfig
+from eercf_core.io_formats import FormatError, read_jsonl
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
-from eercf_core import inputs
-from eercf_core.io_formats import FormatError, read_jsonl
-from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames, group,
-                            parse_args)
+from pipelines.args import (
+    add_model,
+    add_num_frames,
+    add_output,
+    check_num_frames,
+    group,
+    parse_args,
+)
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Mapping
 
 import pyarrow as pa
 
@@ -69,7 +69,7 @@ class FeatureDims:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> "FeatureDims":
+    def from_dict(cls, data: Mapping[str, object]) -> FeatureDims:
         """Inverse of `to_dict`; ValueError naming the missing or bad key."""
         try:
             return cls(**{f.name: int(data[f.name]) for f in dataclass_fields(cls)})
@@ -80,7 +80,7 @@ class FeatureDims:
         return json.dumps(self.to_dict()).encode()
 
     @classmethod
-    def from_meta(cls, raw: bytes) -> "FeatureDims":
+    def from_meta(cls, raw: bytes) -> FeatureDims:
         """Inverse of `to_meta`; also reads the "T,P,D" text of shards written before it."""
         text = raw.decode()
         if not text.lstrip().startswith("{"):

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eercf_core.decode import (DecodeError, DecodeOptions, center_crop, decode_video,
-                               resize_size, sample_times)
+from eercf_core.decode import (
+    DecodeError,
+    DecodeOptions,
+    center_crop,
+    decode_video,
+    resize_size,
+    sample_times,
+)
 from eercf_core.isolation import IsolatedPool
 from eercf_core.video_writer import write_video
 from tests._isolation_helpers import behave

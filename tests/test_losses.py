@@ -21,7 +21,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-@pytest.fixture()
+@pytest.fixture
 def batch():
     rng = np.random.default_rng(7)
     text = _normalise(rng.normal(size=(B, D)))

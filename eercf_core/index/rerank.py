@@ -17,8 +17,8 @@ weight is non-zero the "grouped" path falls back to "gather".
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch

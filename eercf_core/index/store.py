@@ -23,7 +23,6 @@ import torch
 from eercf_core.atomic import write_json
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
-
 STORE_META = "store.json"
 KINDS = tuple(COLUMN_OF_FEATURE)  # coarse, frame, context, patch, mask
 
