@@ -142,10 +142,7 @@ def _load_project(path: str, data: dict, device: torch.device) -> EercfModel:
         raise CheckpointError(f"{path}: checkpoint format version {data['format_version']} is newer "
                               f"than this eercf understands ({CHECKPOINT_VERSION})")
     arch, config = data["arch"], dict(data.get("model_config") or {})
-    if config:
-        clip = open_clip.model.CLIP(**config)
-    else:
-        clip = open_clip.create_model(arch)
+    clip = open_clip.model.CLIP(**config) if config else open_clip.create_model(arch)
     num_frames = int(data["num_frames"])
     temporal = None if data["head"] == "zero-shot" else TemporalHead(int(clip.visual.proj.shape[1]),
                                                                      num_frames)

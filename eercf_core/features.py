@@ -1,7 +1,7 @@
 """Video feature containers shared by the model, the scores, the shards and the fine store."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -57,7 +57,7 @@ class VideoFeatures:
     def __len__(self) -> int:
         return self.num_videos
 
-    def _map(self, fn) -> VideoFeatures:
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> VideoFeatures:
         return VideoFeatures(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
+import contextlib
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _exit_reason(exitcode: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, ctx, fn: Callable, memory_limit_bytes: int | None):
+    def __init__(self, ctx: Any, fn: Callable, memory_limit_bytes: int | None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, fn, memory_limit_bytes),
                                    daemon=True)
@@ -128,7 +129,7 @@ class IsolatedPool:
     def __enter__(self) -> IsolatedPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _spawn(self) -> _Worker:
@@ -148,7 +149,7 @@ class IsolatedPool:
                 self._replace(worker)
         while len(self._pool) < self.workers:
             self._pool.append(self._spawn())
-        source = enumerate(items)
+        source: Iterator[tuple[int, Any]] = enumerate(items)
         exhausted = False
         while True:
             starting = [w for w in self._pool if not w.check_ready()]
@@ -180,12 +181,13 @@ class IsolatedPool:
             now = time.monotonic()
             wait_for = None
             if self.timeout is not None:
-                wait_for = max(0.0, min(w.task[1] + self.timeout for w in busy) - now)
+                wait_for = max(0.0, min(w.task[1] + self.timeout for w in busy if w.task) - now)
             watched = busy + (starting if not exhausted else [])
             ready = set(wait([w.conn for w in watched] + [w.process.sentinel for w in watched],
                              timeout=wait_for))
             now = time.monotonic()
             for worker in busy:
+                assert worker.task is not None  # busy = has a task
                 index, started = worker.task
                 if worker.conn in ready or worker.conn.poll():
                     try:
@@ -217,10 +219,8 @@ class IsolatedPool:
     def close(self) -> None:
         """Stop all workers (politely, then by force)."""
         for worker in self._pool:
-            try:
+            with contextlib.suppress(BrokenPipeError, OSError):
                 worker.conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
         deadline = time.monotonic() + 2
         for worker in self._pool:
             worker.process.join(max(0.0, deadline - time.monotonic()))

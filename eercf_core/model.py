@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +40,11 @@ class EercfModel(nn.Module):
           masked mean of the normalised frames, W_g = W_f = I).
     arch: the open_clip config name (recorded in checkpoints and the identity).
     """
+
+    # open_clip is untyped: its towers and parameters are reached by attribute name.
+    clip: Any
+    pixel_mean: torch.Tensor  # buffers [3, 1, 1]
+    pixel_std: torch.Tensor
 
     def __init__(self, clip: nn.Module, head: TemporalHead | None, arch: str, num_frames: int,
                  model_config: dict | None = None):
@@ -182,7 +188,7 @@ class EercfModel(nn.Module):
 
     # ----------------------------------------------------------------- text
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:  # an open_clip tokenizer
         if self._tokenizer is None:
             import open_clip
 

@@ -7,6 +7,7 @@ relying on S_V < 100.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +21,9 @@ from eercf_core.scores import (
     needed_scores,
     rerank_score,
 )
+
+if TYPE_CHECKING:
+    from eercf_core.model import EercfModel
 
 
 @dataclass
@@ -43,7 +47,7 @@ class Ranking:
                          ("indices", "scores", "coarse_scores", "reranked")))
 
 
-def _params_of(model_or_params) -> ScoreParams:
+def _params_of(model_or_params: EercfModel | ScoreParams) -> ScoreParams:
     if isinstance(model_or_params, ScoreParams):
         return model_or_params
     return model_or_params.score_params
@@ -102,7 +106,7 @@ def rerank_candidates(
 
 @torch.no_grad()
 def two_stage_rank(
-    model_or_params,
+    model_or_params: EercfModel | ScoreParams,
     text: torch.Tensor,
     video: VideoFeatures,
     k: int = RECALL_K,
@@ -176,7 +180,7 @@ def rank_all(final: torch.Tensor, coarse: torch.Tensor, top_n: int | None = None
 
 @torch.no_grad()
 def exhaustive_rank(
-    model_or_params,
+    model_or_params: EercfModel | ScoreParams,
     text: torch.Tensor,
     video: VideoFeatures,
     top_n: int | None = None,

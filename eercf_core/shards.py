@@ -48,7 +48,7 @@ def _fs_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def _fixed_list_column(
-    rows: Sequence[dict], name: str, size: int, dtype: np.dtype, field_type: pa.DataType
+    rows: Sequence[dict], name: str, size: int, dtype: type[np.generic], field_type: pa.DataType
 ) -> pa.Array:
     """Stack per-row flat arrays into a FixedSizeListArray; None rows are zero-filled.
 
@@ -96,6 +96,7 @@ def rows_to_table(
             dtype = np.bool_ if field.name == "frame_mask" else np.float16
             arrays.append(_fixed_list_column(rows, field.name, sizes[field.name], dtype, field.type))
             continue
+        column: list[Any]
         if field.name == "model_id":
             column = [model_id] * len(rows)
         elif field.name == "checkpoint_sha256":

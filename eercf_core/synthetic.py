@@ -159,7 +159,7 @@ class VideoSpec:
     tone: str
     pattern: str
     pattern_phase: int  # texture offset in pixels (varies between siblings)
-    tone_jitter: tuple[int, int, int]
+    tone_jitter: tuple[int, ...]  # RGB offset, 3 values
     events: tuple[Event, ...]
     query_event: int  # index into events of the test query (test split), else -1
     render_seed: int
@@ -235,7 +235,7 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     # sensor noise, so no two videos are pixel-identical
     noise = rng.integers(-4, 5, size=per_second.shape)
     per_second = np.clip(per_second.astype(np.int16) + noise, 0, 255).astype(np.uint8)
-    n_frames = int(round(config.seconds * config.fps))
+    n_frames = round(config.seconds * config.fps)
     seconds_of_frame = np.minimum((np.arange(n_frames) / config.fps).astype(int), config.seconds - 1)
     return per_second[seconds_of_frame]
 
@@ -302,8 +302,8 @@ def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
     specs: list[VideoSpec] = []
     group = 0
     for split, count in (("train", config.num_train), ("test", config.num_test)):
-        present: set[tuple[str, str, str, str]] = set()  # (tone, pattern, colour, shape) in split
-        queried: set[tuple[str, str, str, str]] = set()
+        present: set[tuple[str, ...]] = set()  # (tone, pattern, colour, shape) in split
+        queried: set[tuple[str, ...]] = set()
         made = 0
         while made < count:
             for _attempt in range(1000):
@@ -354,9 +354,9 @@ def captions_for(spec: VideoSpec, config: SynthConfig) -> list[dict]:
                     "event": dataclasses.asdict(event)})
     if config.short_captions and spec.split == "train":
         for i, event in enumerate(spec.events):
-            template = SHORT_TEMPLATES[int(rng.integers(0, len(SHORT_TEMPLATES)))]
+            short = SHORT_TEMPLATES[int(rng.integers(0, len(SHORT_TEMPLATES)))]
             out.append({"caption_id": f"{spec.video_id}#short{i}", "video_id": spec.video_id,
-                        "split": spec.split, "text": template.format(event=event.words()),
+                        "split": spec.split, "text": short.format(event=event.words()),
                         "event": dataclasses.asdict(event)})
     return out
 

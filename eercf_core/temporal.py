@@ -6,6 +6,7 @@ Parameter names and shapes match the official checkpoint's extra keys (after ren
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ class TemporalHead(nn.Module):
         self.global_weight = nn.Parameter(torch.eye(embed_dim))  # W_g
         self.frame_logit_weight = nn.Parameter(torch.eye(num_frames))  # W_f
 
-    def init_from_text_tower(self, clip_model: nn.Module) -> None:
+    def init_from_text_tower(self, clip_model: Any) -> None:  # an open_clip CLIP (untyped)
         """Official initialisation: transformer = text layers 0..L-1, positions = text positions."""
         text_blocks = clip_model.transformer.resblocks
         width = self.global_weight.shape[0]

@@ -160,7 +160,7 @@ def _rng_state() -> dict:
     """RNG states as tensors and plain tuples, so the state file loads with weights_only=True."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+             "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
                        float(cached)),
              "python": random.getstate()}
     if torch.cuda.is_available():
@@ -238,9 +238,9 @@ class Trainer:
                     options = self.captions_of[v]
                     out.append(options[int(torch.randint(len(options), (1,), generator=pick))])
             return torch.tensor(out, dtype=torch.long)
-        order = torch.randperm(self.data.num_pairs, generator=generator)
+        shuffled = torch.randperm(self.data.num_pairs, generator=generator)
         b = self.config.batch_size
-        return order[position * b:(position + 1) * b]
+        return shuffled[position * b:(position + 1) * b]
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:

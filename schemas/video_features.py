@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
+from typing import Any
 
 import pyarrow as pa
 
@@ -69,7 +70,7 @@ class FeatureDims:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> FeatureDims:
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureDims:
         """Inverse of `to_dict`; ValueError naming the missing or bad key."""
         try:
             return cls(**{f.name: int(data[f.name]) for f in dataclass_fields(cls)})

@@ -111,19 +111,19 @@ def test_official_layout_with_bad_head_names_the_keys(tmp_path, official):
     broken.pop("transformerClip.resblocks.3.ln_2.bias")
     path = tmp_path / "broken.bin"
     torch.save(broken, path)
-    with pytest.raises(ec.CheckpointError, match="resblocks.3.ln_2.bias"):
+    with pytest.raises(ec.CheckpointError, match=r"resblocks.3.ln_2.bias"):
         ec.load_model(str(path), device="cpu")
 
 
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"not a zip or pickle")
-    with pytest.raises(ec.CheckpointError, match="garbage.pt"):
+    with pytest.raises(ec.CheckpointError, match=r"garbage.pt"):
         ec.load_model(str(path))
 
 
 def test_missing_file_and_unknown_name():
-    with pytest.raises(FileNotFoundError, match="nowhere/model.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere/model.pt"):
         ec.load_model("nowhere/model.pt")
     with pytest.raises(ValueError, match="unknown model name 'ViT-Q-99'"):
         ec.load_model("ViT-Q-99")

@@ -75,7 +75,7 @@ def test_malformed_ranked_and_truth(tmp_path):
         evaluate.evaluate(ranked, gt)
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     (b"q1\tok\n\tno id\n", r":2: missing query_id"),
     (b"q1\tok\nq2\t \n", r":2: query 'q2' has empty text"),
     (b"q1\tok\nq2\t\xff\xfe bad\n", r":2: not valid UTF-8"),

@@ -64,7 +64,7 @@ def test_manifests_and_duplicates(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"video_id": "a", "uri": "s3://bucket/a.mp4"}\n')
     assert read_inputs([str(tmp_path / "m.jsonl")]) == [VideoRef("a", "s3://bucket/a.mp4")]
     (tmp_path / "dup.csv").write_text("video_id,uri\na,1.mp4\na,2.mp4\n")
-    with pytest.raises(ValueError, match="duplicate video_id.*'a'"):
+    with pytest.raises(ValueError, match=r"duplicate video_id.*'a'"):
         read_inputs([str(tmp_path / "dup.csv")])
     (tmp_path / "bad.csv").write_text("id,path\na,1.mp4\n")
     with pytest.raises(ValueError, match=r"bad.csv:1: header must name"):
@@ -72,7 +72,7 @@ def test_manifests_and_duplicates(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"video_id": "a", "uri": "1.mp4"}\n{oops\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         read_inputs([str(tmp_path / "bad.jsonl")])
-    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+    with pytest.raises(FileNotFoundError, match=r"nope.mp4"):
         read_inputs([str(tmp_path / "nope.mp4")])
 
 

@@ -26,7 +26,7 @@ def test_round_trip_and_gather(tmp_path):
     assert len(store) == 20 and store.dims == DIMS
     assert isinstance(store.arrays["patch"], np.memmap)  # memory-mapped, not loaded
     rows = np.array([[3, 0, 19], [5, 5, 1]])
-    frame, context, patch, mask = store.gather(rows)
+    frame, _context, patch, mask = store.gather(rows)
     assert frame.shape == (2, 3, 4, 16) and patch.shape == (2, 3, 12, 16) and mask.shape == (2, 3, 4)
     assert frame.dtype == torch.float32 and mask.dtype == torch.bool
     np.testing.assert_array_equal(patch.numpy(), features["patch"][rows].astype(np.float32))

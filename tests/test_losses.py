@@ -31,7 +31,7 @@ def batch():
     coarse = _normalise(context.mean(1))
     w_g = np.eye(D) + 0.1 * rng.normal(size=(D, D))
     w_f = np.eye(T) + 0.1 * rng.normal(size=(T, T))
-    return dict(text=text, frame=frame, context=context, patch=patch, coarse=coarse, w_g=w_g, w_f=w_f)
+    return {"text": text, "frame": frame, "context": context, "patch": patch, "coarse": coarse, "w_g": w_g, "w_f": w_f}
 
 
 def _torch_inputs(b, mask=None):
@@ -95,8 +95,8 @@ def ref_total(b, w: LossWeights, mask=None):
     pp = ref_pearson(b["text"], z_patch, w.alpha1, w.alpha2)
     intra = w.pearson_video * pv + w.pearson_frame * pf + w.pearson_patch * pp
     inter = w.weak_loss * weak + w.strong_loss * strong
-    return dict(weak=weak, strong=strong, pearson_video=pv, pearson_frame=pf, pearson_patch=pp,
-                intra=intra, inter=inter, loss=inter + w.pearson_loss * intra)
+    return {"weak": weak, "strong": strong, "pearson_video": pv, "pearson_frame": pf, "pearson_patch": pp,
+                "intra": intra, "inter": inter, "loss": inter + w.pearson_loss * intra}
 
 
 # ---------------------------------------------------------------- tests

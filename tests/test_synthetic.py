@@ -21,7 +21,7 @@ def test_plan_is_deterministic_from_the_seed():
     assert syn.plan_corpus(config) != syn.plan_corpus(syn.SynthConfig(num_train=20, num_test=10, seed=6))
 
 
-@pytest.mark.parametrize("binding,events,size", [("pair", 2, 3), ("shape", 2, 2), ("shape", 3, 3)])
+@pytest.mark.parametrize(("binding", "events", "size"), [("pair", 2, 3), ("shape", 2, 2), ("shape", 3, 3)])
 def test_sibling_groups_share_the_bag_but_not_the_bindings(binding, events, size):
     config = syn.SynthConfig(num_train=60, num_test=30, events_per_video=events, seed=1, binding=binding)
     assert syn.group_size(config) == size

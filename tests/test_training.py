@@ -37,7 +37,7 @@ def _model():
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(steps=8, batch_size=8, lr=1e-3, clip_lr=1e-3, log_every=4, seed=1)
+    base = {"steps": 8, "batch_size": 8, "lr": 1e-3, "clip_lr": 1e-3, "log_every": 4, "seed": 1}
     base.update(kw)
     return TrainConfig(**base)
 
