@@ -166,7 +166,7 @@ def main(flags: list[str]) -> dict:
     small = IndexDirectory(store_path, {}, index, [], store)
     result["n10k"] = {"index": recall.describe(index, recall.default_factory(n)),
                       "index_build_seconds": round(seconds, 2)}
-    result["n10k"].update(_compare(small, text, params, k, n_queries, "N=%d" % n,
+    result["n10k"].update(_compare(small, text, params, k, n_queries, f"N={n}",
                                    extra_methods=("gather",)))
     result["n10k"]["memory"] = _memory()
 
@@ -182,7 +182,7 @@ def main(flags: list[str]) -> dict:
                        "recall_at_50_vs_exact_text_queries": round(recall_text, 4),
                        "recall_at_50_vs_exact_corpus_queries": round(
                            recall.recall_vs_exact(index, big_coarse, sample, k), 4),
-                       "fine_store_rows": n, "fine_row_of_video": "i mod %d" % n}
-    result["n100k"].update(_compare(big, text, params, k, n_exh_large, "N=%d" % n_large))
+                       "fine_store_rows": n, "fine_row_of_video": f"i mod {n}"}
+    result["n100k"].update(_compare(big, text, params, k, n_exh_large, f"N={n_large}"))
     result["n100k"]["memory"] = _memory()
     return result

@@ -185,7 +185,7 @@ def fine_scores(
             context_sims=torch.einsum("cd,btd->cbt", text, part.context),
             context_gram=(part.context @ part.context.transpose(1, 2)).unsqueeze(0),
             patch_sims=torch.einsum("cd,bnd->cbn", text, patch),
-            pool_patches=lambda gate: torch.einsum("cbn,bnd->cbd", gate, patch),
+            pool_patches=lambda gate, patch=patch: torch.einsum("cbn,bnd->cbd", gate, patch),
             mask=part.mask.unsqueeze(0), params=params, config=config, scores=which)
         for name, value in block_scores.items():
             parts[name].append(value)

@@ -100,8 +100,8 @@ def zero_shot_inputs(videos: Path, out: Path) -> tuple[Path, Path, Path]:
 
 def format_table(rows: list[dict], num_queries: int, num_videos: int, recall_k: int) -> str:
     """The demo's one table (Markdown)."""
-    lines = [f"Text-to-video retrieval on {num_videos} test videos, {num_queries} queries "
-             f"(chance R@1 = {100.0 / max(1, num_videos):.2f}), recall k = {recall_k}", "",
+    lines = [(f"Text-to-video retrieval on {num_videos} test videos, {num_queries} queries "
+              f"(chance R@1 = {100.0 / max(1, num_videos):.2f}), recall k = {recall_k}"), "",
              "| method | R@1 | R@5 | R@10 | MdR | MnR | query time (s) | ms/query |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
