@@ -26,6 +26,7 @@ setup(
         "ftfy",
         "regex",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"]},
+    # `make install` installs the test extra: the test runner and the linters `make lint` runs.
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.15", "mypy>=1.10"]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

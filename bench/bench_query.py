@@ -43,7 +43,8 @@ def _clustered(rng, centers: np.ndarray, n: int) -> np.ndarray:
     return _norm(centers[z] + rng.standard_normal((n, d), dtype=np.float32) / np.sqrt(d))
 
 
-def _write_store(path: Path, n: int, dims: FeatureDims, centers, seed: int) -> tuple[np.ndarray, float]:
+def _write_store(path: Path, n: int, dims: FeatureDims, centers, seed: int
+                 ) -> tuple[np.ndarray, float]:
     """Write a synthetic store in chunks (bounded memory); returns (coarse [n, D], seconds)."""
     rng = np.random.default_rng(seed)
     t, p, d = dims.num_frames, dims.num_patches, dims.embed_dim
@@ -121,7 +122,8 @@ def _compare(index, text, params, k, n_exhaustive, label, extra_methods=()) -> d
     out.update(exhaustive_queries=len(sub), exhaustive_seconds=round(seconds, 3),
                exhaustive_qps=round(len(sub) / seconds, 3))
     out["speedup"] = round(out["two_stage_qps"] / out["exhaustive_qps"], 1)
-    # How much of the exhaustive top-10 the two-stage top-10 finds (random features: a sanity check).
+    # How much of the exhaustive top-10 the two-stage top-10 finds (random features: a sanity
+    # check).
     hits = [len(set(a[:10].tolist()) & set(b[:10].tolist()))
             for a, b in zip(ranking.indices[:len(sub)], full.indices)]
     out["top10_overlap_with_exhaustive"] = round(float(np.mean(hits)) / 10, 3)
@@ -147,7 +149,8 @@ def main(flags: list[str]) -> dict:
     centers = _norm(rng.standard_normal((256, dims.embed_dim), dtype=np.float32))
     store_path = OUT / ("query_store_quick" if args.quick else "query_store")
     result: dict = {"dims": {"T": 12, "P": 49, "D": 512}, "k": k,
-                    "fine_store_bytes_per_video": bytes_per_video(dims), "threads": torch.get_num_threads()}
+                    "fine_store_bytes_per_video": bytes_per_video(dims),
+                    "threads": torch.get_num_threads()}
     if args.reuse_store and (store_path / "store.json").exists():
         store = FineStore(store_path)
         coarse = np.asarray(store.arrays["coarse"])

@@ -257,7 +257,8 @@ def _seconds_per_tick(stream: av.VideoStream) -> float:
     return float(stream.time_base)
 
 
-def _seek(container: InputContainer, stream: av.VideoStream, index: _PacketIndex, key: int, state: dict) -> Iterator:
+def _seek(container: InputContainer, stream: av.VideoStream, index: _PacketIndex, key: int,
+          state: dict) -> Iterator:
     """Seek so that decoding starts at keyframe `key` or before it; returns the frame iterator.
 
     Demuxers without an index (MPEG-PS, some AVI/MKV) seek by searching timestamps and can land

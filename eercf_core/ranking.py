@@ -1,7 +1,8 @@
 """Two-stage ranking (method §8.3), done for real: recall top-k by S_V, fine-score only those k.
 
 Final order per query: the k recalled videos ordered by the rerank score, then every other video
-in coarse (S_V) order. This equals the official "+100 on the top-k block" simulation exactly, without
+in coarse (S_V) order. This equals the official "+100 on the top-k block" simulation exactly,
+without
 relying on S_V < 100.
 """
 from __future__ import annotations
@@ -187,7 +188,8 @@ def exhaustive_rank(
     weights: RerankWeights = RerankWeights(),
     config: ScoreConfig = ScoreConfig(),
 ) -> Ranking:
-    """Rank every video by the rerank score (fine scores for all C·B pairs): the costly reference."""
+    """Rank every video by the rerank score (fine scores for all C·B pairs): the costly
+    reference."""
     final, coarse = pair_rerank_scores(text, video, _params_of(model_or_params), config, weights)
     return rank_all(final, coarse, top_n)
 

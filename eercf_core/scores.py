@@ -185,7 +185,8 @@ def fine_scores(
             context_sims=torch.einsum("cd,btd->cbt", text, part.context),
             context_gram=(part.context @ part.context.transpose(1, 2)).unsqueeze(0),
             patch_sims=torch.einsum("cd,bnd->cbn", text, patch),
-            pool_patches=lambda gate, patch=patch: torch.einsum("cbn,bnd->cbd", gate, patch),
+            # called within this iteration, so the loop variable is the right one
+            pool_patches=lambda gate: torch.einsum("cbn,bnd->cbd", gate, patch),  # noqa: B023
             mask=part.mask.unsqueeze(0), params=params, config=config, scores=which)
         for name, value in block_scores.items():
             parts[name].append(value)
@@ -222,9 +223,11 @@ def candidate_fine_scores(
 
 
 def all_scores(
-    text: torch.Tensor, video: VideoFeatures, params: ScoreParams, config: ScoreConfig = ScoreConfig()
+    text: torch.Tensor, video: VideoFeatures, params: ScoreParams,
+    config: ScoreConfig = ScoreConfig(),
 ) -> dict[str, torch.Tensor]:
-    """All five scores for every caption x video: {"S_V", "S_Fw", "S_Fs", "S_Pw", "S_Ps"}: [C, B]."""
+    """All five scores for every caption x video, each [C, B]:
+    {"S_V", "S_Fw", "S_Fs", "S_Pw", "S_Ps"}."""
     out = {"S_V": coarse_scores(text, video.coarse, params)}
     out.update(fine_scores(text, video, params, config))
     return out

@@ -79,7 +79,8 @@ def rows_to_table(
     """Build a validated Arrow table of `rows` (dicts keyed by schema field names).
 
     Feature columns are flat arrays (any float dtype, cast to float16) or None on error rows
-    (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False). `model_id`/`checkpoint_sha256` fill every row.
+    (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False).
+    `model_id`/`checkpoint_sha256` fill every row.
     Raises ValueError naming the offending row and column.
     """
     schema = video_features_schema(dims, model_id, checkpoint_sha256)
@@ -94,7 +95,8 @@ def rows_to_table(
     for field in schema:
         if field.name in _FIXED_COLUMNS:
             dtype = np.bool_ if field.name == "frame_mask" else np.float16
-            arrays.append(_fixed_list_column(rows, field.name, sizes[field.name], dtype, field.type))
+            arrays.append(
+                _fixed_list_column(rows, field.name, sizes[field.name], dtype, field.type))
             continue
         column: list[Any]
         if field.name == "model_id":

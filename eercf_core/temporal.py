@@ -45,7 +45,8 @@ class TemporalTransformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x [B, T, D], mask [B, T] (1 = real frame) -> [B, T, D].
@@ -92,7 +93,8 @@ class TemporalHead(nn.Module):
                 source = theirs.state_dict()
                 ours.load_state_dict({k: source[k] for k in ours.state_dict()})
 
-    def forward(self, frame_raw: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frame_raw: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         t = frame_raw.shape[1]
         positions = self.frame_position_embeddings.weight[:t]
         hidden = self.transformer(frame_raw + positions, mask) + frame_raw

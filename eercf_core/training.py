@@ -111,7 +111,8 @@ class TrainingPairs:
             raise ValueError(f"mask must be [V, T] = {tuple(self.frames.shape[:2])}, got "
                              f"{tuple(self.mask.shape)}")
         if self.caption_video.shape != (c,) or c == 0:
-            raise ValueError(f"caption_video must be [C={c}] (C > 0), got {tuple(self.caption_video.shape)}")
+            raise ValueError(f"caption_video must be [C={c}] (C > 0), got "
+                             f"{tuple(self.caption_video.shape)}")
         if int(self.caption_video.min()) < 0 or int(self.caption_video.max()) >= v:
             raise ValueError(f"caption_video indexes outside the {v} videos")
         if self.video_group is not None and self.video_group.shape != (v,):
@@ -132,7 +133,8 @@ def freeze_embeddings(model: EercfModel) -> list[str]:
 
 
 def parameter_groups(model: EercfModel, config: TrainConfig) -> list[dict]:
-    """AdamW groups: {CLIP, head} x {decay, no decay (name contains "bias")}; frozen ones left out."""
+    """AdamW groups: {CLIP, head} x {decay, no decay (name contains "bias")}; frozen ones left
+    out."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -149,7 +151,8 @@ def parameter_groups(model: EercfModel, config: TrainConfig) -> list[dict]:
 
 
 def warmup_cosine(step: int, total: int, warmup_proportion: float) -> float:
-    """The official schedule multiplier: x/warmup below warm-up, else ½(1 + cos(π x)), x = step/total."""
+    """The official schedule multiplier: x/warmup below warm-up, else ½(1 + cos(π x)), x =
+    step/total."""
     x = step / max(1, total)
     if x < warmup_proportion:
         return x / warmup_proportion
@@ -160,7 +163,8 @@ def _rng_state() -> dict:
     """RNG states as tensors and plain tuples, so the state file loads with weights_only=True."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
-             "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+             "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                       int(has_gauss),
                        float(cached)),
              "python": random.getstate()}
     if torch.cuda.is_available():
@@ -337,7 +341,8 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from exc
+            raise ValueError(f"{path}: not a readable training state "
+                             f"({type(exc).__name__}: {exc})") from exc
         if not isinstance(state, dict) or "step" not in state or "model" not in state:
             raise ValueError(f"{path}: not an eercf training state (no step/model)")
         saved_steps = state.get("config", {}).get("steps")

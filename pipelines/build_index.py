@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index-factory", default=None,
                         help="FAISS index_factory string (default: Flat below "
                              f"{recall.EXACT_MAX_VIDEOS} videos, IVF above)")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default nlist/16)")
+    parser.add_argument("--nprobe", type=int, default=None,
+                        help="IVF lists probed (default nlist/16)")
     parser.add_argument("--recall-sample", type=int, default=1000,
                         help="queries sampled to measure an approximate index's recall vs exact")
     parser.add_argument("--recall-check-k", type=int, default=RECALL_K)

@@ -70,7 +70,8 @@ class DecodeChunkFn(beam.DoFn):
                 yield DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
             else:
                 self.failures.inc()
-                message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
+                message = (outcome.error if ref.uri in outcome.error
+                           else f"{ref.uri}: {outcome.error}")
                 log.warning("decode failed: %s", message)
                 yield DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
                     "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,

@@ -113,7 +113,8 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.time() - self.started, 1e-9)
-        return (f"extract: {self.done}/{self.total} videos ({100 * self.done / max(self.total, 1):.0f}%), "
+        return (f"extract: {self.done}/{self.total} videos "
+                f"({100 * self.done / max(self.total, 1):.0f}%), "
                 f"{self.done / elapsed:.2f} videos/s, {self.frames / elapsed:.1f} frames/s, "
                 f"{self.failed} failed")
 

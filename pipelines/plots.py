@@ -29,8 +29,10 @@ def recall_curves(result: dict, path: Path) -> Path:
         ranks = list(result[f"{name}_ranks"].values())
         ax.plot(ks, metrics.recall_curve(ranks, ks), style, label=name)
     if result.get("recall_k"):
-        ax.axvline(result["recall_k"], color="grey", lw=0.8, ls=":", label=f"k = {result['recall_k']}")
-    ax.set(xscale="log", xlabel="K", ylabel="R@K (%)", title="text-to-video recall@K", ylim=(0, 101))
+        ax.axvline(result["recall_k"], color="grey", lw=0.8, ls=":",
+                   label=f"k = {result['recall_k']}")
+    ax.set(xscale="log", xlabel="K", ylabel="R@K (%)", title="text-to-video recall@K",
+           ylim=(0, 101))
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)

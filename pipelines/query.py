@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None,
                         help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
                              "weak_patch=0.2,strong_patch=0 (the official defaults)")
-    parser.add_argument("--batch-size", type=int, default=256, help="queries encoded/ranked at once")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="queries encoded/ranked at once")
     parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
@@ -81,7 +82,8 @@ def run(argv: list[str] | None = None) -> int:
     config = ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask)
     top_n = args.top_n or len(index.video_ids)
     top_n = min(top_n, len(index.video_ids))
-    mode_name = "recall-only" if args.recall_only else "exhaustive" if args.exhaustive else "two-stage"
+    mode_name = ("recall-only" if args.recall_only else "exhaustive" if args.exhaustive
+                 else "two-stage")
 
     start = time.perf_counter()
     rows: list[tuple] = []

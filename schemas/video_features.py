@@ -3,7 +3,8 @@
 One row per input video, ok or error. Feature columns are fixed-size float16 lists whose sizes
 depend on the model (D = embedding dim, T = frames per video, P = patches per frame). On error
 rows they hold zeros and `frame_mask` is all False (not nulls: pyarrow <= 25 cannot read null
-fixed-size lists back from Parquet, apache/arrow#35692); `status` says which rows are real. The dims, model identity and schema version are also stored in the Parquet
+fixed-size lists back from Parquet, apache/arrow#35692); `status` says which rows are real. The
+dims, model identity and schema version are also stored in the Parquet
 key-value metadata (keys below) so a reader can check a shard without reading rows.
 
 Version history:

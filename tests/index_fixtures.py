@@ -1,4 +1,5 @@
-"""Synthetic data shared by the index/query/evaluate tests: normalised random features and shards."""
+"""Synthetic data shared by the index/query/evaluate tests: normalised random features and
+shards."""
 from __future__ import annotations
 
 from pathlib import Path

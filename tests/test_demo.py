@@ -1,4 +1,5 @@
-"""A reduced `eercf demo` end to end: synth -> train -> extract (Beam) -> index -> query x3 -> evaluate."""
+"""A reduced `eercf demo` end to end: synth -> train -> extract (Beam) -> index -> query x3 ->
+evaluate."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from pipelines import demo
 @pytest.mark.slow
 def test_reduced_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = demo.run(["--output", str(out), "--num-train", "240", "--num-test", "60", "--steps", "150",
-                     "--batch-size", "32", "--recall-k", "60", "--no-sweep"])
+    code = demo.run(["--output", str(out), "--num-train", "240", "--num-test", "60",
+                     "--steps", "150", "--batch-size", "32", "--recall-k", "60", "--no-sweep"])
     assert code == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "demo_summary.json").read_text())

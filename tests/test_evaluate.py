@@ -21,7 +21,8 @@ q2\t3\tv1\t120.0\t5.0
 
 def _files(tmp_path, ranked=RANKED, truth="q1\tv2\nq2\tv2\nq2\tv1\n", recall_k=3, name="r.tsv"):
     (tmp_path / name).write_text(ranked)
-    (tmp_path / f"{name}.meta.json").write_text(json.dumps({"recall_k": recall_k, "mode": "two-stage"}))
+    meta = {"recall_k": recall_k, "mode": "two-stage"}
+    (tmp_path / f"{name}.meta.json").write_text(json.dumps(meta))
     (tmp_path / "gt.tsv").write_text("query_id\tvideo_id\n" + truth)
     return str(tmp_path / name), str(tmp_path / "gt.tsv")
 

@@ -128,7 +128,8 @@ def test_num_frames_follows_the_model_and_a_different_value_is_refused(tmp_path,
     import eercf_core as ec
 
     checkpoint = tmp_path / "t4.pt"
-    ec.save_model(ec.create_model("eercf-tiny", head="eercf", seed=0, num_frames=4), str(checkpoint))
+    ec.save_model(ec.create_model("eercf-tiny", head="eercf", seed=0, num_frames=4),
+                  str(checkpoint))
     _make_videos(tmp_path / "corpus", 1)
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "corpus"), "--model", str(checkpoint), "--device", "cpu",

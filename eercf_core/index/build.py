@@ -87,7 +87,8 @@ def _scan(shards: list[str]) -> tuple[list[str], int]:
             if not is_ok:
                 continue
             if video_id in where:
-                raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and {shard}")
+                raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and "
+                                 f"{shard}")
             where[video_id] = shard
             ids.append(video_id)
     return ids, errors
@@ -99,7 +100,8 @@ def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> 
     start = time.perf_counter()
     for number, shard in enumerate(shards, start=1):
         with fsspec.open(shard, "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
+            batches = pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns)
+            for batch in batches:
                 batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
                 if batch.num_rows == 0:
                     continue
@@ -139,7 +141,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         index_seconds = time.perf_counter() - index_start
         info = recall.describe(index, factory)
         if not info["exact"]:
-            # Sampled corpus vectors stand in for queries (text queries are not known at build time).
+            # Sampled corpus vectors stand in for queries (text queries are not known at build
+            # time).
             sample = np.random.default_rng(seed).choice(len(ids), min(recall_sample, len(ids)),
                                                         replace=False)
             queries = np.asarray(coarse[np.sort(sample)], dtype=np.float32)

@@ -92,8 +92,8 @@ class FineStore:
         self.directory = Path(directory)
         meta_path = self.directory / STORE_META
         if not meta_path.is_file():
-            raise ValueError(f"{self.directory}: not a complete fine-feature store (no {STORE_META}; "
-                             "was build-index interrupted?)")
+            raise ValueError(f"{self.directory}: not a complete fine-feature store (no "
+                             f"{STORE_META}; was build-index interrupted?)")
         try:
             meta = json.loads(meta_path.read_text())
             self.num_videos = int(meta["num_videos"])
@@ -132,7 +132,8 @@ class FineStore:
         if flat.size and (flat.min() < 0 or flat.max() >= self.num_videos):
             raise IndexError(f"fine store rows out of range [0, {self.num_videos})")
         frame, context, patch, mask = (
-            self._gathered(kind, flat, rows.shape) for kind in ("frame", "context", "patch", "mask"))
+            self._gathered(kind, flat, rows.shape)
+            for kind in ("frame", "context", "patch", "mask"))
         return frame, context, patch, mask
 
     def _gathered(self, kind: str, flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
