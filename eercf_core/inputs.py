@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from eercf_core.io_formats import FormatError, read_jsonl
+from eercf_core.io_formats import FormatError, read_jsonl, write_tsv
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
                   ".flv", ".wmv", ".3gp", ".ogv")
@@ -146,3 +146,9 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
         raise ValueError(f"no videos found for --input {inputs}")
     check_unique(refs)
     return refs
+
+
+def write_manifest(path: str, videos: Iterable[tuple[str, str]]) -> int:
+    """A TSV manifest (`video_id<TAB>uri` header) of (video_id, uri) that `read_manifest` reads
+    back; returns the number of videos."""
+    return write_tsv(path, ("video_id", "uri"), videos)

@@ -6,6 +6,11 @@
   are errors.
 - Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
 - Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query.
+- Training captions (what `eercf train --captions` reads): JSONL `{"video_id": ..., "text": ...}`.
+
+Writers (`write_queries`, `write_ground_truth`, `write_captions`; `write_tsv` for two-column TSVs,
+also the video manifest in eercf_core.inputs) produce exactly what the readers accept; a field that
+would break its line (a tab or newline) is a ValueError.
 
 Every parse error is a `FormatError` whose message starts with `file:line:`. Outputs are written
 with `eercf_core.atomic`, so a failed run leaves no half-written file.
@@ -19,6 +24,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import fsspec
+
+from eercf_core.atomic import write_text
 
 RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
 
@@ -184,6 +191,39 @@ def ranked_lines(rows: Iterable[Sequence]) -> Iterator[str]:
     yield "\t".join(RANKED_COLUMNS) + "\n"
     for query_id, rank, video_id, score, coarse in rows:
         yield f"{query_id}\t{rank}\t{video_id}\t{score:.6f}\t{coarse:.6f}\n"
+
+
+def _tsv_field(value: str, what: str) -> str:
+    value = str(value)
+    if not value or any(ch in value for ch in "\t\r\n"):
+        raise ValueError(f"{what} {value!r} is empty or holds a tab/newline: cannot be written as "
+                         "a TSV field")
+    return value
+
+
+def write_tsv(path: str, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> int:
+    """Write a two-column TSV with its header atomically; returns the number of rows."""
+    lines = ["\t".join(header) + "\n"]
+    lines += [f"{_tsv_field(a, header[0])}\t{_tsv_field(b, header[1])}\n" for a, b in rows]
+    write_text(path, lines)
+    return len(lines) - 1
+
+
+def write_queries(path: str, queries: Iterable[tuple[str, str]]) -> int:
+    """Query TSV (`query_id<TAB>text` with header) from (query_id, text); returns the count."""
+    return write_tsv(path, ("query_id", "text"), queries)
+
+
+def write_ground_truth(path: str, pairs: Iterable[tuple[str, str]]) -> int:
+    """Ground-truth TSV (`query_id<TAB>video_id` with header); returns the number of rows."""
+    return write_tsv(path, ("query_id", "video_id"), pairs)
+
+
+def write_captions(path: str, captions: Iterable[tuple[str, str]]) -> int:
+    """Training captions JSONL ({"video_id", "text"} per line, ASCII-escaped) for `eercf train`."""
+    lines = [json.dumps({"video_id": video_id, "text": text}) + "\n" for video_id, text in captions]
+    write_text(path, lines)
+    return len(lines)
 
 
 def local_path(path: str) -> str:

@@ -1,4 +1,4 @@
-"""Text-to-video retrieval metrics (method §8.4): R@1/5/10, MdR, MnR.
+"""Retrieval metrics (method §8.4): text-to-video and video-to-text R@1/5/10, MdR, MnR.
 
 Definitions (as the official `compute_metrics`, t2v):
 - rank r of a query = 0-based position of its ground-truth video in the query's output order;
@@ -14,6 +14,14 @@ Project decisions (documented, deterministic):
 - A ground-truth video absent from a truncated output (top-N lists) is *censored*: it gets rank
   N (one past the list), so R@K stays exact for K <= N while MdR and MnR become lower bounds; the
   count is reported as `censored`.
+
+Video-to-text (`video_to_text_metrics`), as the official code's multi-sentence layout computes it
+(`tensor_video_to_text_sim` + `compute_metrics`): a caption-by-video score matrix is grouped by
+each caption's own video, the group score of video b against caption set g is the max over g's
+captions, and each video ranks the caption sets (one per video); rank = number of caption sets
+scoring strictly higher than its own (the official first match). The official code appends one
+extra entry per tie; here every video counts once and the number of videos with a tie is reported
+as `ties`. MdR follows the official `compute_metrics`: `np.median` (mean of the two middle values).
 """
 from __future__ import annotations
 
@@ -45,13 +53,18 @@ def query_rank(ordered_video_ids: Sequence[str], relevant: Iterable[str]) -> tup
 
 
 def metrics_from_ranks(ranks: Sequence[int] | np.ndarray, censored: int = 0,
-                       recall_at: Sequence[int] = RECALL_AT) -> dict[str, float]:
-    """R@K (percent), MdR, MnR from 0-based ranks [Q]; `censored` ranks are lower bounds."""
+                       recall_at: Sequence[int] = RECALL_AT,
+                       lower: bool = True) -> dict[str, float]:
+    """R@K (percent), MdR, MnR from 0-based ranks [Q]; `censored` ranks are lower bounds.
+
+    MdR is the lower median (torch.median, the official t2v) or, with `lower=False`, np.median
+    (the official `compute_metrics`, used for v2t).
+    """
     ranks = np.asarray(ranks, dtype=np.int64)
     if ranks.size == 0:
         raise ValueError("no ranks to evaluate (no query has ground truth)")
     out: dict[str, float] = {f"R@{k}": float(100.0 * np.mean(ranks < k)) for k in recall_at}
-    out["MdR"] = lower_median(ranks + 1)
+    out["MdR"] = lower_median(ranks + 1) if lower else float(np.median(ranks + 1))
     out["MnR"] = float(np.mean(ranks + 1))
     out["num_queries"] = int(ranks.size)
     out["censored"] = int(censored)
@@ -87,3 +100,42 @@ def ranks_from_scores(scores: np.ndarray, targets: Sequence[int]) -> np.ndarray:
     order = np.argsort(-scores, axis=1, kind="stable")
     positions = np.argsort(order, axis=1, kind="stable")
     return positions[np.arange(scores.shape[0]), np.asarray(targets)]
+
+
+def video_to_text_ranks(scores: np.ndarray, caption_video: Sequence[int] | np.ndarray
+                        ) -> tuple[np.ndarray, int]:
+    """0-based v2t rank per video and the number of videos whose own caption set ties another.
+
+    scores [C, V]: caption c against video b (any score: coarse, reranked or the official hybrid);
+    caption_video [C]: the index (0..V-1) of each caption's own video; every video needs at least
+    one caption. Group matrix G[g, b] = max over captions c of video g of scores[c, b] ([V, V]);
+    video b's rank = #{g : G[g, b] > G[b, b]}.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    caption_video = np.asarray(caption_video, dtype=np.int64)
+    if scores.ndim != 2 or caption_video.shape != (scores.shape[0],):
+        raise ValueError(f"scores must be [C, V] and caption_video [C]; got {scores.shape} and "
+                         f"{caption_video.shape}")
+    num_videos = scores.shape[1]
+    if caption_video.size and (caption_video.min() < 0 or caption_video.max() >= num_videos):
+        raise ValueError("caption_video holds indices outside 0..V-1")
+    without = np.setdiff1d(np.arange(num_videos), caption_video)
+    if without.size:
+        raise ValueError(f"{without.size} videos have no caption (e.g. column {int(without[0])}); "
+                         "v2t needs every video's captions")
+    grouped = np.full((num_videos, num_videos), -np.inf)
+    np.maximum.at(grouped, caption_video, scores)
+    by_video = grouped.T  # [V videos, V caption sets]
+    own = np.diag(by_video)[:, None]
+    ranks = (by_video > own).sum(axis=1)
+    ties = int(((by_video == own).sum(axis=1) > 1).sum())
+    return ranks, ties
+
+
+def video_to_text_metrics(scores: np.ndarray, caption_video: Sequence[int] | np.ndarray
+                          ) -> dict[str, float]:
+    """v2t R@1/5/10, MdR (np.median), MnR over videos, with `ties` (see video_to_text_ranks)."""
+    ranks, ties = video_to_text_ranks(scores, caption_video)
+    out = metrics_from_ranks(ranks, lower=False)
+    out["ties"] = ties
+    return out

@@ -49,7 +49,8 @@ import numpy as np
 
 from eercf_core.atomic import local_temp_path, write_text
 from eercf_core.config import NUM_FRAMES
-from eercf_core.io_formats import FormatError, read_jsonl
+from eercf_core.inputs import write_manifest
+from eercf_core.io_formats import FormatError, read_jsonl, write_ground_truth, write_queries
 
 log = logging.getLogger(__name__)
 
@@ -417,9 +418,8 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
 
     captions = [c for s in specs for c in captions_for(s, config)]
     for split in SPLITS:
-        rows = ["video_id\turi"] + [f"{s.video_id}\t{p}" for s, p in zip(specs, paths)
-                                    if s.split == split]
-        write_text(out / f"{split}_manifest.tsv", "\n".join(rows) + "\n")
+        write_manifest(str(out / f"{split}_manifest.tsv"),
+                       [(s.video_id, p) for s, p in zip(specs, paths) if s.split == split])
     write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in captions))
     write_text(out / "videos.jsonl",
                "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))
@@ -427,10 +427,8 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
     by_id = {c["caption_id"]: c for c in captions}
     queries = [(f"q{i:06d}", by_id[f"{s.video_id}#{s.query_event}"]["text"], s.video_id)
                for i, s in enumerate(test)]
-    write_text(out / "test_queries.tsv",
-               "query_id\ttext\n" + "".join(f"{q}\t{t}\n" for q, t, _ in queries))
-    write_text(out / "test_ground_truth.tsv",
-                "query_id\tvideo_id\n" + "".join(f"{q}\t{v}\n" for q, _, v in queries))
+    write_queries(str(out / "test_queries.tsv"), [(q, t) for q, t, _ in queries])
+    write_ground_truth(str(out / "test_ground_truth.tsv"), [(q, v) for q, _, v in queries])
     summary = {"config": dataclasses.asdict(config), "num_videos": len(specs),
                "num_train": config.num_train, "num_test": config.num_test,
                "num_captions": len(captions), "num_queries": len(queries),

@@ -92,3 +92,23 @@ def reference_temporal_head(x, mask, sd, prefix="transformerClip.", layers=4, he
     w = mask.float()[..., None]
     v = _norm((h * w).sum(1) / w.sum(1).clamp_min(1.0))
     return h, v
+
+
+def reference_official_v2t(sim, cut_off_points):
+    """The official multi-sentence v2t (method §8.4), written from its description.
+
+    sim [N_text, N_video] numpy, captions grouped per video in video order; cut_off_points: the
+    1-based end of each video's caption block. Reshape to [V, max_len, V] padded with -inf, max
+    over captions, transpose, compute_metrics (sorted row minus diagonal, first zero = rank).
+    """
+    import numpy as np
+
+    starts = [0] + list(cut_off_points[:-1])
+    longest = max(e - s for s, e in zip(starts, cut_off_points))
+    blocks = [np.concatenate([sim[s:e], np.full((longest - e + s, sim.shape[1]), -np.inf)])
+              for s, e in zip(starts, cut_off_points)]
+    x = np.stack(blocks).max(axis=1).T
+    ind = np.where(np.sort(-x, axis=1) - np.diag(-x)[:, None] == 0)[1]
+    return {"R@1": 100.0 * np.sum(ind == 0) / len(ind), "R@5": 100.0 * np.sum(ind < 5) / len(ind),
+            "R@10": 100.0 * np.sum(ind < 10) / len(ind), "MdR": np.median(ind) + 1,
+            "MnR": np.mean(ind) + 1}

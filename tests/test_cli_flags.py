@@ -18,6 +18,7 @@ REQUIRED = {
     "train": [],
     "synth": [],
     "demo": [],
+    "benchmark": ["msrvtt", "--annotations", "a", "--videos", "v"],
 }
 
 

@@ -101,3 +101,53 @@ def test_query_formats_tsv_header_and_jsonl(tmp_path):
     jsonl.write_text('{"query_id": "a"}\n')
     with pytest.raises(FormatError, match=r"q.jsonl:1: query 'a' has empty text"):
         read_queries(str(jsonl))
+
+
+# c1, c2 describe video a, c3 video b; recall k = 1: only rank 1 of each caption is reranked.
+V2T_RANKED = """query_id\trank\tvideo_id\tscore\tcoarse_score
+c1\t1\ta\t0.9\t0.3
+c1\t2\tb\t0.6\t0.6
+c2\t1\tb\t0.5\t0.7
+c2\t2\ta\t0.4\t0.4
+c3\t1\ta\t0.95\t0.35
+c3\t2\tb\t0.2\t0.2
+"""
+V2T_TRUTH = "c1\ta\nc2\ta\nc3\tb\n"
+
+
+def test_video_to_text_official_hybrid_and_coarse(tmp_path):
+    ranked, gt = _files(tmp_path, ranked=V2T_RANKED, truth=V2T_TRUTH, recall_k=1)
+    v2t = evaluate.evaluate(ranked, gt)["v2t"]
+    # hybrid (+100 on rank 1): set a = max(c1, c2) = [100.9, 100.5], set b = c3 = [100.95, 0.2]
+    # -> video a: 100.9 < 100.95 rank 1; video b: 0.2 < 100.5 rank 1.
+    hybrid = v2t["official_hybrid"]
+    assert hybrid["status"] == "ok" and hybrid["R@1"] == 0.0 and hybrid["MdR"] == 2.0
+    assert "t2v-reranked" in hybrid["protocol"] and hybrid["num_queries"] == 2
+    # coarse: set a = [0.4, 0.7], set b = [0.35, 0.2] -> video a rank 0, video b rank 1.
+    coarse = v2t["coarse"]
+    assert coarse["R@1"] == 50.0 and coarse["MdR"] == 1.5 and coarse["MnR"] == 1.5
+    assert coarse["num_captions"] == 3
+
+
+def test_video_to_text_unavailable_says_why(tmp_path):
+    truncated = "\n".join(V2T_RANKED.splitlines()[:-1]) + "\n"
+    ranked, gt = _files(tmp_path, ranked=truncated, truth=V2T_TRUTH, recall_k=1)
+    v2t = evaluate.evaluate(ranked, gt)["v2t"]
+    assert {m["status"] for m in v2t.values()} == {"unavailable"}
+    assert "--top-n 0" in v2t["coarse"]["reason"] and "'c3'" in v2t["coarse"]["reason"]
+    ranked, gt = _files(tmp_path)  # q2 has two ground-truth videos
+    out = tmp_path / "eval"
+    assert evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output", str(out),
+                         "--no-plots"]) == 0
+    table = (out / "metrics.md").read_text()
+    assert "| official_hybrid | unavailable: 1 queries have several ground-truth videos" in table
+    assert json.loads((out / "metrics.json").read_text())["v2t"]["coarse"]["status"] == "unavailable"
+
+
+def test_video_to_text_without_meta_reports_coarse_only(tmp_path):
+    ranked, gt = _files(tmp_path, ranked=V2T_RANKED, truth=V2T_TRUTH)
+    (tmp_path / "r.tsv.meta.json").unlink()
+    v2t = evaluate.evaluate(ranked, gt)["v2t"]
+    assert v2t["coarse"]["status"] == "ok"
+    assert v2t["official_hybrid"]["status"] == "unavailable"
+    assert "meta.json" in v2t["official_hybrid"]["reason"]

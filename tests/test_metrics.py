@@ -47,3 +47,35 @@ def test_recall_curve_and_empty():
     assert metrics.recall_curve([0, 1, 4], [1, 2, 5]) == pytest.approx([100 / 3, 200 / 3, 100.0])
     with pytest.raises(ValueError, match="no ranks to evaluate"):
         metrics.metrics_from_ranks([])
+
+
+def test_video_to_text_matches_official_multi_sentence_layout():
+    from tests.reference import reference_official_v2t
+
+    rng = np.random.default_rng(3)
+    counts = [3, 1, 4, 2, 5, 2, 3, 1, 2, 4, 3, 2]  # captions per video, grouped in video order
+    caption_video = np.repeat(np.arange(len(counts)), counts)
+    scores = rng.standard_normal((len(caption_video), len(counts)))
+    scores[np.arange(len(caption_video)), caption_video] += 1.0
+    got = metrics.video_to_text_metrics(scores, caption_video)
+    want = reference_official_v2t(scores, np.cumsum(counts).tolist())
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value), key
+    assert got["num_queries"] == len(counts) and got["ties"] == 0
+    # caption order does not matter: shuffle the rows
+    perm = rng.permutation(len(caption_video))
+    assert metrics.video_to_text_metrics(scores[perm], caption_video[perm]) == got
+
+
+def test_video_to_text_hand_case_median_and_ties():
+    # 2 videos x 3 captions. video 0: own set max 0.9 vs set 1 max 0.8 -> rank 0.
+    # video 1: own set max 0.5 vs set 0 max 0.7 -> rank 1.
+    scores = np.array([[0.9, 0.7], [0.1, 0.2], [0.8, 0.5]])
+    ranks, ties = metrics.video_to_text_ranks(scores, [0, 0, 1])
+    assert ranks.tolist() == [0, 1] and ties == 0
+    m = metrics.video_to_text_metrics(scores, [0, 0, 1])
+    assert m["MdR"] == 1.5  # np.median of 1, 2 (official compute_metrics), not the lower median
+    tied = metrics.video_to_text_ranks(np.array([[1.0, 0.5], [1.0, 0.5]]), [0, 1])
+    assert tied[0].tolist() == [0, 0] and tied[1] == 2  # each video: both caption sets score equal
+    with pytest.raises(ValueError, match="no caption"):
+        metrics.video_to_text_ranks(scores, [0, 0, 0])
