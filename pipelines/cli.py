@@ -18,8 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("pipelines.evaluate", "R@K, MdR, MnR of a ranked TSV against ground truth"),
     "train": ("pipelines.train", "train or fine-tune with the EERCF losses"),
     "synth": ("pipelines.synth", "generate a synthetic fine-grained video-caption corpus"),
-    "benchmark": ("pipelines.benchmark", "MSR-VTT/MSVD/VATEX/ActivityNet annotations -> manifests, "
-                  "captions, queries, ground truth"),
+    "benchmark": ("pipelines.benchmark", ("MSR-VTT/MSVD/VATEX/ActivityNet annotations -> "
+                                          "manifests, captions, queries, ground truth")),
     "demo": ("pipelines.demo", "the whole method end to end on a generated corpus, offline"),
 }
 

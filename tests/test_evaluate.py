@@ -141,7 +141,8 @@ def test_video_to_text_unavailable_says_why(tmp_path):
                          "--no-plots"]) == 0
     table = (out / "metrics.md").read_text()
     assert "| official_hybrid | unavailable: 1 queries have several ground-truth videos" in table
-    assert json.loads((out / "metrics.json").read_text())["v2t"]["coarse"]["status"] == "unavailable"
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["v2t"]["coarse"]["status"] == "unavailable"
 
 
 def test_video_to_text_without_meta_reports_coarse_only(tmp_path):
