@@ -51,6 +51,7 @@ def _batch_loss(model, data: TrainingPairs, captions: torch.Tensor) -> float:
         return float(eercf_loss(text, video, model.score_params)["loss"])
 
 
+@pytest.mark.slow  # ~70 CPU-s: 40 s or more of wall time on 2 cores
 def test_a_few_steps_reduce_the_loss():
     model = _model()
     data = _pairs(model)
@@ -101,6 +102,7 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(100, 100, 0.1) == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow  # ~27 CPU-s; 70-90 s of wall time on the shared box
 def test_checkpoint_resume_gives_the_same_state(tmp_path):
     config = _config(steps=6)
     straight_model = _model()
