@@ -1,24 +1,32 @@
-"""Decode throughput: the shipped path vs decord `get_batch` (accurate seek, 12 uniform frames).
+"""Decode throughput and fidelity: decord accurate seek vs eercf's `exact` and `fast` qualities.
 
-Every variant runs over the shared real files (../shared/videos/robustness + captioned) in
+Every variant runs over the 42 shared real files (../shared/videos/robustness + captioned) in
 worker processes (eercf_core.isolation, 2 by default = all cores), in one run; repeats are
-interleaved (baseline, variant 1, variant 2, ..., baseline, ...) so that load from other
-processes hits all of them alike. Per variant:
+interleaved (baseline, exact, fast, baseline, ...) so that load from other processes hits all
+of them alike. Per variant:
 
-- videos_per_s / frames_per_s: wall clock over the corpus (what a user sees; on a shared
-  machine, more decoder threads also means a bigger share of a contended CPU);
+- videos_per_s / frames_per_s: wall clock over the corpus (what a user sees);
 - cpu_s_per_video: CPU seconds (all threads) spent inside the workers per video; the fair
   "same cores" comparison when the machine is busy. Both speedups are against the baseline;
 - success_rate over the corpus;
 - max_frame_offset_s: largest |presentation time of a sampled frame - its 1 fps target|;
   max_display_offset_s: largest distance from a target to the time span during which the
-  chosen frame is on screen [pts, next pts) (0 when it is the frame showing at the target:
-  a variable-frame-rate file can show one frame for more than a second);
-- drift_mean_abs (variants that may change pixels): mean |uint8 difference| of the kept frames
-  against the exact reference decode (max_offset = 0, no frame skipping) at equal times.
+  chosen frame is on screen [pts, next pts) (0 when it is the frame showing at the target);
+- drift_mean_abs / drift_max_video (variants that may change pixels): mean |uint8 difference|
+  of the kept frames against the exact decode at equal times.
 Offsets and drift come from a separate, untimed pass.
 
-    python -m bench decode [--quick] [--repeats=N] [--workers=N]
+Fidelity (`fidelity`): the untimed pass's exact and fast frames of every file go through a
+seeded random ViT-B-32 (eercf head, seed 0, CPU); per-video cosine of the coarse vector and of
+the frame features (worst frame), min / 1st percentile / mean, and the issue's gate (both >=
+0.999 at p1). `fidelity_demo` (with --demo-dir=DIR, the --out of a finished `eercf demo`):
+the trained demo model on the demo's test corpus, extracted exact and fast with the real jobs:
+R@1/5/10 of coarse recall and two-stage ranking per quality, and how many two-stage top-10
+lists changed (bench/decode_fidelity.py).
+
+    python -m bench decode [--quick] [--repeats=N] [--workers=N] [--levers] [--no-fidelity]
+                           [--torch-threads=N] [--demo-dir=DIR] [--demo-model=PATH]
+    python -m bench decode --demo-only --demo-dir=DIR   # add the demo fidelity to the last run
 """
 from __future__ import annotations
 
@@ -30,13 +38,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from eercf_core.decode import DecodeOptions, decode_video, sample_times
+from bench import decode_fidelity
+from eercf_core.decode import QUALITY_EXACT, QUALITY_FAST, DecodeOptions, decode_video, sample_times
 from eercf_core.isolation import IsolatedPool
 
 log = logging.getLogger(__name__)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
-REFERENCE = DecodeOptions(max_offset=0.0, skip_window=-1)
+BASELINE, EXACT, FAST = "decord_accurate_seek", QUALITY_EXACT, QUALITY_FAST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +56,7 @@ class Variant:
     options: DecodeOptions | None
     workers: int
     check_drift: bool = False
+    keep_frames: bool = False  # the untimed pass returns the frames (feature fidelity)
 
 
 def decord_baseline(uri: str) -> int:
@@ -96,40 +107,41 @@ def bench_job(job: tuple[str, Variant, bool]) -> dict:
         result["offset_s"], result["display_offset_s"] = _frame_offsets(uri, video)
     if variant.check_drift:
         exact = decode_video(uri, dataclasses.replace(
-            variant.options, max_offset=REFERENCE.max_offset, skip_window=REFERENCE.skip_window,
-            codec_options=REFERENCE.codec_options, threads=1))
+            variant.options, quality=QUALITY_EXACT, codec_options=(), threads=1))
         same = [i for i, (a, b) in enumerate(zip(video.frame_times, exact.frame_times))
                 if abs(a - b) < 1e-6]
         result["drift"] = float(np.abs(video.frames[same].astype(np.int16)
                                        - exact.frames[same]).mean()) if same else 0.0
+    if variant.keep_frames:
+        result.update(pixels=video.frames, mask=video.mask, times=list(video.frame_times))
     return result
 
 
 def _strip(outcome):
     if outcome.ok:
-        outcome.value.pop("pixels", None)  # keep the memory of many repeats small
+        for key in ("pixels", "mask", "times"):  # keep the memory of many repeats small
+            outcome.value.pop(key, None)
     return outcome
 
 
-def variants(quick: bool, workers: int) -> dict[str, Variant]:
-    """The measured configurations; the first is the baseline, the second the shipped default."""
-    shipped = DecodeOptions()
-    every = {
-        "decord_get_batch_baseline": Variant(None, workers),
-        "shipped_pyav": Variant(shipped, workers),
-        "pyav_exact_frames(max_offset=0)": Variant(DecodeOptions(max_offset=0.0), workers),
-        "pyav_no_nonref_skipping": Variant(DecodeOptions(skip_window=-1), workers),
-        "pyav_nonref_window_0.25s(previous default)": Variant(DecodeOptions(skip_window=0.25),
-                                                               workers),
-        f"pyav_{workers}_procs_x_2_threads": Variant(DecodeOptions(threads=2), workers),
-        "pyav_1_proc_x_2_threads": Variant(DecodeOptions(threads=2), 1),
-        "pyav_skip_loop_filter(drifts)": Variant(
-            DecodeOptions(codec_options=(("skip_loop_filter", "all"),)), workers, True),
-        "decord_path_resized": Variant(DecodeOptions(backend="decord"), workers),
+def variants(levers: bool, workers: int) -> dict[str, Variant]:
+    """The measured configurations: the decord baseline first, then `exact` and `fast`
+    (--levers adds the individual levers measured while building them)."""
+    chosen = {
+        BASELINE: Variant(None, workers),
+        EXACT: Variant(DecodeOptions(quality=QUALITY_EXACT), workers, keep_frames=True),
+        FAST: Variant(DecodeOptions(quality=QUALITY_FAST), workers, True, keep_frames=True),
     }
-    if quick:
-        return {k: every[k] for k in ("decord_get_batch_baseline", "shipped_pyav")}
-    return every
+    if levers:
+        chosen.update({
+            "exact_frames(max_offset=0)": Variant(DecodeOptions(max_offset=0.0), workers),
+            "exact_no_nonref_skipping": Variant(DecodeOptions(skip_window=-1), workers),
+            f"exact_{workers}_procs_x_2_threads": Variant(DecodeOptions(threads=2), workers),
+            "exact+skip_loop_filter(bicubic)": Variant(
+                DecodeOptions(codec_options=(("skip_loop_filter", "all"),)), workers, True),
+            "decord_path_resized": Variant(DecodeOptions(backend="decord"), workers),
+        })
+    return chosen
 
 
 def _files(quick: bool) -> list[str]:
@@ -139,11 +151,13 @@ def _files(quick: bool) -> list[str]:
 
 
 def main(flags: list[str]) -> dict:
+    if "--demo-only" in flags:
+        return demo_only(flags)
     quick = "--quick" in flags
     repeats = int(_flag(flags, "--repeats", 1 if quick else 3))
     workers = int(_flag(flags, "--workers", os.cpu_count() or 1))
     files = _files(quick)
-    chosen = variants(quick, workers)
+    chosen = variants("--levers" in flags, workers)
     log.info("%d files, %d variants, %d workers, %d interleaved repeats, load average %s",
              len(files), len(chosen), workers, repeats, os.getloadavg())
     runs: dict[str, list] = defaultdict(list)  # variant -> [(seconds, outcomes)]
@@ -151,15 +165,16 @@ def main(flags: list[str]) -> dict:
              for n in sorted({v.workers for v in chosen.values()})}
     try:
         for n, pool in pools.items():  # start-up and imports are not measured
-            list(pool.imap_unordered([(f, chosen["shipped_pyav"], False) for f in files[:n]]))
-        for _ in range(repeats):
+            list(pool.imap_unordered([(f, chosen[EXACT], False) for f in files[:n]]))
+        for repeat in range(repeats):
             for name, variant in chosen.items():
                 started = time.perf_counter()
                 outcomes = [_strip(o) for o in pools[variant.workers].imap_unordered(
                     [(f, variant, False) for f in files])]
                 runs[name].append((time.perf_counter() - started, outcomes))
-        checks = {name: [o.value for o in pools[workers].imap_unordered(
-                      [(f, variant, True) for f in files]) if o.ok]
+            log.info("repeat %d/%d done, load average %s", repeat + 1, repeats, os.getloadavg())
+        checks = {name: {o.index: o.value for o in pools[workers].imap_unordered(
+                      [(f, variant, True) for f in files]) if o.ok}
                   for name, variant in chosen.items() if variant.options is not None}
     finally:
         for pool in pools.values():
@@ -168,7 +183,8 @@ def main(flags: list[str]) -> dict:
                      "load_average_end": [round(x, 2) for x in os.getloadavg()]}
     base = None
     for name in chosen:
-        stats = _summarize(runs[name], checks.get(name, []))
+        checked = list(checks.get(name, {}).values())
+        stats = _summarize(runs[name], checked)
         if base is None:
             base = stats
         else:
@@ -176,7 +192,71 @@ def main(flags: list[str]) -> dict:
             stats["speedup_cpu"] = round(base["cpu_s_per_video"] / stats["cpu_s_per_video"], 2)
         results[name] = stats
         log.info("%s: %s", name, stats)
+    if "--no-fidelity" not in flags:
+        threads = _flag(flags, "--torch-threads", None)
+        results["fidelity"] = random_vit_fidelity(files, checks[EXACT], checks[FAST],
+                                                  int(threads) if threads else None)
+        log.info("fidelity (seeded random ViT-B-32): %s", results["fidelity"])
+    demo = demo_fidelity(flags, workers)
+    if demo:
+        results["fidelity_demo"] = demo
     return results
+
+
+def demo_fidelity(flags: list[str], workers: int) -> dict | None:
+    """The trained-demo ranking fidelity when --demo-dir is given (None otherwise)."""
+    demo_dir = _flag(flags, "--demo-dir", None)
+    if not demo_dir:
+        log.info("no --demo-dir: the trained-demo fidelity (rankings) is not measured")
+        return None
+    demo = Path(demo_dir)
+    model = Path(_flag(flags, "--demo-model", demo / "train" / "model.pt"))
+    result = decode_fidelity.demo_rankings(
+        model, demo / "corpus", Path("bench_out") / "decode_fidelity", (EXACT, FAST), workers)
+    log.info("fidelity (demo model): %s", result)
+    return result
+
+
+def demo_only(flags: list[str]) -> dict:
+    """--demo-only: measure the trained-demo fidelity alone and add it to the last decode
+    results in bench_out/results.json (the throughput runs are not repeated)."""
+    import json
+
+    if not _flag(flags, "--demo-dir", None):
+        raise SystemExit("bench decode --demo-only needs --demo-dir=DIR")
+    demo = demo_fidelity(flags, int(_flag(flags, "--workers", os.cpu_count() or 1)))
+    path = Path("bench_out") / "results.json"  # read now: a decode run may have ended meanwhile
+    previous = json.loads(path.read_text()).get("bench_decode", {}) if path.exists() else {}
+    if not previous:
+        log.warning("no earlier decode results in %s: only the demo fidelity is recorded", path)
+    return {**previous, "fidelity_demo": demo}
+
+
+def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int, dict],
+                        threads: int | None = None) -> dict:
+    """Per-video cosine of seeded random ViT-B-32 features (coarse, worst frame) of the fast
+    frames against the exact frames, over the files both decoded, at the same frame times."""
+    from pipelines.inference import ModelSpec, build_model
+
+    both = sorted(set(exact) & set(fast))
+    moved = [files[i] for i in both if exact[i]["times"] != fast[i]["times"]]
+    if moved:
+        raise RuntimeError(f"fast sampled other frame times than exact for {moved}")
+    model = build_model(ModelSpec("ViT-B-32", seed=0, device="cpu"))
+    if threads:
+        torch.set_num_threads(threads)  # one thread is faster on an oversubscribed machine
+    started = time.perf_counter()
+    with torch.no_grad():
+        encoded = [model.encode_video(np.stack([d[i]["pixels"] for i in both]),
+                                      np.stack([d[i]["mask"] for i in both]), batch_size=4)
+                   for d in (exact, fast)]
+    cosines = decode_fidelity.feature_cosines(*encoded)
+    stats = {kind: decode_fidelity.cosine_stats(values) for kind, values in cosines.items()}
+    worst = int(np.argmin(cosines["frame"]))
+    return {**stats, "gate_p1_0.999": decode_fidelity.gate(stats),
+            "worst_frame_video": Path(files[both[worst]]).name,
+            "model": "ViT-B-32, random weights (seed 0), eercf head", "videos": len(both),
+            "encode_seconds": round(time.perf_counter() - started, 1)}
 
 
 def _summarize(runs: list, checked: list[dict]) -> dict:

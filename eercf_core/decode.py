@@ -24,6 +24,15 @@ Two decoders:
   codecs and tiny frame sizes (see ../shared/videos/robustness/MANIFEST.tsv).
 "auto" tries pyav, then decord if pyav fails.
 
+Decode quality (`DecodeOptions.quality`, recorded in every shard row):
+- "exact": the frames as the codec defines them, scaled bicubic: the same bits as before the
+  setting existed (tests/test_decode.py compares them with an independent decode).
+- "fast": the pyav decoder skips the in-loop deblocking filter (`skip_loop_filter=all`: every
+  frame, references included, so small block-edge errors propagate until the next keyframe) and
+  scales bilinear instead of bicubic. Same sampled frames and times, pixels drift by about one
+  grey level; whether features and rankings move is measured by `python -m bench decode`
+  (fidelity table). decord has no such knobs: its frames are recorded as "exact".
+
 Decoders are created here, inside whichever process calls `decode_video`: call it in a worker
 (see eercf_core.isolation), never create a decoder before a fork.
 """
@@ -49,6 +58,23 @@ DEFAULT_SEEK_GAP = 1.0  # seconds: decode forward when the next target is this c
 SKIP_MIN_FRAMES = 2  # non-reference frames this close to a wanted frame are always decoded
 MAX_PIXELS = 8192 * 8192  # refuse absurd frame sizes (fuzzed headers) before allocating
 BACKENDS = ("pyav", "decord", "auto")
+QUALITY_EXACT, QUALITY_FAST = "exact", "fast"
+QUALITIES = (QUALITY_EXACT, QUALITY_FAST)
+DEFAULT_QUALITY = QUALITY_EXACT
+
+
+@dataclass(frozen=True)
+class QualityPreset:
+    """What a decode quality changes: FFmpeg decoder options and the swscale interpolation."""
+
+    codec_options: tuple[tuple[str, str], ...]
+    interpolation: str
+
+
+QUALITY_PRESETS = {
+    QUALITY_EXACT: QualityPreset((), "BICUBIC"),
+    QUALITY_FAST: QualityPreset((("skip_loop_filter", "all"),), "BILINEAR"),
+}
 
 
 class DecodeError(Exception):
@@ -77,6 +103,7 @@ class DecodedVideo:
     decode_seconds: float
     decoder: str
     rotation: int = 0
+    quality: str = DEFAULT_QUALITY  # the DecodeOptions.quality that produced the frames
 
     def facts(self) -> dict[str, Any]:
         """The decode-fact columns of a shard row (schemas/video_features.py)."""
@@ -85,6 +112,7 @@ class DecodedVideo:
             "frame_indices": list(self.frame_indices), "frame_times": list(self.frame_times),
             "fps": self.fps, "duration": self.duration, "width": self.width,
             "height": self.height, "decode_seconds": self.decode_seconds,
+            "decode_quality": self.quality,
         }
 
 
@@ -95,6 +123,7 @@ class DecodeOptions:
     num_frames: int = NUM_FRAMES
     image_size: int = 224
     backend: str = "pyav"
+    quality: str = DEFAULT_QUALITY  # "exact" | "fast" (module docstring)
     sample_fps: float = SAMPLE_FPS
     max_offset: float = DEFAULT_MAX_OFFSET
     seek_gap: float = DEFAULT_SEEK_GAP
@@ -105,8 +134,8 @@ class DecodeOptions:
     # intervals) before a wanted frame; < 0: never. The margin guards containers whose packet
     # timestamps are not presentation times (AVI with packed B-frames is off by one frame).
     skip_window: float = 0.1
-    # FFmpeg decoder options for every frame, e.g. (("skip_loop_filter", "all"),): they change
-    # the decoded pixels, so only the bench uses them to measure speed against drift
+    # extra FFmpeg decoder options for every frame, on top of the quality preset's; they may
+    # change the decoded pixels, so only the bench uses them to measure speed against drift
     codec_options: tuple[tuple[str, str], ...] = ()
     max_pixels: int = MAX_PIXELS
     extra: dict = field(default_factory=dict)
@@ -114,6 +143,8 @@ class DecodeOptions:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown decoder backend {self.backend!r}; choose from {BACKENDS}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"unknown decode quality {self.quality!r}; choose from {QUALITIES}")
         if self.num_frames < 1 or self.image_size < 1 or self.sample_fps <= 0:
             raise ValueError(f"bad decode options {self}")
 
@@ -165,10 +196,15 @@ def _assemble(images: list[np.ndarray], options: DecodeOptions) -> tuple[np.ndar
 
 
 # ---------------------------------------------------------------------------------------- PyAV
-def _pyav_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """Chosen av.VideoFrame -> uint8 [S, S, 3]: scale shortest side to S, rotate, centre crop."""
+def _pyav_rgb(frame: av.VideoFrame, size: int, reformatter: av.video.reformatter.VideoReformatter,
+              interpolation: str) -> np.ndarray:
+    """Chosen av.VideoFrame -> uint8 [S, S, 3]: scale shortest side to S, rotate, centre crop.
+
+    One reformatter per video keeps the swscale context between frames, and one scaling thread
+    (the worker processes are the parallelism): same pixels as a fresh context per frame."""
     nw, nh = resize_size(frame.width, frame.height, size)
-    image = frame.to_ndarray(width=nw, height=nh, format="rgb24", interpolation="BICUBIC")
+    image = reformatter.reformat(frame, width=nw, height=nh, format="rgb24",
+                                 interpolation=interpolation, threads=1).to_ndarray()
     quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     if quarter_turns:
         image = np.rot90(image, quarter_turns)
@@ -316,6 +352,7 @@ def _decode_planned(container: InputContainer, stream: av.VideoStream, index: _P
 
 def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
     import av
+    from av.video.reformatter import VideoReformatter
 
     started = time.perf_counter()
     source, handle = _open_source(uri)
@@ -335,15 +372,19 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
             index = _index_packets(container, stream, uri)
             if options.threads > 1:
                 stream.thread_type, stream.thread_count = "AUTO", options.threads
-            if options.codec_options:
-                ctx.options = dict(options.codec_options)
+            preset = QUALITY_PRESETS[options.quality]
+            codec_options = dict(preset.codec_options + options.codec_options)
+            if codec_options:
+                ctx.options = codec_options
             wanted = _plan_pts(index, time_base, options)
             window = None
             if options.skip_window >= 0:
                 step = int(np.median(np.diff(index.pts))) if len(index.pts) > 1 else 0
                 window = max(int(options.skip_window / time_base), SKIP_MIN_FRAMES * step)
             chosen, decoded = _decode_planned(container, stream, index, wanted, uri, window)
-            images = [_pyav_rgb(frame, options.image_size) for frame in chosen]
+            reformatter = VideoReformatter()
+            images = [_pyav_rgb(frame, options.image_size, reformatter, preset.interpolation)
+                      for frame in chosen]
             rotation = round((getattr(chosen[0], "rotation", 0) or 0) / 90) % 4 * 90
             width, height = chosen[0].width, chosen[0].height
             if rotation in (90, 270):
@@ -359,7 +400,8 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
                 frame_times=((frame_pts - index.start) * time_base).round(6).tolist(),
                 frames_total=len(index.pts), frames_decoded=decoded, fps=fps,
                 duration=(index.end - index.start) * time_base, width=width, height=height,
-                decode_seconds=time.perf_counter() - started, decoder="pyav", rotation=rotation)
+                decode_seconds=time.perf_counter() - started, decoder="pyav", rotation=rotation,
+                quality=options.quality)
     except DecodeError:
         raise
     except Exception as exc:  # av.error.* and friends: name the file and the reason
@@ -400,7 +442,8 @@ def _decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
             frames=frames, mask=mask, frame_indices=indices.tolist(),
             frame_times=(indices / fps).round(6).tolist(), frames_total=total,
             frames_decoded=len(indices), fps=fps, duration=duration, width=width, height=height,
-            decode_seconds=time.perf_counter() - started, decoder="decord")
+            decode_seconds=time.perf_counter() - started, decoder="decord",
+            quality=QUALITY_EXACT)  # decord has no quality knobs: full decode whatever was asked
     except DecodeError:
         raise
     except Exception as exc:  # decord.DECORDError and friends

@@ -29,16 +29,19 @@ from schemas import (
     video_features_schema,
 )
 from schemas.video_features import (
+    COLUMNS_SINCE,
     META_CHECKPOINT_SHA256,
     META_DIMS,
     META_MODEL_ID,
     META_SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
 )
 
 if TYPE_CHECKING:  # the core model module is only needed by features_from_table
     from eercf_core import VideoFeatures
 
 SHARD_SUFFIX = ".parquet"
+QUALITY_OF_V1_SHARDS = "exact"  # eercf_core.decode.QUALITY_EXACT, before the setting existed
 _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
@@ -138,20 +141,34 @@ def write_shard(
         pq.write_table(table, handle, compression="zstd")
 
 
-def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
+def schema_version(path: str, schema: pa.Schema) -> int:
+    """The eercf schema version of a shard schema; ValueError naming `path` if unreadable."""
     meta = schema.metadata or {}
     version = meta.get(META_SCHEMA_VERSION)
     if version is None or META_DIMS not in meta:
         raise ValueError(f"{path}: not an eercf feature shard (missing eercf.* metadata)")
-    if int(version.decode()) != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema version {version.decode()}, this reader expects "
-                         f"{SCHEMA_VERSION}; re-extract or use a matching eercf version")
+    try:
+        number = int(version.decode())
+    except ValueError:
+        raise ValueError(f"{path}: bad eercf.schema_version metadata {version!r}") from None
+    if number not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"{path}: schema version {number}, this reader reads versions "
+                         f"{list(SUPPORTED_SCHEMA_VERSIONS)} (writes {SCHEMA_VERSION}); "
+                         "re-extract or use a matching eercf version")
+    return number
+
+
+def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
+    meta = schema.metadata or {}
+    version = schema_version(path, schema)
     try:
         dims = FeatureDims.from_meta(meta[META_DIMS])
     except ValueError as exc:
         raise ValueError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
     expected = video_features_schema(dims)
     for field in expected:
+        if COLUMNS_SINCE.get(field.name, 1) > version:
+            continue  # an older shard without a later column
         if field.name not in schema.names:
             raise ValueError(f"{path}: missing column {field.name!r}")
         actual = schema.field(field.name).type
@@ -164,20 +181,35 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     """Read a shard (all or some columns) after validating schema version, dims and columns.
 
-    Raises ValueError naming the file when it is not a valid shard of the current version.
+    A requested column that a later schema version added is left out of an older shard's
+    table (see `decode_qualities`). Raises ValueError naming the file when it is not a valid
+    shard of a readable version.
     """
     fs, target = _fs_path(path)
     try:
         with fs.open(target, "rb") as handle:
             parquet = pq.ParquetFile(handle)
-            _check_schema(path, parquet.schema_arrow)
+            schema = parquet.schema_arrow
+            _check_schema(path, schema)
             if columns is not None:
-                missing = [c for c in columns if c not in parquet.schema_arrow.names]
+                version = schema_version(path, schema)
+                missing = [c for c in columns if c not in schema.names
+                           and COLUMNS_SINCE.get(c, 0) <= version]
                 if missing:
                     raise ValueError(f"{path}: unknown columns {missing}")
+                columns = [c for c in columns if c in schema.names]
             return parquet.read(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+
+
+def decode_qualities(table: pa.Table) -> list[str | None]:
+    """Per-row decode quality of a shard table ("exact" | "fast"; None on rows that never
+    decoded). Version 1 shards predate the setting: their frames were all decoded exactly."""
+    if "decode_quality" in table.column_names:
+        return table.column("decode_quality").to_pylist()
+    return [QUALITY_OF_V1_SHARDS if status == STATUS_OK else None
+            for status in table.column("status").to_pylist()]
 
 
 def shard_identity(path: str) -> tuple[FeatureDims, str, str]:

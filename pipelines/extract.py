@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from eercf_core import shards
 from eercf_core.config import NUM_FRAMES
-from eercf_core.decode import BACKENDS, DecodeOptions, decode_job
+from eercf_core.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions, decode_job
 from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.isolation import IsolatedPool
 from pipelines.args import add_model, add_num_frames, add_output, check_num_frames, check_required
@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds before a video's decoder is killed (default 120)")
     p.add_argument("--decoder", choices=BACKENDS, default="pyav",
                    help="pyav (keyframe-aware, default), decord, or auto (pyav then decord)")
+    p.add_argument("--decode-quality", choices=QUALITIES, default=DEFAULT_QUALITY,
+                   help="exact: the codec's frames, bicubic scaling; fast: no deblocking filter, "
+                        "bilinear scaling (measured fidelity: README) (default "
+                        f"{DEFAULT_QUALITY}; recorded in each shard row)")
     p.add_argument("--max-offset", type=float, default=0.5,
                    help="seconds a sampled frame may be from its 1 fps target to save decoding "
                         "(0 = the exact frame showing at the target)")
@@ -169,7 +173,8 @@ def run(argv: list[str] | None = None) -> int:
              len(refs) - len(pending), args.output, len(pending))
     if pending:
         decode_options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size,
-                                       backend=args.decoder, max_offset=args.max_offset)
+                                       backend=args.decoder, max_offset=args.max_offset,
+                                       quality=args.decode_quality)
         chunks = plan_chunks(pending, args.shard_size)
         options = PipelineOptions(beam_args)
         with beam.Pipeline(runner=_runner(beam_args), options=options) as pipeline:

@@ -86,7 +86,10 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
         if kept.num_rows == 0:
             fs.rm(target)
         else:
-            shards.write_shard(path, kept.to_pylist(), dims, model_id, checkpoint_sha256)
+            rows = kept.to_pylist()
+            for row, quality in zip(rows, shards.decode_qualities(kept)):
+                row["decode_quality"] = quality  # a version 1 shard is rewritten as the latest
+            shards.write_shard(path, rows, dims, model_id, checkpoint_sha256)
         removed += count
     return removed
 

@@ -9,6 +9,8 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 
 Version history:
   1: first version.
+  2: `decode_quality` column ("exact" | "fast", eercf_core.decode; null on rows that never
+     decoded). Readers accept version 1 shards, whose frames were all decoded "exact".
 """
 from __future__ import annotations
 
@@ -21,7 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+# columns added after version 1 -> the version that added them (older shards lack them)
+COLUMNS_SINCE = {"decode_quality": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -114,6 +119,7 @@ def video_features_schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("decode_seconds", pa.float64()),
+        pa.field("decode_quality", pa.string()),  # "exact" | "fast" (eercf_core.decode)
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("checkpoint_sha256", pa.string(), nullable=False),
         pa.field("coarse_feature", pa.list_(pa.float16(), sizes["coarse_feature"])),

@@ -40,15 +40,18 @@ def as_video_features(features: dict[str, np.ndarray]) -> VideoFeatures:
 
 def write_synthetic_shards(root: Path, num_videos: int, per_shard: int, dims: FeatureDims = DIMS,
                            seed: int = 0, model_id: str = "synthetic", sha: str = "0" * 64,
-                           errors: tuple[int, ...] = ()) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Shards of `num_videos` ok rows (ids v00000..) plus error rows after the given ok indices.
+                           errors: tuple[int, ...] = (), id_prefix: str = "v",
+                           decode_quality: str | None = None
+                           ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Shards of `num_videos` ok rows (ids v00000..) plus error rows after the given ok indices;
+    `decode_quality` is recorded on the ok rows.
 
     Returns (ok video ids in shard order, their features).
     """
     from eercf_core.shards import write_shard
 
     features = random_features(num_videos, dims, seed)
-    ids = [f"v{i:05d}" for i in range(num_videos)]
+    ids = [f"{id_prefix}{i:05d}" for i in range(num_videos)]
     rows = []
     for i, video_id in enumerate(ids):
         rows.append({"video_id": video_id, "uri": f"file:///{video_id}.mp4", "status": "ok",
@@ -56,7 +59,7 @@ def write_synthetic_shards(root: Path, num_videos: int, per_shard: int, dims: Fe
                      "frame_features": features["frame"][i].reshape(-1),
                      "context_frame_features": features["context"][i].reshape(-1),
                      "patch_features": features["patch"][i].reshape(-1),
-                     "frame_mask": features["mask"][i]})
+                     "frame_mask": features["mask"][i], "decode_quality": decode_quality})
         if i in errors:
             rows.append({"video_id": f"bad{i}", "uri": f"file:///bad{i}.mp4", "status": "error",
                          "error": "decode failed"})

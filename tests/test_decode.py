@@ -148,3 +148,76 @@ def test_mpeg_ps_seek_does_not_land_a_gop_late(shared_videos):
     snapped = decode_video(str(path), DecodeOptions(image_size=32))
     offsets = np.abs(np.asarray(snapped.frame_times) - sample_times(snapped.duration))
     assert offsets.max() <= 0.5 + 1e-6
+
+
+def _reference_frames(path: str, times: list[float], size: int) -> np.ndarray:
+    """Independent reference for `exact`: decode every frame in order, keep those at `times`,
+    convert each with a fresh bicubic swscale context (the pre-quality-setting conversion)."""
+    import av
+
+    wanted, found = {round(t, 6) for t in times}, {}
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        start = None
+        for frame in container.decode(stream):
+            start = frame.pts if start is None else start
+            t = round((frame.pts - start) * float(stream.time_base), 6)
+            if t in wanted and t not in found:
+                nw, nh = resize_size(frame.width, frame.height, size)
+                image = frame.to_ndarray(width=nw, height=nh, format="rgb24",
+                                         interpolation="BICUBIC")
+                found[t] = center_crop(image, size)
+    return np.stack([found[round(t, 6)] for t in times])
+
+
+def _moving_video(path) -> None:
+    yy, xx = np.mgrid[0:120, 0:160]
+    frames = np.stack([np.stack([127 + 100 * np.sin(xx / 7 + yy / 11 + k / 4),
+                                 127 + 90 * np.cos(xx / 13 - k / 5), (xx * 3 + yy + 5 * k) % 256],
+                                -1) for k in range(60)]).astype(np.uint8)
+    write_video(path, frames, fps=5)
+
+
+@pytest.mark.parametrize("name", ["generated", "msrvtt__video9770.mp4", "mmaction2__test.avi"])
+def test_exact_quality_matches_the_codec_frames_bit_for_bit(tmp_path, shared_videos, name):
+    if name == "generated":
+        path = tmp_path / "moving.mp4"
+        _moving_video(path)
+    else:
+        path = next(shared_videos.rglob(name))
+    video = decode_video(str(path), DecodeOptions(image_size=48, max_offset=0.0))
+    assert video.quality == "exact" and video.facts()["decode_quality"] == "exact"
+    valid = int(video.mask.sum())
+    np.testing.assert_array_equal(video.frames[:valid],
+                                  _reference_frames(str(path), video.frame_times, 48))
+
+
+# Measured on the 42 shared files (bench_decode, drift_max_video): 2.9 grey levels mean |diff|
+# for the worst video; generated files stay under 1.5. The bound leaves room for other FFmpeg
+# builds, and a floor checks that `fast` changes something (it is not `exact` renamed).
+FAST_DRIFT_BOUND = 4.0
+
+
+@pytest.mark.parametrize("name", ["generated", "msrvtt__video9770.mp4", "datajuicer__video1.mp4",
+                                  "torchcodec__nasa_13013.mp4"])
+def test_fast_quality_same_frames_within_measured_drift(tmp_path, shared_videos, name):
+    if name == "generated":
+        path = tmp_path / "moving.mp4"
+        _moving_video(path)
+    else:
+        path = next(shared_videos.rglob(name))
+    exact = decode_video(str(path), DecodeOptions(image_size=64))
+    fast = decode_video(str(path), DecodeOptions(image_size=64, quality="fast"))
+    assert fast.quality == "fast" and fast.facts()["decode_quality"] == "fast"
+    assert fast.frame_times == exact.frame_times and (fast.mask == exact.mask).all()
+    drift = np.abs(fast.frames.astype(np.int16) - exact.frames)[fast.mask].mean()
+    assert 0 < drift <= FAST_DRIFT_BOUND
+
+
+def test_unknown_quality_is_refused_and_decord_records_exact(tmp_path):
+    with pytest.raises(ValueError, match="unknown decode quality 'best'"):
+        DecodeOptions(quality="best")
+    _counter_video(tmp_path / "c.avi", seconds=2, fps=10, size=(96, 128))
+    video = decode_video(str(tmp_path / "c.avi"),
+                         DecodeOptions(image_size=16, backend="decord", quality="fast"))
+    assert video.quality == "exact"  # decord has no quality knobs

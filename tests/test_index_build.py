@@ -59,3 +59,15 @@ def test_duplicates_existing_output_and_empty_input(tmp_path):
     build_index_dir([str(tmp_path / "b")], str(tmp_path / "idx"), overwrite=True)
     with pytest.raises(ValueError, match="no such shard"):
         build_index_dir([str(tmp_path / "missing")], str(tmp_path / "idx2"))
+
+
+def test_manifest_counts_videos_per_decode_quality(tmp_path, caplog):
+    write_synthetic_shards(tmp_path / "s", 5, per_shard=5, decode_quality="exact")
+    write_synthetic_shards(tmp_path / "f", 3, per_shard=4, id_prefix="f", decode_quality="fast",
+                           errors=(1,))
+    (tmp_path / "f" / "part-00000.parquet").rename(tmp_path / "s" / "part-00001.parquet")
+    manifest = build_index_dir([str(tmp_path / "s")], str(tmp_path / "idx"))
+    assert manifest["decode_quality"] == {"exact": 5, "fast": 3}  # ok rows only
+    assert "mix decode qualities" in caplog.text
+    on_disk = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert on_disk["decode_quality"] == {"exact": 5, "fast": 3}

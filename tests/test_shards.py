@@ -123,3 +123,28 @@ def test_read_rejects_foreign_and_mismatched_files(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(ValueError, match=r"junk.parquet"):
         shards.read_shard(str(tmp_path / "junk.parquet"))
+
+
+def test_version_1_shards_are_read_and_count_as_exact(tmp_path):
+    rows = [{**row, "decode_quality": "fast" if row["status"] == "ok" else None}
+            for row in _rows()]
+    current = shards.rows_to_table(rows, DIMS, "m", "h")
+    assert shards.decode_qualities(current) == ["fast", "fast", None]
+    # a version 1 shard: no decode_quality column, version 1 in the metadata
+    v1 = current.drop_columns(["decode_quality"]).replace_schema_metadata(
+        {**current.schema.metadata, b"eercf.schema_version": b"1"})
+    pq.write_table(v1, tmp_path / "v1.parquet")
+    table = shards.read_shard(str(tmp_path / "v1.parquet"))
+    assert shards.decode_qualities(table) == ["exact", "exact", None]
+    subset = shards.read_shard(str(tmp_path / "v1.parquet"),
+                               columns=["video_id", "status", "decode_quality"])
+    assert subset.column_names == ["video_id", "status"]
+    ids, features = shards.features_from_table(table)
+    assert ids == ["ok0", "ok1"] and features.coarse.shape == (2, 4)
+    with pytest.raises(ValueError, match=r"v1.parquet.*unknown columns.*nope"):
+        shards.read_shard(str(tmp_path / "v1.parquet"), columns=["video_id", "nope"])
+    # a version 2 shard must have the column
+    broken = current.drop_columns(["decode_quality"])
+    pq.write_table(broken, tmp_path / "v2.parquet")
+    with pytest.raises(ValueError, match=r"v2.parquet.*missing column 'decode_quality'"):
+        shards.read_shard(str(tmp_path / "v2.parquet"))

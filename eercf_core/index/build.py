@@ -8,6 +8,7 @@ an interrupted build leaves no half-written index at the output path.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from eercf_core.index.store import FineStoreWriter
 from eercf_core.io_formats import local_path
 from eercf_core.shards import (
     SHARD_SUFFIX,
+    decode_qualities,
     feature_arrays,
     list_shards,
     read_shard,
@@ -74,24 +76,28 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
     return first
 
 
-def _scan(shards: list[str]) -> tuple[list[str], int]:
-    """Pass 1 (ids and status only): ok video ids in shard order, number of error rows."""
+def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
+    """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
+    ok videos per decode quality (an index built from mixed settings says so)."""
     ids: list[str] = []
     where: dict[str, str] = {}
     errors = 0
+    qualities: collections.Counter = collections.Counter()
     for shard in shards:
-        table = read_shard(shard, columns=["video_id", "status"])
+        table = read_shard(shard, columns=["video_id", "status", "decode_quality"])
         ok = pc.equal(table.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
         errors += int((~ok).sum())
-        for video_id, is_ok in zip(table.column("video_id").to_pylist(), ok):
+        for video_id, is_ok, quality in zip(table.column("video_id").to_pylist(), ok,
+                                            decode_qualities(table)):
             if not is_ok:
                 continue
+            qualities[str(quality)] += 1
             if video_id in where:
                 raise ValueError(f"duplicate video_id {video_id!r} in {where[video_id]} and "
                                  f"{shard}")
             where[video_id] = shard
             ids.append(video_id)
-    return ids, errors
+    return ids, errors, dict(sorted(qualities.items()))
 
 
 def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
@@ -122,11 +128,13 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
     shards = resolve_shards(inputs)
     dims, model_id, sha = check_identity(shards)
-    ids, error_rows = _scan(shards)
+    ids, error_rows, qualities = _scan(shards)
     if not ids:
         raise ValueError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
     log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
              len(shards), len(ids), error_rows, model_id, dims)
+    if len(qualities) > 1:
+        log.warning("shards mix decode qualities (videos per quality: %s)", qualities)
 
     with atomic_directory(out, overwrite) as temp:
         writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims)
@@ -155,7 +163,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         write_json(temp / IDS_FILE, ids, indent=None)
         manifest = make_manifest(
             model_id=model_id, checkpoint_sha256=sha, dims=dims, num_videos=len(ids),
-            num_error_rows=error_rows, shards=shards, index_info=info,
+            num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,
             build_seconds={"store": round(store_seconds, 3), "index": round(index_seconds, 3),
                            "total": round(time.perf_counter() - started, 3)})
         write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete

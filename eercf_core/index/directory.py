@@ -49,8 +49,10 @@ class IndexDirectory:
 
 def make_manifest(*, model_id: str, checkpoint_sha256: str, dims: FeatureDims, num_videos: int,
                   num_error_rows: int, shards: list[str], index_info: dict,
-                  build_seconds: dict[str, float]) -> dict:
-    """The manifest.json payload of a complete index directory (what `read_manifest` checks)."""
+                  build_seconds: dict[str, float], decode_quality: dict[str, int]) -> dict:
+    """The manifest.json payload of a complete index directory (what `read_manifest` checks).
+
+    decode_quality: ok videos per decode quality of their frames (two keys: mixed settings)."""
     return {
         "index_schema_version": INDEX_SCHEMA_VERSION,
         "feature_schema_version": SCHEMA_VERSION,
@@ -59,6 +61,7 @@ def make_manifest(*, model_id: str, checkpoint_sha256: str, dims: FeatureDims, n
         "dims": dims.to_dict(),
         "num_videos": num_videos,
         "num_error_rows": num_error_rows,
+        "decode_quality": decode_quality,
         "shards": shards,
         "index": index_info,
         "fine_store": {"path": STORE_DIR, "dtype": "float16",
