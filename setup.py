@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["eercf_core", "eercf_core.*", "pipelines", "pipelines.*",
                                     "schemas", "schemas.*"]),
-    package_data={"eercf_core": ["model_configs/*.json"]},
+    package_data={"eercf_core": ["model_configs/*.json", "report/assets/*"]},
     install_requires=[
         # torch is installed first by the Makefile (pinned local build); any recent one works.
         "torch>=2.1",
@@ -26,9 +26,10 @@ setup(
         "ftfy",
         "regex",
     ],
-    # `make install` installs the test extra: the test runner and the linters `make lint` runs
-    # (linters pinned to a minor release: a new one may add checks, which is a deliberate update).
+    # `make install` installs the test extra: the test runner, the linters `make lint` runs
+    # (pinned to a minor release: a new one may add checks, which is a deliberate update) and
+    # websocket-client (the report's browser test drives headless Chromium over DevTools).
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
-                             "mypy>=2.4,<2.5"]},
+                             "mypy>=2.4,<2.5", "websocket-client>=1.6"]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

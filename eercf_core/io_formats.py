@@ -55,6 +55,13 @@ class RankedRow:
     coarse_score: float
 
 
+def coarse_ranks(rows: Sequence[RankedRow]) -> dict[str, int]:
+    """video_id -> 1-based rank in the coarse order of one query's listed rows (by coarse_score
+    descending, ties by rank): where each video stood before the rerank."""
+    order = sorted(rows, key=lambda r: (-r.coarse_score, r.rank))
+    return {row.video_id: position for position, row in enumerate(order, start=1)}
+
+
 def _lines(path: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without its newline); undecodable bytes -> FormatError."""
     with fsspec.open(str(path), "rb") as handle:

@@ -131,7 +131,7 @@ def fine_scores_from_similarities(
             mixed = mixed * valid_frames
         out["S_Fw"] = tau * (mixed * frame_sims).sum(-1)
     if "S_Fs" in which:
-        gate = _masked_softmax(frame_sims / config.frame_gate_temperature, valid_frames)
+        gate = _frame_gate(frame_sims, valid_frames, config)
         numerator = (gate * context_sims).sum(-1)
         squared_norm = torch.einsum("...t,...tu,...u->...", gate, context_gram, gate)
         out["S_Fs"] = tau * numerator / squared_norm.clamp_min(1e-24).sqrt()
@@ -149,6 +149,29 @@ def fine_scores_from_similarities(
             pooled = pool_patches(gate)
             out["S_Ps"] = tau * (gate * patch_sims).sum(-1) / pooled.norm(dim=-1).clamp_min(1e-12)
     return out
+
+
+def _frame_gate(frame_sims: torch.Tensor, valid_frames: torch.Tensor | None,
+                config: ScoreConfig) -> torch.Tensor:
+    """The frame TIB's text-conditioned softmax over frames, softmax_t(σ_t / 0.1)."""
+    return _masked_softmax(frame_sims / config.frame_gate_temperature, valid_frames)
+
+
+def frame_gate_weights(
+    text: torch.Tensor,
+    frame: torch.Tensor,
+    mask: torch.Tensor,
+    config: ScoreConfig = ScoreConfig(),
+) -> torch.Tensor:
+    """The weights the frame TIB (S_Fs) gives each frame of each query's videos: [Q, n, T].
+
+    text [Q, D]; frame [Q, n, T, D] raw CLIP frame features of n videos per query; mask
+    [Q, n, T] bool. Rows sum to 1 over the frames taking part (padded ones get 0 when masked);
+    the argmax is the frame the text gate weighted most. Same gate as `fine_scores`' S_Fs.
+    """
+    _check_text(text, frame.shape[-1])
+    frame_sims = torch.einsum("qd,qntd->qnt", text.float(), frame.float())
+    return _frame_gate(frame_sims, valid_frame_mask(mask, config), config)
 
 
 def _which(scores: Iterable[str] | None) -> frozenset[str]:

@@ -77,16 +77,18 @@ def _fixed_list_column(
 
 
 def rows_to_table(
-    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
+    rows: Sequence[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+    version: int = SCHEMA_VERSION,
 ) -> pa.Table:
     """Build a validated Arrow table of `rows` (dicts keyed by schema field names).
 
     Feature columns are flat arrays (any float dtype, cast to float16) or None on error rows
     (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False).
     `model_id`/`checkpoint_sha256` fill every row.
+    `version` < SCHEMA_VERSION writes an older layout (tests of backward compatibility).
     Raises ValueError naming the offending row and column.
     """
-    schema = video_features_schema(dims, model_id, checkpoint_sha256)
+    schema = video_features_schema(dims, model_id, checkpoint_sha256, version)
     sizes = dims.column_sizes()
     known = set(schema.names)
     arrays = []
@@ -128,15 +130,16 @@ def _plain(value: Any) -> Any:
 
 
 def write_shard(
-    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str
+    path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+    version: int = SCHEMA_VERSION,
 ) -> None:
     """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
 
     `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
     `frame_mask` a bool array [T]. Parent directories are created. An existing shard at `path`
-    is replaced.
+    is replaced. `version` as in `rows_to_table`.
     """
-    table = rows_to_table(rows, dims, model_id, checkpoint_sha256)
+    table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
     with open_atomic(path) as handle:
         pq.write_table(table, handle, compression="zstd")
 
@@ -212,14 +215,25 @@ def decode_qualities(table: pa.Table) -> list[str | None]:
             for status in table.column("status").to_pylist()]
 
 
-def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
-    """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
+def _footer_schema(path: str) -> pa.Schema:
     fs, target = _fs_path(path)
     try:
         with fs.open(target, "rb") as handle:
-            schema = pq.read_schema(handle)
+            return pq.read_schema(handle)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+
+
+def shard_version(path: str) -> int:
+    """The validated feature schema version of a shard, from its footer only."""
+    schema = _footer_schema(path)
+    _check_schema(path, schema)
+    return schema_version(path, schema)
+
+
+def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
+    """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
+    schema = _footer_schema(path)
     dims = _check_schema(path, schema)
     meta = schema.metadata
     return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()

@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "build-index": ("pipelines.build_index", "build the FAISS recall index and fine-feature store"),
     "query": ("pipelines.query", "recall top-k per text query and rerank, write a ranked TSV"),
     "evaluate": ("pipelines.evaluate", "R@K, MdR, MnR of a ranked TSV against ground truth"),
+    "report": ("pipelines.report", "ranked TSV -> HTML result gallery with previews (offline)"),
+    "search": ("pipelines.search", "one-off text search of an index, printed as a table"),
     "train": ("pipelines.train", "train or fine-tune with the EERCF losses"),
     "synth": ("pipelines.synth", "generate a synthetic fine-grained video-caption corpus"),
     "benchmark": ("pipelines.benchmark", ("MSR-VTT/MSVD/VATEX/ActivityNet annotations -> "

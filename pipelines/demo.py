@@ -4,7 +4,8 @@ Default (no weights needed): generate a synthetic fine-grained corpus (`eercf sy
 model from scratch on its train split (`eercf train`), extract features of the test split
 (`eercf extract`, Beam), build the index (`eercf build-index`), rank the test queries three ways
 (`eercf query`: coarse recall only, two-stage recall + rerank, exhaustive fine scoring), evaluate
-each (`eercf evaluate`) and print R@1/5/10, MdR and query time side by side, plus plots.
+each (`eercf evaluate`) and print R@1/5/10, MdR and query time side by side, plus plots; last,
+the HTML result gallery of the two-stage ranking (`eercf report`, `<out>/report/index.html`).
 
 With `--pretrained openai` (or a checkpoint path) and `--videos DIR`: no synthesis or training;
 the same extract/index/query/evaluate chain runs zero-shot on DIR, whose `captions.jsonl` lines
@@ -117,11 +118,11 @@ def format_table(rows: list[dict], num_queries: int, num_videos: int, recall_k: 
 
 def run(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    from pipelines import build_index, evaluate, extract, query, synth, train
+    from pipelines import build_index, evaluate, extract, query, report, synth, train
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("train", "features", "index", "ranked", "eval"):
+    for stale in ("train", "features", "index", "ranked", "eval", "report"):
         shutil.rmtree(out / stale, ignore_errors=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -182,11 +183,18 @@ def run(argv: list[str] | None = None) -> int:
         "--ranked", str(out / "ranked" / "two-stage.tsv"), "--ground-truth", str(truth),
         "--output", str(out / "eval" / "plots"), *(["--sweep", *sweep] if sweep else [])])
 
+    _stage("report", timings, report.run, [
+        "--ranked", str(out / "ranked" / "two-stage.tsv"), "--queries", str(queries),
+        "--index", str(out / "index"), *model_args, "--ground-truth", str(truth),
+        "--evaluation", str(out / "eval" / "plots"), "--output", str(out / "report"),
+        "--title", f"eercf demo: two-stage ranking (recall k = {args.recall_k})"])
+    page = out / "report" / "index.html"
+
     num_videos = int(read_manifest(out / "index")["num_videos"])
     table = format_table(rows, rows[0]["num_queries"], num_videos, args.recall_k)
     total = round(time.perf_counter() - start, 1)
     summary = {"table": rows, "timings_s": timings, "total_s": total, "num_videos": num_videos,
-               "recall_k": args.recall_k,
+               "recall_k": args.recall_k, "report": str(page),
                "plots": sorted(str(p) for p in (out / "eval" / "plots").glob("*.png"))}
     write_json(out / "demo_summary.json", summary)
     write_text(out / "demo_table.md", table)
@@ -195,4 +203,5 @@ def run(argv: list[str] | None = None) -> int:
     print(f"\nplots: {', '.join(summary['plots'])}")
     stages = ", ".join(f"{k} {v}" for k, v in timings.items())
     print(f"stage times (s): {stages}; total {total}")
+    print(f"result gallery (open in a browser): {page.resolve()}")
     return 0

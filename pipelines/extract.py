@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a sampled frame may be from its 1 fps target to save decoding "
                         "(0 = the exact frame showing at the target)")
     p.add_argument("--shard-size", type=int, default=256, help="videos per Parquet shard")
+    p.add_argument("--no-previews", action="store_true",
+                   help="do not store the preview JPEGs (middle frame + frame strip, a few KB "
+                        "per video) that result pages show")
     p.add_argument("--retry-errors", action="store_true",
                    help="redo videos whose previous result was an error")
     p.add_argument("--progress-seconds", type=float, default=10.0,
@@ -142,7 +145,8 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
         | "Distribute" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
                                                args.per_video_timeout))
-        | "Encode" >> RunInference(EercfModelHandler(spec, batch_size=args.batch_size))
+        | "Encode" >> RunInference(EercfModelHandler(spec, batch_size=args.batch_size,
+                                                   previews=not args.no_previews))
         | "WriteShards" >> beam.ParDo(WriteShardsFn(
             args.output, dims, identity.model_id, identity.checkpoint_sha256, total,
             args.progress_seconds, time.time())))

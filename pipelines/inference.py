@@ -16,6 +16,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import DecodedVideo
+from eercf_core.previews import encode_previews
 from schemas import FEATURE_COLUMNS, FEATURE_OF_COLUMN, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,11 @@ class DecodedItem:
     error_row: dict | None = None
 
 
-def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
-    """Shard rows (schema field names) for `items` and their VideoFeatures (same order)."""
+def feature_rows(items: Sequence[DecodedItem], features, previews: bool = True) -> list[dict]:
+    """Shard rows (schema field names) for `items` and their VideoFeatures (same order).
+
+    `previews`: add the preview JPEG columns, made from the decoded frames (eercf_core.previews).
+    """
     as_f16 = {column: getattr(features, FEATURE_OF_COLUMN[column]).detach().cpu().numpy()
               .astype(np.float16) for column in FEATURE_COLUMNS}
     rows = []
@@ -86,6 +90,8 @@ def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
                **item.decoded.facts(), "frame_mask": item.decoded.mask.copy()}
         for name, values in as_f16.items():
             row[name] = values[i].reshape(-1)
+        if previews:
+            row.update(encode_previews(item.decoded.frames, item.decoded.mask))
         rows.append(row)
     return rows
 
@@ -93,9 +99,9 @@ def feature_rows(items: Sequence[DecodedItem], features) -> list[dict]:
 class EercfModelHandler(ModelHandler):
     """RunInference handler: DecodedItem batches -> (shard, shard_count, row) tuples."""
 
-    def __init__(self, spec: ModelSpec, batch_size: int = 32):
+    def __init__(self, spec: ModelSpec, batch_size: int = 32, previews: bool = True):
         super().__init__()
-        self.spec, self.batch_size = spec, batch_size
+        self.spec, self.batch_size, self.previews = spec, batch_size, previews
 
     def load_model(self):
         return build_model(self.spec)
@@ -113,7 +119,7 @@ class EercfModelHandler(ModelHandler):
             with torch.inference_mode():
                 features = model.encode_video(frames, mask, batch_size=len(ok))
             results += [(item.shard, item.shard_count, row)
-                        for item, row in zip(ok, feature_rows(ok, features))]
+                        for item, row in zip(ok, feature_rows(ok, features, self.previews))]
         return results
 
     def batch_elements_kwargs(self) -> dict[str, Any]:

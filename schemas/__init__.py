@@ -6,6 +6,7 @@ from schemas.video_features import (
     SCHEMA_VERSION,
     STATUS_ERROR,
     STATUS_OK,
+    SUPPORTED_SCHEMA_VERSIONS,
     FeatureDims,
     video_features_schema,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "FEATURE_OF_COLUMN",
     "SCHEMA_VERSION",
     "STATUS_ERROR",
+    "SUPPORTED_SCHEMA_VERSIONS",
     "STATUS_OK",
     "FeatureDims",
     "video_features_schema",

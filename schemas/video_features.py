@@ -10,7 +10,10 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 Version history:
   1: first version.
   2: `decode_quality` column ("exact" | "fast", eercf_core.decode; null on rows that never
-     decoded). Readers accept version 1 shards, whose frames were all decoded "exact".
+     decoded), and `preview_jpeg` / `preview_strip_jpeg` (binary, null on error rows and when
+     extraction ran with --no-previews): a small JPEG of the middle sampled frame and a strip of
+     all sampled frames (eercf_core.previews). Readers accept version 1 shards, whose frames were
+     all decoded "exact" and which have no previews.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import pyarrow as pa
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 # columns added after version 1 -> the version that added them (older shards lack them)
-COLUMNS_SINCE = {"decode_quality": 2}
+COLUMNS_SINCE = {"decode_quality": 2, "preview_jpeg": 2, "preview_strip_jpeg": 2}
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -100,9 +103,13 @@ class FeatureDims:
 
 
 def video_features_schema(
-    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = ""
+    dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = "",
+    version: int = SCHEMA_VERSION,
 ) -> pa.Schema:
-    """The Arrow schema of a feature shard for the given dims and model identity."""
+    """The Arrow schema of a feature shard for the given dims, model identity and version."""
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ValueError(f"unknown feature schema version {version}; known: "
+                         f"{SUPPORTED_SCHEMA_VERSIONS}")
     sizes = dims.column_sizes()
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
@@ -127,9 +134,14 @@ def video_features_schema(
         pa.field("context_frame_features", pa.list_(pa.float16(), sizes["context_frame_features"])),
         pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
         pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
+        # small JPEG of the middle sampled frame (eercf_core.previews)
+        pa.field("preview_jpeg", pa.binary()),
+        # JPEG strip of the valid sampled frames left to right, slot t at x = t * height
+        pa.field("preview_strip_jpeg", pa.binary()),
     ]
+    fields = [f for f in fields if COLUMNS_SINCE.get(f.name, 1) <= version]
     meta = {
-        META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(),
+        META_SCHEMA_VERSION: str(version).encode(),
         META_DIMS: dims.to_meta(),
         META_MODEL_ID: model_id.encode(),
         META_CHECKPOINT_SHA256: checkpoint_sha256.encode(),

@@ -18,6 +18,8 @@ REQUIRED = {
     "train": [],
     "synth": [],
     "demo": [],
+    "report": ["--ranked", "r.tsv", "--queries", "q.tsv", "--index", "i"],
+    "search": ["--index", "i", "--model", "m", "a text"],
     "benchmark": ["msrvtt", "--annotations", "a", "--videos", "v"],
 }
 
@@ -34,7 +36,7 @@ def test_every_job_has_parser_run_and_output(name):
         assert not re.search(rf"{old}(?![-\w])", parser.format_help())  # hidden
 
 
-@pytest.mark.parametrize("name", ["extract", "query", "train", "demo"])
+@pytest.mark.parametrize("name", ["extract", "query", "train", "demo", "report", "search"])
 def test_model_flag_and_hidden_aliases(name):
     parser = importlib.import_module(SUBCOMMANDS[name][0]).build_parser()
     base = [*(a for a in REQUIRED[name] if a not in ("--model", "m")), "--output", "o"]

@@ -37,3 +37,10 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     assert (out / "demo_table.md").read_text() in printed
     assert any(p.endswith("recall_at_k.png") for p in summary["plots"])
     assert (out / "train" / "model.pt").is_file()
+    # the demo ends with the result gallery of its test queries, and prints where it is
+    page = out / "report" / "index.html"
+    assert summary["report"] == str(page)
+    assert f"result gallery (open in a browser): {page.resolve()}" in printed
+    html = page.read_text()
+    assert html.count('"video_id"') == 60 * 10 and '"has_gate":true' in html
+    assert len(list((out / "report" / "assets").glob("*-thumb.jpg"))) > 0

@@ -15,6 +15,7 @@ import pytest
 from eercf_core import shards
 from eercf_core.decode import DecodeOptions, decode_video
 from eercf_core.inputs import VideoRef, read_inputs
+from eercf_core.previews import PREVIEW_COLUMNS, encode_previews
 from pipelines import extract
 from tests.helpers import ROOT, make_videos
 
@@ -97,6 +98,10 @@ def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
                                        getattr(direct, name)[0].numpy(), atol=2e-3, rtol=1e-2)
         assert features.mask[i].tolist() == decoded.mask.tolist()
         assert rows[vid]["frame_times"] == decoded.frame_times
+        # previews (schema v2) are made from the same decoded frames
+        assert {k: rows[vid][k] for k in PREVIEW_COLUMNS} == encode_previews(decoded.frames,
+                                                                             decoded.mask)
+    assert bad["preview_jpeg"] is None and bad["preview_strip_jpeg"] is None
 
     # resume: nothing to do, nothing duplicated
     before = sorted(shards.list_shards(str(out)))

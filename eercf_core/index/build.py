@@ -30,6 +30,8 @@ from eercf_core.index.directory import (
 )
 from eercf_core.index.store import FineStoreWriter
 from eercf_core.io_formats import local_path
+from eercf_core.previews import STORE_DIR as PREVIEW_DIR
+from eercf_core.previews import write_preview_store
 from eercf_core.shards import (
     SHARD_SUFFIX,
     decode_qualities,
@@ -140,6 +142,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims)
         _fill_store(shards, writer, batch_rows)
         writer.close()
+        previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
         store_seconds = time.perf_counter() - started
 
         coarse = np.load(temp / STORE_DIR / "coarse.npy", mmap_mode="r")[:len(ids)]
@@ -166,5 +169,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,
             build_seconds={"store": round(store_seconds, 3), "index": round(index_seconds, 3),
                            "total": round(time.perf_counter() - started, 3)})
+        manifest["feature_schema_versions_read"] = previews.pop("feature_schema_versions")
+        manifest["previews"] = previews
         write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
     return manifest
