@@ -43,14 +43,15 @@ def _clustered(rng, centers: np.ndarray, n: int) -> np.ndarray:
     return _norm(centers[z] + rng.standard_normal((n, d), dtype=np.float32) / np.sqrt(d))
 
 
-def _write_store(path: Path, n: int, dims: FeatureDims, centers, seed: int
-                 ) -> tuple[np.ndarray, float]:
-    """Write a synthetic store in chunks (bounded memory); returns (coarse [n, D], seconds)."""
+def _write_store(path: Path, n: int, dims: FeatureDims, centers, seed: int,
+                 codecs: dict | None = None) -> tuple[np.ndarray, float]:
+    """Write a synthetic store in chunks (bounded memory), fine kinds as codes of `codecs` if
+    given; returns (coarse [n, D], seconds)."""
     rng = np.random.default_rng(seed)
     t, p, d = dims.num_frames, dims.num_patches, dims.embed_dim
     shutil.rmtree(path, ignore_errors=True)
     start = time.perf_counter()
-    writer = FineStoreWriter(path, n, dims)
+    writer = FineStoreWriter(path, n, dims, codecs)
     coarse_all = np.empty((n, d), dtype=np.float16)
     for begin in range(0, n, 200):
         b = min(200, n - begin)
@@ -83,6 +84,15 @@ class ModuloStore:
         if kind == "coarse":
             return np.take(self.coarse, rows, axis=0, out=out)
         return self.inner.read(kind, rows % len(self.inner), out)
+
+    def read_float(self, kind: str, rows) -> torch.Tensor:
+        rows = np.asarray(rows, dtype=np.int64)
+        if kind == "coarse":
+            return torch.from_numpy(self.coarse[rows]).float()
+        return self.inner.read_float(kind, rows % len(self.inner))
+
+    def codec(self, kind: str):
+        return self.inner.codec(kind)
 
     def features(self, rows):
         features = self.inner.features(np.asarray(rows) % len(self.inner))

@@ -2,8 +2,6 @@
 (`extract.build_pipeline`) in a TestPipeline on the FnApiRunner, checked with assert_that."""
 from __future__ import annotations
 
-import argparse
-
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from eercf_core import shards
 from eercf_core.decode import DecodeOptions
 from eercf_core.inputs import VideoRef
-from pipelines.extract import DecodeChunkFn, build_pipeline
+from pipelines.extract import DecodeChunkFn, build_parser, build_pipeline
 from pipelines.extract_sink import plan_chunks
 from pipelines.inference import ModelSpec, build_model
 from tests.helpers import make_videos
@@ -59,8 +57,9 @@ def test_teardown_without_setup_is_harmless():
 def test_transform_chain_writes_one_shard_per_chunk(corpus, tmp_path):
     model = build_model(SPEC)
     chunks = plan_chunks(corpus, 2)
-    args = argparse.Namespace(decode_workers=1, per_video_timeout=60.0, batch_size=2,
-                              output=str(tmp_path), progress_seconds=3600.0)
+    args = build_parser().parse_args([  # the job's own flags, so new ones get their defaults
+        "--input", "unused", "--output", str(tmp_path), "--decode-workers", "1",
+        "--per-video-timeout", "60", "--batch-size", "2", "--progress-seconds", "3600"])
     options = DecodeOptions(num_frames=T, image_size=model.image_size)
     with BeamTestPipeline(runner=FnApiRunner()) as pipeline:
         written = build_pipeline(pipeline, chunks, options, SPEC, args, model.dims,

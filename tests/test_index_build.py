@@ -61,6 +61,89 @@ def test_duplicates_existing_output_and_empty_input(tmp_path):
         build_index_dir([str(tmp_path / "missing")], str(tmp_path / "idx2"))
 
 
+def test_fp16_store_is_bit_identical_to_the_shard_features(tmp_path):
+    _, features = write_synthetic_shards(tmp_path / "shards", 25, per_shard=6, errors=(3,))
+    build_index_dir([str(tmp_path / "shards")], str(tmp_path / "default"))
+    manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "fp16"),
+                               fine_codec="fp16")
+    assert manifest["fine_store"]["codec"] == "fp16" and manifest["fine_store"]["codecs"] == {}
+    assert manifest["fine_store"]["bytes_per_video"] == 2 * 16 * (1 + 4 + 4 + 12) + 4
+    for kind in ("coarse", "frame", "context", "patch", "mask"):
+        default = (tmp_path / "default" / "fine" / f"{kind}.npy").read_bytes()
+        assert (tmp_path / "fp16" / "fine" / f"{kind}.npy").read_bytes() == default
+        stored = np.load(tmp_path / "fp16" / "fine" / f"{kind}.npy")
+        assert stored.dtype == features[kind].dtype and np.array_equal(stored, features[kind])
+    assert not list((tmp_path / "fp16" / "fine").glob("*.codec"))
+
+
+def _coded_index(tmp_path, spec="patch=PQ4,frame=SQ8"):
+    _, features = write_synthetic_shards(tmp_path / "shards", 30, per_shard=7)
+    manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"), fine_codec=spec,
+                               fidelity_queries=20)
+    return features, manifest
+
+
+def test_coded_store_records_codecs_and_fidelity_and_ranks_like_the_core(tmp_path):
+    import torch
+
+    import eercf_core as ec
+    from eercf_core.index.fidelity import round_trip
+    from eercf_core.index.search import exhaustive, two_stage
+    from tests.index_fixtures import DIMS, as_video_features
+
+    features, manifest = _coded_index(tmp_path)
+    store = manifest["fine_store"]
+    assert store["codec"] == "frame=SQ8,context=fp16,patch=PQ4"
+    assert sorted(store["codecs"]) == ["frame", "patch"]
+    assert store["codecs"]["patch"]["code_size"] == 4 and store["training_videos"] == 30
+    # coarse 32 B + frame 4 x 16 B (SQ8) + context 4 x 32 B + patch 12 x 4 B + mask 4 B
+    assert store["bytes_per_video"] == 32 + 64 + 128 + 48 + 4
+    fidelity = store["fidelity"]
+    assert fidelity["queries"] == 20 and 0 <= fidelity["top10_agreement"] <= 1
+    assert fidelity["score_errors"]["S_Fs"]["max_abs"] > 0  # SQ8 frames move the frame gate
+    index = open_index(tmp_path / "idx")
+    assert index.store.read("patch", np.arange(3)).shape == (3, 12, 4)
+    decoded = round_trip(as_video_features(features), index.store.codecs)
+    params = ec.ScoreParams.identity(DIMS.embed_dim, DIMS.num_frames)
+    text = torch.from_numpy(features["frame"][:6, 0]).float()
+    reference = ec.two_stage_rank(params, text, decoded, k=8, top_n=30)
+    for method in ("grouped", "gather"):
+        ranking = two_stage(index, text, params, 8, 30, method=method)
+        assert torch.equal(ranking.indices, reference.indices)
+        torch.testing.assert_close(ranking.scores, reference.scores, rtol=0, atol=1e-4)
+    full = exhaustive(index, text, params, 30)
+    assert torch.equal(full.indices, ec.exhaustive_rank(params, text, decoded).indices)
+
+
+def test_missing_corrupt_or_mismatched_codec_files_are_refused(tmp_path):
+    _coded_index(tmp_path)
+    codec_file = tmp_path / "idx" / "fine" / "patch.codec"
+    data = codec_file.read_bytes()
+    codec_file.unlink()
+    with pytest.raises(ValueError, match=r"patch\.codec: codec file of the patch features "
+                                         r"\(PQ4\) is missing"):
+        open_index(tmp_path / "idx")
+    codec_file.write_bytes(data[:-8] + b"\0" * 8)
+    with pytest.raises(ValueError, match=r"patch\.codec: .* is corrupt"):
+        open_index(tmp_path / "idx")
+    codec_file.write_bytes(data)
+    open_index(tmp_path / "idx")
+    manifest_path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["fine_store"]["codecs"]["patch"]["factory"] = "PQ8"
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest's fine codecs .* differ from the store's"):
+        open_index(tmp_path / "idx")
+
+
+def test_bad_codec_spec_fails_before_any_output(tmp_path):
+    write_synthetic_shards(tmp_path / "shards", 5, per_shard=5)
+    with pytest.raises(ValueError, match="'PQ5' for patch: not a FAISS index_factory string"):
+        build_index.run(["--shards", str(tmp_path / "shards"), "--output", str(tmp_path / "idx"),
+                         "--fine-codec", "patch=PQ5"])
+    assert not (tmp_path / "idx").exists() and not list(tmp_path.glob(".idx*"))
+
+
 def test_manifest_counts_videos_per_decode_quality(tmp_path, caplog):
     write_synthetic_shards(tmp_path / "s", 5, per_shard=5, decode_quality="exact")
     write_synthetic_shards(tmp_path / "f", 3, per_shard=4, id_prefix="f", decode_quality="fast",

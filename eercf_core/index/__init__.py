@@ -1,7 +1,9 @@
 """The index directory: everything `eercf build-index` writes and `eercf query` reads.
 
     recall     FAISS recall index over the coarse vectors (build, search, save/load, recall check)
-    store      memory-mapped fine-feature store (writer and reader)
+    store      memory-mapped fine-feature store (writer and reader), float16 or codec codes
+    codecs     FAISS standalone codecs for the store (`--fine-codec`): specs, training, files
+    fidelity   rerank fidelity of a codec against float16 (recorded in the manifest)
     directory  the directory layout and manifest: open_index, read_manifest, make_manifest
     build      feature shards -> a complete index directory (atomic)
     rerank     stage 2: rerank recalled candidates from the store

@@ -11,16 +11,26 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
 
 from eercf_core.atomic import atomic_directory, write_json
 from eercf_core.config import RECALL_K
+from eercf_core.features import VideoFeatures
 from eercf_core.index import recall
+from eercf_core.index.codecs import (
+    CODED_KINDS,
+    DEFAULT_TRAIN_VECTORS,
+    FineCodecSpec,
+    VectorCodec,
+    train_codecs,
+)
 from eercf_core.index.directory import (
     IDS_FILE,
     MANIFEST,
@@ -28,10 +38,12 @@ from eercf_core.index.directory import (
     STORE_DIR,
     make_manifest,
 )
+from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter
 from eercf_core.io_formats import local_path
 from eercf_core.previews import STORE_DIR as PREVIEW_DIR
 from eercf_core.previews import write_preview_store
+from eercf_core.scores import ScoreParams
 from eercf_core.shards import (
     SHARD_SUFFIX,
     decode_qualities,
@@ -102,34 +114,117 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
     return ids, errors, dict(sorted(qualities.items()))
 
 
-def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
-    """Pass 2: stream the ok rows' features into the store, `batch_rows` rows at a time."""
+def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
+                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(shard number, feature arrays of up to `batch_rows` ok rows) in index row order."""
     columns = ["status", *COLUMN_OF_FEATURE.values()]
-    start = time.perf_counter()
     for number, shard in enumerate(shards, start=1):
         with fsspec.open(shard, "rb") as handle:
             batches = pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns)
             for batch in batches:
                 batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
-                if batch.num_rows == 0:
-                    continue
-                writer.append(**feature_arrays(batch, writer.dims))
-        elapsed = time.perf_counter() - start
-        log.info("store: %d/%d shards, %d/%d videos, %.0f videos/s", number, len(shards),
-                 writer.written, writer.num_videos, writer.written / max(elapsed, 1e-9))
+                if batch.num_rows:
+                    yield number, feature_arrays(batch, dims)
+
+
+def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
+    """Pass 2: stream the ok rows' features into the store, `batch_rows` rows at a time."""
+    start = time.perf_counter()
+    done = 0
+    for number, arrays in _ok_batches(shards, writer.dims, batch_rows):
+        writer.append(**arrays)
+        if number != done:  # a progress line per shard (and on codes: encoding dominates)
+            done = number
+            elapsed = time.perf_counter() - start
+            log.info("store: shard %d/%d, %d/%d videos, %.0f videos/s", number, len(shards),
+                     writer.written, writer.num_videos, writer.written / max(elapsed, 1e-9))
+
+
+def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_rows: int
+               ) -> VideoFeatures:
+    """The stored (float16) features of the ok rows `rows` (sorted index rows), as tensors."""
+    wanted: dict[str, list[np.ndarray]] = {kind: [] for kind in COLUMN_OF_FEATURE}
+    first = 0
+    for _, arrays in _ok_batches(shards, dims, batch_rows):
+        count = len(arrays["mask"])
+        hits = rows[(rows >= first) & (rows < first + count)] - first
+        for kind, values in arrays.items():
+            wanted[kind].append(values[hits])
+        first += count
+        if first > rows[-1]:
+            break
+    return VideoFeatures(**{kind: torch.from_numpy(np.concatenate(parts))
+                            for kind, parts in wanted.items()})
+
+
+def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
+                       spec: FineCodecSpec, train_videos: int, train_vectors: int,
+                       fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int
+                       ) -> tuple[dict[str, VectorCodec], dict]:
+    """Train the codecs on a sample of videos and measure their fidelity on another sample.
+
+    Returns (codecs, manifest record). The fidelity sample is disjoint from the training sample
+    when the corpus has enough videos (`held_out`); queries are corpus-derived and the scores use
+    identity parameters (τ = 100, W_g = W_f = I): build-index has no model.
+    """
+    start = time.perf_counter()
+    order = np.random.default_rng(seed).permutation(num_videos)
+    train_rows = np.sort(order[:train_videos])
+    held_out = num_videos >= train_videos + min(fidelity_videos, RECALL_K)
+    fidelity_rows = np.sort(order[train_videos:train_videos + fidelity_videos] if held_out
+                            else order[:fidelity_videos])
+    train = _read_rows(shards, dims, train_rows, batch_rows)
+    codecs = train_codecs(spec, {kind: getattr(train, kind).numpy() for kind in CODED_KINDS},
+                          dims.embed_dim, train_vectors, seed)
+    train_seconds = time.perf_counter() - start
+    reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
+    fidelity = measure_fidelity(
+        reference, round_trip(reference, codecs),
+        corpus_queries(reference, fidelity_queries, seed),
+        ScoreParams.identity(dims.embed_dim, dims.num_frames))
+    fidelity.update(held_out=held_out,
+                    score_params="identity (tau 100, W_g = W_f = I): build-index has no model")
+    log.info("fine codec %s: top-10 agreement %.4f, max rerank score error %.4f (mean gap "
+             "between top-10 neighbours %.4f)", spec, fidelity["top10_agreement"],
+             fidelity["score_errors"]["final"]["max_abs"],
+             fidelity["final_neighbour_gap_mean_top10"] or 0.0)
+    record = {"codec": str(spec), "training_videos": len(train_rows),
+              "training_vectors": {kind: min(train_vectors, len(train_rows) * rows)
+                                   for kind, rows in _vectors_per_video(dims).items()
+                                   if kind in codecs},
+              "fidelity": fidelity,
+              "seconds": {"train": round(train_seconds, 3),
+                          "fidelity": round(time.perf_counter() - start - train_seconds, 3)}}
+    return codecs, record
+
+
+def _vectors_per_video(dims: FeatureDims) -> dict[str, int]:
+    return {kind: int(np.prod(shape[:-1])) for kind, shape in dims.feature_shapes().items()}
 
 
 def build_index(inputs: list[str], output: str, factory: str | None = None,
                 nprobe: int | None = None, recall_sample: int = 1000,
                 recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
-                seed: int = 0) -> dict:
-    """Build an index directory at `output` from the shards in `inputs`; returns the manifest."""
+                seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
+                codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
+                fidelity_videos: int = 200, fidelity_queries: int = 200) -> dict:
+    """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
+
+    `fine_codec` (a spec string, see `eercf_core.index.codecs`; default fp16) stores the fine
+    features as codes of codecs trained on `codec_train_videos` sampled videos (at most
+    `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
+    `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
+    """
     started = time.perf_counter()
     out = Path(local_path(output))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise ValueError(f"{out}: already exists (pass --overwrite to replace it)")
+    spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
+    if min(codec_train_videos, codec_train_vectors, fidelity_videos, fidelity_queries) < 1:
+        raise ValueError("codec training/fidelity sample sizes must be >= 1")
     shards = resolve_shards(inputs)
     dims, model_id, sha = check_identity(shards)
+    spec.validate(dims.embed_dim)
     ids, error_rows, qualities = _scan(shards)
     if not ids:
         raise ValueError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
@@ -139,7 +234,13 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         log.warning("shards mix decode qualities (videos per quality: %s)", qualities)
 
     with atomic_directory(out, overwrite) as temp:
-        writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims)
+        codecs: dict[str, VectorCodec] = {}
+        codec_record: dict | None = None
+        if not spec.is_fp16:
+            codecs, codec_record = _train_fine_codecs(
+                shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
+                fidelity_videos, fidelity_queries, batch_rows, seed)
+        writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
         _fill_store(shards, writer, batch_rows)
         writer.close()
         previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
@@ -167,6 +268,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         manifest = make_manifest(
             model_id=model_id, checkpoint_sha256=sha, dims=dims, num_videos=len(ids),
             num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,
+            fine_store=writer.describe(codec_record),
             build_seconds={"store": round(store_seconds, 3), "index": round(index_seconds, 3),
                            "total": round(time.perf_counter() - started, 3)})
         manifest["feature_schema_versions_read"] = previews.pop("feature_schema_versions")

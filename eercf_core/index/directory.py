@@ -49,10 +49,12 @@ class IndexDirectory:
 
 def make_manifest(*, model_id: str, checkpoint_sha256: str, dims: FeatureDims, num_videos: int,
                   num_error_rows: int, shards: list[str], index_info: dict,
-                  build_seconds: dict[str, float], decode_quality: dict[str, int]) -> dict:
+                  build_seconds: dict[str, float], decode_quality: dict[str, int],
+                  fine_store: dict | None = None) -> dict:
     """The manifest.json payload of a complete index directory (what `read_manifest` checks).
 
-    decode_quality: ok videos per decode quality of their frames (two keys: mixed settings)."""
+    decode_quality: ok videos per decode quality of their frames (two keys: mixed settings).
+    fine_store: the store's record (codec, codecs, fidelity; default a float16 store)."""
     return {
         "index_schema_version": INDEX_SCHEMA_VERSION,
         "feature_schema_version": SCHEMA_VERSION,
@@ -64,8 +66,8 @@ def make_manifest(*, model_id: str, checkpoint_sha256: str, dims: FeatureDims, n
         "decode_quality": decode_quality,
         "shards": shards,
         "index": index_info,
-        "fine_store": {"path": STORE_DIR, "dtype": "float16",
-                       "bytes_per_video": bytes_per_video(dims)},
+        "fine_store": {"path": STORE_DIR, **(fine_store or {
+            "dtype": "float16", "codec": "fp16", "bytes_per_video": bytes_per_video(dims)})},
         "build_seconds": build_seconds,
     }
 
@@ -105,6 +107,10 @@ def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
     index = recall.load(path / RECALL_FILE, nprobe)
     video_ids = read_video_ids(path)
     store = FineStore(path / STORE_DIR)
+    recorded = manifest.get("fine_store", {}).get("codecs", {})
+    if recorded != store.codec_meta:
+        raise ValueError(f"{path}: the manifest's fine codecs {recorded} differ from the store's "
+                         f"{store.codec_meta} ({path / STORE_DIR})")
     n = manifest["num_videos"]
     if not (index.ntotal == len(video_ids) == len(store) == n):
         raise ValueError(f"{path}: inconsistent index directory: manifest says {n} videos, recall "

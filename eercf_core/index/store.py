@@ -6,7 +6,12 @@ Layout of a store directory (row i = video i of the index, float16 as in the sha
   context.npy  [N, T, D]   temporal-head frame outputs ĥ
   patch.npy    [N, T*P, D] patch tokens p (~96 % of the bytes)
   mask.npy     [N, T]      bool frame mask
-  store.json   dims, row count; written last, so its presence means the store is complete
+  store.json   dims, row count, codecs; written last, so its presence means the store is complete
+
+With a fine codec (`eercf_core.index.codecs`, `--fine-codec`) a kind is stored as codes instead:
+  {kind}.codes.npy  [N, rows, code_size] uint8 (rows = T or T*P)   and   {kind}.codec (FAISS file)
+store.json records each codec's factory string, file, code size and sha256; a missing, corrupt or
+mismatched codec file is refused when the store is opened.
 
 Files are standard `.npy` opened with `np.load(mmap_mode="r")`: reading video i touches only its
 rows (random access, no scan), and a corpus larger than RAM works because the OS pages rows in and
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 from eercf_core.atomic import write_json
+from eercf_core.index.codecs import CODED_KINDS, VectorCodec
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
 if TYPE_CHECKING:
@@ -35,25 +41,55 @@ def _shapes(dims: FeatureDims, n: int) -> dict[str, tuple[int, ...]]:
     return {kind: (n, *shape) for kind, shape in dims.feature_shapes().items()}
 
 
-def bytes_per_video(dims: FeatureDims) -> int:
-    """Bytes one video takes in the store (all five arrays)."""
-    return sum(int(np.prod(s[1:])) * (1 if k == "mask" else 2)
-               for k, s in _shapes(dims, 1).items())
+def bytes_per_video(dims: FeatureDims, code_sizes: dict[str, int] | None = None) -> int:
+    """Bytes one video takes in the store (all five arrays); code_sizes: bytes per vector of
+    the kinds stored as codes (the others are float16)."""
+    code_sizes = code_sizes or {}
+    total = 0
+    for kind, shape in _shapes(dims, 1).items():
+        vectors = int(np.prod(shape[1:-1]))
+        per_vector = (code_sizes[kind] if kind in code_sizes
+                      else shape[-1] * (1 if kind == "mask" else 2))
+        total += vectors * per_vector
+    return total
+
+
+def _file_of(kind: str, coded: bool) -> str:
+    return f"{kind}.codes.npy" if coded else f"{kind}.npy"
+
+
+def _stored_shape(shape: tuple[int, ...], codec: VectorCodec | None) -> tuple[int, ...]:
+    return shape if codec is None else (*shape[:-1], codec.code_size)
 
 
 class FineStoreWriter:
-    """Writes `num_videos` rows, in order, into a new store directory (bounded memory)."""
+    """Writes `num_videos` rows, in order, into a new store directory (bounded memory).
 
-    def __init__(self, directory: str | Path, num_videos: int, dims: FeatureDims) -> None:
+    `codecs`: trained codecs of the kinds to store as codes ({kind: VectorCodec}); the codec
+    files are written at once, the codes as rows are appended.
+    """
+
+    def __init__(self, directory: str | Path, num_videos: int, dims: FeatureDims,
+                 codecs: dict[str, VectorCodec] | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dims, self.num_videos, self.written = dims, num_videos, 0
+        self.codecs = dict(codecs or {})
+        unknown = set(self.codecs) - set(CODED_KINDS)
+        if unknown:
+            raise ValueError(f"fine store: no codec possible for {sorted(unknown)}")
+        self.codec_meta = {kind: {"factory": codec.factory, "file": f"{kind}.codec",
+                                  "code_size": codec.code_size,
+                                  "sha256": codec.save(self.directory / f"{kind}.codec")}
+                           for kind, codec in self.codecs.items()}
         # A zero-row .npy cannot be memory-mapped; allocate at least one row, record the count.
         rows = max(1, num_videos)
         self._arrays = {
-            kind: np.lib.format.open_memmap(self.directory / f"{kind}.npy", mode="w+",
-                                            dtype=np.bool_ if kind == "mask" else np.float16,
-                                            shape=shape)
+            kind: np.lib.format.open_memmap(
+                self.directory / _file_of(kind, kind in self.codecs), mode="w+",
+                dtype=(np.bool_ if kind == "mask" else np.uint8 if kind in self.codecs
+                       else np.float16),
+                shape=_stored_shape(shape, self.codecs.get(kind)))
             for kind, shape in _shapes(dims, rows).items()}
 
     def append(self, coarse: np.ndarray, frame: np.ndarray, context: np.ndarray,
@@ -64,12 +100,16 @@ class FineStoreWriter:
             raise ValueError(f"fine store {self.directory}: more rows than the {self.num_videos} "
                              "announced")
         rows = slice(self.written, self.written + batch)
+        expected = _shapes(self.dims, batch)
         for kind, values in zip(KINDS, (coarse, frame, context, patch, mask)):
-            target = self._arrays[kind]
-            if values.shape[1:] != target.shape[1:]:
+            if values.shape != expected[kind]:
                 raise ValueError(f"fine store: {kind} rows have shape {values.shape[1:]}, the "
-                                 f"store expects {target.shape[1:]}")
-            target[rows] = values
+                                 f"store expects {expected[kind][1:]}")
+            codec = self.codecs.get(kind)
+            if codec is not None:
+                values = codec.encode(values.reshape(-1, self.dims.embed_dim)).reshape(
+                    self._arrays[kind][rows].shape)
+            self._arrays[kind][rows] = values
         self.written += batch
 
     def close(self) -> None:
@@ -81,8 +121,18 @@ class FineStoreWriter:
             array.flush()
         self._arrays.clear()
         meta = {"num_videos": self.num_videos, "dims": self.dims.to_dict(), "dtype": "float16",
-                "bytes_per_video": bytes_per_video(self.dims)}
+                "codecs": self.codec_meta, "bytes_per_video": self.bytes_per_video}
         write_json(self.directory / STORE_META, meta)
+
+    @property
+    def bytes_per_video(self) -> int:
+        return bytes_per_video(self.dims, {k: c.code_size for k, c in self.codecs.items()})
+
+    def describe(self, codec_record: dict | None = None) -> dict:
+        """The manifest's fine_store record: dtype, codec spec, codecs, bytes per video and
+        (`codec_record`) codec training and fidelity facts."""
+        return {"dtype": "float16", "codec": "fp16", **(codec_record or {}),
+                "codecs": self.codec_meta, "bytes_per_video": self.bytes_per_video}
 
 
 class FineStore:
@@ -98,25 +148,54 @@ class FineStore:
             meta = json.loads(meta_path.read_text())
             self.num_videos = int(meta["num_videos"])
             self.dims = FeatureDims.from_dict(meta["dims"])
-        except (OSError, ValueError, KeyError) as exc:
+            self.codec_meta: dict[str, dict] = dict(meta.get("codecs", {}))
+            files = {kind: (info["file"], info["factory"], info["sha256"])
+                     for kind, info in self.codec_meta.items() if kind in CODED_KINDS}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{meta_path}: unreadable fine-store metadata: {exc!r}") from None
+        if len(files) != len(self.codec_meta):
+            raise ValueError(f"{meta_path}: codecs for unknown kinds {sorted(self.codec_meta)}")
+        self.codecs = {kind: VectorCodec.load(self.directory / name, factory, self.dims.embed_dim,
+                                              kind, sha256)
+                       for kind, (name, factory, sha256) in files.items()}
+        for kind, codec in self.codecs.items():
+            if codec.code_size != self.codec_meta[kind]["code_size"]:
+                raise ValueError(f"{self.directory / self.codec_meta[kind]['file']}: codec makes "
+                                 f"{codec.code_size}-byte codes, the store holds "
+                                 f"{self.codec_meta[kind]['code_size']}-byte codes")
         expected = _shapes(self.dims, max(1, self.num_videos))
         self.arrays: dict[str, np.ndarray] = {}
         for kind in KINDS:
-            path = self.directory / f"{kind}.npy"
+            path = self.directory / _file_of(kind, kind in self.codecs)
             try:
                 array = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{path}: unreadable fine-store file: {exc}") from exc
-            if array.shape != expected[kind]:
-                raise ValueError(f"{path}: shape {array.shape}, expected {expected[kind]}")
+            shape = _stored_shape(expected[kind], self.codecs.get(kind))
+            if array.shape != shape:
+                raise ValueError(f"{path}: shape {array.shape}, expected {shape}")
             self.arrays[kind] = array
 
     def __len__(self) -> int:
         return self.num_videos
 
+    @property
+    def bytes_per_video(self) -> int:
+        return bytes_per_video(self.dims, {k: c.code_size for k, c in self.codecs.items()})
+
+    def codec(self, kind: str) -> VectorCodec | None:
+        """The codec of a kind stored as codes, None for a float16 kind."""
+        return self.codecs.get(kind)
+
+    def read_float(self, kind: str, rows: np.ndarray) -> torch.Tensor:
+        """float32 [len(rows), ...] vectors of a feature kind (decoded if stored as codes)."""
+        codec = self.codecs.get(kind)
+        stored = self.read(kind, rows)
+        return torch.from_numpy(stored).float() if codec is None else codec.decode_torch(stored)
+
     def read(self, kind: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Raw stored rows (float16, or bool for mask) of one kind: [len(rows), ...].
+        """Raw stored rows of one kind: [len(rows), ...] float16 (bool for mask; uint8 codes
+        [len(rows), vectors, code_size] for a kind stored as codes).
 
         `out`, if given, is filled and returned (reusing a buffer avoids page-faulting fresh
         memory on every call, which costs more than the copy itself).
@@ -137,8 +216,8 @@ class FineStore:
         return frame, context, patch, mask
 
     def _gathered(self, kind: str, flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
-        values = torch.from_numpy(self.read(kind, flat))
-        values = values if kind == "mask" else values.float()
+        values = (torch.from_numpy(self.read(kind, flat)) if kind == "mask"
+                  else self.read_float(kind, flat))
         return values.reshape(*shape, *values.shape[1:])
 
     def features(self, rows: np.ndarray | slice) -> VideoFeatures:
@@ -147,6 +226,6 @@ class FineStore:
 
         if isinstance(rows, slice):
             rows = np.arange(self.num_videos)[rows]
-        coarse = torch.from_numpy(self.read("coarse", rows)).float()
+        coarse = self.read_float("coarse", rows)
         frame, context, patch, mask = self.gather(rows)
         return VideoFeatures(coarse=coarse, frame=frame, context=context, patch=patch, mask=mask)
