@@ -1,6 +1,9 @@
 """eercf: coarse-to-fine text-to-video retrieval (EERCF, AAAI 2024) as an offline batch system."""
 from setuptools import find_packages, setup
 
+# Beam's DaskRunner (`--runner DaskRunner`): the versions apache-beam[dask] asks for.
+DASK = ["dask>=2024.4.2", "distributed>=2024.4.2"]
+
 setup(
     name="eercf",
     version="0.1.0",
@@ -26,10 +29,10 @@ setup(
         "ftfy",
         "regex",
     ],
-    # `make install` installs the test extra: the test runner, the linters `make lint` runs
-    # (pinned to a minor release: a new one may add checks, which is a deliberate update) and
-    # websocket-client (the report's browser test drives headless Chromium over DevTools).
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
-                             "mypy>=2.4,<2.5", "websocket-client>=1.6"]},
+    # The test extra (`make install`): the test runner, the linters `make lint` runs (pinned to a
+    # minor release: a new one may add checks, which is a deliberate update), websocket-client
+    # (the report's browser test drives headless Chromium over DevTools) and Dask.
+    extras_require={"dask": DASK, "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
+                                           "mypy>=2.4,<2.5", "websocket-client>=1.6", *DASK]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the core model module is only needed by features_from_table
     from eercf_core import VideoFeatures
 
 SHARD_SUFFIX = ".parquet"
+WRITER_KEY = "eercf.writer"  # optional footer metadata: the worker that wrote a shard (host:pid)
 QUALITY_OF_V1_SHARDS = "exact"  # eercf_core.decode.QUALITY_EXACT, before the setting existed
 _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
@@ -131,15 +132,20 @@ def _plain(value: Any) -> Any:
 
 def write_shard(
     path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
+    metadata: dict[str, str] | None = None,
     version: int = SCHEMA_VERSION,
 ) -> None:
     """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
 
     `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
-    `frame_mask` a bool array [T]. Parent directories are created. An existing shard at `path`
-    is replaced. `version` as in `rows_to_table`.
+    `frame_mask` a bool array [T]. `metadata` adds footer key-values (e.g. `WRITER_KEY`).
+    Parent directories are created. An existing shard at `path` is replaced. `version` as in
+    `rows_to_table`.
     """
     table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
+    if metadata:
+        table = table.replace_schema_metadata(
+            {**table.schema.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})
     with open_atomic(path) as handle:
         pq.write_table(table, handle, compression="zstd")
 
@@ -204,6 +210,17 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
             return parquet.read(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+
+
+def shard_metadata(path: str) -> dict[str, str]:
+    """The footer key-value metadata of a shard (eercf.* keys, WRITER_KEY when recorded)."""
+    fs, target = _fs_path(path)
+    try:
+        with fs.open(target, "rb") as handle:
+            meta = pq.read_schema(handle).metadata or {}
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path}: unreadable Parquet shard: {exc}") from exc
+    return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"ARROW:")}
 
 
 def decode_qualities(table: pa.Table) -> list[str | None]:

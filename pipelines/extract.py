@@ -3,16 +3,20 @@
     eercf extract --input 'videos/**/*.mp4' --output feats/ --model ViT-B-32 --pretrained openai
 
 Pipeline (labelled Beam transforms):
-  ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (an isolated
-  process pool per worker: per-video time limit, crash-proof) -> Encode (RunInference, frames of
-  --batch-size videos at a time, EercfModelHandler; failed decodes pass through as error rows) ->
-  WriteShards (one atomic Parquet shard per chunk); then a summary (summary.json beside the shards).
-The chain is linear on purpose: a Flatten of two branches makes the in-process runner materialise
-everything before the writer, which would hold every decoded video in memory and write no shard
-until the end (nothing to resume from).
+  ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (one isolated
+  decoder pool per worker process: per-video time limit, crash-proof; emits batches of
+  --batch-size decoded videos) -> Encode (RunInference on those ready-made batches,
+  EercfModelHandler; failed decodes pass through as error rows) -> WriteShards (one atomic
+  Parquet shard per chunk); then the completeness check (every input has exactly one row, else
+  exit 1) and a summary (summary.json beside the shards).
+Every output is emitted from process(), never at bundle end: Beam's Dask runner drops what
+finish_bundle emits (where BatchElements would flush its last batch). The chain is linear on
+purpose: a Flatten of two branches makes the in-process runner materialise everything before
+the writer, which would hold every decoded video in memory and write no shard until the end.
 
 Unknown flags are Beam pipeline options (--runner, --direct_num_workers, --project, ...); the
-default runner is Beam's in-process FnApiRunner. Rerunning with the same --output resumes.
+default runner is Beam's in-process FnApiRunner, `--runner DaskRunner` runs on a Dask cluster
+(pipelines/beam_runner.py). Rerunning with the same --output resumes.
 """
 from __future__ import annotations
 
@@ -24,14 +28,15 @@ from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from eercf_core import shards
 from eercf_core.config import NUM_FRAMES
 from eercf_core.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions, decode_job
 from eercf_core.inputs import VideoRef, read_inputs
-from eercf_core.isolation import IsolatedPool
+from eercf_core.isolation import close_shared_pools, shared_pool
 from pipelines.args import add_model, add_num_frames, add_output, check_num_frames, check_required
+from pipelines.beam_runner import absolute_local, run_pipeline
+from pipelines.extract_check import check_complete
 from pipelines.extract_sink import (
     WriteShardsFn,
     drop_error_rows,
@@ -46,41 +51,47 @@ log = logging.getLogger(__name__)
 
 
 class DecodeChunkFn(beam.DoFn):
-    """(shard, [VideoRef]) -> one DecodedItem per video: decoded frames, or the error row.
+    """(shard, [VideoRef]) -> lists of up to `batch_size` DecodedItems (decoded frames, or the
+    error row), every list emitted from process(), the chunk's remainder included.
 
-    Decoding runs in an IsolatedPool created in setup() (decoders live only in its children):
-    a crashing or hanging decoder costs one error row, never the run.
+    Decoding runs in the worker process's shared IsolatedPool (eercf_core.isolation.shared_pool:
+    `workers` decoder processes per worker process however many DoFn instances it runs; None =
+    its cores): a crashing or hanging decoder costs one error row, never the run.
     """
 
-    def __init__(self, options: DecodeOptions, workers: int, timeout: float | None):
+    def __init__(self, options: DecodeOptions, workers: int | None, timeout: float | None,
+                 batch_size: int):
         self.options, self.workers, self.timeout = options, workers, timeout
+        self.batch_size = batch_size
         self.failures = beam.metrics.Metrics.counter("eercf_extract", "decode_failures")
         self.decoded = beam.metrics.Metrics.counter("eercf_extract", "videos_decoded")
 
     def setup(self) -> None:
-        self.pool = IsolatedPool(decode_job, workers=self.workers, timeout=self.timeout)
+        self.pool = shared_pool(decode_job, workers=self.workers, timeout=self.timeout)
 
-    def process(self, element: tuple[str, list[VideoRef]]) -> Iterable:
+    def process(self, element: tuple[str, list[VideoRef]]) -> Iterable[list[DecodedItem]]:
         name, refs = element
         jobs = [(ref.uri, self.options) for ref in refs]
+        batch: list[DecodedItem] = []
         for outcome in self.pool.imap_unordered(jobs):
-            ref = refs[outcome.index]
-            if outcome.ok:
-                self.decoded.inc()
-                yield DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
-            else:
-                self.failures.inc()
-                message = (outcome.error if ref.uri in outcome.error
-                           else f"{ref.uri}: {outcome.error}")
-                log.warning("decode failed: %s", message)
-                yield DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
-                    "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
-                    "error": message, "decode_seconds": outcome.seconds})
+            batch.append(self._item(name, refs, outcome))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
-    def teardown(self) -> None:
-        pool = getattr(self, "pool", None)
-        if pool is not None:
-            pool.close()
+    def _item(self, name: str, refs: list[VideoRef], outcome) -> DecodedItem:
+        ref = refs[outcome.index]
+        if outcome.ok:
+            self.decoded.inc()
+            return DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
+        self.failures.inc()
+        message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
+        log.warning("decode failed: %s", message)
+        return DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
+            "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
+            "error": message, "decode_seconds": outcome.seconds})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     add_num_frames(p)
     p.add_argument("--batch-size", type=int, default=32, help="videos per model batch")
-    p.add_argument("--decode-workers", type=int, default=os.cpu_count() or 1,
-                   help="decoder processes per Beam worker (default: all cores)")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="decoder processes per worker process (default: the cores of the "
+                        "machine it runs on)")
     p.add_argument("--per-video-timeout", type=float, default=120.0,
                    help="seconds before a video's decoder is killed (default 120)")
     p.add_argument("--decoder", choices=BACKENDS, default="pyav",
@@ -129,14 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _runner(beam_args: list[str]):
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return None  # PipelineOptions picks it
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
-    return FnApiRunner()
-
-
 def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
                    args: argparse.Namespace, dims, identity, total: int):
     return (
@@ -144,20 +148,27 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
         | "ReadInputs" >> beam.Create(chunks)
         | "Distribute" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
-                                               args.per_video_timeout))
-        | "Encode" >> RunInference(EercfModelHandler(spec, batch_size=args.batch_size,
-                                                   previews=not args.no_previews))
+                                               args.per_video_timeout, args.batch_size))
+        | "Encode" >> RunInference(EercfModelHandler(spec, previews=not args.no_previews))
         | "WriteShards" >> beam.ParDo(WriteShardsFn(
             args.output, dims, identity.model_id, identity.checkpoint_sha256, total,
             args.progress_seconds, time.time())))
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the extraction job. Returns 0 when every input video has a row (ok or error)."""
+    """Run the extraction job. Returns 0 when every input video has exactly one row (ok or
+    error) in the output, 1 when the output cannot be proven complete."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_required(parser, args)
     started = time.monotonic()
+    # Resolved here, where the command is typed: workers may run elsewhere.
+    args.input = [absolute_local(item) for item in args.input]
+    args.output = absolute_local(args.output)
+    for name in ("model", "pretrained"):
+        value = getattr(args, name)
+        if value and os.path.exists(value):
+            setattr(args, name, absolute_local(value))
     refs = read_inputs(args.input)
     spec = ModelSpec(args.model, args.pretrained, args.head, args.seed, args.device,
                      args.num_frames or NUM_FRAMES)
@@ -180,18 +191,26 @@ def run(argv: list[str] | None = None) -> int:
                                        backend=args.decoder, max_offset=args.max_offset,
                                        quality=args.decode_quality)
         chunks = plan_chunks(pending, args.shard_size)
-        options = PipelineOptions(beam_args)
-        with beam.Pipeline(runner=_runner(beam_args), options=options) as pipeline:
-            build_pipeline(pipeline, chunks, decode_options, spec, args, dims, identity,
-                           len(pending))
+        try:
+            run_pipeline(lambda pipeline: build_pipeline(
+                pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
+                beam_args, work_items=len(chunks))
+        finally:
+            close_shared_pools()  # decoders an in-process runner started here
     elapsed = time.monotonic() - started
+    completeness = check_complete(args.output, [ref.video_id for ref in refs])
     summary = summarize(args.output, extra={
         "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
         "this_run": {"inputs": len(refs), "processed": len(pending),
                      "skipped_already_done": len(refs) - len(pending),
                      "seconds": round(elapsed, 2),
-                     "videos_per_s": round(len(pending) / elapsed, 3) if elapsed else None}})
+                     "videos_per_s": round(len(pending) / elapsed, 3) if elapsed else None},
+        "completeness": completeness.to_dict()})
     _print_summary(args.output, summary)
+    if not completeness.ok:
+        log.error("extract: %s (the runner lost work; rerun the same command to extract the "
+                  "missing videos)", completeness.message(args.output))
+        return 1
     return 0
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterable
 
 import apache_beam as beam
 import fsspec
 import pyarrow.compute as pc
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from eercf_core import shards
 from eercf_core.atomic import write_json
@@ -123,11 +123,15 @@ class Progress:
 
 
 class WriteShardsFn(beam.DoFn):
-    """Buffers (shard, shard_count, row) elements; writes a shard once all its rows arrived.
+    """Buffers (shard, shard_count, row) elements; writes a shard from process() once all its
+    rows arrived, and emits its path.
 
-    All rows of a chunk come out of one decode call, so they reach this DoFn in one bundle; a
-    shard still incomplete at the end of a bundle (a runner that splits bundles) is written
-    under a name derived from the rows it has, which keeps resume exact.
+    All rows of a chunk come out of one decode call, so they reach this DoFn in one bundle. A
+    shard still incomplete at the end of a bundle (a runner that splits bundles) is written in
+    finish_bundle under a name derived from the rows it has, which keeps resume exact; nothing
+    is emitted there (runners may drop bundle-end output), and the job's completeness check
+    reads the shards themselves. Each shard records the worker that wrote it (host:pid,
+    `shards.WRITER_KEY`).
     """
 
     def __init__(self, output: str, dims: FeatureDims, model_id: str, checkpoint_sha256: str,
@@ -148,7 +152,8 @@ class WriteShardsFn(beam.DoFn):
 
     def _write(self, name: str, rows: list[dict]) -> str:
         path = f"{self.output}/{name}"
-        shards.write_shard(path, rows, self.dims, self.model_id, self.checkpoint_sha256)
+        shards.write_shard(path, rows, self.dims, self.model_id, self.checkpoint_sha256,
+                           metadata={shards.WRITER_KEY: f"{socket.gethostname()}:{os.getpid()}"})
         return path
 
     def process(self, element):
@@ -162,12 +167,11 @@ class WriteShardsFn(beam.DoFn):
         if len(self.buffers[name]) == count:
             yield self._write(name, self.buffers.pop(name))
 
-    def finish_bundle(self):
+    def finish_bundle(self) -> None:
         for name, rows in self.buffers.items():
             log.warning("shard %s incomplete at bundle end (%d/%d rows); writing what it has",
                         name, len(rows), self.expected[name])
-            path = self._write(shard_name(r["video_id"] for r in rows), rows)
-            yield WindowedValue(path, GlobalWindow().max_timestamp(), [GlobalWindow()])
+            self._write(shard_name(r["video_id"] for r in rows), rows)
         self.buffers = {}
 
 

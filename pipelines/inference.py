@@ -97,11 +97,16 @@ def feature_rows(items: Sequence[DecodedItem], features, previews: bool = True) 
 
 
 class EercfModelHandler(ModelHandler):
-    """RunInference handler: DecodedItem batches -> (shard, shard_count, row) tuples."""
+    """RunInference handler: DecodedItem batches -> (shard, shard_count, row) tuples.
 
-    def __init__(self, spec: ModelSpec, batch_size: int = 32, previews: bool = True):
+    Its input elements are already batches (lists of DecodedItems, cut by the decode step from
+    one chunk), so RunInference skips BatchElements: that transform holds its last batch until
+    bundle end, and runners that drop bundle-end output (Beam's Dask runner) lost it.
+    """
+
+    def __init__(self, spec: ModelSpec, previews: bool = True):
         super().__init__()
-        self.spec, self.batch_size, self.previews = spec, batch_size, previews
+        self.spec, self.previews = spec, previews
 
     def load_model(self):
         return build_model(self.spec)
@@ -122,9 +127,12 @@ class EercfModelHandler(ModelHandler):
                         for item, row in zip(ok, feature_rows(ok, features, self.previews))]
         return results
 
-    def batch_elements_kwargs(self) -> dict[str, Any]:
-        # Full batches (frames of batch_size videos); a bundle's remainder is flushed at its end.
-        return {"min_batch_size": self.batch_size, "max_batch_size": self.batch_size}
+    def should_skip_batching(self) -> bool:
+        return True
+
+    def get_num_bytes(self, batch: Sequence[DecodedItem]) -> int:
+        # Beam's default pickles the batch just to measure it.
+        return sum(item.decoded.frames.nbytes for item in batch if item.decoded is not None)
 
     def get_metrics_namespace(self) -> str:
         return "eercf_extract"

@@ -5,6 +5,12 @@ those k with the fine features from the memory-mapped store (0.5 S_V + 0.8 S_Fw 
 0.2 S_Pw by default); positions after k follow in coarse order. `--recall-only` writes the coarse
 order; `--exhaustive` fine-scores every video and ranks all by the rerank score (the costly
 reference). Beside the TSV, `<output>.meta.json` records the mode, k, top-n and the index.
+
+Queries are ranked in blocks of `--batch-size` and the rows streamed to the output (memory is
+bounded by one block, whatever the number of queries; the file is renamed into place at the
+end). With `--runner` (e.g. `--runner DaskRunner --dask_client_address tcp://host:8786`; other
+unknown flags are Beam pipeline options) the blocks are ranked on the runner's workers and
+merged into the same, byte-identical TSV (pipelines/query_beam.py).
 """
 from __future__ import annotations
 
@@ -15,10 +21,11 @@ from pathlib import Path
 
 import eercf_core as ec
 from eercf_core.atomic import write_json, write_text
-from eercf_core.index import open_index, rank
 from eercf_core.index.rerank import METHODS
 from eercf_core.io_formats import ranked_lines, read_queries
-from pipelines.args import add_model, add_output, parse_args
+from pipelines.args import add_model, add_output, check_required
+from pipelines.beam_runner import absolute_local, selects_runner
+from pipelines.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
                              "weak_patch=0.2,strong_patch=0 (the official defaults)")
     parser.add_argument("--batch-size", type=int, default=256,
-                        help="queries encoded/ranked at once")
+                        help="queries encoded/ranked at once (one unit of work on a runner)")
     parser.add_argument("--nprobe", type=int, default=None, help="override the IVF nprobe")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
@@ -66,48 +73,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str] | None = None) -> int:
+    """Rank the queries; 0 when the ranked TSV is complete, 1 when a runner lost work."""
     parser = build_parser()
-    args = parse_args(parser, argv)
-    if args.recall_k < 1 or args.top_n < 0:
-        parser.error("--recall-k must be >= 1 and --top-n >= 0")
-
-    index = open_index(args.index, args.nprobe)
+    args, beam_args = parser.parse_known_args(argv)
+    check_required(parser, args)
+    if beam_args and not selects_runner(beam_args):
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
+                     "are taken only with --runner)")
+    if args.recall_k < 1 or args.top_n < 0 or args.batch_size < 1:
+        parser.error("--recall-k and --batch-size must be >= 1 and --top-n >= 0")
+    mode_name = ("recall-only" if args.recall_only else
+                 "exhaustive" if args.exhaustive else "two-stage")
+    model = absolute_local(args.model) if Path(args.model).exists() else args.model
+    pretrained = (absolute_local(args.pretrained)
+                  if args.pretrained and Path(args.pretrained).exists() else args.pretrained)
+    job = QueryJob(index=absolute_local(args.index), model=model, pretrained=pretrained,
+                   device=args.device, nprobe=args.nprobe, mode=mode_name,
+                   recall_k=args.recall_k, top_n=args.top_n, weights=parse_weights(args.weights),
+                   config=ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask),
+                   rerank_method=args.rerank_method)
+    output = absolute_local(args.output)
+    local = ranker(job)  # the index and model are checked here, before any work is sent out
     queries = read_queries(args.queries)
-    model = ec.load_model(args.model, pretrained=args.pretrained, device=args.device)
-    index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
-    if model.dims != index.dims:
-        raise ValueError(f"model dims {model.dims} differ from the index dims {index.dims}")
-    params = model.score_params.detach().to("cpu")
-    weights = parse_weights(args.weights)
-    config = ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask)
-    top_n = args.top_n or len(index.video_ids)
-    top_n = min(top_n, len(index.video_ids))
-    mode_name = ("recall-only" if args.recall_only else "exhaustive" if args.exhaustive
-                 else "two-stage")
+    blocks = query_blocks(queries, args.batch_size)
 
     start = time.perf_counter()
-    rows: list[tuple] = []
-    for begin in range(0, len(queries), args.batch_size):
-        batch = queries[begin:begin + args.batch_size]
-        text = model.encode_text([q.text for q in batch]).float().cpu()
-        ranking = rank(index, text, params, mode_name, args.recall_k, top_n, weights, config,
-                       args.rerank_method)
-        for query, ids, scores, coarse in zip(batch, ranking.indices.tolist(),
-                                              ranking.scores.tolist(),
-                                              ranking.coarse_scores.tolist()):
-            rows += [(query.query_id, rank, index.video_ids[i], s, c)
-                     for rank, (i, s, c) in enumerate(zip(ids, scores, coarse), start=1)]
-        done = begin + len(batch)
-        log.info("%s: %d/%d queries, %.1f queries/s", mode_name, done, len(queries),
-                 done / (time.perf_counter() - start))
+    if beam_args:
+        from pipelines.query_beam import IncompleteOutputError, rank_on_runner  # Beam: ~1 s, 100 MB
+
+        try:
+            rank_on_runner(job, blocks, output, local.top_n, beam_args)
+        except IncompleteOutputError as exc:
+            log.error("query: %s", exc)
+            return 1
+    else:
+        write_text(output, ranked_lines(stream_rows(job, blocks,
+                                                    Progress(mode_name, len(queries)))))
     seconds = time.perf_counter() - start
-    write_text(args.output, ranked_lines(rows))
-    write_json(f"{args.output}.meta.json", {
-        "mode": mode_name, "recall_k": args.recall_k, "top_n": top_n,
-        "weights": weights.to_dict(), "mask_padded_frames": config.mask_padded_frames,
-        "index": str(Path(args.index).resolve()), "model_id": model.identity.model_id,
-        "checkpoint_sha256": model.identity.checkpoint_sha256, "num_queries": len(queries),
+    identity = local.model.identity
+    write_json(f"{output}.meta.json", {
+        "mode": mode_name, "recall_k": args.recall_k, "top_n": local.top_n,
+        "weights": job.weights.to_dict(), "mask_padded_frames": job.config.mask_padded_frames,
+        "index": job.index, "model_id": identity.model_id,
+        "checkpoint_sha256": identity.checkpoint_sha256, "num_queries": len(queries),
+        "runner": "in-process" if not beam_args else " ".join(beam_args),
         "seconds": round(seconds, 3), "queries_per_second": round(len(queries) / seconds, 3)})
     print(f"{mode_name}: ranked {len(queries)} queries ({len(queries) / seconds:.1f}/s), "
-          f"top {top_n} each -> {args.output}")
+          f"top {local.top_n} each -> {args.output}")
     return 0

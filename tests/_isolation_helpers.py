@@ -17,3 +17,15 @@ def behave(item: tuple[str, float]) -> str:
     if kind == "hang":
         time.sleep(value)
     return f"done {value}"
+
+
+def pool_results_in_daemon(items: list[tuple[str, float]], results) -> None:
+    """Run `behave` over `items` in an IsolatedPool and put (index, value, error) tuples on the
+    `results` queue: the target of a daemonic multiprocessing.Process."""
+    import multiprocessing
+
+    from eercf_core.isolation import IsolatedPool
+
+    assert multiprocessing.current_process().daemon
+    with IsolatedPool(behave, workers=2, timeout=5) as pool:
+        results.put(sorted((o.index, o.value, o.error) for o in pool.imap_unordered(items)))

@@ -1,5 +1,5 @@
-"""Synthetic data shared by the index/query/evaluate tests: normalised random features and
-shards."""
+"""Synthetic data shared by the index/query/evaluate tests: normalised random features, shards
+and a small index of the tiny model."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -68,3 +68,46 @@ def write_synthetic_shards(root: Path, num_videos: int, per_shard: int, dims: Fe
         write_shard(str(root / f"part-{number:05d}.parquet"), rows[begin:begin + per_shard], dims,
                     model_id, sha)
     return ids, features
+
+
+CAPTIONS = ["a red car drives", "a dog runs on grass", "people dancing", "a cat sleeps",
+            "waves at the beach", "a man cooks pasta", "kids play football"]
+
+
+def tiny_index_corpus(root: Path) -> dict:
+    """Under `root`: a tiny model checkpoint, shards of 30 videos (+1 error row) it encoded, the
+    built index and a query file of CAPTIONS. Returns the paths, the model, the ok ids and
+    their features."""
+    import eercf_core as ec
+    from eercf_core.shards import features_from_table, list_shards, read_shard, write_shard
+    from pipelines import build_index
+
+    model = ec.create_model("eercf-tiny", seed=0)
+    checkpoint = str(root / "model.pt")
+    ec.save_model(model, checkpoint)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (30, model.num_frames, 64, 64, 3), dtype=np.uint8)
+    mask = np.ones((30, model.num_frames), dtype=bool)
+    mask[::4, -3:] = False
+    video = model.encode_video(frames, mask)
+    rows = [{"video_id": f"vid{i:02d}", "uri": f"mem://{i}", "status": "ok",
+             "coarse_feature": video.coarse[i].numpy().astype(np.float16),
+             "frame_features": video.frame[i].numpy().astype(np.float16).ravel(),
+             "context_frame_features": video.context[i].numpy().astype(np.float16).ravel(),
+             "patch_features": video.patch[i].numpy().astype(np.float16).ravel(),
+             "frame_mask": mask[i]} for i in range(30)]
+    rows.insert(5, {"video_id": "broken", "uri": "mem://x", "status": "error", "error": "bad"})
+    ident = model.identity
+    for n, begin in enumerate(range(0, len(rows), 12)):
+        write_shard(str(root / "shards" / f"s{n}.parquet"), rows[begin:begin + 12], model.dims,
+                    ident.model_id, ident.checkpoint_sha256)
+    build_index.run(["--shards", str(root / "shards"), "--output", str(root / "index")])
+    queries = root / "queries.tsv"
+    queries.write_text("query_id\ttext\n" + "".join(f"q{i}\t{c}\n" for i, c in enumerate(CAPTIONS)))
+    ids, feats = [], []
+    for shard in list_shards(str(root / "shards")):
+        i, f = features_from_table(read_shard(shard))
+        ids += i
+        feats.append(f)
+    return {"root": root, "checkpoint": checkpoint, "queries": queries, "model": model,
+            "ids": ids, "video": ec.VideoFeatures.cat(feats)}

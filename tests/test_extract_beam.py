@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from eercf_core import shards
 from eercf_core.decode import DecodeOptions
 from eercf_core.inputs import VideoRef
+from eercf_core.isolation import close_shared_pools
 from pipelines.extract import DecodeChunkFn, build_parser, build_pipeline
 from pipelines.extract_sink import plan_chunks
 from pipelines.inference import ModelSpec, build_model
@@ -31,13 +32,16 @@ def corpus(tmp_path_factory) -> list[VideoRef]:
     return [*refs, VideoRef("broken.mp4", str(broken))]
 
 
-def test_decode_chunk_fn_yields_frames_or_the_error_row(corpus):
-    fn = DecodeChunkFn(DecodeOptions(num_frames=T, image_size=64), workers=1, timeout=60.0)
+def test_decode_chunk_fn_yields_batches_of_frames_or_the_error_row(corpus):
+    fn = DecodeChunkFn(DecodeOptions(num_frames=T, image_size=64), workers=1, timeout=60.0,
+                       batch_size=3)
     fn.setup()
     try:
-        items = {i.video_id: i for i in fn.process(("part-x", corpus))}
+        batches = list(fn.process(("part-x", corpus)))
     finally:
-        fn.teardown()
+        close_shared_pools()
+    assert [len(b) for b in batches] == [3, 1]  # the chunk's remainder is emitted too
+    items = {i.video_id: i for batch in batches for i in batch}
     assert sorted(items) == sorted(r.video_id for r in corpus)
     assert all(i.shard == "part-x" and i.shard_count == len(corpus) for i in items.values())
     good = items[corpus[0].video_id]
@@ -48,10 +52,6 @@ def test_decode_chunk_fn_yields_frames_or_the_error_row(corpus):
     assert bad.decoded is None
     assert bad.error_row["status"] == "error" and bad.error_row["video_id"] == "broken.mp4"
     assert bad.error_row["error"].startswith(corpus[-1].uri)  # the message names the file
-
-
-def test_teardown_without_setup_is_harmless():
-    DecodeChunkFn(DecodeOptions(num_frames=T), workers=1, timeout=None).teardown()
 
 
 def test_transform_chain_writes_one_shard_per_chunk(corpus, tmp_path):

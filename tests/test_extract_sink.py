@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pytest
-from apache_beam.utils.windowed_value import WindowedValue
 
 from eercf_core import shards
 from eercf_core.inputs import VideoRef
@@ -70,7 +69,9 @@ def test_write_shards_fn_writes_a_shard_once_all_its_rows_arrived(tmp_path):
     assert path == f"{tmp_path}/part-a.parquet"
     assert _ids(path) == ["v0", "v1"]
     assert shards.shard_identity(path) == (DIMS, MODEL, SHA)
-    assert list(fn.finish_bundle()) == []  # nothing left over
+    fn.finish_bundle()  # nothing left over: nothing more written
+    assert sorted(shards.list_shards(str(tmp_path))) == [f"{tmp_path}/part-a.parquet",
+                                                        f"{tmp_path}/part-b.parquet"]
     assert (fn.progress.done, fn.progress.failed) == (3, 1)
     assert fn.progress.frames == 2 * DIMS.num_frames
 
@@ -80,10 +81,10 @@ def test_write_shards_fn_flushes_an_incomplete_shard_under_its_rows_name(tmp_pat
     assert list(fn.process(("part-x.parquet", 3, ok_row("v0")))) == []
     assert list(fn.process(("part-x.parquet", 3, ok_row("v1")))) == []
     with caplog.at_level(logging.WARNING, logger="pipelines.extract_sink"):
-        [flushed] = fn.finish_bundle()
-    assert isinstance(flushed, WindowedValue)
-    assert flushed.value == f"{tmp_path}/{shard_name(['v0', 'v1'])}"
-    assert _ids(flushed.value) == ["v0", "v1"]
+        fn.finish_bundle()  # written, not emitted (no output at bundle end)
+    [flushed] = shards.list_shards(str(tmp_path))
+    assert flushed == f"{tmp_path}/{shard_name(['v0', 'v1'])}"
+    assert _ids(flushed) == ["v0", "v1"]
     assert "incomplete at bundle end (2/3 rows)" in caplog.text
     assert fn.buffers == {}
 

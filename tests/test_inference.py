@@ -71,9 +71,9 @@ def test_feature_rows_are_float16_flat_columns_with_decode_facts(model):
 
 
 def test_handler_encodes_decoded_items_and_passes_error_rows_through(model):
-    handler = EercfModelHandler(SPEC, batch_size=4)
+    handler = EercfModelHandler(SPEC)
     assert handler.load_model() is model
-    assert handler.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 4}
+    assert handler.should_skip_batching()  # the decode step already cut the batches
     assert handler.get_metrics_namespace() == "eercf_extract"
     batch = [item("v0", 0), failed("bad"), item("v1", 1, valid=7)]
     results = handler.run_inference(batch, model)
@@ -89,11 +89,12 @@ def test_handler_encodes_decoded_items_and_passes_error_rows_through(model):
 
 
 def test_run_inference_transform_on_the_fn_api_runner(model):
-    items = [item("v0", 0), failed("bad"), item("v1", 1, valid=4), item("v2", 2, shard="part-b")]
-    expected = [(i.shard, i.video_id, i.decoded is None) for i in items]
+    batches = [[item("v0", 0), failed("bad")], [item("v1", 1, valid=4)],
+               [item("v2", 2, shard="part-b")]]
+    expected = [(i.shard, i.video_id, i.decoded is None) for batch in batches for i in batch]
     with BeamTestPipeline(runner=FnApiRunner()) as pipeline:
         rows = (pipeline
-                | "Items" >> beam.Create(items)
-                | "Encode" >> RunInference(EercfModelHandler(SPEC, batch_size=2))
+                | "Batches" >> beam.Create(batches)
+                | "Encode" >> RunInference(EercfModelHandler(SPEC))
                 | "Key" >> beam.Map(lambda r: (r[0], r[2]["video_id"], r[2]["status"] == "error")))
         assert_that(rows, equal_to(expected))

@@ -7,48 +7,14 @@ import torch
 
 import eercf_core as ec
 from eercf_core.io_formats import FormatError, read_ranked
-from eercf_core.shards import features_from_table, list_shards, read_shard, write_shard
-from pipelines import build_index, query
-
-CAPTIONS = ["a red car drives", "a dog runs on grass", "people dancing", "a cat sleeps",
-            "waves at the beach", "a man cooks pasta", "kids play football"]
+from pipelines import query
+from tests.index_fixtures import CAPTIONS, tiny_index_corpus
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Tiny model checkpoint, shards of 30 videos (+1 error row) it encoded, built index."""
-    root = tmp_path_factory.mktemp("corpus")
-    model = ec.create_model("eercf-tiny", seed=0)
-    checkpoint = str(root / "model.pt")
-    ec.save_model(model, checkpoint)
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (30, model.num_frames, 64, 64, 3), dtype=np.uint8)
-    mask = np.ones((30, model.num_frames), dtype=bool)
-    mask[::4, -3:] = False
-    video = model.encode_video(frames, mask)
-    rows = []
-    for i in range(30):
-        rows.append({"video_id": f"vid{i:02d}", "uri": f"mem://{i}", "status": "ok",
-                     "coarse_feature": video.coarse[i].numpy().astype(np.float16),
-                     "frame_features": video.frame[i].numpy().astype(np.float16).ravel(),
-                     "context_frame_features": video.context[i].numpy().astype(np.float16).ravel(),
-                     "patch_features": video.patch[i].numpy().astype(np.float16).ravel(),
-                     "frame_mask": mask[i]})
-    rows.insert(5, {"video_id": "broken", "uri": "mem://x", "status": "error", "error": "bad"})
-    ident = model.identity
-    for n, begin in enumerate(range(0, len(rows), 12)):
-        write_shard(str(root / "shards" / f"s{n}.parquet"), rows[begin:begin + 12], model.dims,
-                    ident.model_id, ident.checkpoint_sha256)
-    build_index.run(["--shards", str(root / "shards"), "--output", str(root / "index")])
-    queries = root / "queries.tsv"
-    queries.write_text("query_id\ttext\n" + "".join(f"q{i}\t{c}\n" for i, c in enumerate(CAPTIONS)))
-    ids, feats = [], []
-    for shard in list_shards(str(root / "shards")):
-        i, f = features_from_table(read_shard(shard))
-        ids += i
-        feats.append(f)
-    return {"root": root, "checkpoint": checkpoint, "queries": queries, "model": model,
-            "ids": ids, "video": ec.VideoFeatures.cat(feats)}
+    return tiny_index_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _run(corpus, *extra):

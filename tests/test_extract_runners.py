@@ -1,0 +1,81 @@
+"""Runner neutrality of `eercf extract`: runner flags, absolute paths, the completeness check,
+and Beam's Dask runner in-process (its bundle semantics: bundle-end output is dropped)."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+
+import pytest
+
+from eercf_core import shards
+from pipelines import extract
+from pipelines.beam_runner import DASK_RUNNER, absolute_local, is_dask, runner_args
+from pipelines.extract_check import check_complete
+from tests._runner_helpers import DroppingWriteShardsFn
+from tests.test_extract import TINY, _make_videos, _rows
+
+
+def test_runner_alias_and_dask_partitions():
+    assert runner_args(["--runner", "DaskRunner"], 7) == [
+        "--runner", DASK_RUNNER, "--dask_npartitions=7"]
+    assert runner_args(["--runner=dask", "--dask_partition_size", "2"], 7) == [
+        f"--runner={DASK_RUNNER}", "--dask_partition_size", "2"]
+    assert runner_args(["--runner", "FnApiRunner", "--project", "p"], 7) == [
+        "--runner", "FnApiRunner", "--project", "p"]
+    assert runner_args([], 3) == []
+    assert is_dask([f"--runner={DASK_RUNNER}"]) and not is_dask(["--runner", "DirectRunner"])
+
+
+def test_local_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_local("out/feats") == str(tmp_path / "out" / "feats")
+    assert absolute_local("~/x") == os.path.expanduser("~/x")
+    for url in ("s3://bucket/x", "file:///tmp/x", "memory://x"):
+        assert absolute_local(url) == url
+
+
+def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
+    dims, identity = tiny_model.dims, tiny_model.identity
+    for name, ids in (("a", ["v1", "v2"]), ("b", ["v2", "old"])):
+        shards.write_shard(str(tmp_path / f"{name}.parquet"),
+                           [{"video_id": v, "uri": v, "status": "error", "error": "x"}
+                            for v in ids], dims, identity.model_id, identity.checkpoint_sha256)
+    found = check_complete(str(tmp_path), ["v1", "v2", "v3"])
+    assert not found.ok and found.missing == ["v3"] and list(found.duplicated) == ["v2"]
+    message = found.message(str(tmp_path))
+    assert "1 of 3 input videos have no row" in message and "'v3'" in message
+    assert "'v2'" in message and "a.parquet" in message
+    assert check_complete(str(tmp_path), ["v1", "old"]).ok  # rows of other inputs are allowed
+
+
+def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
+    _make_videos(tmp_path / "corpus", 3)
+    monkeypatch.setattr(extract, "WriteShardsFn",
+                        functools.partial(DroppingWriteShardsFn, drop="sub1/clip1.webm"))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.ERROR):
+        code = extract.run(["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
+                            "--decode-workers", "1"])
+    assert code == 1
+    assert "1 of 3 input videos have no row" in caplog.text and "sub1/clip1.webm" in caplog.text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["completeness"]["missing_examples"] == ["sub1/clip1.webm"]
+    assert sorted(_rows(out)) == ["sub0/clip0.mp4", "sub0/clip2.avi"]
+
+
+def test_dask_runner_in_process_writes_every_row(tmp_path):
+    # Beam's Dask runner drops what finish_bundle emits: 5 videos in batches of 3 leave a
+    # remainder batch in each chunk, which BatchElements used to flush only at bundle end.
+    distributed = pytest.importorskip("distributed")
+    _make_videos(tmp_path / "corpus", 5)
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
+            "--shard-size", "4", "--batch-size", "3", "--decode-workers", "1"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        code = extract.run([*argv, "--runner", "DaskRunner",
+                            f"--dask_client_address={cluster.scheduler_address}"])
+    assert code == 0
+    assert len(_rows(out)) == 5 and len(shards.list_shards(str(out))) == 2
