@@ -11,7 +11,7 @@ VIDEOS ?= ../shared/videos/captioned
 
 .PHONY: install test test-fast demo bench lint clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	# torch first, pinned to the CPU-usable local build, so nothing pulls another one in.
@@ -33,8 +33,10 @@ demo: install
 bench: install
 	$(PY) -m bench
 
+# ruff (whole tree) and mypy (eercf_core, schemas); settings in pyproject.toml.
 lint: install
-	$(PY) -m compileall -q eercf_core pipelines schemas bench tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(OUT) bench_out .pytest_cache

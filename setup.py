@@ -29,8 +29,10 @@ setup(
         "ftfy",
         "regex",
     ],
-    # websocket-client: the report's browser test drives headless Chromium over DevTools
-    extras_require={"dask": DASK, "test": ["pytest>=8", "pytest-timeout>=2.3",
-                                           "websocket-client>=1.6", *DASK]},
+    # The test extra (`make install`): the test runner, the linters `make lint` runs (pinned to a
+    # minor release: a new one may add checks, which is a deliberate update), websocket-client
+    # (the report's browser test drives headless Chromium over DevTools) and Dask.
+    extras_require={"dask": DASK, "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
+                                           "mypy>=2.4,<2.5", "websocket-client>=1.6", *DASK]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

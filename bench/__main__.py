@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s")
     names = [a for a in argv if not a.startswith("-")]
     flags = [a for a in argv if a.startswith("-")]
-    available = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    available = sorted(m.name for m in pkgutil.iter_modules(bench.__path__)
+                       if m.name.startswith("bench_"))
     chosen = [n if n.startswith("bench_") else f"bench_{n}" for n in names] or available
     unknown = sorted(set(chosen) - set(available))
     if unknown:

@@ -183,7 +183,7 @@ def main(flags: list[str]) -> dict:
                      "load_average_end": [round(x, 2) for x in os.getloadavg()]}
     base = None
     for name in chosen:
-        checked = [v for v in checks.get(name, {}).values()]
+        checked = list(checks.get(name, {}).values())
         stats = _summarize(runs[name], checked)
         if base is None:
             base = stats

@@ -40,7 +40,8 @@ def _extract(manifest: Path, output: Path, workers: int, previews: bool) -> floa
     started = time.perf_counter()
     code = subprocess.call([sys.executable, "-m", "pipelines.cli", "extract", "--input",
                             str(manifest), "--output", str(output), "--model", MODEL,
-                            "--random-init", "--decode-workers", str(workers), "--progress-seconds", "60",
+                            "--random-init", "--decode-workers", str(workers),
+                            "--progress-seconds", "60",
                             *([] if previews else ["--no-previews"])])
     seconds = time.perf_counter() - started
     if code != 0:

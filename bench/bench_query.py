@@ -132,7 +132,8 @@ def _compare(index, text, params, k, n_exhaustive, label, extra_methods=()) -> d
     out.update(exhaustive_queries=len(sub), exhaustive_seconds=round(seconds, 3),
                exhaustive_qps=round(len(sub) / seconds, 3))
     out["speedup"] = round(out["two_stage_qps"] / out["exhaustive_qps"], 1)
-    # How much of the exhaustive top-10 the two-stage top-10 finds (random features: a sanity check).
+    # How much of the exhaustive top-10 the two-stage top-10 finds (random features: a sanity
+    # check).
     hits = [len(set(a[:10].tolist()) & set(b[:10].tolist()))
             for a, b in zip(ranking.indices[:len(sub)], full.indices)]
     out["top10_overlap_with_exhaustive"] = round(float(np.mean(hits)) / 10, 3)
@@ -158,7 +159,8 @@ def main(flags: list[str]) -> dict:
     centers = _norm(rng.standard_normal((256, dims.embed_dim), dtype=np.float32))
     store_path = OUT / ("query_store_quick" if args.quick else "query_store")
     result: dict = {"dims": {"T": 12, "P": 49, "D": 512}, "k": k,
-                    "fine_store_bytes_per_video": bytes_per_video(dims), "threads": torch.get_num_threads()}
+                    "fine_store_bytes_per_video": bytes_per_video(dims),
+                    "threads": torch.get_num_threads()}
     if args.reuse_store and (store_path / "store.json").exists():
         store = FineStore(store_path)
         coarse = np.asarray(store.arrays["coarse"])
@@ -177,7 +179,7 @@ def main(flags: list[str]) -> dict:
     small = IndexDirectory(store_path, {}, index, [], store)
     result["n10k"] = {"index": recall.describe(index, recall.default_factory(n)),
                       "index_build_seconds": round(seconds, 2)}
-    result["n10k"].update(_compare(small, text, params, k, n_queries, "N=%d" % n,
+    result["n10k"].update(_compare(small, text, params, k, n_queries, f"N={n}",
                                    extra_methods=("gather",)))
     result["n10k"]["memory"] = _memory()
 
@@ -193,7 +195,7 @@ def main(flags: list[str]) -> dict:
                        "recall_at_50_vs_exact_text_queries": round(recall_text, 4),
                        "recall_at_50_vs_exact_corpus_queries": round(
                            recall.recall_vs_exact(index, big_coarse, sample, k), 4),
-                       "fine_store_rows": n, "fine_row_of_video": "i mod %d" % n}
-    result["n100k"].update(_compare(big, text, params, k, n_exh_large, "N=%d" % n_large))
+                       "fine_store_rows": n, "fine_row_of_video": f"i mod {n}"}
+    result["n100k"].update(_compare(big, text, params, k, n_exh_large, f"N={n_large}"))
     result["n100k"]["memory"] = _memory()
     return result

@@ -11,7 +11,6 @@ import time
 import torch
 
 
-
 def _random_pairs(model, videos: int, captions: int):
     from eercf_core.training import TrainingPairs
 

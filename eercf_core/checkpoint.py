@@ -54,8 +54,8 @@ def check_model_name(name: str) -> None:
     register_model_configs()
     if name not in open_clip.list_models():
         raise UserInputError(f"unknown model name {name!r}: not a file and not an open_clip "
-                             f"config; e.g. ViT-B-32, ViT-B-16, eercf-tiny (open_clip.list_models() "
-                             f"lists all)")
+                             "config; e.g. ViT-B-32, ViT-B-16, eercf-tiny "
+                             "(open_clip.list_models() lists all)")
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -149,13 +149,10 @@ def _load_project(path: str, data: dict, device: torch.device) -> EercfModel:
 
     register_model_configs()
     if data.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {data['format_version']} is newer "
-                              f"than this eercf understands ({CHECKPOINT_VERSION})")
+        raise CheckpointError(f"{path}: checkpoint format version {data['format_version']} is "
+                              f"newer than this eercf understands ({CHECKPOINT_VERSION})")
     arch, config = data["arch"], dict(data.get("model_config") or {})
-    if config:
-        clip = open_clip.model.CLIP(**config)
-    else:
-        clip = open_clip.create_model(arch)
+    clip = open_clip.model.CLIP(**config) if config else open_clip.create_model(arch)
     num_frames = int(data["num_frames"])
     temporal = None if data["head"] == "zero-shot" else TemporalHead(int(clip.visual.proj.shape[1]),
                                                                      num_frames)
@@ -176,7 +173,8 @@ def _load_strict(path: str, model: torch.nn.Module, state_dict: dict) -> None:
 def _official_arch(clip_sd: dict[str, torch.Tensor]) -> str:
     width = clip_sd["visual.conv1.weight"].shape[0]
     patch = clip_sd["visual.conv1.weight"].shape[-1]
-    layers = len({k.split(".")[3] for k in clip_sd if k.startswith("visual.transformer.resblocks.")})
+    layers = len({k.split(".")[3] for k in clip_sd
+                  if k.startswith("visual.transformer.resblocks.")})
     known = {(768, 32, 12): "ViT-B-32", (768, 16, 12): "ViT-B-16", (1024, 14, 24): "ViT-L-14"}
     return known.get((width, patch, layers), f"openai-vit-w{width}-p{patch}-l{layers}")
 
@@ -231,7 +229,9 @@ def is_checkpoint_source(source: str) -> bool:
 
     Raises FileNotFoundError when it looks like a path (a slash, a URL, a weights suffix) but
     nothing is there."""
-    if os.path.isfile(source) or ("://" in source and fsspec.core.url_to_fs(source)[0].exists(source)):
+    if os.path.isfile(source):
+        return True
+    if "://" in source and fsspec.core.url_to_fs(source)[0].exists(source):
         return True
     if _looks_like_path(source):
         raise FileNotFoundError(f"model checkpoint not found: {source}")
@@ -256,7 +256,8 @@ def load_model(
         data = _read_checkpoint(source)
         if data.get("format") == CHECKPOINT_FORMAT:
             return _load_project(source, data, dev)
-        state_dict = data.get("state_dict", data) if isinstance(data.get("state_dict"), dict) else data
+        state_dict = (data.get("state_dict", data) if isinstance(data.get("state_dict"), dict)
+                      else data)
         state_dict = {k[len("module."):] if k.startswith("module.") else k: v
                       for k, v in state_dict.items()}
         if "clip.visual.conv1.weight" in state_dict and all(k in state_dict for k in _HEAD_KEYS):

@@ -41,13 +41,18 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eercf_core import error_causes
 from eercf_core.config import NUM_FRAMES, SAMPLE_FPS
+
+if TYPE_CHECKING:
+    import av
+    from av.container import InputContainer
 
 DEFAULT_MAX_OFFSET = 0.5  # seconds; half the 1 fps sampling interval
 DEFAULT_SEEK_GAP = 1.0  # seconds: decode forward when the next target is this close
@@ -179,11 +184,11 @@ def resize_size(width: int, height: int, size: int) -> tuple[int, int]:
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Centre crop [H, W, C] to [size, size, C] (torchvision CenterCrop offsets)."""
     h, w = image.shape[:2]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)
     return image[top:top + size, left:left + size]
 
 
-def _open_source(uri: str):
+def _open_source(uri: str) -> tuple[Any, Any]:
     """A path or an open binary file object for `uri` (fsspec for non-local URLs)."""
     if "://" not in uri or uri.startswith("file://"):
         return uri.removeprefix("file://"), None
@@ -204,7 +209,8 @@ def _assemble(images: list[np.ndarray], options: DecodeOptions) -> tuple[np.ndar
 
 
 # ---------------------------------------------------------------------------------------- PyAV
-def _pyav_rgb(frame, size: int, reformatter, interpolation: str) -> np.ndarray:
+def _pyav_rgb(frame: av.VideoFrame, size: int, reformatter: av.video.reformatter.VideoReformatter,
+              interpolation: str) -> np.ndarray:
     """Chosen av.VideoFrame -> uint8 [S, S, 3]: scale shortest side to S, rotate, centre crop.
 
     One reformatter per video keeps the swscale context between frames, and one scaling thread
@@ -231,7 +237,7 @@ class _PacketIndex:
         return int(self.pts[0])
 
 
-def _index_packets(container, stream, uri: str) -> _PacketIndex:
+def _index_packets(container: InputContainer, stream: av.VideoStream, uri: str) -> _PacketIndex:
     """Demux (no decoding) the video stream to learn every frame's pts and the keyframes.
 
     This reads the file once but costs little next to decoding; it makes the plan exact on files
@@ -274,7 +280,7 @@ def _plan_pts(index: _PacketIndex, time_base: float, options: DecodeOptions) -> 
     return wanted
 
 
-def _skipping_decode(container, stream, state: dict) -> Iterator:
+def _skipping_decode(container: InputContainer, stream: av.VideoStream, state: dict) -> Iterator:
     """Decode the stream from the current position, telling the decoder to skip non-reference
     frames (which nothing else depends on) in packets more than `state["window"]` before
     `state["target"]`: frames near the target are all decoded, so picks stay exact."""
@@ -293,14 +299,22 @@ def _skipping_decode(container, stream, state: dict) -> Iterator:
 SEEK_RETRIES = 4
 
 
-def _seek(container, stream, index: _PacketIndex, key: int, state: dict) -> Iterator:
+def _seconds_per_tick(stream: av.VideoStream) -> float:
+    """The stream's time base in seconds (checked present when the video is opened)."""
+    if not stream.time_base:
+        raise DecodeError("video stream has no time base")
+    return float(stream.time_base)
+
+
+def _seek(container: InputContainer, stream: av.VideoStream, index: _PacketIndex, key: int,
+          state: dict) -> Iterator:
     """Seek so that decoding starts at keyframe `key` or before it; returns the frame iterator.
 
     Demuxers without an index (MPEG-PS, some AVI/MKV) seek by searching timestamps and can land
     on the keyframe after the one asked for (MPEG-PS here: 0.48 s, a whole GOP, late). When the
     first frame comes out later than `key`, seek again from further back (1 s, 2 s, 4 s ...)."""
     back = 0
-    one_second = max(1, int(1 / float(stream.time_base)))
+    one_second = max(1, int(1 / _seconds_per_tick(stream)))
     for attempt in range(SEEK_RETRIES + 1):
         container.seek(key - back, stream=stream, backward=True, any_frame=False)
         frames = _skipping_decode(container, stream, state)
@@ -313,8 +327,9 @@ def _seek(container, stream, index: _PacketIndex, key: int, state: dict) -> Iter
     return itertools.chain([first], frames)  # still late: the caller takes the nearest frame
 
 
-def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], uri: str,
-                    skip_window: int | None = None):
+def _decode_planned(container: InputContainer, stream: av.VideoStream, index: _PacketIndex,
+                    wanted: list[int], uri: str,
+                    skip_window: int | None = None) -> tuple[list[av.VideoFrame], int]:
     """Decode the frames whose pts are in `wanted` (increasing; repeats allowed), seeking to
     the keyframe before a wanted frame when that keyframe lies ahead of the decoder.
     Returns (frames in `wanted` order, frames decoded)."""
@@ -343,7 +358,7 @@ def _decode_planned(container, stream, index: _PacketIndex, wanted: list[int], u
                 break
         if best is None:
             raise DecodeError(f"{uri}: stream ended before the frame at pts {target} "
-                              f"({target * float(stream.time_base):.3f} s)")
+                              f"({target * _seconds_per_tick(stream):.3f} s)")
         chosen[target] = best
     return [chosen[t] for t in wanted], decoded
 
@@ -443,7 +458,7 @@ def _decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
         images = []
         for image in batch:
             nw, nh = resize_size(width, height, size)
-            resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BICUBIC))
+            resized = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BICUBIC))
             images.append(center_crop(resized, size))
         frames, mask = _assemble(images, options)
         return DecodedVideo(
@@ -470,7 +485,7 @@ def _check_file(uri: str) -> None:
         raise DecodeError(f"{uri}: {cause} ({detail})", cause)
 
 
-def _declared_duration(container, stream) -> float | None:
+def _declared_duration(container: Any, stream: Any) -> float | None:
     """Seconds the container header declares for the video (the stream's, else the file's)."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)

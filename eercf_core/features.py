@@ -1,8 +1,8 @@
 """Video feature containers shared by the model, the scores, the shards and the fine store."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
 
@@ -57,28 +57,28 @@ class VideoFeatures:
     def __len__(self) -> int:
         return self.num_videos
 
-    def _map(self, fn) -> "VideoFeatures":
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> VideoFeatures:
         return VideoFeatures(**{f.name: fn(getattr(self, f.name)) for f in fields(self)})
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-           ) -> "VideoFeatures":
+           ) -> VideoFeatures:
         """Move to `device`; cast the float features (not the mask) to `dtype` if given."""
         def move(x: torch.Tensor) -> torch.Tensor:
             return x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point()
                         else None)
         return self._map(move)
 
-    def detach(self) -> "VideoFeatures":
+    def detach(self) -> VideoFeatures:
         return self._map(lambda x: x.detach())
 
-    def index(self, rows: torch.Tensor | Sequence[int] | slice) -> "VideoFeatures":
+    def index(self, rows: torch.Tensor | Sequence[int] | slice) -> VideoFeatures:
         """The subset of videos at `rows` (indices, a bool mask or a slice)."""
         if not isinstance(rows, (slice, torch.Tensor)):
             rows = torch.as_tensor(rows, dtype=torch.long)
         return self._map(lambda x: x[rows])
 
     @staticmethod
-    def cat(parts: Sequence["VideoFeatures"]) -> "VideoFeatures":
+    def cat(parts: Sequence[VideoFeatures]) -> VideoFeatures:
         """Concatenate along the video dimension."""
         if not parts:
             raise ValueError("cannot concatenate an empty list of VideoFeatures")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import fsspec
 

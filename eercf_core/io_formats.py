@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import fsspec
 
@@ -257,5 +257,6 @@ def local_path(path: str) -> str:
     """`path` as a local filesystem path (strips file://); ValueError for remote URLs."""
     fs, target = fsspec.core.url_to_fs(str(path))
     if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        raise UserInputError(f"{path}: must be a local path (memory-mapped files need a local disk)")
+        raise UserInputError(
+            f"{path}: must be a local path (memory-mapped files need a local disk)")
     return os.path.abspath(target)

@@ -100,7 +100,8 @@ def _own_caption_pool(text: torch.Tensor, keys: torch.Tensor, values: torch.Tens
 def training_tib(text: torch.Tensor, video: VideoFeatures, config: ScoreConfig = ScoreConfig(),
                  patches: bool = True) -> dict[str, torch.Tensor]:
     """z^F_diag [B, D] (gate from s·f at the frame-gate temperature, values ĥ) and, if `patches`,
-    z^P_diag [B, D] (gate from s·p at the patch-gate temperature, values p). Caption j pairs video j."""
+    z^P_diag [B, D] (gate from s·p at the patch-gate temperature, values p). Caption j pairs
+    video j."""
     valid = valid_frame_mask(video.mask, config)
     out = {"z_frame": _own_caption_pool(text, video.frame, video.context,
                                         config.frame_gate_temperature, valid)}
@@ -123,8 +124,8 @@ def eercf_loss(text: torch.Tensor, video: VideoFeatures, params: ScoreParams,
     """
     batch = text.shape[0]
     if video.num_videos != batch:
-        raise ValueError(f"{batch} captions but {video.num_videos} videos: training pairs caption i "
-                         "with video i")
+        raise ValueError(f"{batch} captions but {video.num_videos} videos: training pairs caption "
+                         "i with video i")
     text = text.float()
     zero = text.new_zeros(())
     weak_needed = [n for n, w in (("S_Fw", weights.weak_frame), ("S_Pw", weights.weak_patch)) if w]

@@ -25,7 +25,7 @@ as `ties`. MdR follows the official `compute_metrics`: `np.median` (mean of the 
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 

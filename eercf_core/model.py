@@ -7,8 +7,9 @@ L2-normalised float32. The image tower runs fp16 (autocast) on CUDA and fp32 on 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,11 +41,17 @@ class EercfModel(nn.Module):
     arch: the open_clip config name (recorded in checkpoints and the identity).
     """
 
+    # open_clip is untyped: its towers and parameters are reached by attribute name.
+    clip: Any
+    pixel_mean: torch.Tensor  # buffers [3, 1, 1]
+    pixel_std: torch.Tensor
+
     def __init__(self, clip: nn.Module, head: TemporalHead | None, arch: str, num_frames: int,
                  model_config: dict | None = None):
         super().__init__()
         visual = getattr(clip, "visual", None)
-        if visual is None or getattr(visual, "proj", None) is None or not hasattr(visual, "output_tokens"):
+        if (visual is None or getattr(visual, "proj", None) is None
+                or not hasattr(visual, "output_tokens")):
             raise ValueError(f"model {arch!r}: EERCF needs an open_clip ViT image tower with a "
                              "projection (patch tokens are projected with visual.proj)")
         if head is not None and head.num_frames != num_frames:
@@ -85,7 +92,8 @@ class EercfModel(nn.Module):
 
     @property
     def identity(self) -> ModelIdentity:
-        """Architecture + content hash of every weight (cached; `refresh_identity` after training)."""
+        """Architecture + content hash of every weight (cached; `refresh_identity` after
+        training)."""
         if self._identity is None:
             self._identity = ModelIdentity(f"{self.arch}/{self.mode}/T{self.num_frames}",
                                            state_dict_sha256(self.state_dict()))
@@ -106,7 +114,8 @@ class EercfModel(nn.Module):
 
     # ----------------------------------------------------------------- video
     def preprocess_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """OpenAI preprocessing: uint8 [B, T, H, W, 3] -> float [B, T, 3, S, S] on the model's device.
+        """OpenAI preprocessing: uint8 [B, T, H, W, 3] -> float [B, T, 3, S, S] on the model's
+        device.
 
         Resize the shortest side to S (bicubic, antialiased), center-crop S, scale to [0, 1],
         normalise with the CLIP mean/std. Frames that are already S x S skip the resize.
@@ -127,7 +136,8 @@ class EercfModel(nn.Module):
         return x.view(b, t, 3, s, s)
 
     def encode_frames(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image tower on N frames: pixels [N, 3, S, S] -> CLS [N, D], patches [N, P, D] (unnormalised).
+        """Image tower on N frames: pixels [N, 3, S, S] -> CLS [N, D], patches [N, P, D]
+        (unnormalised).
 
         Every token goes through ln_post and visual.proj (method §3, §13).
         """
@@ -170,7 +180,8 @@ class EercfModel(nn.Module):
             raise ValueError(f"frames must be uint8 [B, T={self.num_frames}, H, W, 3], got "
                              f"{frames.dtype} {tuple(frames.shape)}")
         if mask.shape != frames.shape[:2]:
-            raise ValueError(f"mask must be [B, T] = {tuple(frames.shape[:2])}, got {tuple(mask.shape)}")
+            raise ValueError(f"mask must be [B, T] = {tuple(frames.shape[:2])}, got "
+                             f"{tuple(mask.shape)}")
         if frames.shape[0] == 0:
             raise ValueError("no videos to encode")
         parts = []
@@ -182,12 +193,12 @@ class EercfModel(nn.Module):
 
     # ----------------------------------------------------------------- text
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:  # an open_clip tokenizer
         if self._tokenizer is None:
             import open_clip
 
-            self._tokenizer = open_clip.get_tokenizer(self.arch if self.arch in open_clip.list_models()
-                                                      else "ViT-B-32")
+            known = self.arch in open_clip.list_models()
+            self._tokenizer = open_clip.get_tokenizer(self.arch if known else "ViT-B-32")
         return self._tokenizer
 
     @property
@@ -195,7 +206,8 @@ class EercfModel(nn.Module):
         return int(self.clip.positional_embedding.shape[0])
 
     def tokenize(self, captions: Sequence[str], max_tokens: int = MAX_TEXT_TOKENS) -> torch.Tensor:
-        """SOT + at most `max_tokens`-2 BPE tokens + EOT, zero-padded to the context length (method §2.3).
+        """SOT + at most `max_tokens`-2 BPE tokens + EOT, zero-padded to the context length
+        (method §2.3).
 
         Returns LongTensor [C, context_length]. Captions are cleaned (ftfy, html-unescape,
         whitespace collapse) and lower-cased by the CLIP tokenizer.
@@ -217,7 +229,8 @@ class EercfModel(nn.Module):
         return ids
 
     def forward_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Differentiable sentence features: token ids [C, L] -> s [C, D] (EOT token, normalised)."""
+        """Differentiable sentence features: token ids [C, L] -> s [C, D] (EOT token,
+        normalised)."""
         return F.normalize(self.clip.encode_text(tokens.to(self.device)).float(), dim=-1)
 
     @torch.inference_mode()
@@ -242,5 +255,6 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
     return digest.hexdigest()

@@ -20,6 +20,7 @@ who holds it.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -114,7 +115,7 @@ class OutputLock:
         self._remote_fs: fsspec.AbstractFileSystem | None = None
         self._remote_path = ""
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         self.acquire()
         return self
 
@@ -197,20 +198,14 @@ class OutputLock:
         """Drop the lock and delete its file (idempotent)."""
         if self._fd is not None:
             # Unlink while still locked: a run waiting on this inode sees it replaced and retries.
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._local_path)
-            except FileNotFoundError:
-                pass
             os.close(self._fd)
             self._fd = None
             if self._created_parent:  # a run refused before writing leaves no empty output
-                try:
+                with contextlib.suppress(OSError):  # not empty: the run wrote its output there
                     os.rmdir(os.path.dirname(self._local_path))
-                except OSError:
-                    pass  # not empty: the run wrote its output there
         if self._remote_fs is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self._remote_fs.rm(self._remote_path)
-            except FileNotFoundError:
-                pass
             self._remote_fs = None

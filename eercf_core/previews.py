@@ -20,8 +20,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _jpeg(image: np.ndarray, size: int, quality: int) -> bytes:
     if max(picture.size) > size:
         scale = size / max(picture.size)
         picture = picture.resize((max(1, round(picture.width * scale)),
-                                  max(1, round(picture.height * scale))), Image.BICUBIC)
+                                  max(1, round(picture.height * scale))), Image.Resampling.BICUBIC)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
@@ -66,7 +66,7 @@ def encode_previews(frames: np.ndarray, mask: np.ndarray) -> dict[str, bytes | N
     cell = min(STRIP_CELL, frames.shape[1])
     from PIL import Image
 
-    cells = [np.asarray(Image.fromarray(frames[t]).resize((cell, cell), Image.BICUBIC))
+    cells = [np.asarray(Image.fromarray(frames[t]).resize((cell, cell), Image.Resampling.BICUBIC))
              if frames.shape[1] != cell else frames[t] for t in valid]
     strip = np.concatenate(cells, axis=1)
     return {"preview_jpeg": _jpeg(middle, THUMB_SIZE, THUMB_QUALITY),
@@ -79,7 +79,8 @@ class PreviewStoreWriter:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._files = [open(self.directory / f"{kind}.bin", "wb") for kind in KINDS]
+        # open for the writer's lifetime; close() closes them
+        self._files = [open(self.directory / f"{kind}.bin", "wb") for kind in KINDS]  # noqa: SIM115
         self._offsets: list[list[int]] = [[0, 0]]
         self.with_preview = 0
 
@@ -122,12 +123,13 @@ class PreviewStore:
         if self.offsets.shape != (self.num_videos + 1, len(KINDS)):
             raise ValueError(f"{self.directory / OFFSETS}: shape {self.offsets.shape}, expected "
                              f"{(self.num_videos + 1, len(KINDS))}")
-        self._data = {}
+        self._data: dict[str, np.memmap | None] = {}
         for j, kind in enumerate(KINDS):
             path = self.directory / f"{kind}.bin"
             size = path.stat().st_size if path.is_file() else -1
             if size != int(self.offsets[-1, j]):
-                raise ValueError(f"{path}: {size} bytes, the offsets say {int(self.offsets[-1, j])}")
+                raise ValueError(f"{path}: {size} bytes, the offsets say "
+                                 f"{int(self.offsets[-1, j])}")
             self._data[kind] = np.memmap(path, dtype=np.uint8, mode="r") if size else None
 
     def __len__(self) -> int:
@@ -139,7 +141,8 @@ class PreviewStore:
             raise IndexError(f"preview row {row} out of range [0, {self.num_videos})")
         j = KINDS.index(kind)
         start, end = int(self.offsets[row, j]), int(self.offsets[row + 1, j])
-        return bytes(self._data[kind][start:end]) if end > start else None
+        data = self._data[kind]
+        return bytes(data[start:end]) if data is not None and end > start else None
 
 
 def open_previews(index_dir: str | Path) -> PreviewStore | None:

@@ -1,12 +1,14 @@
 """Two-stage ranking (method §8.3), done for real: recall top-k by S_V, fine-score only those k.
 
 Final order per query: the k recalled videos ordered by the rerank score, then every other video
-in coarse (S_V) order. This equals the official "+100 on the top-k block" simulation exactly, without
+in coarse (S_V) order. This equals the official "+100 on the top-k block" simulation exactly,
+without
 relying on S_V < 100.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +22,9 @@ from eercf_core.scores import (
     needed_scores,
     rerank_score,
 )
+
+if TYPE_CHECKING:
+    from eercf_core.model import EercfModel
 
 
 @dataclass
@@ -38,12 +43,12 @@ class Ranking:
     reranked: torch.Tensor
 
     @staticmethod
-    def cat(parts: list["Ranking"]) -> "Ranking":
+    def cat(parts: list[Ranking]) -> Ranking:
         return Ranking(*(torch.cat([getattr(p, f) for p in parts]) for f in
                          ("indices", "scores", "coarse_scores", "reranked")))
 
 
-def _params_of(model_or_params) -> ScoreParams:
+def _params_of(model_or_params: EercfModel | ScoreParams) -> ScoreParams:
     if isinstance(model_or_params, ScoreParams):
         return model_or_params
     return model_or_params.score_params
@@ -102,7 +107,7 @@ def rerank_candidates(
 
 @torch.no_grad()
 def two_stage_rank(
-    model_or_params,
+    model_or_params: EercfModel | ScoreParams,
     text: torch.Tensor,
     video: VideoFeatures,
     k: int = RECALL_K,
@@ -176,14 +181,15 @@ def rank_all(final: torch.Tensor, coarse: torch.Tensor, top_n: int | None = None
 
 @torch.no_grad()
 def exhaustive_rank(
-    model_or_params,
+    model_or_params: EercfModel | ScoreParams,
     text: torch.Tensor,
     video: VideoFeatures,
     top_n: int | None = None,
     weights: RerankWeights = RerankWeights(),
     config: ScoreConfig = ScoreConfig(),
 ) -> Ranking:
-    """Rank every video by the rerank score (fine scores for all C·B pairs): the costly reference."""
+    """Rank every video by the rerank score (fine scores for all C·B pairs): the costly
+    reference."""
     final, coarse = pair_rerank_scores(text, video, _params_of(model_or_params), config, weights)
     return rank_all(final, coarse, top_n)
 

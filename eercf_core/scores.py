@@ -14,8 +14,8 @@ The TIB has no parameters. Everything runs in float32.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 import torch
 
@@ -40,15 +40,15 @@ class ScoreParams:
     frame_logit_weight: torch.Tensor
 
     @classmethod
-    def identity(cls, embed_dim: int, num_frames: int, logit_scale: float = 100.0) -> "ScoreParams":
+    def identity(cls, embed_dim: int, num_frames: int, logit_scale: float = 100.0) -> ScoreParams:
         """Zero-shot parameters: W_g = I, W_f = I."""
         return cls(torch.tensor(float(logit_scale)), torch.eye(embed_dim), torch.eye(num_frames))
 
-    def detach(self) -> "ScoreParams":
+    def detach(self) -> ScoreParams:
         return ScoreParams(self.logit_scale.detach(), self.global_weight.detach(),
                            self.frame_logit_weight.detach())
 
-    def to(self, device: torch.device | str) -> "ScoreParams":
+    def to(self, device: torch.device | str) -> ScoreParams:
         return ScoreParams(self.logit_scale.to(device), self.global_weight.to(device),
                            self.frame_logit_weight.to(device))
 
@@ -208,7 +208,8 @@ def fine_scores(
             context_sims=torch.einsum("cd,btd->cbt", text, part.context),
             context_gram=(part.context @ part.context.transpose(1, 2)).unsqueeze(0),
             patch_sims=torch.einsum("cd,bnd->cbn", text, patch),
-            pool_patches=lambda gate: torch.einsum("cbn,bnd->cbd", gate, patch),
+            # called within this iteration, so the loop variable is the right one
+            pool_patches=lambda gate: torch.einsum("cbn,bnd->cbd", gate, patch),  # noqa: B023
             mask=part.mask.unsqueeze(0), params=params, config=config, scores=which)
         for name, value in block_scores.items():
             parts[name].append(value)
@@ -245,9 +246,11 @@ def candidate_fine_scores(
 
 
 def all_scores(
-    text: torch.Tensor, video: VideoFeatures, params: ScoreParams, config: ScoreConfig = ScoreConfig()
+    text: torch.Tensor, video: VideoFeatures, params: ScoreParams,
+    config: ScoreConfig = ScoreConfig(),
 ) -> dict[str, torch.Tensor]:
-    """All five scores for every caption x video: {"S_V", "S_Fw", "S_Fs", "S_Pw", "S_Ps"}: [C, B]."""
+    """All five scores for every caption x video, each [C, B]:
+    {"S_V", "S_Fw", "S_Fs", "S_Pw", "S_Ps"}."""
     out = {"S_V": coarse_scores(text, video.coarse, params)}
     out.update(fine_scores(text, video, params, config))
     return out

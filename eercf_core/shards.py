@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
@@ -69,7 +70,7 @@ def _fs_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def _fixed_list_column(
-    rows: Sequence[dict], name: str, size: int, dtype: np.dtype, field_type: pa.DataType
+    rows: Sequence[dict], name: str, size: int, dtype: type[np.generic], field_type: pa.DataType
 ) -> pa.Array:
     """Stack per-row flat arrays into a FixedSizeListArray; None rows are zero-filled.
 
@@ -101,7 +102,8 @@ def rows_to_table(
     """Build a validated Arrow table of `rows` (dicts keyed by schema field names).
 
     Feature columns are flat arrays (any float dtype, cast to float16) or None on error rows
-    (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False). `model_id`/`checkpoint_sha256` fill every row.
+    (stored as zeros); `frame_mask` is a bool array [T] or None (stored all False).
+    `model_id`/`checkpoint_sha256` fill every row.
     `version` < SCHEMA_VERSION writes an older layout (tests of backward compatibility).
     Raises ValueError naming the offending row and column.
     """
@@ -117,8 +119,10 @@ def rows_to_table(
     for field in schema:
         if field.name in _FIXED_COLUMNS:
             dtype = np.bool_ if field.name == "frame_mask" else np.float16
-            arrays.append(_fixed_list_column(rows, field.name, sizes[field.name], dtype, field.type))
+            arrays.append(
+                _fixed_list_column(rows, field.name, sizes[field.name], dtype, field.type))
             continue
+        column: list[Any]
         if field.name == "model_id":
             column = [model_id] * len(rows)
         elif field.name == "checkpoint_sha256":
@@ -371,7 +375,7 @@ def feature_arrays(rows: pa.Table | pa.RecordBatch, dims: FeatureDims) -> dict[s
     return out
 
 
-def features_from_table(table: pa.Table) -> tuple[list[str], "VideoFeatures"]:
+def features_from_table(table: pa.Table) -> tuple[list[str], VideoFeatures]:
     """(video_ids, VideoFeatures) of the ok rows of a shard table, features float32.
 
     Shapes: coarse [B,D], frame [B,T,D], context [B,T,D], patch [B,T*P,D], mask [B,T] bool.

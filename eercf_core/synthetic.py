@@ -1,7 +1,8 @@
 """A synthetic fine-grained video-caption benchmark, deterministic from a seed, any size.
 
 Why it exists: without pretrained CLIP weights the method's claim (coarse recall + text-gated rerank
-is nearly as accurate as fine scoring everything, and clearly better than coarse alone) must be shown
+is nearly as accurate as fine scoring everything, and clearly better than coarse alone) must be
+shown
 on data where fine-grained evidence matters and a tiny model can learn it from scratch.
 
 Design (see README "synthetic-train-demo"):
@@ -99,7 +100,7 @@ class SynthConfig:
     num_test: int = 300
     seed: int = 0
     events_per_video: int = 2  # E; also the sibling-group size (Latin square E x E)
-    seconds: int = NUM_FRAMES  # video length; = T frames at 1 fps, so 1 fps sampling keeps every second
+    seconds: int = NUM_FRAMES  # video length: T frames at 1 fps; 1 fps sampling keeps every second
     fps: float = 2.0  # frames written per second (content constant within a second)
     image_size: int = 64  # frame width and height, a multiple of CELL
     max_event_seconds: int = 2  # an event lasts 1..max_event_seconds seconds
@@ -109,7 +110,8 @@ class SynthConfig:
     # 1 = one patch (a small object; not learnt from scratch in the demo's budget, see README)
     object_size: int | None = None  # shape size in px (default 12 * object_cells), <= its box
     binding: str = "pair"  # what siblings differ in: "pair" = which two colours share one frame
-    # (a two-colour flag; E = 2, groups of 3); "shape" = which shape a colour has (E x E Latin square)
+    # (a two-colour flag; E = 2, groups of 3); "shape" = which shape a colour has (E x E Latin
+    # square)
     suffix: str = ".mp4"
 
     def validate(self) -> None:
@@ -119,15 +121,20 @@ class SynthConfig:
         if self.binding == "pair" and e != 2:
             raise ValueError(f"binding='pair' needs events_per_video=2, got {e}")
         if not 1 <= e <= min(len(COLOURS), len(SHAPES)):
-            raise ValueError(f"events_per_video must be in 1..{min(len(COLOURS), len(SHAPES))}, got {e}")
+            raise ValueError(f"events_per_video must be in 1..{min(len(COLOURS), len(SHAPES))}, "
+                             f"got {e}")
         if self.image_size % CELL or self.image_size < 2 * CELL:
-            raise ValueError(f"image_size must be a multiple of {CELL} and >= {2 * CELL}, got {self.image_size}")
+            raise ValueError(f"image_size must be a multiple of {CELL} and >= {2 * CELL}, got "
+                             f"{self.image_size}")
         if e * self.max_event_seconds > self.seconds:
-            raise ValueError(f"{e} events of up to {self.max_event_seconds}s do not fit in {self.seconds}s")
+            raise ValueError(f"{e} events of up to {self.max_event_seconds}s do not fit in "
+                             f"{self.seconds}s")
         if self.object_cells < 1 or self.image_size % (CELL * self.object_cells):
-            raise ValueError(f"object_cells={self.object_cells} does not tile image_size={self.image_size}")
+            raise ValueError(f"object_cells={self.object_cells} does not tile "
+                             f"image_size={self.image_size}")
         if self.object_size is not None and not 4 <= self.object_size <= CELL * self.object_cells:
-            raise ValueError(f"object_size must be in 4..{CELL * self.object_cells} px, got {self.object_size}")
+            raise ValueError(f"object_size must be in 4..{CELL * self.object_cells} px, got "
+                             f"{self.object_size}")
         if not 1 <= self.templates <= len(TEMPLATES):
             raise ValueError(f"templates must be in 1..{len(TEMPLATES)}, got {self.templates}")
         if self.num_train < 0 or self.num_test < 0 or self.fps <= 0:
@@ -160,7 +167,7 @@ class VideoSpec:
     tone: str
     pattern: str
     pattern_phase: int  # texture offset in pixels (varies between siblings)
-    tone_jitter: tuple[int, int, int]
+    tone_jitter: tuple[int, ...]  # RGB offset, 3 values
     events: tuple[Event, ...]
     query_event: int  # index into events of the test query (test split), else -1
     render_seed: int
@@ -193,7 +200,8 @@ def _shape_mask(shape: str, size: int = 12) -> np.ndarray:
 
 def _background(spec: VideoSpec, size: int) -> np.ndarray:
     """uint8 [size,size,3] scene image: the tone, textured by the pattern."""
-    tone = np.clip(np.array(TONES[spec.tone]) + np.array(spec.tone_jitter), 0, 255).astype(np.float32)
+    tone = np.clip(np.array(TONES[spec.tone]) + np.array(spec.tone_jitter), 0, 255)
+    tone = tone.astype(np.float32)
     light = np.clip(tone + 45, 0, 255)
     yy, xx = np.mgrid[0:size, 0:size]
     yy, xx = yy + spec.pattern_phase, xx + spec.pattern_phase
@@ -225,7 +233,8 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
         else:  # a flag: two equal stripes, horizontal or vertical, colours in either order
             mask = np.ones((size, size), bool)
             paint = np.empty((size, size, 3), np.int64)
-            first = (np.arange(size) < size // 2)[:, None] if rng.integers(2) else (np.arange(size) < size // 2)[None, :]
+            half = np.arange(size) < size // 2
+            first = half[:, None] if rng.integers(2) else half[None, :]
             a, b = (event.colour, event.colour2)[::1 if rng.integers(2) else -1]
             paint[:] = np.where(first[..., None], COLOURS[a], COLOURS[b])
         oy, ox = rng.integers(0, cell - mask.shape[0] + 1, size=2)  # jitter inside the cell
@@ -236,12 +245,14 @@ def render_frames(spec: VideoSpec, config: SynthConfig) -> np.ndarray:
     # sensor noise, so no two videos are pixel-identical
     noise = rng.integers(-4, 5, size=per_second.shape)
     per_second = np.clip(per_second.astype(np.int16) + noise, 0, 255).astype(np.uint8)
-    n_frames = int(round(config.seconds * config.fps))
-    seconds_of_frame = np.minimum((np.arange(n_frames) / config.fps).astype(int), config.seconds - 1)
+    n_frames = round(config.seconds * config.fps)
+    seconds_of_frame = np.minimum((np.arange(n_frames) / config.fps).astype(int),
+                                  config.seconds - 1)
     return per_second[seconds_of_frame]
 
 
-def sample_frames_1fps(spec: VideoSpec, config: SynthConfig, num_frames: int = NUM_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+def sample_frames_1fps(spec: VideoSpec, config: SynthConfig, num_frames: int = NUM_FRAMES
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """What method §2.1 sampling keeps (1 fps, then linspace to T; mask padded slots), rendered in
     memory without encoding: uint8 [T,S,S,3] and bool [T]. Used by quick experiments and tests."""
     per_second = render_frames(spec, dataclasses.replace(config, fps=1.0))
@@ -277,7 +288,8 @@ def _sample_events(rng: np.random.Generator, colours: list[str], shapes: list[st
     where = [((int(cells[i] // grid), int(cells[i] % grid)), int(starts[i]), int(durations[i]))
              for i in range(e)]
     if config.binding == "pair":
-        pairs = [tuple(colours[k] for k in rng.permutation(pair)) for pair in PAIR_MATCHINGS[sibling]]
+        pairs = [tuple(colours[k] for k in rng.permutation(pair))
+                 for pair in PAIR_MATCHINGS[sibling]]
         return tuple(Event(a, "flag", *where[i], colour2=b) for i, (a, b) in enumerate(pairs))
     return tuple(Event(colours[i], shapes[(i + sibling) % e], *where[i]) for i in range(e))
 
@@ -289,7 +301,9 @@ def group_size(config: SynthConfig) -> int:
 
 def _event_key(event: Event) -> tuple[str, ...]:
     """What a caption names of an event, order-free: (colour, shape) or the sorted colour pair."""
-    return (event.colour, event.shape) if event.colour2 is None else tuple(sorted((event.colour, event.colour2)))
+    if event.colour2 is None:
+        return (event.colour, event.shape)
+    return tuple(sorted((event.colour, event.colour2)))
 
 
 def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
@@ -303,8 +317,8 @@ def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
     specs: list[VideoSpec] = []
     group = 0
     for split, count in (("train", config.num_train), ("test", config.num_test)):
-        present: set[tuple[str, str, str, str]] = set()  # (tone, pattern, colour, shape) in split
-        queried: set[tuple[str, str, str, str]] = set()
+        present: set[tuple[str, ...]] = set()  # (tone, pattern, colour, shape) in split
+        queried: set[tuple[str, ...]] = set()
         made = 0
         while made < count:
             for _attempt in range(1000):
@@ -313,7 +327,8 @@ def plan_corpus(config: SynthConfig) -> list[VideoSpec]:
                 n_colours = 4 if config.binding == "pair" else e
                 colours = [str(c) for c in rng.choice(list(COLOURS), size=n_colours, replace=False)]
                 shapes = [str(s) for s in rng.choice(SHAPES, size=e, replace=False)]
-                siblings = [_sample_events(rng, colours, shapes, j, config) for j in range(group_size(config))]
+                siblings = [_sample_events(rng, colours, shapes, j, config)
+                            for j in range(group_size(config))]
                 triples = [[(tone, pattern, *_event_key(ev)) for ev in evs] for evs in siblings]
                 if split == "train":
                     queries = [-1] * len(siblings)
@@ -355,9 +370,9 @@ def captions_for(spec: VideoSpec, config: SynthConfig) -> list[dict]:
                     "event": dataclasses.asdict(event)})
     if config.short_captions and spec.split == "train":
         for i, event in enumerate(spec.events):
-            template = SHORT_TEMPLATES[int(rng.integers(0, len(SHORT_TEMPLATES)))]
+            short = SHORT_TEMPLATES[int(rng.integers(0, len(SHORT_TEMPLATES)))]
             out.append({"caption_id": f"{spec.video_id}#short{i}", "video_id": spec.video_id,
-                        "split": spec.split, "text": template.format(event=event.words()),
+                        "split": spec.split, "text": short.format(event=event.words()),
                         "event": dataclasses.asdict(event)})
     return out
 
@@ -384,7 +399,8 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
     specs = plan_corpus(config)
     for split in SPLITS:
         (out / "videos" / split).mkdir(parents=True, exist_ok=True)
-    paths = [str((out / "videos" / s.split / f"{s.video_id}{config.suffix}").resolve()) for s in specs]
+    paths = [str((out / "videos" / s.split / f"{s.video_id}{config.suffix}").resolve())
+             for s in specs]
     jobs = [(s, config, p) for s, p in zip(specs, paths)]
     start, done = time.perf_counter(), 0
     if workers > 1 and len(jobs) > 1:
@@ -405,7 +421,8 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
         write_manifest(str(out / f"{split}_manifest.tsv"),
                        [(s.video_id, p) for s, p in zip(specs, paths) if s.split == split])
     write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in captions))
-    write_text(out / "videos.jsonl", "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))
+    write_text(out / "videos.jsonl",
+               "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))
     test = [s for s in specs if s.split == "test"]
     by_id = {c["caption_id"]: c for c in captions}
     queries = [(f"q{i:06d}", by_id[f"{s.video_id}#{s.query_event}"]["text"], s.video_id)
@@ -430,7 +447,8 @@ def load_specs(corpus_dir: str | Path) -> list[VideoSpec]:
     path = str(Path(corpus_dir) / "videos.jsonl")
     for line_no, raw in read_jsonl(path):
         try:
-            raw["events"] = tuple(Event(**{**ev, "cell": tuple(ev["cell"])}) for ev in raw["events"])
+            raw["events"] = tuple(Event(**{**ev, "cell": tuple(ev["cell"])})
+                                  for ev in raw["events"])
             raw["tone_jitter"] = tuple(raw["tone_jitter"])
             specs.append(VideoSpec(**raw))
         except (ValueError, TypeError, KeyError) as exc:

@@ -6,6 +6,7 @@ Parameter names and shapes match the official checkpoint's extra keys (after ren
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,8 @@ class TemporalTransformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x [B, T, D], mask [B, T] (1 = real frame) -> [B, T, D].
@@ -77,7 +79,7 @@ class TemporalHead(nn.Module):
         self.global_weight = nn.Parameter(torch.eye(embed_dim))  # W_g
         self.frame_logit_weight = nn.Parameter(torch.eye(num_frames))  # W_f
 
-    def init_from_text_tower(self, clip_model: nn.Module) -> None:
+    def init_from_text_tower(self, clip_model: Any) -> None:  # an open_clip CLIP (untyped)
         """Official initialisation: transformer = text layers 0..L-1, positions = text positions."""
         text_blocks = clip_model.transformer.resblocks
         width = self.global_weight.shape[0]
@@ -91,7 +93,8 @@ class TemporalHead(nn.Module):
                 source = theirs.state_dict()
                 ours.load_state_dict({k: source[k] for k in ours.state_dict()})
 
-    def forward(self, frame_raw: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frame_raw: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         t = frame_raw.shape[1]
         positions = self.frame_position_embeddings.weight[:t]
         hidden = self.transformer(frame_raw + positions, mask) + frame_raw

@@ -24,9 +24,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -112,7 +112,8 @@ class TrainingPairs:
             raise ValueError(f"mask must be [V, T] = {tuple(self.frames.shape[:2])}, got "
                              f"{tuple(self.mask.shape)}")
         if self.caption_video.shape != (c,) or c == 0:
-            raise ValueError(f"caption_video must be [C={c}] (C > 0), got {tuple(self.caption_video.shape)}")
+            raise ValueError(f"caption_video must be [C={c}] (C > 0), got "
+                             f"{tuple(self.caption_video.shape)}")
         if int(self.caption_video.min()) < 0 or int(self.caption_video.max()) >= v:
             raise ValueError(f"caption_video indexes outside the {v} videos")
         if self.video_group is not None and self.video_group.shape != (v,):
@@ -133,7 +134,8 @@ def freeze_embeddings(model: EercfModel) -> list[str]:
 
 
 def parameter_groups(model: EercfModel, config: TrainConfig) -> list[dict]:
-    """AdamW groups: {CLIP, head} x {decay, no decay (name contains "bias")}; frozen ones left out."""
+    """AdamW groups: {CLIP, head} x {decay, no decay (name contains "bias")}; frozen ones left
+    out."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -150,7 +152,8 @@ def parameter_groups(model: EercfModel, config: TrainConfig) -> list[dict]:
 
 
 def warmup_cosine(step: int, total: int, warmup_proportion: float) -> float:
-    """The official schedule multiplier: x/warmup below warm-up, else ½(1 + cos(π x)), x = step/total."""
+    """The official schedule multiplier: x/warmup below warm-up, else ½(1 + cos(π x)), x =
+    step/total."""
     x = step / max(1, total)
     if x < warmup_proportion:
         return x / warmup_proportion
@@ -161,7 +164,8 @@ def _rng_state() -> dict:
     """RNG states as tensors and plain tuples, so the state file loads with weights_only=True."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+             "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                       int(has_gauss),
                        float(cached)),
              "python": random.getstate()}
     if torch.cuda.is_available():
@@ -220,8 +224,8 @@ class Trainer:
         largest = max(len(vs) for vs in self.groups)
         self.groups_per_batch = max(1, self.config.batch_size // largest)
         if len(self.groups) < self.groups_per_batch or self.groups_per_batch * largest < 2:
-            raise UserInputError(f"{len(self.groups)} video groups (largest {largest}) cannot fill a "
-                                 f"batch of {self.config.batch_size}")
+            raise UserInputError(f"{len(self.groups)} video groups (largest {largest}) cannot fill "
+                                 f"a batch of {self.config.batch_size}")
         self.batches_per_epoch = len(self.groups) // self.groups_per_batch
 
     # ------------------------------------------------------------------ sampling
@@ -239,9 +243,9 @@ class Trainer:
                     options = self.captions_of[v]
                     out.append(options[int(torch.randint(len(options), (1,), generator=pick))])
             return torch.tensor(out, dtype=torch.long)
-        order = torch.randperm(self.data.num_pairs, generator=generator)
+        shuffled = torch.randperm(self.data.num_pairs, generator=generator)
         b = self.config.batch_size
-        return order[position * b:(position + 1) * b]
+        return shuffled[position * b:(position + 1) * b]
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
@@ -281,7 +285,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self, until: int | None = None,
-              on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> list[dict]:
+              on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> list[dict]:
         """Run steps up to `until` (default: config.steps), logging progress and checkpointing."""
         until = self.config.steps if until is None else min(until, self.config.steps)
         start_step, start = self.step, time.perf_counter()
@@ -338,7 +342,8 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UserInputError(f"{path}: not a readable training state ({type(exc).__name__}: {exc})") from exc
+            raise UserInputError(f"{path}: not a readable training state "
+                                 f"({type(exc).__name__}: {exc})") from exc
         if not isinstance(state, dict) or "step" not in state or "model" not in state:
             raise UserInputError(f"{path}: not an eercf training state (no step/model)")
         saved_steps = state.get("config", {}).get("steps")

@@ -29,7 +29,8 @@ def write_video(
     path = Path(path)
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"{path}: frames must be uint8 [N,H,W,3], got {frames.dtype} {frames.shape}")
+        raise ValueError(f"{path}: frames must be uint8 [N,H,W,3], got {frames.dtype} "
+                         f"{frames.shape}")
     n, height, width, _ = frames.shape
     if n == 0 or height % 2 or width % 2:
         raise ValueError(f"{path}: need >= 1 frame with even height and width, got {frames.shape}")
@@ -42,7 +43,8 @@ def write_video(
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec in ("libx264", "libvpx-vp9"):
-            stream.options = {"crf": str(crf)} if codec == "libx264" else {"crf": str(crf), "b:v": "0"}
+            stream.options = ({"crf": str(crf)} if codec == "libx264"
+                              else {"crf": str(crf), "b:v": "0"})
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)

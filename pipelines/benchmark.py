@@ -14,8 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
 from eercf_core.atomic import write_json, write_text
+from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
 from eercf_core.inputs import write_manifest
 from eercf_core.io_formats import write_captions, write_ground_truth, write_queries
 from pipelines.args import add_output, parse_args
@@ -45,7 +45,8 @@ def write_split(split: Split, found: dict[str, Path], missing: list[str], folder
                                                   if v in found))
     write_captions(str(folder / "captions.jsonl"), captions)
     write_queries(str(folder / "queries.tsv"), ((q.query_id, q.text) for q in queries))
-    write_ground_truth(str(folder / "ground_truth.tsv"), ((q.query_id, q.video_id) for q in queries))
+    write_ground_truth(str(folder / "ground_truth.tsv"),
+                       ((q.query_id, q.video_id) for q in queries))
     write_text(folder / "missing_videos.txt", [f"{v}\n" for v in missing])
     return {"split": split.name, "protocol": split.protocol, "annotation_files": split.files,
             "annotated_videos": len(split.video_ids), "annotated_queries": len(split.queries),
@@ -63,15 +64,15 @@ def readme(dataset: str, annotations: Path, videos: Path, output: Path, summarie
     for s in summaries:
         name = s["split"]
         lines += [f"split {name}: {s['protocol']}",
-                  f"  annotations ({', '.join(Path(f).name for f in s['annotation_files'])}): "
-                  f"{s['size_check']}",
+                  (f"  annotations ({', '.join(Path(f).name for f in s['annotation_files'])}): "
+                   f"{s['size_check']}"),
                   f"  videos found {s['videos_found']}, missing {s['videos_missing']}"
                   + (f" (all in {name}/missing_videos.txt; their {s['queries_dropped']} queries "
                      "and captions are left out, so metrics cover the videos present)"
                      if s["videos_missing"] else ""),
-                  f"  {name}/manifest.tsv: {s['videos_found']} videos; {name}/captions.jsonl: "
-                  f"{s['captions']} captions; {name}/queries.tsv: {s['queries']} queries; "
-                  f"{name}/ground_truth.tsv: {s['ground_truth_rows']} rows"]
+                  (f"  {name}/manifest.tsv: {s['videos_found']} videos; {name}/captions.jsonl: "
+                   f"{s['captions']} captions; {name}/queries.tsv: {s['queries']} queries; "
+                   f"{name}/ground_truth.tsv: {s['ground_truth_rows']} rows")]
         if s["empty_captions_dropped"]:
             lines.append(f"  {s['empty_captions_dropped']} empty captions skipped")
         shown = missing[name][:MISSING_SHOWN]
@@ -83,14 +84,15 @@ def readme(dataset: str, annotations: Path, videos: Path, output: Path, summarie
     example = summaries[-1]["split"]
     split_dir = output / example
     lines += ["", "next (a model M; --top-n 0 lets evaluate also compute video-to-text):",
-              f"  eercf extract --input {split_dir}/manifest.tsv --output feats/{example} --model M",
+              (f"  eercf extract --input {split_dir}/manifest.tsv --output feats/{example} "
+               "--model M"),
               f"  eercf build-index --shards feats/{example} --output index/{example}",
-              f"  eercf query --index index/{example} --model M --queries {split_dir}/queries.tsv "
-              f"--top-n 0 --output ranked_{example}.tsv",
-              f"  eercf evaluate --ranked ranked_{example}.tsv --ground-truth "
-              f"{split_dir}/ground_truth.tsv --output eval_{example}",
-              "  eercf train --videos <train split>/manifest.tsv --captions <train split>/"
-              "captions.jsonl --model M --output run"]
+              (f"  eercf query --index index/{example} --model M --queries {split_dir}/queries.tsv "
+               f"--top-n 0 --output ranked_{example}.tsv"),
+              (f"  eercf evaluate --ranked ranked_{example}.tsv --ground-truth "
+               f"{split_dir}/ground_truth.tsv --output eval_{example}"),
+              ("  eercf train --videos <train split>/manifest.tsv --captions <train split>/"
+               "captions.jsonl --model M --output run")]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +124,8 @@ def run(argv: list[str] | None = None) -> int:
         splits = [s for s in splits if s.name in wanted]
     summaries, missing = [], {}
     for split in splits:
-        found, missing[split.name] = find_videos(split.video_ids, videos, benchmark.video_file_names)
+        found, missing[split.name] = find_videos(split.video_ids, videos,
+                                                 benchmark.video_file_names)
         if missing[split.name]:
             log.warning("%s %s: %d of %d annotated videos not found in %s (e.g. %r)", args.dataset,
                         split.name, len(missing[split.name]), len(split.video_ids), videos,

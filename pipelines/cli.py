@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from eercf_core.errors import EXIT_USER_ERROR, is_expected, one_line
 from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
@@ -28,8 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "search": ("pipelines.search", "one-off text search of an index, printed as a table"),
     "train": ("pipelines.train", "train or fine-tune with the EERCF losses"),
     "synth": ("pipelines.synth", "generate a synthetic fine-grained video-caption corpus"),
-    "benchmark": ("pipelines.benchmark", "MSR-VTT/MSVD/VATEX/ActivityNet annotations -> manifests, "
-                  "captions, queries, ground truth"),
+    "benchmark": ("pipelines.benchmark", ("MSR-VTT/MSVD/VATEX/ActivityNet annotations -> "
+                                          "manifests, captions, queries, ground truth")),
     "demo": ("pipelines.demo", "the whole method end to end on a generated corpus, offline"),
 }
 

@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(p, required=False, default="demo_out",
                help="output directory (stage outputs are redone)")
     p.add_argument("--pretrained", default=None,
-                   help="zero-shot on --videos instead: open_clip tag (openai) or a checkpoint path")
-    p.add_argument("--videos", default=None, help="folder with videos and captions.jsonl (zero-shot)")
+                   help="zero-shot on --videos instead: open_clip tag (openai) or a checkpoint "
+                        "path")
+    p.add_argument("--videos", default=None, help="folder with videos and captions.jsonl "
+                                                  "(zero-shot)")
     add_model(p, default="eercf-tiny", help="architecture trained from scratch / zero-shot")
     p.add_argument("--num-train", type=int, default=1200)
     p.add_argument("--num-test", type=int, default=240)
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-batches", action="store_true",
                    help="random caption batches instead of whole sibling groups per batch")
     p.add_argument("--train-seed", type=int, default=0,
-                   help="model init and batch order seed (seeds 0, 1, 42 all learn the binding in 1400 steps: README)")
+                   help="model init and batch order seed (seeds 0, 1, 42 all learn the binding in "
+                        "1400 steps: README)")
     p.add_argument("--lr", type=float, default=1e-3, help="head lr (from-scratch demo value)")
     p.add_argument("--clip-lr", type=float, default=1e-3, help="CLIP lr (from scratch: a real lr)")
     p.add_argument("--recall-k", type=int, default=RECALL_K)
@@ -101,8 +104,8 @@ def zero_shot_inputs(videos: Path, out: Path) -> tuple[Path, Path, Path]:
 
 def format_table(rows: list[dict], num_queries: int, num_videos: int, recall_k: int) -> str:
     """The demo's one table (Markdown)."""
-    lines = [f"Text-to-video retrieval on {num_videos} test videos, {num_queries} queries "
-             f"(chance R@1 = {100.0 / max(1, num_videos):.2f}), recall k = {recall_k}", "",
+    lines = [(f"Text-to-video retrieval on {num_videos} test videos, {num_queries} queries "
+              f"(chance R@1 = {100.0 / max(1, num_videos):.2f}), recall k = {recall_k}"), "",
              "| method | R@1 | R@5 | R@10 | MdR | MnR | query time (s) | ms/query |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -129,7 +132,8 @@ def run(argv: list[str] | None = None) -> int:
             raise SystemExit("eercf demo: --pretrained needs --videos DIR (a captioned folder)")
         manifest, queries, truth = zero_shot_inputs(Path(args.videos), out / "inputs")
         model_args = (["--model", args.pretrained] if Path(args.pretrained).is_file()
-                      else ["--model", "ViT-B-32" if args.model.startswith("eercf-") else args.model,
+                      else ["--model",
+                            "ViT-B-32" if args.model.startswith("eercf-") else args.model,
                             "--pretrained", args.pretrained])
         extract_model = model_args
     else:
@@ -190,12 +194,14 @@ def run(argv: list[str] | None = None) -> int:
     table = format_table(rows, rows[0]["num_queries"], num_videos, args.recall_k)
     total = round(time.perf_counter() - start, 1)
     summary = {"table": rows, "timings_s": timings, "total_s": total, "num_videos": num_videos,
-               "recall_k": args.recall_k, "report": str(page), "plots": sorted(str(p) for p in (out / "eval" / "plots").glob("*.png"))}
+               "recall_k": args.recall_k, "report": str(page),
+               "plots": sorted(str(p) for p in (out / "eval" / "plots").glob("*.png"))}
     write_json(out / "demo_summary.json", summary)
     write_text(out / "demo_table.md", table)
     print()
     print(table, end="")
     print(f"\nplots: {', '.join(summary['plots'])}")
-    print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()) + f"; total {total}")
+    stages = ", ".join(f"{k} {v}" for k, v in timings.items())
+    print(f"stage times (s): {stages}; total {total}")
     print(f"result gallery (open in a browser): {page.resolve()}")
     return 0

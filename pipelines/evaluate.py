@@ -152,7 +152,8 @@ def evaluate(ranked_path: str, gt_path: str, index_dir: str | None = None) -> di
     ranked = read_ranked(ranked_path)
     truth = read_ground_truth(gt_path)
     meta = _meta(ranked_path)
-    validate_truth(truth, gt_path, ranked, ranked_path, _known_videos(index_dir or meta.get("index")))
+    validate_truth(truth, gt_path, ranked, ranked_path,
+                   _known_videos(index_dir or meta.get("index")))
     without_truth = sorted(set(ranked) - set(truth))
     if without_truth:
         log.warning("%d ranked queries have no ground truth and are not evaluated (e.g. %r)",
@@ -171,7 +172,8 @@ def evaluate(ranked_path: str, gt_path: str, index_dir: str | None = None) -> di
         if item["status"] != "ok":
             log.warning("v2t %s unavailable: %s", name, item["reason"])
     if meta.get("recall_k") and result["list_length"] < meta["recall_k"]:
-        log.warning("lists are shorter than recall k: the coarse order covers the listed videos only")
+        log.warning("lists are shorter than recall k: the coarse order covers the listed videos "
+                    "only")
     if result["reranked"]["censored"]:
         log.warning("%d queries have no ground-truth video in their list: MdR/MnR are lower "
                     "bounds (query with a larger --top-n, or --top-n 0 for all)",

@@ -25,7 +25,7 @@ import argparse
 import logging
 import os
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference

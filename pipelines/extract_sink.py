@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import fsspec
@@ -125,7 +125,8 @@ class Progress:
 
     def line(self) -> str:
         elapsed = max(time.time() - self.started, 1e-9)
-        return (f"extract: {self.done}/{self.total} videos ({100 * self.done / max(self.total, 1):.0f}%), "
+        return (f"extract: {self.done}/{self.total} videos "
+                f"({100 * self.done / max(self.total, 1):.0f}%), "
                 f"{self.done / elapsed:.2f} videos/s, {self.frames / elapsed:.1f} frames/s, "
                 f"{self.failed} failed")
 

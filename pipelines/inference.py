@@ -5,8 +5,9 @@ in-process); CUDA with fp16 autocast for the image tower when available, CPU fp3
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler

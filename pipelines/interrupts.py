@@ -45,7 +45,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt once in the main thread; later ones are ignored."""
+    """SIGINT and SIGTERM raise KeyboardInterrupt once in the main thread; later ones are
+    ignored."""
     _received.clear()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)

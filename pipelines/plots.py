@@ -6,10 +6,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from eercf_core import metrics  # noqa: E402
-from eercf_core.atomic import local_temp_path  # noqa: E402
+from eercf_core import metrics
+from eercf_core.atomic import local_temp_path
 
 
 def _save(fig, path: Path) -> Path:
@@ -29,8 +29,10 @@ def recall_curves(result: dict, path: Path) -> Path:
         ranks = list(result[f"{name}_ranks"].values())
         ax.plot(ks, metrics.recall_curve(ranks, ks), style, label=name)
     if result.get("recall_k"):
-        ax.axvline(result["recall_k"], color="grey", lw=0.8, ls=":", label=f"k = {result['recall_k']}")
-    ax.set(xscale="log", xlabel="K", ylabel="R@K (%)", title="text-to-video recall@K", ylim=(0, 101))
+        ax.axvline(result["recall_k"], color="grey", lw=0.8, ls=":",
+                   label=f"k = {result['recall_k']}")
+    ax.set(xscale="log", xlabel="K", ylabel="R@K (%)", title="text-to-video recall@K",
+           ylim=(0, 101))
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)

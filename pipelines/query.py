@@ -25,8 +25,13 @@ from eercf_core.atomic import write_json, write_text
 from eercf_core.index.rerank import METHODS
 from eercf_core.io_formats import ranked_lines, read_queries
 from eercf_core.output_check import check_writable_file
-from pipelines.args import (add_model_flags, add_output, check_required, non_negative_int,
-                            positive_int)
+from pipelines.args import (
+    add_model_flags,
+    add_output,
+    check_required,
+    non_negative_int,
+    positive_int,
+)
 from pipelines.beam_runner import absolute_local, selects_runner
 from pipelines.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
 

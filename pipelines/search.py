@@ -53,7 +53,8 @@ def format_table(result: QueryResults, top_n: int) -> str:
     shown = result.rows[:top_n]
     width = max([len("video_id"), *(len(r.video_id) for r in shown)])
     lines = [f"{result.query_id}: {result.text!r}",
-             f"  {'rank':>4}  {'video_id':<{width}}  {'score':>9}  {'coarse':>9}  {'coarse rank':>11}"]
+             (f"  {'rank':>4}  {'video_id':<{width}}  {'score':>9}  {'coarse':>9}  "
+              f"{'coarse rank':>11}")]
     lines += [f"  {r.rank:>4}  {r.video_id:<{width}}  {r.score:>9.3f}  {r.coarse_score:>9.3f}  "
               f"{coarse_rank[r.video_id]:>11}" for r in shown]
     return "\n".join(lines)

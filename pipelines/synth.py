@@ -1,4 +1,5 @@
-"""`eercf synth`: generate the synthetic fine-grained video-caption benchmark (eercf_core.synthetic).
+"""`eercf synth`: generate the synthetic fine-grained video-caption benchmark
+(eercf_core.synthetic).
 
 Writes real encoded videos, captions (JSONL), per-split manifests, test queries and ground truth
 into `--output`; deterministic from `--seed`; rerunning keeps finished videos.
@@ -12,7 +13,6 @@ from eercf_core.synthetic import SynthConfig, generate_corpus
 from pipelines.args import add_output, parse_args
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
     p = argparse.ArgumentParser(prog="eercf synth", description=__doc__.split("\n\n")[0],
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--events-per-video", type=int, default=d.events_per_video,
                    help="brief events per video = sibling-group size (Latin square)")
-    p.add_argument("--seconds", type=int, default=d.seconds, help="video length (= T frames at 1 fps)")
+    p.add_argument("--seconds", type=int, default=d.seconds,
+                   help="video length (= T frames at 1 fps)")
     p.add_argument("--fps", type=float, default=d.fps, help="frames written per second")
     p.add_argument("--image-size", type=int, default=d.image_size)
     p.add_argument("--templates", type=int, default=d.templates, help="caption templates used")

@@ -27,16 +27,26 @@ import numpy as np
 import torch
 
 import eercf_core as ec
+from eercf_core import inputs
 from eercf_core.atomic import write_json
 from eercf_core.config import ScoreConfig
 from eercf_core.errors import UserInputError
+from eercf_core.io_formats import FormatError, read_jsonl
 from eercf_core.losses import LossWeights
 from eercf_core.training import STATE_FILE, TrainConfig, Trainer, TrainingPairs
-from eercf_core import inputs
-from eercf_core.io_formats import FormatError, read_jsonl
-from pipelines.args import (add_model, add_num_frames, add_output, check_num_frames,
-                            contrastive_batch, group, non_negative_float, non_negative_int,
-                            parse_args, positive_float, positive_int)
+from pipelines.args import (
+    add_model,
+    add_num_frames,
+    add_output,
+    check_num_frames,
+    contrastive_batch,
+    group,
+    non_negative_float,
+    non_negative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eercf train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("data")
-    src.add_argument("--corpus", help="synthetic corpus directory from `eercf synth` (uses its train split)")
+    src.add_argument("--corpus", help="synthetic corpus directory from `eercf synth` (uses its "
+                                      "train split)")
     src.add_argument("--videos", help="video manifest: TSV/CSV (video_id, uri columns) or JSONL")
-    src.add_argument("--captions", help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
-    src.add_argument("--split", default="train", help="caption split to use when captions carry one")
+    src.add_argument("--captions",
+                     help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
+    src.add_argument("--split", default="train",
+                     help="caption split to use when captions carry one")
     src.add_argument("--decode-workers", type=positive_int, default=2)
     m = group(p, "model")
     add_model(m, default="eercf-tiny",
               help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
-    m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for --model")
+    m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for "
+                                                      "--model")
     add_num_frames(m)
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
@@ -73,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--train-embeddings", action="store_true",
                    help="also train the embeddings the official code freezes (method §7.3)")
     o.add_argument("--group-batches", action="store_true",
-                   help="batches of whole sibling groups (needs --corpus: videos.jsonl groups), one "
-                        "caption per video, so each video meets its hard negatives")
+                   help="batches of whole sibling groups (needs --corpus: videos.jsonl groups), "
+                        "one caption per video, so each video meets its hard negatives")
     o.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     o.add_argument("--seed", type=int, default=42)
     w = p.add_argument_group("loss weights (defaults: official, method §7.1)")
@@ -85,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(r, help="output directory")
     r.add_argument("--checkpoint-every", type=non_negative_int, default=200,
                    help="steps between state checkpoints")
-    r.add_argument("--resume", action="store_true", help=f"continue from <output>/{STATE_FILE} if present")
+    r.add_argument("--resume", action="store_true",
+                   help=f"continue from <output>/{STATE_FILE} if present")
     r.add_argument("--log-every", type=positive_int, default=20)
     r.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: all cores)")
@@ -144,7 +159,8 @@ def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: 
             if outcome.ok:
                 frames[i], mask[i], ok[i] = outcome.value.frames, outcome.value.mask, True
             else:
-                log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]], outcome.error)
+                log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]],
+                            outcome.error)
             if done % 500 == 0 or done == len(ids):
                 log.info("train: decoded %d/%d videos (%.1f videos/s, %d failed)", done, len(ids),
                          done / (time.perf_counter() - start), done - int(ok.sum()))
@@ -178,7 +194,8 @@ def read_groups(corpus: Path) -> dict[str, int]:
 
 
 def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarray, mask: np.ndarray,
-                   captions: list[tuple[str, str]], groups: dict[str, int] | None = None) -> TrainingPairs:
+                   captions: list[tuple[str, str]], groups: dict[str, int] | None = None
+                   ) -> TrainingPairs:
     index = {v: i for i, v in enumerate(video_ids)}
     usable = [(index[v], t) for v, t in captions if v in index]
     dropped = len(captions) - len(usable)
@@ -220,14 +237,17 @@ def run(argv: list[str] | None = None) -> int:
     caption_pairs = read_captions(captions, args.split)
     manifest = read_manifest(videos)
     wanted = {v: manifest[v] for v in dict.fromkeys(v for v, _ in caption_pairs) if v in manifest}
-    video_ids, frames, mask = decode_all(wanted, model.image_size, model.num_frames, args.decode_workers)
+    video_ids, frames, mask = decode_all(wanted, model.image_size, model.num_frames,
+                                         args.decode_workers)
     if args.group_batches and not args.corpus:
-        raise SystemExit("eercf train: --group-batches needs --corpus (its videos.jsonl has the groups)")
+        raise SystemExit("eercf train: --group-batches needs --corpus (its videos.jsonl has the "
+                         "groups)")
     groups = read_groups(Path(args.corpus)) if args.group_batches else None
     data = training_pairs(model, video_ids, frames, mask, caption_pairs, groups)
     decode_seconds = time.perf_counter() - start
 
-    weights = LossWeights(**{k[len("loss_"):]: v for k, v in vars(args).items() if k.startswith("loss_")})
+    weights = LossWeights(**{k[len("loss_"):]: v for k, v in vars(args).items()
+                             if k.startswith("loss_")})
     steps = args.steps or max(1, int(args.epochs * (data.num_pairs // args.batch_size)))
     config = TrainConfig(
         steps=steps, batch_size=args.batch_size, lr=args.lr, coef_lr=args.coef_lr,
@@ -237,7 +257,8 @@ def run(argv: list[str] | None = None) -> int:
         group_batches=args.group_batches,
         log_every=args.log_every, checkpoint_every=args.checkpoint_every, loss_weights=weights,
         score_config=ScoreConfig())
-    log.info("train: %d videos, %d caption pairs, %d steps of %d on %s (CLIP lr %.1e, head lr %.1e)",
+    log.info("train: %d videos, %d caption pairs, %d steps of %d on %s "
+             "(CLIP lr %.1e, head lr %.1e)",
              len(video_ids), data.num_pairs, steps, args.batch_size, model.device,
              config.effective_clip_lr, config.lr)
     trainer = Trainer(model, data, config, out_dir=out)
@@ -257,7 +278,8 @@ def run(argv: list[str] | None = None) -> int:
         log_file.close()
     train_seconds = time.perf_counter() - train_start
     sha = ec.save_model(model, str(out / "model.pt"), extra={"train_config": {
-        k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool, type(None)))},
+        k: v for k, v in config.to_dict().items()
+        if isinstance(v, (int, float, str, bool, type(None)))},
         "loss_weights": weights.to_dict(), "steps": trainer.step})
     last = trainer.history[-1] if trainer.history else {}
     summary = {"model": str(out / "model.pt"), "checkpoint_sha256": sha,

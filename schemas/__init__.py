@@ -5,8 +5,8 @@ from schemas.video_features import (
     FEATURE_OF_COLUMN,
     SCHEMA_VERSION,
     STATUS_ERROR,
-    SUPPORTED_SCHEMA_VERSIONS,
     STATUS_OK,
+    SUPPORTED_SCHEMA_VERSIONS,
     FeatureDims,
     video_features_schema,
 )

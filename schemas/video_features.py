@@ -3,7 +3,8 @@
 One row per input video, ok or error. Feature columns are fixed-size float16 lists whose sizes
 depend on the model (D = embedding dim, T = frames per video, P = patches per frame). On error
 rows they hold zeros and `frame_mask` is all False (not nulls: pyarrow <= 25 cannot read null
-fixed-size lists back from Parquet, apache/arrow#35692); `status` says which rows are real. The dims, model identity and schema version are also stored in the Parquet
+fixed-size lists back from Parquet, apache/arrow#35692); `status` says which rows are real. The
+dims, model identity and schema version are also stored in the Parquet
 key-value metadata (keys below) so a reader can check a shard without reading rows.
 
 Version history:
@@ -21,9 +22,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -81,7 +83,7 @@ class FeatureDims:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> "FeatureDims":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureDims:
         """Inverse of `to_dict`; ValueError naming the missing or bad key."""
         try:
             return cls(**{f.name: int(data[f.name]) for f in dataclass_fields(cls)})
@@ -92,7 +94,7 @@ class FeatureDims:
         return json.dumps(self.to_dict()).encode()
 
     @classmethod
-    def from_meta(cls, raw: bytes) -> "FeatureDims":
+    def from_meta(cls, raw: bytes) -> FeatureDims:
         """Inverse of `to_meta`; also reads the "T,P,D" text of shards written before it."""
         text = raw.decode()
         if not text.lstrip().startswith("{"):

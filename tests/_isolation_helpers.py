@@ -7,7 +7,8 @@ import time
 
 
 def behave(item: tuple[str, float]) -> str:
-    """('ok', x) -> returns; ('raise', _) -> raises; ('crash', _) -> segfaults; ('hang', s) sleeps."""
+    """('ok', x) -> returns; ('raise', _) -> raises; ('crash', _) -> segfaults; ('hang', s)
+    sleeps."""
     kind, value = item
     if kind == "raise":
         raise ValueError(f"bad item {value}")

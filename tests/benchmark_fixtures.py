@@ -46,8 +46,10 @@ def write_msrvtt(ann: Path, videos: Path, shared: Path) -> None:
     with (ann / "MSRVTT_JSFUSION_test.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["key", "vid_key", "video_id", "sentence"])
-        writer.writerow(["ret0", "msr9770", "video9770", "a person is connecting something to system"])
-        writer.writerow(["ret1", "msr9771", "video9771", "a little girl does gymnastics, très bien"])
+        writer.writerow(["ret0", "msr9770", "video9770",
+                         "a person is connecting something to system"])
+        writer.writerow(["ret1", "msr9771", "video9771",
+                         "a little girl does gymnastics, très bien"])
         writer.writerow(["ret2", "msr7", "video7", "a clip nobody downloaded"])
     _link(videos, shared, {"video9770.mp4": CLIPS[0], "video9771.mp4": CLIPS[1],
                            "video1.mp4": CLIPS[2], "video2.mp4": CLIPS[3]})

@@ -143,7 +143,7 @@ class Browser:
                 self.process.kill()
                 self.process.wait()
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,7 +8,8 @@ _FP16_PARTS = ("attn.", "mlp.c_fc.", "mlp.c_proj.", "conv1.")
 
 def official_dtype(clip_key: str) -> torch.dtype:
     """fp16 for conv, linear, attention and the two projections; fp32 elsewhere (§9)."""
-    if any(part in clip_key for part in _FP16_PARTS) or clip_key in ("visual.proj", "text_projection"):
+    if (any(part in clip_key for part in _FP16_PARTS)
+            or clip_key in ("visual.proj", "text_projection")):
         return torch.float16
     return torch.float32
 

@@ -18,12 +18,14 @@ def _softmax(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     return torch.softmax(logits, dim=0)
 
 
-def reference_scores(s, v, f, h, p, mask, w_g, w_f, tau, masked=True, temps=(0.01, 0.01, 0.1, 0.01)):
+def reference_scores(s, v, f, h, p, mask, w_g, w_f, tau, masked=True,
+                     temps=(0.01, 0.01, 0.1, 0.01)):
     """All five scores, loop per pair. s [C,D]; v [B,D]; f, h [B,T,D]; p [B,T*P,D]; mask [B,T]."""
     t_fw, t_pw, t_fs, t_ps = temps
     C, B, T = s.shape[0], v.shape[0], f.shape[1]
     P = p.shape[1] // T
-    out = {k: torch.zeros(C, B, dtype=torch.float64) for k in ("S_V", "S_Fw", "S_Fs", "S_Pw", "S_Ps")}
+    out = {k: torch.zeros(C, B, dtype=torch.float64)
+           for k in ("S_V", "S_Fw", "S_Fs", "S_Pw", "S_Ps")}
     s, v, f, h, p, w_g, w_f = (x.double() for x in (s, v, f, h, p, w_g, w_f))
     for c in range(C):
         for b in range(B):

@@ -8,8 +8,12 @@ import pickle
 
 import pytest
 
-from eercf_core.datasets import (AnnotationError, UnsafePickleError, load_benchmark,
-                                 load_plain_pickle)
+from eercf_core.datasets import (
+    AnnotationError,
+    UnsafePickleError,
+    load_benchmark,
+    load_plain_pickle,
+)
 from eercf_core.inputs import read_manifest
 from eercf_core.io_formats import read_ground_truth, read_queries
 from pipelines import benchmark
@@ -61,7 +65,7 @@ def test_msrvtt_ids_texts_and_unicode(tmp_path, shared_videos):
 
 
 def test_activitynet_paragraph_in_time_order_and_both_file_names(tmp_path, shared_videos):
-    ann, videos = write_dataset("activitynet", tmp_path, shared_videos)
+    ann, _videos = write_dataset("activitynet", tmp_path, shared_videos)
     bench = load_benchmark("activitynet", ann)
     val = next(s for s in bench.splits if s.name == "val_1")
     assert val.queries[0].query_id == "v_AAAAAAAAAAA"
@@ -109,7 +113,7 @@ def test_msvd_pickle_refuses_other_types_by_name(tmp_path):
 
 
 def test_bad_annotations_name_the_file(tmp_path, shared_videos):
-    ann, videos = write_dataset("vatex", tmp_path, shared_videos)
+    ann, _videos = write_dataset("vatex", tmp_path, shared_videos)
     records = json.loads((ann / "vatex_validation_v1.0.json").read_text())
     records[1]["enCap"] = "not a list"
     (ann / "vatex_validation_v1.0.json").write_text(json.dumps(records))

@@ -31,8 +31,9 @@ def test_benchmark_extract_index_query_evaluate(tmp_path, shared_videos, checkpo
     assert benchmark.run([dataset, "--annotations", str(ann), "--videos", str(videos),
                           "--output", str(out), "--splits", split]) == 0
     files = out / split
-    assert extract.run(["--input", str(files / "manifest.tsv"), "--output", str(tmp_path / "shards"),
-                        "--model", checkpoint, "--device", "cpu", "--decode-workers", "1"]) == 0
+    assert extract.run(["--input", str(files / "manifest.tsv"),
+                        "--output", str(tmp_path / "shards"), "--model", checkpoint,
+                        "--device", "cpu", "--decode-workers", "1"]) == 0
     assert build_index.run(["--shards", str(tmp_path / "shards"), "--output",
                             str(tmp_path / "index")]) == 0
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())

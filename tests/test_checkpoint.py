@@ -51,7 +51,8 @@ def test_official_checkpoint_layout_loads_and_reproduces_equations(official):
     cls, patches = tokens[:, 0], tokens[:, 1:]
     torch.testing.assert_close(cls, image, rtol=1e-4, atol=1e-4)
     norm = torch.nn.functional.normalize
-    torch.testing.assert_close(video.frame, norm(cls, dim=-1).view(2, 12, 512), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(video.frame, norm(cls, dim=-1).view(2, 12, 512),
+                               rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(video.patch, norm(patches, dim=-1).reshape(2, 12 * 49, 512),
                                rtol=1e-4, atol=1e-4)
     # The head reproduces method §4 from the raw checkpoint tensors.
@@ -101,7 +102,8 @@ def test_identity_depends_on_weights():
 def test_unknown_layout_lists_keys(tmp_path):
     path = tmp_path / "weird.bin"
     torch.save({"encoder.weight": torch.zeros(2), "decoder.bias": torch.zeros(1)}, path)
-    with pytest.raises(ec.CheckpointError, match=r"unknown checkpoint layout.*decoder\.bias.*encoder\.weight"):
+    with pytest.raises(ec.CheckpointError, match=r"unknown checkpoint "
+                                                 r"layout.*decoder\.bias.*encoder\.weight"):
         ec.load_model(str(path))
 
 
@@ -111,19 +113,19 @@ def test_official_layout_with_bad_head_names_the_keys(tmp_path, official):
     broken.pop("transformerClip.resblocks.3.ln_2.bias")
     path = tmp_path / "broken.bin"
     torch.save(broken, path)
-    with pytest.raises(ec.CheckpointError, match="resblocks.3.ln_2.bias"):
+    with pytest.raises(ec.CheckpointError, match=r"resblocks.3.ln_2.bias"):
         ec.load_model(str(path), device="cpu")
 
 
 def test_not_a_checkpoint(tmp_path):
     path = tmp_path / "garbage.pt"
     path.write_bytes(b"not a zip or pickle")
-    with pytest.raises(ec.CheckpointError, match="garbage.pt"):
+    with pytest.raises(ec.CheckpointError, match=r"garbage.pt"):
         ec.load_model(str(path))
 
 
 def test_missing_file_and_unknown_name():
-    with pytest.raises(FileNotFoundError, match="nowhere/model.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere/model.pt"):
         ec.load_model("nowhere/model.pt")
     with pytest.raises(ValueError, match="unknown model name 'ViT-Q-99'"):
         ec.load_model("ViT-Q-99")

@@ -207,7 +207,7 @@ def test_the_real_command_prints_one_line(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "extract", "--input",
                            str(tmp_path / "none.mp4"), "--output", str(tmp_path / "o"), *TINY],

@@ -1,4 +1,5 @@
-"""Every job: `build_parser()`/`run(argv)`, `--output` and `--model`, old spellings as hidden aliases."""
+"""Every job: `build_parser()`/`run(argv)`, `--output` and `--model`, old spellings as hidden
+aliases."""
 from __future__ import annotations
 
 import importlib

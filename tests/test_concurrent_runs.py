@@ -13,8 +13,9 @@ from eercf_core import shards
 from eercf_core.output_lock import OutputLockedError
 from pipelines import extract
 from tests.blocking_inputs import SilentServer
-from tests.conftest import ROOT
-from tests.test_extract import TINY, _make_videos, _rows
+from tests.helpers import ROOT
+from tests.helpers import make_videos as _make_videos
+from tests.test_extract import TINY, _rows
 
 
 @pytest.mark.slow

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eercf_core.decode import (DecodeError, DecodeOptions, center_crop, decode_video,
-                               resize_size, sample_times)
+from eercf_core.decode import (
+    DecodeError,
+    DecodeOptions,
+    center_crop,
+    decode_video,
+    resize_size,
+    sample_times,
+)
 from eercf_core.isolation import IsolatedPool
 from eercf_core.video_writer import write_video
 from tests._isolation_helpers import behave
@@ -13,7 +19,7 @@ from tests._isolation_helpers import behave
 
 def _counter_video(path, seconds: float, fps: int = 10, size=(48, 64), gop: int | None = None):
     """Each frame's brightness encodes its index: frame k has value (k * 7) % 250 + 3."""
-    n = int(round(seconds * fps))
+    n = round(seconds * fps)
     values = [(k * 7) % 250 + 3 for k in range(n)]
     frames = np.stack([np.full((*size, 3), v, dtype=np.uint8) for v in values])
     write_video(path, frames, fps=fps)
@@ -50,7 +56,7 @@ def test_pyav_picks_frames_near_targets(tmp_path, max_offset):
     times = np.asarray(video.frame_times)
     assert np.all(np.abs(times - targets) <= max(max_offset, 1e-6) + 1e-6)
     if max_offset == 0:  # exact: the frame showing at the target, by content
-        expected = [values[int(round(t * 10))] for t in targets]
+        expected = [values[round(t * 10)] for t in targets]
         np.testing.assert_allclose(video.frames[:, 16, 16, 0], expected, atol=3)
     assert video.frames_total == 200 and video.fps == pytest.approx(10)
     assert video.duration == pytest.approx(20.0, abs=0.11)
@@ -85,11 +91,11 @@ def test_rotation_metadata_is_applied(shared_videos):
 def test_bad_inputs_raise_decode_error_naming_the_file(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 1000)
-    with pytest.raises(DecodeError, match="junk.mp4"):
+    with pytest.raises(DecodeError, match=r"junk.mp4"):
         decode_video(str(junk))
-    with pytest.raises(DecodeError, match="missing.mp4"):
+    with pytest.raises(DecodeError, match=r"missing.mp4"):
         decode_video(str(tmp_path / "missing.mp4"))
-    with pytest.raises(DecodeError, match="junk.mp4"):
+    with pytest.raises(DecodeError, match=r"junk.mp4"):
         decode_video(str(junk), DecodeOptions(backend="auto"))
 
 
@@ -149,7 +155,7 @@ def _reference_frames(path: str, times: list[float], size: int) -> np.ndarray:
     convert each with a fresh bicubic swscale context (the pre-quality-setting conversion)."""
     import av
 
-    wanted, found = set(round(t, 6) for t in times), {}
+    wanted, found = {round(t, 6) for t in times}, {}
     with av.open(path) as container:
         stream = container.streams.video[0]
         start = None

@@ -1,4 +1,5 @@
-"""A reduced `eercf demo` end to end: synth -> train -> extract (Beam) -> index -> query x3 -> evaluate."""
+"""A reduced `eercf demo` end to end: synth -> train -> extract (Beam) -> index -> query x3 ->
+evaluate."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ from pipelines import demo
 @pytest.mark.slow
 def test_reduced_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = demo.run(["--output", str(out), "--num-train", "240", "--num-test", "60", "--steps", "150",
-                     "--batch-size", "32", "--recall-k", "60", "--no-sweep"])
+    code = demo.run(["--output", str(out), "--num-train", "240", "--num-test", "60",
+                     "--steps", "150", "--batch-size", "32", "--recall-k", "60", "--no-sweep"])
     assert code == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "demo_summary.json").read_text())
@@ -38,7 +39,8 @@ def test_reduced_demo_end_to_end(tmp_path, capsys):
     assert (out / "train" / "model.pt").is_file()
     # the demo ends with the result gallery of its test queries, and prints where it is
     page = out / "report" / "index.html"
-    assert summary["report"] == str(page) and f"result gallery (open in a browser): {page.resolve()}" in printed
+    assert summary["report"] == str(page)
+    assert f"result gallery (open in a browser): {page.resolve()}" in printed
     html = page.read_text()
     assert html.count('"video_id"') == 60 * 10 and '"has_gate":true' in html
     assert len(list((out / "report" / "assets").glob("*-thumb.jpg"))) > 0

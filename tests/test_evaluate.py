@@ -21,7 +21,8 @@ q2\t3\tv1\t120.0\t5.0
 
 def _files(tmp_path, ranked=RANKED, truth="q1\tv2\nq2\tv2\nq2\tv1\n", recall_k=3, name="r.tsv"):
     (tmp_path / name).write_text(ranked)
-    (tmp_path / f"{name}.meta.json").write_text(json.dumps({"recall_k": recall_k, "mode": "two-stage"}))
+    meta = {"recall_k": recall_k, "mode": "two-stage"}
+    (tmp_path / f"{name}.meta.json").write_text(json.dumps(meta))
     (tmp_path / "gt.tsv").write_text("query_id\tvideo_id\n" + truth)
     return str(tmp_path / name), str(tmp_path / "gt.tsv")
 
@@ -75,7 +76,7 @@ def test_malformed_ranked_and_truth(tmp_path):
         evaluate.evaluate(ranked, gt)
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     (b"q1\tok\n\tno id\n", r":2: missing query_id"),
     (b"q1\tok\nq2\t \n", r":2: query 'q2' has empty text"),
     (b"q1\tok\nq2\t\xff\xfe bad\n", r":2: not valid UTF-8"),
@@ -140,7 +141,8 @@ def test_video_to_text_unavailable_says_why(tmp_path):
                          "--no-plots"]) == 0
     table = (out / "metrics.md").read_text()
     assert "| official_hybrid | unavailable: 1 queries have several ground-truth videos" in table
-    assert json.loads((out / "metrics.json").read_text())["v2t"]["coarse"]["status"] == "unavailable"
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["v2t"]["coarse"]["status"] == "unavailable"
 
 
 def test_video_to_text_without_meta_reports_coarse_only(tmp_path):

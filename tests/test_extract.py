@@ -16,23 +16,10 @@ from eercf_core import shards
 from eercf_core.decode import DecodeOptions, decode_video
 from eercf_core.inputs import VideoRef, read_inputs
 from eercf_core.previews import PREVIEW_COLUMNS, encode_previews
-from eercf_core.video_writer import write_video
 from pipelines import extract
-from tests.conftest import ROOT
+from tests.helpers import ROOT, make_videos
 
 TINY = ["--model", "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu"]
-
-
-def _make_videos(folder: Path, count: int, seconds: float = 3.0, fps: int = 8) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(count):
-        n = int(seconds * fps)
-        base = rng.integers(0, 255, size=(1, 48, 64, 3))
-        frames = np.clip(base + np.arange(n)[:, None, None, None] * 3, 0, 255).astype(np.uint8)
-        suffix = (".mp4", ".webm", ".avi")[i % 3]
-        paths.append(write_video(folder / f"sub{i % 2}" / f"clip{i}{suffix}", frames, fps=fps))
-    return paths
 
 
 def _rows(output: Path) -> dict[str, dict]:
@@ -46,7 +33,7 @@ def _rows(output: Path) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------------- inputs
 def test_inputs_glob_dir_and_relative_ids(tmp_path):
-    _make_videos(tmp_path / "corpus", 4)
+    make_videos(tmp_path / "corpus", 4)
     (tmp_path / "corpus" / "notes.txt").write_text("not a video")
     by_dir = read_inputs([str(tmp_path / "corpus")])
     assert [r.video_id for r in by_dir] == ["sub0/clip0.mp4", "sub0/clip2.avi",
@@ -65,7 +52,7 @@ def test_manifests_and_duplicates(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"video_id": "a", "uri": "s3://bucket/a.mp4"}\n')
     assert read_inputs([str(tmp_path / "m.jsonl")]) == [VideoRef("a", "s3://bucket/a.mp4")]
     (tmp_path / "dup.csv").write_text("video_id,uri\na,1.mp4\na,2.mp4\n")
-    with pytest.raises(ValueError, match="duplicate video_id.*'a'"):
+    with pytest.raises(ValueError, match=r"duplicate video_id.*'a'"):
         read_inputs([str(tmp_path / "dup.csv")])
     (tmp_path / "bad.csv").write_text("id,path\na,1.mp4\n")
     with pytest.raises(ValueError, match=r"bad.csv:1: header must name"):
@@ -73,13 +60,13 @@ def test_manifests_and_duplicates(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"video_id": "a", "uri": "1.mp4"}\n{oops\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         read_inputs([str(tmp_path / "bad.jsonl")])
-    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+    with pytest.raises(FileNotFoundError, match=r"nope.mp4"):
         read_inputs([str(tmp_path / "nope.mp4")])
 
 
 # --------------------------------------------------------------------------------- pipeline
 def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
-    paths = _make_videos(tmp_path / "corpus", 5)
+    paths = make_videos(tmp_path / "corpus", 5)
     broken = tmp_path / "corpus" / "sub0" / "broken.mp4"
     broken.write_bytes(b"\x00\x01garbage" * 100)
     out = tmp_path / "out"
@@ -138,8 +125,9 @@ def test_num_frames_follows_the_model_and_a_different_value_is_refused(tmp_path,
     import eercf_core as ec
 
     checkpoint = tmp_path / "t4.pt"
-    ec.save_model(ec.create_model("eercf-tiny", head="eercf", seed=0, num_frames=4), str(checkpoint))
-    _make_videos(tmp_path / "corpus", 1)
+    ec.save_model(ec.create_model("eercf-tiny", head="eercf", seed=0, num_frames=4),
+                  str(checkpoint))
+    make_videos(tmp_path / "corpus", 1)
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "corpus"), "--model", str(checkpoint), "--device", "cpu",
             "--decode-workers", "1"]
@@ -196,7 +184,7 @@ def test_robustness_corpus_one_row_per_file(tmp_path, shared_videos):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
-    _make_videos(tmp_path / "corpus", 16, seconds=6.0)
+    make_videos(tmp_path / "corpus", 16, seconds=6.0)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def command(out: Path) -> list[str]:

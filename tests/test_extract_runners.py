@@ -14,7 +14,8 @@ from pipelines import extract
 from pipelines.beam_runner import DASK_RUNNER, absolute_local, is_dask, runner_args
 from pipelines.extract_check import check_complete
 from tests._runner_helpers import DroppingWriteShardsFn
-from tests.test_extract import TINY, _make_videos, _rows
+from tests.helpers import make_videos
+from tests.test_extract import TINY, _rows
 
 
 def test_runner_alias_and_dask_partitions():
@@ -51,7 +52,7 @@ def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
 
 
 def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
-    _make_videos(tmp_path / "corpus", 3)
+    make_videos(tmp_path / "corpus", 3)
     monkeypatch.setattr(extract, "WriteShardsFn",
                         functools.partial(DroppingWriteShardsFn, drop="sub1/clip1.webm"))
     out = tmp_path / "out"
@@ -69,7 +70,7 @@ def test_dask_runner_in_process_writes_every_row(tmp_path):
     # Beam's Dask runner drops what finish_bundle emits: 5 videos in batches of 3 leave a
     # remainder batch in each chunk, which BatchElements used to flush only at bundle end.
     distributed = pytest.importorskip("distributed")
-    _make_videos(tmp_path / "corpus", 5)
+    make_videos(tmp_path / "corpus", 5)
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
             "--shard-size", "4", "--batch-size", "3", "--decode-workers", "1"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from eercf_core.ids import control_character_problem
-from eercf_core.io_formats import FormatError, read_ground_truth, read_queries
 from eercf_core.index import build_index
 from eercf_core.inputs import read_inputs
+from eercf_core.io_formats import FormatError, read_ground_truth, read_queries
 from tests.index_fixtures import DIMS, random_features
 
 BAD_IDS = ["a\tb", "a\nb", "a\rb", "a\x00b", "a\x1fb", "a\x7fb", "a\x85b", "a\u2028b"]
@@ -31,11 +31,11 @@ def test_jsonl_manifest_refuses_control_characters(tmp_path, bad):
     lines = [json.dumps({"video_id": "ok", "uri": "a.mp4"}),
              json.dumps({"video_id": bad, "uri": "b.mp4"})]
     manifest.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=rf"m\.jsonl:2: video_id .* contains a"):
+    with pytest.raises(ValueError, match=r"m\.jsonl:2: video_id .* contains a"):
         read_inputs([str(manifest)])
 
 
-@pytest.mark.parametrize("suffix,sep", [(".tsv", "\t"), (".csv", ",")])
+@pytest.mark.parametrize(("suffix", "sep"), [(".tsv", "\t"), (".csv", ",")])
 def test_tsv_csv_manifests_refuse_control_characters(tmp_path, suffix, sep):
     manifest = tmp_path / f"m{suffix}"
     manifest.write_text(f"video_id{sep}uri\nok{sep}a.mp4\nb\x0bad{sep}b.mp4\n")

@@ -135,7 +135,7 @@ def test_missing_corrupt_or_mismatched_codec_files_are_refused(tmp_path):
     manifest = json.loads(manifest_path.read_text())
     manifest["fine_store"]["codecs"]["patch"]["factory"] = "PQ8"
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="manifest's fine codecs .* differ from the store's"):
+    with pytest.raises(ValueError, match=r"manifest's fine codecs .* differ from the store's"):
         open_index(tmp_path / "idx")
 
 

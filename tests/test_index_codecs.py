@@ -1,4 +1,5 @@
-"""Fine-store codecs: spec parsing, round trip and error bounds, lookup-table scores, codec files."""
+"""Fine-store codecs: spec parsing, round trip and error bounds, lookup-table scores, codec
+files."""
 from __future__ import annotations
 
 import numpy as np
@@ -33,11 +34,11 @@ def test_spec_parsing():
 def test_bad_factory_strings_are_refused_with_their_name():
     with pytest.raises(ValueError, match="'PQ5' for patch: not a FAISS index_factory string"):
         FineCodecSpec.parse("patch=PQ5").validate(16)
-    with pytest.raises(ValueError, match="'HNSW8' for frame: .* no standalone codec"):
+    with pytest.raises(ValueError, match=r"'HNSW8' for frame: .* no standalone codec"):
         FineCodecSpec.parse("frame=HNSW8").validate(16)
 
 
-@pytest.mark.parametrize("factory, bytes_per_vector, max_error", [
+@pytest.mark.parametrize(("factory", "bytes_per_vector", "max_error"), [
     ("SQ8", 16, 0.01), ("SQfp16", 32, 1e-3), ("PQ4", 4, None), ("IVF4,PQ4", 5, None)])
 def test_round_trip_error_bounds(factory, bytes_per_vector, max_error):
     rng = np.random.default_rng(0)
@@ -93,10 +94,10 @@ def test_codec_file_round_trip_and_refusals(tmp_path):
     data = bytearray((tmp_path / "patch.codec").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (tmp_path / "patch.codec").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="patch.codec: .* corrupt"):
+    with pytest.raises(ValueError, match=r"patch.codec: .* corrupt"):
         VectorCodec.load(tmp_path / "patch.codec", "SQ8", 16, "patch", sha)
     (tmp_path / "patch.codec").write_bytes(b"not a faiss index")
-    with pytest.raises(ValueError, match="patch.codec: .* unreadable"):
+    with pytest.raises(ValueError, match=r"patch.codec: .* unreadable"):
         VectorCodec.load(tmp_path / "patch.codec", "SQ8", 16, "patch")
     with pytest.raises(ValueError, match="not trained"):
         VectorCodec("PQ4", 16).encode(x)

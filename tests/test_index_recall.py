@@ -23,7 +23,8 @@ def test_flat_search_equals_coarse_score(tmp_path):
     rng = np.random.default_rng(0)
     coarse = _unit(rng, 200, 16)
     text = torch.from_numpy(_unit(rng, 5, 16))
-    params = ScoreParams(torch.tensor(100.0), torch.eye(16) + 0.2 * torch.randn(16, 16), torch.eye(4))
+    params = ScoreParams(torch.tensor(100.0), torch.eye(16) + 0.2 * torch.randn(16, 16),
+                         torch.eye(4))
     index = recall.build(coarse)
     recall.save(index, tmp_path / "r.faiss")
     index = recall.load(tmp_path / "r.faiss")

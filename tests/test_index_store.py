@@ -26,13 +26,15 @@ def test_round_trip_and_gather(tmp_path):
     assert len(store) == 20 and store.dims == DIMS
     assert isinstance(store.arrays["patch"], np.memmap)  # memory-mapped, not loaded
     rows = np.array([[3, 0, 19], [5, 5, 1]])
-    frame, context, patch, mask = store.gather(rows)
-    assert frame.shape == (2, 3, 4, 16) and patch.shape == (2, 3, 12, 16) and mask.shape == (2, 3, 4)
+    frame, _context, patch, mask = store.gather(rows)
+    assert frame.shape == (2, 3, 4, 16) and patch.shape == (2, 3, 12, 16)
+    assert mask.shape == (2, 3, 4)
     assert frame.dtype == torch.float32 and mask.dtype == torch.bool
     np.testing.assert_array_equal(patch.numpy(), features["patch"][rows].astype(np.float32))
     np.testing.assert_array_equal(mask.numpy(), features["mask"][rows])
     video = store.features(slice(2, 6))
-    np.testing.assert_array_equal(video.context.numpy(), features["context"][2:6].astype(np.float32))
+    np.testing.assert_array_equal(video.context.numpy(),
+                                  features["context"][2:6].astype(np.float32))
     with pytest.raises(IndexError):
         store.gather(np.array([20]))
 
@@ -41,7 +43,8 @@ def test_bytes_per_video():
     t, p, d = DIMS.num_frames, DIMS.num_patches, DIMS.embed_dim
     assert bytes_per_video(DIMS) == 2 * (d + 2 * t * d + t * p * d) + t
     from schemas import FeatureDims
-    assert bytes_per_video(FeatureDims(12, 49, 512)) == 627_712 + 12  # method §12 (v, f, ĥ, p) + mask
+    # method §12 (v, f, ĥ, p) + mask
+    assert bytes_per_video(FeatureDims(12, 49, 512)) == 627_712 + 12
 
 
 def test_incomplete_store_refused(tmp_path):

@@ -15,12 +15,13 @@ import pytest
 from eercf_core import shards
 from pipelines import extract
 from tests.blocking_inputs import SilentServer, make_fifo, process_group_members
-from tests.conftest import ROOT
-from tests.test_extract import TINY, _make_videos, _rows
+from tests.helpers import ROOT
+from tests.helpers import make_videos as _make_videos
+from tests.test_extract import TINY, _rows
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+@pytest.mark.parametrize(("signum", "to_group"), [(signal.SIGTERM, False), (signal.SIGINT, True)],
                          ids=["sigterm-to-job", "ctrl-c-to-group"])
 def test_signal_with_blocked_workers_stops_every_process(tmp_path, signum, to_group):
     videos = _make_videos(tmp_path / "corpus", 2, seconds=1.0)

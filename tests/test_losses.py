@@ -21,7 +21,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-@pytest.fixture()
+@pytest.fixture
 def batch():
     rng = np.random.default_rng(7)
     text = _normalise(rng.normal(size=(B, D)))
@@ -31,14 +31,15 @@ def batch():
     coarse = _normalise(context.mean(1))
     w_g = np.eye(D) + 0.1 * rng.normal(size=(D, D))
     w_f = np.eye(T) + 0.1 * rng.normal(size=(T, T))
-    return dict(text=text, frame=frame, context=context, patch=patch, coarse=coarse, w_g=w_g, w_f=w_f)
+    return {"text": text, "frame": frame, "context": context, "patch": patch, "coarse": coarse,
+            "w_g": w_g, "w_f": w_f}
 
 
 def _torch_inputs(b, mask=None):
     f32 = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
-    video = ec.VideoFeatures(coarse=f32(b["coarse"]), frame=f32(b["frame"]), context=f32(b["context"]),
-                             patch=f32(b["patch"]),
-                             mask=torch.ones(B, T, dtype=torch.bool) if mask is None else torch.tensor(mask))
+    mask = torch.ones(B, T, dtype=torch.bool) if mask is None else torch.tensor(mask)
+    video = ec.VideoFeatures(coarse=f32(b["coarse"]), frame=f32(b["frame"]),
+                             context=f32(b["context"]), patch=f32(b["patch"]), mask=mask)
     params = ec.ScoreParams(torch.tensor(TAU), f32(b["w_g"]), f32(b["w_f"]))
     return f32(b["text"]), video, params
 
@@ -95,8 +96,9 @@ def ref_total(b, w: LossWeights, mask=None):
     pp = ref_pearson(b["text"], z_patch, w.alpha1, w.alpha2)
     intra = w.pearson_video * pv + w.pearson_frame * pf + w.pearson_patch * pp
     inter = w.weak_loss * weak + w.strong_loss * strong
-    return dict(weak=weak, strong=strong, pearson_video=pv, pearson_frame=pf, pearson_patch=pp,
-                intra=intra, inter=inter, loss=inter + w.pearson_loss * intra)
+    return {"weak": weak, "strong": strong, "pearson_video": pv, "pearson_frame": pf,
+            "pearson_patch": pp,
+                "intra": intra, "inter": inter, "loss": inter + w.pearson_loss * intra}
 
 
 # ---------------------------------------------------------------- tests
@@ -149,7 +151,8 @@ def test_infonce_and_pearson_primitives(batch):
 
 
 def test_training_tib_gates_are_detached(batch):
-    """With only the strong loss, raw frames f (which only make the gate) get no gradient; ĥ does."""
+    """With only the strong loss, raw frames f (which only make the gate) get no gradient; ĥ
+    does."""
     text, video, params = _torch_inputs(batch)
     frame = video.frame.clone().requires_grad_(True)
     context = video.context.clone().requires_grad_(True)

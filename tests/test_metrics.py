@@ -45,7 +45,7 @@ def test_several_ground_truths_take_best_and_censoring():
 
 def test_recall_curve_and_empty():
     assert metrics.recall_curve([0, 1, 4], [1, 2, 5]) == pytest.approx([100 / 3, 200 / 3, 100.0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no ranks to evaluate"):
         metrics.metrics_from_ranks([])
 
 

@@ -103,7 +103,7 @@ def test_scores_api(tiny_model):
     assert ranking.indices.shape == (2, 3)
 
 
-@pytest.mark.parametrize("frames, message", [
+@pytest.mark.parametrize(("frames", "message"), [
     (np.zeros((2, 12, 64, 64, 3), np.float32), "uint8"),
     (np.zeros((2, 12, 64, 64), np.uint8), r"\[B, T=12, H, W, 3\]"),
     (np.zeros((2, 8, 64, 64, 3), np.uint8), "T=12"),

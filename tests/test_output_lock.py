@@ -13,10 +13,15 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from eercf_core.output_lock import (LOCK_NAME, OutputLock, OutputLockedError, lock_beside,
-                                    lock_inside)
 from eercf_core.index import build_index
-from tests.conftest import ROOT
+from eercf_core.output_lock import (
+    LOCK_NAME,
+    OutputLock,
+    OutputLockedError,
+    lock_beside,
+    lock_inside,
+)
+from tests.helpers import ROOT
 from tests.index_fixtures import write_synthetic_shards
 
 # A child that takes the lock, says so, then waits for stdin (or is killed).
@@ -62,9 +67,9 @@ def test_live_holder_refused_then_dead_holder_taken_over(tmp_path):
 def test_remote_lock_exclusive_stale_and_other_host(tmp_path):
     fs = fsspec.filesystem("memory")
     url = f"memory://lock-test-{os.getpid()}/out/{LOCK_NAME}"
-    with OutputLock(url, "extract"):
-        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
-            OutputLock(url, "extract").acquire()
+    with OutputLock(url, "extract"), pytest.raises(OutputLockedError,
+                                                   match=f"pid {os.getpid()}"):
+        OutputLock(url, "extract").acquire()
     assert not fs.exists(url)
     # a leftover lock of a dead pid on this host is taken over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

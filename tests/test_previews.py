@@ -12,9 +12,9 @@ from PIL import Image
 
 import eercf_core as ec
 from eercf_core import previews
+from eercf_core.index import build_index as build_index_directory
 from eercf_core.shards import read_shard, shard_version, write_shard
 from schemas.video_features import COLUMNS_SINCE
-from eercf_core.index import build_index as build_index_directory
 from tests.index_fixtures import DIMS, write_synthetic_shards
 from tests.report_fixtures import make_corpus
 
@@ -55,7 +55,7 @@ def test_preview_store_roundtrip_and_corruption(tmp_path):
     with pytest.raises(IndexError, match="out of range"):
         store.get(3)
     (tmp_path / "p" / "thumb.bin").write_bytes(b"short")
-    with pytest.raises(ValueError, match="thumb.bin: 5 bytes"):
+    with pytest.raises(ValueError, match=r"thumb.bin: 5 bytes"):
         previews.PreviewStore(tmp_path / "p")
     assert previews.open_previews(tmp_path / "no-index") is None
 
@@ -75,7 +75,7 @@ def test_index_of_v2_shards_has_previews_by_row(tmp_path):
 
 
 def test_version_1_shards_still_index_and_query(tmp_path):
-    ids, _ = write_synthetic_shards(tmp_path / "v1", 12, per_shard=5, errors=(2,))
+    write_synthetic_shards(tmp_path / "v1", 12, per_shard=5, errors=(2,))
     for path in sorted((tmp_path / "v1").glob("*.parquet")):  # rewrite them as version 1
         table = read_shard(str(path))
         assert "preview_jpeg" in table.column_names

@@ -103,16 +103,16 @@ def test_report_without_model_or_preview_store(corpus, tmp_path):
 def test_report_bad_inputs_name_the_problem(corpus, tmp_path):
     short = tmp_path / "short.tsv"
     short.write_text("q0\ta red car drives\n")
-    with pytest.raises(ValueError, match="short.tsv: no text for 6 ranked queries"):
+    with pytest.raises(ValueError, match=r"short.tsv: no text for 6 ranked queries"):
         load_results(str(corpus.ranked), str(short))
     results = load_results(str(corpus.ranked), str(corpus.queries))
     results[0].rows[0] = results[0].rows[0].__class__("q0", 1, "ghost", 1.0, 1.0)
     index = open_index(corpus.index)
-    with pytest.raises(ValueError, match="video 'ghost' .* not in the index"):
+    with pytest.raises(ValueError, match=r"video 'ghost' .* not in the index"):
         write_report(results, index, tmp_path / "r")
     results = load_results(str(corpus.ranked), str(corpus.queries))
     (tmp_path / "empty-eval").mkdir()
-    with pytest.raises(ValueError, match="empty-eval: no metrics.json"):
+    with pytest.raises(ValueError, match=r"empty-eval: no metrics.json"):
         write_report(results, index, tmp_path / "r", evaluation_dir=tmp_path / "empty-eval")
     assert not (tmp_path / "r").exists()  # nothing half-written
     with pytest.raises(ValueError, match="top-n must be >= 1"):

@@ -29,7 +29,10 @@ PAGE_STATE = """(async () => {
   window.eercfReport.show(%d);
   const images = [...document.images];
   await Promise.all(images.map((i) => i.complete ? null
-    : new Promise((done) => { i.addEventListener("load", done); i.addEventListener("error", done); })));
+    : new Promise((done) => {
+        i.addEventListener("load", done);
+        i.addEventListener("error", done);
+      })));
   return [...document.querySelectorAll("section.query")].map((s) => ({
     id: s.dataset.queryId,
     text: s.querySelector("h3").textContent,
@@ -58,7 +61,8 @@ def test_report_in_headless_chromium(tmp_path):
                   "--output", str(tmp_path / "eval")])
     page = write_report(load_results(str(corpus.ranked), str(corpus.queries), str(gt)),
                                open_index(corpus.index), tmp_path / "report",
-                               ec.load_model(corpus.checkpoint, device="cpu"), TOP_N, tmp_path / "eval", recall_k=5)
+                               ec.load_model(corpus.checkpoint, device="cpu"), TOP_N,
+                               tmp_path / "eval", recall_k=5)
 
     with Browser(CHROMIUM, tmp_path / "profile") as browser:
         browser.navigate(f"{page.as_uri()}#per={PER_PAGE}")

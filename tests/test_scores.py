@@ -15,7 +15,7 @@ def _norm(x):
     return torch.nn.functional.normalize(x, dim=-1)
 
 
-@pytest.fixture()
+@pytest.fixture
 def case():
     g = torch.Generator().manual_seed(7)
     frame = _norm(torch.randn(B, T, D, generator=g))

@@ -104,7 +104,7 @@ def test_memory_filesystem_urls():
 def test_read_rejects_foreign_and_mismatched_files(tmp_path):
     plain = tmp_path / "plain.parquet"
     pq.write_table(pa.table({"x": [1, 2]}), plain)
-    with pytest.raises(ValueError, match="plain.parquet.*not an eercf feature shard"):
+    with pytest.raises(ValueError, match=r"plain.parquet.*not an eercf feature shard"):
         shards.read_shard(str(plain))
     # right metadata, wrong fixed list size for the claimed dims
     schema = video_features_schema(DIMS, "m", "h")
@@ -113,16 +113,16 @@ def test_read_rejects_foreign_and_mismatched_files(tmp_path):
         schema.metadata)
     lying = tmp_path / "lying.parquet"
     pq.write_table(table, lying)
-    with pytest.raises(ValueError, match="lying.parquet.*coarse_feature"):
+    with pytest.raises(ValueError, match=r"lying.parquet.*coarse_feature"):
         shards.read_shard(str(lying))
     assert other.metadata[b"eercf.schema_version"] == str(SCHEMA_VERSION).encode()
     old = table.replace_schema_metadata({**other.metadata, b"eercf.schema_version": b"0"})
     stale = tmp_path / "stale.parquet"
     pq.write_table(old, stale)
-    with pytest.raises(ValueError, match="stale.parquet.*schema version 0"):
+    with pytest.raises(ValueError, match=r"stale.parquet.*schema version 0"):
         shards.read_shard(str(stale))
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(ValueError, match="junk.parquet"):
+    with pytest.raises(ValueError, match=r"junk.parquet"):
         shards.read_shard(str(tmp_path / "junk.parquet"))
 
 
@@ -142,10 +142,10 @@ def test_version_1_shards_are_read_and_count_as_exact(tmp_path):
     assert subset.column_names == ["video_id", "status"]
     ids, features = shards.features_from_table(table)
     assert ids == ["ok0", "ok1"] and features.coarse.shape == (2, 4)
-    with pytest.raises(ValueError, match="v1.parquet.*unknown columns.*nope"):
+    with pytest.raises(ValueError, match=r"v1.parquet.*unknown columns.*nope"):
         shards.read_shard(str(tmp_path / "v1.parquet"), columns=["video_id", "nope"])
     # a version 2 shard must have the column
     broken = current.drop_columns(["decode_quality"])
     pq.write_table(broken, tmp_path / "v2.parquet")
-    with pytest.raises(ValueError, match="v2.parquet.*missing column 'decode_quality'"):
+    with pytest.raises(ValueError, match=r"v2.parquet.*missing column 'decode_quality'"):
         shards.read_shard(str(tmp_path / "v2.parquet"))

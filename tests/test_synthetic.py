@@ -18,12 +18,15 @@ def _triple(spec, event):
 def test_plan_is_deterministic_from_the_seed():
     config = syn.SynthConfig(num_train=20, num_test=10, seed=5)
     assert syn.plan_corpus(config) == syn.plan_corpus(config)
-    assert syn.plan_corpus(config) != syn.plan_corpus(syn.SynthConfig(num_train=20, num_test=10, seed=6))
+    other = syn.SynthConfig(num_train=20, num_test=10, seed=6)
+    assert syn.plan_corpus(config) != syn.plan_corpus(other)
 
 
-@pytest.mark.parametrize("binding,events,size", [("pair", 2, 3), ("shape", 2, 2), ("shape", 3, 3)])
+@pytest.mark.parametrize(("binding", "events", "size"),
+                         [("pair", 2, 3), ("shape", 2, 2), ("shape", 3, 3)])
 def test_sibling_groups_share_the_bag_but_not_the_bindings(binding, events, size):
-    config = syn.SynthConfig(num_train=60, num_test=30, events_per_video=events, seed=1, binding=binding)
+    config = syn.SynthConfig(num_train=60, num_test=30, events_per_video=events, seed=1,
+                             binding=binding)
     assert syn.group_size(config) == size
     groups = defaultdict(list)
     for spec in syn.plan_corpus(config):
@@ -88,7 +91,8 @@ def test_captions_name_the_scene_and_one_event():
     assert len(captions) == 2 * len(train.events)
     for caption, event in zip(captions[len(train.events):], train.events):
         words = set(caption["text"].split())
-        assert {event.colour, event.colour2, event.shape} <= words and not {train.tone, train.pattern} & words
+        assert {event.colour, event.colour2, event.shape} <= words
+        assert not {train.tone, train.pattern} & words
     no_short = syn.SynthConfig(num_train=2, num_test=2, seed=4, short_captions=False)
     assert len(syn.captions_for(train, no_short)) == len(train.events)
 
@@ -99,8 +103,10 @@ def test_generate_corpus_writes_decodable_videos_and_contract_files(tmp_path):
     assert summary["num_videos"] == 8 and summary["num_queries"] == 4
     manifest = (tmp_path / "test_manifest.tsv").read_text().splitlines()
     assert manifest[0] == "video_id\turi" and len(manifest) == 5
-    queries = [line.split("\t") for line in (tmp_path / "test_queries.tsv").read_text().splitlines()[1:]]
-    truth = dict(line.split("\t") for line in (tmp_path / "test_ground_truth.tsv").read_text().splitlines()[1:])
+    queries = [line.split("\t")
+               for line in (tmp_path / "test_queries.tsv").read_text().splitlines()[1:]]
+    truth_lines = (tmp_path / "test_ground_truth.tsv").read_text().splitlines()[1:]
+    truth = dict(line.split("\t") for line in truth_lines)
     assert [q for q, _ in queries] == sorted(truth) and len(set(truth.values())) == 4
     captions = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
     assert len(captions) == (2 * 4 + 4) * config.events_per_video  # train: full + event-only

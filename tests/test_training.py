@@ -37,7 +37,7 @@ def _model():
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(steps=8, batch_size=8, lr=1e-3, clip_lr=1e-3, log_every=4, seed=1)
+    base = {"steps": 8, "batch_size": 8, "lr": 1e-3, "clip_lr": 1e-3, "log_every": 4, "seed": 1}
     base.update(kw)
     return TrainConfig(**base)
 
@@ -51,6 +51,7 @@ def _batch_loss(model, data: TrainingPairs, captions: torch.Tensor) -> float:
         return float(eercf_loss(text, video, model.score_params)["loss"])
 
 
+@pytest.mark.slow  # ~70 CPU-s: 40 s or more of wall time on 2 cores
 def test_a_few_steps_reduce_the_loss():
     model = _model()
     data = _pairs(model)
@@ -83,7 +84,8 @@ def test_parameter_groups_follow_the_official_recipe():
     model = _model()
     config = TrainConfig()  # official: lr 1e-4, CLIP at 1e-4 x 1e-3
     groups = {g["name"]: g for g in parameter_groups(model, config)}
-    assert groups["clip"]["lr"] == pytest.approx(1e-7) and groups["head"]["lr"] == pytest.approx(1e-4)
+    assert groups["clip"]["lr"] == pytest.approx(1e-7)
+    assert groups["head"]["lr"] == pytest.approx(1e-4)
     assert groups["clip_no_decay"]["weight_decay"] == 0.0 and groups["clip"]["weight_decay"] == 0.2
     names = {id(p): n for n, p in model.named_parameters()}
     for group in groups.values():
@@ -100,6 +102,7 @@ def test_warmup_cosine_schedule():
     assert warmup_cosine(100, 100, 0.1) == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow  # ~27 CPU-s; 70-90 s of wall time on the shared box
 def test_checkpoint_resume_gives_the_same_state(tmp_path):
     config = _config(steps=6)
     straight_model = _model()
@@ -117,7 +120,8 @@ def test_checkpoint_resume_gives_the_same_state(tmp_path):
     assert resumed.step == 3
     resumed.train()
     assert resumed.step == 6
-    for (name, a), (_, b) in zip(straight_model.state_dict().items(), resumed_model.state_dict().items()):
+    pairs = zip(straight_model.state_dict().items(), resumed_model.state_dict().items())
+    for (name, a), (_, b) in pairs:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     assert resumed.scheduler.last_epoch == 6
 
@@ -148,7 +152,8 @@ def test_group_batches_hold_whole_sibling_groups_one_caption_per_video():
     for step in range(trainer.batches_per_epoch):
         captions = trainer.batch_indices(step)
         videos = data.caption_video[captions].tolist()
-        assert len(videos) == 9 and len(set(videos)) == 9  # no video twice: no false negatives of itself
+        # no video twice: no false negatives of itself
+        assert len(videos) == 9 and len(set(videos)) == 9
         groups = data.video_group[videos].tolist()
         for g in set(groups):
             members = (data.video_group == g).nonzero().flatten().tolist()
@@ -162,7 +167,8 @@ def test_group_batches_hold_whole_sibling_groups_one_caption_per_video():
 
 
 def test_decode_all_skips_broken_videos(tmp_path):
-    """Training decodes in the isolated pool: a file that cannot be decoded is skipped, not fatal."""
+    """Training decodes in the isolated pool: a file that cannot be decoded is skipped, not
+    fatal."""
     from eercf_core.video_writer import write_video
     from pipelines.train import decode_all
 

@@ -6,12 +6,19 @@ ids to files. Writing eercf's files from it is `eercf benchmark` (pipelines/benc
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from eercf_core.datasets import activitynet, msrvtt, msvd, vatex
-from eercf_core.datasets.common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split,
-                                        clean_text, find_videos)
+from eercf_core.datasets.common import (
+    AnnotationError,
+    Benchmark,
+    EvalQuery,
+    KnownSize,
+    Split,
+    clean_text,
+    find_videos,
+)
 from eercf_core.datasets.safe_pickle import UnsafePickleError, load_plain_pickle
 from eercf_core.errors import UserInputError
 

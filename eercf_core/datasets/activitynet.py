@@ -11,8 +11,16 @@ from __future__ import annotations
 from numbers import Real
 from pathlib import Path
 
-from eercf_core.datasets.common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split,
-                                        check_video_id, clean_text, read_json)
+from eercf_core.datasets.common import (
+    AnnotationError,
+    Benchmark,
+    EvalQuery,
+    KnownSize,
+    Split,
+    check_video_id,
+    clean_text,
+    read_json,
+)
 
 SPLITS = {"train": ("train.json", KnownSize(10009, 10009, "ActivityNet Captions release")),
           "val_1": ("val_1.json", KnownSize(4917, 4917, "ActivityNet Captions release")),

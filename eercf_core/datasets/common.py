@@ -11,9 +11,9 @@ import csv
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from eercf_core.errors import UserInputError
 
@@ -128,7 +128,8 @@ def unique_ids(ids: Iterable[tuple[str, str]]) -> list[str]:
     seen: dict[str, str] = {}
     for video_id, where in ids:
         if video_id in seen:
-            raise AnnotationError(f"{where}: video {video_id!r} repeated (first at {seen[video_id]})")
+            raise AnnotationError(f"{where}: video {video_id!r} repeated (first at "
+                                  f"{seen[video_id]})")
         seen[video_id] = where
     return list(seen)
 

@@ -5,15 +5,27 @@
   `train_7k` (every caption of each video, from MSRVTT_data.json);
 - `MSRVTT_JSFUSION_test.csv` (`key, vid_key, video_id, sentence`): the 1k-A test, one caption per
   video -> split `test_1k`, query id = `key` (e.g. `ret0`).
-Videos: `<video_id>.mp4`. A split whose files are absent is skipped (noted); none at all is an error.
+Videos: `<video_id>.mp4`. A split whose files are absent is skipped (noted); none at all is an
+error.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from eercf_core.datasets.common import (AnnotationError, Benchmark, EvalQuery, KnownSize, Split,
-                                        caption_split, check_video_id, clean_text, read_csv_rows,
-                                        read_json, require, unique_ids)
+from eercf_core.datasets.common import (
+    AnnotationError,
+    Benchmark,
+    EvalQuery,
+    KnownSize,
+    Split,
+    caption_split,
+    check_video_id,
+    clean_text,
+    read_csv_rows,
+    read_json,
+    require,
+    unique_ids,
+)
 
 DATA = "MSRVTT_data.json"
 TEST = "MSRVTT_JSFUSION_test.csv"
@@ -64,8 +76,8 @@ def _test_split(path: Path) -> Split:
         text = clean_text(row["sentence"] or "")
         if not text:
             raise AnnotationError(f"{where}: empty sentence")
-        queries.append((EvalQuery(key, text, check_video_id((row["video_id"] or "").strip(), where)),
-                        where))
+        video_id = check_video_id((row["video_id"] or "").strip(), where)
+        queries.append((EvalQuery(key, text, video_id), where))
     ids = unique_ids((q.video_id, where) for q, where in queries)
     return Split("test_1k", ids, [(q.video_id, q.text) for q, _ in queries],
                  [q for q, _ in queries], "1k-A: one caption (the JSFusion sentence) per video",
@@ -87,5 +99,6 @@ def load(annotations: Path) -> Benchmark:
         notes.append(f"{TEST} not found: split test_1k not written")
     if not splits:
         raise AnnotationError(f"{annotations}: no MSR-VTT split files found (expected "
-                              f"{TEST} and/or {', '.join(f for f, _ in TRAIN.values())} with {DATA})")
+                              f"{TEST} and/or {', '.join(f for f, _ in TRAIN.values())} with "
+                              f"{DATA})")
     return Benchmark("msrvtt", splits, video_file_names, notes)

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eercf_core.datasets.common import (AnnotationError, Benchmark, KnownSize, caption_split,
-                                        read_id_list, require)
+from eercf_core.datasets.common import (
+    AnnotationError,
+    Benchmark,
+    KnownSize,
+    caption_split,
+    read_id_list,
+    require,
+)
 from eercf_core.datasets.safe_pickle import load_plain_pickle
 
 CAPTIONS = "raw-captions.pkl"

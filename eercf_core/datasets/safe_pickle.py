@@ -12,6 +12,7 @@ import io
 import pickle
 import pickletools
 from pathlib import Path
+from typing import NoReturn
 
 from eercf_core.errors import UserInputError
 
@@ -31,10 +32,10 @@ class UnsafePickleError(UserInputError):
 
 
 class _RefusingUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: D102 (pickle API)
+    def find_class(self, module: str, name: str) -> NoReturn:
         raise UnsafePickleError(f"refused import of {module}.{name}")
 
-    def persistent_load(self, pid):  # noqa: D102 (pickle API)
+    def persistent_load(self, pid: object) -> NoReturn:
         raise UnsafePickleError(f"refused persistent id {pid!r}")
 
 
@@ -71,7 +72,8 @@ def check_opcodes(data: bytes, source: str) -> None:
 
 
 def load_plain_pickle(path: Path) -> object:
-    """The object in `path`, built only from dicts, lists and strings; UnsafePickleError otherwise."""
+    """The object in `path`, built only from dicts, lists and strings; UnsafePickleError
+    otherwise."""
     data = Path(path).read_bytes()
     check_opcodes(data, str(path))
     try:

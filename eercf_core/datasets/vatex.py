@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eercf_core.datasets.common import (AnnotationError, Benchmark, KnownSize, caption_split,
-                                        check_video_id, read_json, unique_ids)
+from eercf_core.datasets.common import (
+    AnnotationError,
+    Benchmark,
+    KnownSize,
+    caption_split,
+    check_video_id,
+    read_json,
+    unique_ids,
+)
 
 SPLITS = {"train": ("vatex_training_v1.0.json", KnownSize(25991, 259910, "VATEX v1.0 release")),
           "val": ("vatex_validation_v1.0.json", KnownSize(3000, 30000, "VATEX v1.0 release"))}

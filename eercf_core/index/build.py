@@ -23,7 +23,9 @@ import torch
 
 from eercf_core.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
 from eercf_core.config import RECALL_K
+from eercf_core.errors import UserInputError
 from eercf_core.features import VideoFeatures
+from eercf_core.ids import control_character_problem
 from eercf_core.index import recall
 from eercf_core.index.codecs import (
     CODED_KINDS,
@@ -39,10 +41,8 @@ from eercf_core.index.directory import (
     STORE_DIR,
     make_manifest,
 )
-from eercf_core.errors import UserInputError
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter
-from eercf_core.ids import control_character_problem
 from eercf_core.inputs import is_glob
 from eercf_core.io_formats import local_path
 from eercf_core.output_check import check_writable_dir
@@ -311,7 +311,8 @@ def _build_locked(inputs: list[str], output: str, factory: str | None = None,
         index_seconds = time.perf_counter() - index_start
         info = recall.describe(index, factory)
         if not info["exact"]:
-            # Sampled corpus vectors stand in for queries (text queries are not known at build time).
+            # Sampled corpus vectors stand in for queries (text queries are not known at build
+            # time).
             sample = np.random.default_rng(seed).choice(len(ids), min(recall_sample, len(ids)),
                                                         replace=False)
             queries = np.asarray(coarse[np.sort(sample)], dtype=np.float32)

@@ -44,7 +44,8 @@ class FineCodecSpec:
 
     @classmethod
     def parse(cls, text: str | None) -> FineCodecSpec:
-        """Parse "fp16", one factory string for all kinds, or "kind=factory,..." (see module doc)."""
+        """Parse "fp16", one factory string for all kinds, or "kind=factory,..." (see module
+        doc)."""
         text = (text or FP16).strip()
         if not text:
             raise UserInputError("--fine-codec: empty codec spec")
@@ -123,8 +124,9 @@ class VectorCodec:
         try:
             self.code_size = int(index.sa_code_size())
         except RuntimeError as exc:
-            raise UserInputError(f"codec {factory!r} for {kind}: FAISS index {type(index).__name__} "
-                                 f"has no standalone codec (sa_encode): {_faiss_message(exc)}") from None
+            raise UserInputError(
+                f"codec {factory!r} for {kind}: FAISS index {type(index).__name__} has no "
+                f"standalone codec (sa_encode): {_faiss_message(exc)}") from None
         self._pq_tables: torch.Tensor | None = None
 
     @property
@@ -141,8 +143,8 @@ class VectorCodec:
         try:
             self.index.train(sample)
         except RuntimeError as exc:
-            raise UserInputError(f"codec {self.factory!r} for {self.kind}: training on {len(sample)} "
-                                 f"vectors failed: {_faiss_message(exc)}") from None
+            raise UserInputError(f"codec {self.factory!r} for {self.kind}: training on "
+                                 f"{len(sample)} vectors failed: {_faiss_message(exc)}") from None
         self._pq_tables = None
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
@@ -194,7 +196,8 @@ class VectorCodec:
         """codes [*R, M] uint8 -> int64 [*R, M] positions into `query_tables` rows."""
         tables = self._lookup_tables()
         assert tables is not None
-        return torch.from_numpy(codes.astype(np.int64)) + torch.arange(tables.shape[0]) * tables.shape[1]
+        offsets = torch.arange(tables.shape[0]) * tables.shape[1]
+        return torch.from_numpy(codes.astype(np.int64)) + offsets
 
     def _lookup_tables(self) -> torch.Tensor | None:
         """PQ centroids [M, ksub, dsub] when the codec is a plain 8-bit PQ, else None."""

@@ -60,10 +60,10 @@ def measure_fidelity(reference: VideoFeatures, decoded: VideoFeatures, queries: 
     """Rerank-score errors and top-10 agreement of `decoded` against `reference` features.
 
     reference, decoded: the same B videos (any float dtype, scored in float32); queries [Q, D].
-    Returns per fine score and for the rerank mix ("final") the max and mean absolute error over the Q·k candidate pairs (score
-    units, τ included), the mean gap between neighbouring reference rerank scores in the top 10
-    (what an error must stay well below to keep the order), and the mean fraction of the
-    reference top-10 (of k) that the decoded top-10 holds.
+    Returns per fine score and for the rerank mix ("final") the max and mean absolute error over
+    the Q·k candidate pairs (score units, τ included), the mean gap between neighbouring reference
+    rerank scores in the top 10 (what an error must stay well below to keep the order), and the
+    mean fraction of the reference top-10 (of k) that the decoded top-10 holds.
     """
     k = min(k, reference.num_videos)
     coarse = coarse_scores(queries, reference.coarse, params)

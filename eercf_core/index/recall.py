@@ -22,7 +22,6 @@ from faiss.contrib.evaluation import knn_intersection_measure
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from eercf_core.atomic import local_temp_path
-
 from eercf_core.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -42,10 +41,14 @@ def default_factory(num_videos: int) -> str:
 def default_nprobe(index: faiss.Index) -> int | None:
     """nprobe for an IVF index (nlist/16, at least 8), None for other types."""
     ivf = _ivf(index)
-    return None if ivf is None else max(8, min(ivf.nlist, ivf.nlist // 16))
+    return None if ivf is None else _ivf_default_nprobe(ivf)
 
 
-def _ivf(index: faiss.Index):
+def _ivf_default_nprobe(ivf: faiss.IndexIVF) -> int:
+    return max(8, min(ivf.nlist, ivf.nlist // 16))
+
+
+def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
     try:
         return faiss.extract_index_ivf(index)
     except RuntimeError:
@@ -67,9 +70,10 @@ def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = N
         raise UserInputError(f"bad FAISS index_factory string {factory!r}: {exc}") from None
     if not index.is_trained:
         ivf = _ivf(index)
-        wanted = train_size or (64 * ivf.nlist if ivf is not None else min(n, 100_000))
-        if n < (ivf.nlist if ivf is not None else 1):
-            raise UserInputError(f"index {factory!r} needs at least {ivf.nlist} vectors to train, "
+        nlist = ivf.nlist if ivf is not None else 1
+        wanted = train_size or (64 * nlist if ivf is not None else min(n, 100_000))
+        if n < nlist:
+            raise UserInputError(f"index {factory!r} needs at least {nlist} vectors to train, "
                                  f"the corpus has {n}")
         sample = np.random.default_rng(seed).choice(n, size=min(n, wanted), replace=False)
         start = time.perf_counter()
@@ -86,7 +90,7 @@ def set_nprobe(index: faiss.Index, nprobe: int | None) -> None:
     """Set nprobe on an IVF index (default: `default_nprobe`); no-op for other types."""
     ivf = _ivf(index)
     if ivf is not None:
-        ivf.nprobe = nprobe or default_nprobe(index)
+        ivf.nprobe = nprobe or _ivf_default_nprobe(ivf)
 
 
 def describe(index: faiss.Index, factory: str) -> dict:

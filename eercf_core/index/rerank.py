@@ -96,8 +96,9 @@ def rerank_from_store(
     return Ranking.cat(parts)
 
 
-def _grouped_block(text, candidate_ids, candidate_coarse, store_rows, store, params, config,
-                   weights) -> Ranking:
+def _grouped_block(text: torch.Tensor, candidate_ids: torch.Tensor, candidate_coarse: torch.Tensor,
+                   store_rows: torch.Tensor, store: FineStore, params: ScoreParams,
+                   config: ScoreConfig, weights: RerankWeights) -> Ranking:
     num_queries, k = candidate_ids.shape
     t, d = store.dims.num_frames, store.dims.embed_dim
     n = t * store.dims.num_patches

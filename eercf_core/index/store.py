@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from eercf_core.atomic import write_json
 from eercf_core.errors import UserInputError
 from eercf_core.index.codecs import CODED_KINDS, VectorCodec
 from schemas import COLUMN_OF_FEATURE, FeatureDims
+
+if TYPE_CHECKING:
+    from eercf_core.features import VideoFeatures
 
 STORE_META = "store.json"
 KINDS = tuple(COLUMN_OF_FEATURE)  # coarse, frame, context, patch, mask
@@ -207,14 +211,17 @@ class FineStore:
         flat = rows.reshape(-1)
         if flat.size and (flat.min() < 0 or flat.max() >= self.num_videos):
             raise IndexError(f"fine store rows out of range [0, {self.num_videos})")
-        out = []
-        for kind in ("frame", "context", "patch", "mask"):
-            values = (torch.from_numpy(self.read(kind, flat)) if kind == "mask"
-                      else self.read_float(kind, flat))
-            out.append(values.reshape(*rows.shape, *values.shape[1:]))
-        return tuple(out)  # type: ignore[return-value]
+        frame, context, patch, mask = (
+            self._gathered(kind, flat, rows.shape)
+            for kind in ("frame", "context", "patch", "mask"))
+        return frame, context, patch, mask
 
-    def features(self, rows: np.ndarray | slice):
+    def _gathered(self, kind: str, flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+        values = (torch.from_numpy(self.read(kind, flat)) if kind == "mask"
+                  else self.read_float(kind, flat))
+        return values.reshape(*shape, *values.shape[1:])
+
+    def features(self, rows: np.ndarray | slice) -> VideoFeatures:
         """`ec.VideoFeatures` (float32) of `rows` (an index array or a slice)."""
         from eercf_core.features import VideoFeatures
 

@@ -14,9 +14,9 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -24,9 +24,15 @@ import torch
 import eercf_core as ec
 from eercf_core.atomic import atomic_directory
 from eercf_core.index import IndexDirectory
-from eercf_core.io_formats import (RankedRow, coarse_ranks, read_ground_truth, read_queries,
-                                   read_ranked)
-from eercf_core.previews import KINDS as PREVIEW_KINDS, open_previews
+from eercf_core.io_formats import (
+    RankedRow,
+    coarse_ranks,
+    read_ground_truth,
+    read_queries,
+    read_ranked,
+)
+from eercf_core.previews import KINDS as PREVIEW_KINDS
+from eercf_core.previews import open_previews
 from eercf_core.report import page
 from eercf_core.scores import frame_gate_weights
 
@@ -53,7 +59,8 @@ def load_results(ranked_path: str, queries_path: str, truth_path: str | None = N
     missing = [q for q in ranked if q not in texts]
     if missing:
         raise ValueError(f"{queries_path}: no text for {len(missing)} ranked queries of "
-                         f"{ranked_path} (e.g. {missing[0]!r}); pass the query file that was ranked")
+                         f"{ranked_path} (e.g. {missing[0]!r}); pass the query file that was "
+                         "ranked")
     truth = read_ground_truth(truth_path) if truth_path else {}
     unknown = sorted(set(truth) - set(ranked))
     if unknown:
@@ -63,8 +70,8 @@ def load_results(ranked_path: str, queries_path: str, truth_path: str | None = N
             for q, rows in ranked.items()]
 
 
-def gate_weights(model, index: IndexDirectory, results: Sequence[QueryResults], rows: np.ndarray,
-                 config: ec.ScoreConfig) -> tuple[np.ndarray, np.ndarray]:
+def gate_weights(model: ec.EercfModel, index: IndexDirectory, results: Sequence[QueryResults],
+                 rows: np.ndarray, config: ec.ScoreConfig) -> tuple[np.ndarray, np.ndarray]:
     """The frame TIB's text-gate weights of each shown video and its frame mask: [Q, n, T] each.
 
     rows [Q, n] index rows of the shown videos (-1 = no video in that slot: weights 0, mask
@@ -162,7 +169,8 @@ def page_data(results: Sequence[QueryResults], index: IndexDirectory, top_n: int
 
 
 def write_report(results: Sequence[QueryResults], index: IndexDirectory, output: str | Path,
-                 model=None, top_n: int = 10, evaluation_dir: str | Path | None = None,
+                 model: ec.EercfModel | None = None, top_n: int = 10,
+                 evaluation_dir: str | Path | None = None,
                  recall_k: int | None = None, title: str = "eercf results",
                  config: ec.ScoreConfig = ec.ScoreConfig()) -> Path:
     """Write the gallery folder `output` (index.html + assets/); returns the index.html path.

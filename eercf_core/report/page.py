@@ -1,9 +1,10 @@
 """The gallery page of `eercf report`: one HTML file with its CSS, JS and data inline.
 
 The template, stylesheet and script are package files in `eercf_core/report/assets/`; the data
-(see `eercf_core.report.gallery.write_report`) is embedded as JSON in a `<script type="application/json">`
-element and rendered by the script, a page of queries at a time. A Content-Security-Policy allows
-only inline code and local images, so the page cannot reach the network.
+(see `eercf_core.report.gallery.write_report`) is embedded as JSON in a
+`<script type="application/json">` element and rendered by the script, a page of queries at a
+time. A Content-Security-Policy allows only inline code and local images, so the page cannot reach
+the network.
 """
 from __future__ import annotations
 
