@@ -222,22 +222,77 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
     OutputLockedError naming the holder) and first removes temp directories of dead builds.
-    Parameters as in `_build_locked`.
+    `fine_codec` (a spec string, see `eercf_core.index.codecs`; default fp16) stores the fine
+    features as codes of codecs trained on `codec_train_videos` sampled videos (at most
+    `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
+    `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
     """
+    started = time.perf_counter()
     out = Path(local_path(output))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
+    spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
+    if min(codec_train_videos, codec_train_vectors, fidelity_videos, fidelity_queries) < 1:
+        raise UserInputError("codec training/fidelity sample sizes must be >= 1")
     check_writable_dir(str(out.parent), "--output's parent")  # the build happens beside it
     with OutputLock(lock_beside(str(out)), "build-index", output):
         removed = remove_stale_temps(out)
         if removed:
             log.info("removed %d temp directories left by killed builds of %s", removed, output)
-        return _build_locked(
-            inputs, output, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
-            recall_check_k=recall_check_k, batch_rows=batch_rows, overwrite=overwrite, seed=seed,
-            fine_codec=fine_codec, codec_train_videos=codec_train_videos,
-            codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
-            fidelity_queries=fidelity_queries)
+        shards = resolve_shards(inputs)
+        dims, model_id, sha = check_identity(shards)
+        spec.validate(dims.embed_dim)
+        ids, error_rows, qualities = _scan(shards)
+        if not ids:
+            raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
+        log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
+                 len(shards), len(ids), error_rows, model_id, dims)
+        if len(qualities) > 1:
+            log.warning("shards mix decode qualities (videos per quality: %s)", qualities)
+
+        with atomic_directory(out, overwrite) as temp:
+            codecs: dict[str, VectorCodec] = {}
+            codec_record: dict | None = None
+            if not spec.is_fp16:
+                codecs, codec_record = _train_fine_codecs(
+                    shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
+                    fidelity_videos, fidelity_queries, batch_rows, seed)
+            writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
+            _fill_store(shards, writer, batch_rows)
+            writer.close()
+            previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
+            store_seconds = time.perf_counter() - started
+
+            coarse = np.load(temp / STORE_DIR / "coarse.npy", mmap_mode="r")[:len(ids)]
+            index_start = time.perf_counter()
+            factory = factory or recall.default_factory(len(ids))
+            index = recall.build(coarse, factory, nprobe, seed=seed)
+            index_seconds = time.perf_counter() - index_start
+            info = recall.describe(index, factory)
+            if not info["exact"]:
+                # Sampled corpus vectors stand in for queries (text queries are not known at build
+                # time).
+                sample = np.random.default_rng(seed).choice(len(ids), min(recall_sample, len(ids)),
+                                                            replace=False)
+                queries = np.asarray(coarse[np.sort(sample)], dtype=np.float32)
+                info["recall_vs_exact"] = {
+                    "k": recall_check_k, "sample_queries": int(sample.size),
+                    "queries": "sampled corpus coarse vectors",
+                    "recall": recall.recall_vs_exact(index, coarse, queries, recall_check_k)}
+                log.info("recall@%d vs exact: %.4f", recall_check_k,
+                         info["recall_vs_exact"]["recall"])
+            recall.save(index, temp / RECALL_FILE)
+            write_json(temp / IDS_FILE, ids, indent=None)
+            manifest = make_manifest(
+                model_id=model_id, checkpoint_sha256=sha, dims=dims, num_videos=len(ids),
+                num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,
+                fine_store=writer.describe(codec_record),
+                build_seconds={"store": round(store_seconds, 3), "index": round(index_seconds, 3),
+                               "total": round(time.perf_counter() - started, 3)})
+            manifest["feature_schema_versions_read"] = previews.pop("feature_schema_versions")
+            manifest["previews"] = previews
+            write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
+        return manifest
 
 
 def remove_stale_temps(out: Path) -> int:
@@ -260,76 +315,3 @@ def remove_stale_temps(out: Path) -> int:
                 entry.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-def _build_locked(inputs: list[str], output: str, factory: str | None = None,
-                nprobe: int | None = None, recall_sample: int = 1000,
-                recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
-                seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
-                codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
-                fidelity_videos: int = 200, fidelity_queries: int = 200) -> dict:
-    """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
-
-    `fine_codec` (a spec string, see `eercf_core.index.codecs`; default fp16) stores the fine
-    features as codes of codecs trained on `codec_train_videos` sampled videos (at most
-    `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
-    `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
-    """
-    started = time.perf_counter()
-    out = Path(local_path(output))
-    spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
-    if min(codec_train_videos, codec_train_vectors, fidelity_videos, fidelity_queries) < 1:
-        raise UserInputError("codec training/fidelity sample sizes must be >= 1")
-    shards = resolve_shards(inputs)
-    dims, model_id, sha = check_identity(shards)
-    spec.validate(dims.embed_dim)
-    ids, error_rows, qualities = _scan(shards)
-    if not ids:
-        raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
-    log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
-             len(shards), len(ids), error_rows, model_id, dims)
-    if len(qualities) > 1:
-        log.warning("shards mix decode qualities (videos per quality: %s)", qualities)
-
-    with atomic_directory(out, overwrite) as temp:
-        codecs: dict[str, VectorCodec] = {}
-        codec_record: dict | None = None
-        if not spec.is_fp16:
-            codecs, codec_record = _train_fine_codecs(
-                shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
-                fidelity_videos, fidelity_queries, batch_rows, seed)
-        writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
-        _fill_store(shards, writer, batch_rows)
-        writer.close()
-        previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
-        store_seconds = time.perf_counter() - started
-
-        coarse = np.load(temp / STORE_DIR / "coarse.npy", mmap_mode="r")[:len(ids)]
-        index_start = time.perf_counter()
-        factory = factory or recall.default_factory(len(ids))
-        index = recall.build(coarse, factory, nprobe, seed=seed)
-        index_seconds = time.perf_counter() - index_start
-        info = recall.describe(index, factory)
-        if not info["exact"]:
-            # Sampled corpus vectors stand in for queries (text queries are not known at build
-            # time).
-            sample = np.random.default_rng(seed).choice(len(ids), min(recall_sample, len(ids)),
-                                                        replace=False)
-            queries = np.asarray(coarse[np.sort(sample)], dtype=np.float32)
-            info["recall_vs_exact"] = {
-                "k": recall_check_k, "sample_queries": int(sample.size),
-                "queries": "sampled corpus coarse vectors",
-                "recall": recall.recall_vs_exact(index, coarse, queries, recall_check_k)}
-            log.info("recall@%d vs exact: %.4f", recall_check_k, info["recall_vs_exact"]["recall"])
-        recall.save(index, temp / RECALL_FILE)
-        write_json(temp / IDS_FILE, ids, indent=None)
-        manifest = make_manifest(
-            model_id=model_id, checkpoint_sha256=sha, dims=dims, num_videos=len(ids),
-            num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,
-            fine_store=writer.describe(codec_record),
-            build_seconds={"store": round(store_seconds, 3), "index": round(index_seconds, 3),
-                           "total": round(time.perf_counter() - started, 3)})
-        manifest["feature_schema_versions_read"] = previews.pop("feature_schema_versions")
-        manifest["previews"] = previews
-        write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
-    return manifest
