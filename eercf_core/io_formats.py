@@ -59,11 +59,26 @@ class RankedRow:
     coarse_score: float
 
 
+def coarse_order(rows: Sequence[RankedRow]) -> list[RankedRow]:
+    """One query's listed rows in coarse order (coarse_score descending, ties by rank)."""
+    return sorted(rows, key=lambda r: (-r.coarse_score, r.rank))
+
+
 def coarse_ranks(rows: Sequence[RankedRow]) -> dict[str, int]:
-    """video_id -> 1-based rank in the coarse order of one query's listed rows (by coarse_score
-    descending, ties by rank): where each video stood before the rerank."""
-    order = sorted(rows, key=lambda r: (-r.coarse_score, r.rank))
-    return {row.video_id: position for position, row in enumerate(order, start=1)}
+    """video_id -> 1-based rank in the coarse order of one query's listed rows: where each video
+    stood before the rerank."""
+    return {row.video_id: position for position, row in enumerate(coarse_order(rows), start=1)}
+
+
+def ranked_meta_path(ranked_path: str) -> str:
+    """`<ranked>.meta.json`: what the query job records beside a ranked TSV (mode, k, index)."""
+    return f"{ranked_path}.meta.json"
+
+
+def read_ranked_meta(ranked_path: str) -> dict:
+    """The meta file beside a ranked TSV (see `ranked_meta_path`); {} when there is none."""
+    fs, target = fsspec.core.url_to_fs(ranked_meta_path(ranked_path))
+    return json.loads(fs.cat(target)) if fs.exists(target) else {}
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:

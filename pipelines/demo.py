@@ -24,7 +24,7 @@ from pathlib import Path
 from eercf_core.atomic import write_json, write_text
 from eercf_core.config import RECALL_K
 from eercf_core.index import read_manifest
-from eercf_core.io_formats import FormatError, read_jsonl
+from eercf_core.io_formats import FormatError, read_jsonl, read_ranked_meta
 from pipelines.args import add_model, add_output, parse_args
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def run(argv: list[str] | None = None) -> int:
         _stage(f"query {mode}", timings, query.run, [
             "--index", str(out / "index"), "--queries", str(queries), "--output", str(ranked),
             *model_args, "--recall-k", str(args.recall_k), "--top-n", "0", *flags])
-        meta = json.loads(Path(f"{ranked}.meta.json").read_text())
+        meta = read_ranked_meta(str(ranked))
         _stage(f"evaluate {mode}", timings, evaluate.run, [
             "--ranked", str(ranked), "--ground-truth", str(truth),
             "--output", str(out / "eval" / mode), "--no-plots"])

@@ -17,28 +17,27 @@ entries, S_V elsewhere) and `coarse` (the S_V matrix: a genuine single-stage v2t
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-import fsspec
 import numpy as np
 
 from eercf_core import metrics
 from eercf_core.atomic import write_json, write_text
 from eercf_core.errors import UserInputError
 from eercf_core.index import read_video_ids
-from eercf_core.io_formats import FormatError, RankedRow, read_ground_truth, read_ranked
+from eercf_core.io_formats import (
+    FormatError,
+    RankedRow,
+    coarse_order,
+    read_ground_truth,
+    read_ranked,
+    read_ranked_meta,
+)
 from eercf_core.output_check import check_writable_dir
 from pipelines.args import add_output, parse_args
 
 log = logging.getLogger(__name__)
-
-
-def _meta(ranked_path: str) -> dict:
-    path = f"{ranked_path}.meta.json"
-    fs, target = fsspec.core.url_to_fs(path)
-    return json.loads(fs.cat(target)) if fs.exists(target) else {}
 
 
 def _known_videos(index_dir: str | None) -> set[str] | None:
@@ -68,8 +67,7 @@ def validate_truth(truth: dict, gt_path: str, ranked: dict, ranked_path: str,
 def orders(ranked: dict[str, list[RankedRow]]) -> tuple[dict, dict]:
     """(reranked order, coarse order) of video ids per query."""
     rerank = {q: [r.video_id for r in rows] for q, rows in ranked.items()}
-    coarse = {q: [r.video_id for r in sorted(rows, key=lambda r: (-r.coarse_score, r.rank))]
-              for q, rows in ranked.items()}
+    coarse = {q: [r.video_id for r in coarse_order(rows)] for q, rows in ranked.items()}
     return rerank, coarse
 
 
@@ -151,7 +149,7 @@ def evaluate(ranked_path: str, gt_path: str, index_dir: str | None = None) -> di
     """Metrics of one ranked file: {"reranked": {...}, "coarse": {...}, plus ranks and facts}."""
     ranked = read_ranked(ranked_path)
     truth = read_ground_truth(gt_path)
-    meta = _meta(ranked_path)
+    meta = read_ranked_meta(ranked_path)
     validate_truth(truth, gt_path, ranked, ranked_path,
                    _known_videos(index_dir or meta.get("index")))
     without_truth = sorted(set(ranked) - set(truth))

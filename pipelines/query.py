@@ -23,7 +23,7 @@ from pathlib import Path
 import eercf_core as ec
 from eercf_core.atomic import write_json, write_text
 from eercf_core.index.rerank import METHODS
-from eercf_core.io_formats import ranked_lines, read_queries
+from eercf_core.io_formats import ranked_lines, ranked_meta_path, read_queries
 from eercf_core.output_check import check_writable_file
 from pipelines.args import (
     add_model_flags,
@@ -132,7 +132,7 @@ def run(argv: list[str] | None = None) -> int:
                                                     Progress(mode_name, len(queries)))))
     seconds = time.perf_counter() - start
     identity = local.model.identity
-    write_json(f"{output}.meta.json", {
+    write_json(ranked_meta_path(output), {
         "mode": mode_name, "recall_k": args.recall_k, "top_n": local.top_n,
         "weights": job.weights.to_dict(), "mask_padded_frames": job.config.mask_padded_frames,
         "index": job.index, "model_id": identity.model_id,

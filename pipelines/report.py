@@ -9,21 +9,17 @@ Writes a folder `index.html` + `assets/` (no CDN, fonts or network); what it sho
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import eercf_core as ec
 from eercf_core.index import open_index
+from eercf_core.io_formats import read_ranked_meta
 from eercf_core.model_spec import load_model_spec
 from eercf_core.report import load_results, write_report
 from pipelines.args import add_model_flags, add_output, model_spec, parse_args, positive_int
 
 
 def _recall_k_of(ranked_path: str) -> int | None:
-    meta = Path(f"{ranked_path}.meta.json")
-    if meta.is_file():
-        return json.loads(meta.read_text()).get("recall_k")
-    return None
+    return read_ranked_meta(ranked_path).get("recall_k")
 
 
 def build_parser() -> argparse.ArgumentParser:
