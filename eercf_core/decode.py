@@ -27,11 +27,19 @@ Two decoders:
 Decode quality (`DecodeOptions.quality`, recorded in every shard row):
 - "exact": the frames as the codec defines them, scaled bicubic: the same bits as before the
   setting existed (tests/test_decode.py compares them with an independent decode).
-- "fast": the pyav decoder skips the in-loop deblocking filter (`skip_loop_filter=all`: every
-  frame, references included, so small block-edge errors propagate until the next keyframe) and
-  scales bilinear instead of bicubic. Same sampled frames and times, pixels drift by about one
-  grey level; whether features and rankings move is measured by `python -m bench decode`
-  (fidelity table). decord has no such knobs: its frames are recorded as "exact".
+- "fast" (default): for sources whose shortest side is at least 2x the model's image size S,
+  the pyav decoder skips the in-loop deblocking filter (`skip_loop_filter=all`: every frame,
+  references included, so small block-edge errors propagate until the next keyframe) and scales
+  bilinear instead of bicubic; smaller sources are decoded exactly as "exact". Same sampled
+  frames and times, pixels drift by about one grey level on the large sources, which cost the
+  most to decode; `python -m bench decode` measures the speed and whether features and
+  rankings move (fidelity table). decord has no such knobs: its frames are recorded as "exact".
+
+Measured and left out (numbers in the README, "Decode numbers"): NVDEC through FFmpeg's CUDA
+hwaccel. Its frames are the software frames bit for bit (H.264, HEVC, VP9; MPEG-4 Part 2
+differs, its IDCT rounding is the decoder's choice), but on an H200 host it decoded the shared
+files 4x slower than this software path and used more CPU per video: FFmpeg waits for each
+frame, and every file sets up a hardware decoder.
 
 Decoders are created here, inside whichever process calls `decode_video`: call it in a worker
 (see eercf_core.isolation), never create a decoder before a fork.
@@ -61,20 +69,32 @@ MAX_PIXELS = 8192 * 8192  # refuse absurd frame sizes (fuzzed headers) before al
 BACKENDS = ("pyav", "decord", "auto")
 QUALITY_EXACT, QUALITY_FAST = "exact", "fast"
 QUALITIES = (QUALITY_EXACT, QUALITY_FAST)
-DEFAULT_QUALITY = QUALITY_EXACT
+DEFAULT_QUALITY = QUALITY_FAST
+# "fast" only touches sources at least this many times the model's input (448 px and up for
+# 224): scaling down 2x or more averages the deblocking filter's few-pixel block edges away.
+# Measured on the 42 shared files (bench_decode): at 2x the features hold (frame cosine p1
+# 0.9993), at 1.5x they do not (0.9988), and without a limit the worst files are small ones.
+FAST_MIN_DOWNSCALE = 2.0
 
 
 @dataclass(frozen=True)
 class QualityPreset:
-    """What a decode quality changes: FFmpeg decoder options and the swscale interpolation."""
+    """What a decode quality changes: FFmpeg decoder options and the swscale interpolation,
+    for sources whose shortest side is at least `min_downscale` x the model's image size S
+    (smaller sources are decoded as "exact")."""
 
     codec_options: tuple[tuple[str, str], ...]
     interpolation: str
+    min_downscale: float = 0.0
+
+    def applies(self, width: int, height: int, image_size: int) -> bool:
+        """Whether this preset changes the decode of a width x height source scaled to S."""
+        return min(width, height) >= self.min_downscale * image_size
 
 
 QUALITY_PRESETS = {
     QUALITY_EXACT: QualityPreset((), "BICUBIC"),
-    QUALITY_FAST: QualityPreset((("skip_loop_filter", "all"),), "BILINEAR"),
+    QUALITY_FAST: QualityPreset((("skip_loop_filter", "all"),), "BILINEAR", FAST_MIN_DOWNSCALE),
 }
 
 
@@ -387,9 +407,14 @@ def _decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
                 raise DecodeError(f"{uri}: video stream has no time base")
             time_base = float(stream.time_base)
             index = _index_packets(container, stream, uri)
+            # FFmpeg's default (0 = one slice thread per core) would run a thread per core in
+            # every decoder process: on 16 cores, 16 processes x 16 threads
+            stream.thread_count = options.threads
             if options.threads > 1:
-                stream.thread_type, stream.thread_count = "AUTO", options.threads
+                stream.thread_type = "AUTO"
             preset = QUALITY_PRESETS[options.quality]
+            if not preset.applies(ctx.width, ctx.height, options.image_size):
+                preset = QUALITY_PRESETS[QUALITY_EXACT]
             codec_options = dict(preset.codec_options + options.codec_options)
             if codec_options:
                 ctx.options = codec_options

@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=BACKENDS, default="pyav",
                    help="pyav (keyframe-aware, default), decord, or auto (pyav then decord)")
     p.add_argument("--decode-quality", choices=QUALITIES, default=DEFAULT_QUALITY,
-                   help="exact: the codec's frames, bicubic scaling; fast: no deblocking filter, "
-                        "bilinear scaling (measured fidelity: README) (default "
+                   help="exact: the codec's frames, bicubic scaling; fast: for sources at least "
+                        "2x the model's input, no deblocking filter and bilinear scaling, smaller "
+                        "ones as exact (measured fidelity: README) (default "
                         f"{DEFAULT_QUALITY}; recorded in each shard row)")
     p.add_argument("--max-offset", type=non_negative_float, default=0.5,
                    help="seconds a sampled frame may be from its 1 fps target to save decoding "

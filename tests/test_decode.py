@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from eercf_core.decode import (
+    FAST_MIN_DOWNSCALE,
     DecodeError,
     DecodeOptions,
     center_crop,
@@ -185,7 +186,7 @@ def test_exact_quality_matches_the_codec_frames_bit_for_bit(tmp_path, shared_vid
         _moving_video(path)
     else:
         path = next(shared_videos.rglob(name))
-    video = decode_video(str(path), DecodeOptions(image_size=48, max_offset=0.0))
+    video = decode_video(str(path), DecodeOptions(image_size=48, max_offset=0.0, quality="exact"))
     assert video.quality == "exact" and video.facts()["decode_quality"] == "exact"
     valid = int(video.mask.sum())
     np.testing.assert_array_equal(video.frames[:valid],
@@ -206,12 +207,27 @@ def test_fast_quality_same_frames_within_measured_drift(tmp_path, shared_videos,
         _moving_video(path)
     else:
         path = next(shared_videos.rglob(name))
-    exact = decode_video(str(path), DecodeOptions(image_size=64))
-    fast = decode_video(str(path), DecodeOptions(image_size=64, quality="fast"))
+    exact = decode_video(str(path), DecodeOptions(image_size=48, quality="exact"))
+    fast = decode_video(str(path), DecodeOptions(image_size=48))  # fast is the default
     assert fast.quality == "fast" and fast.facts()["decode_quality"] == "fast"
     assert fast.frame_times == exact.frame_times and (fast.mask == exact.mask).all()
     drift = np.abs(fast.frames.astype(np.int16) - exact.frames)[fast.mask].mean()
     assert 0 < drift <= FAST_DRIFT_BOUND
+
+
+@pytest.mark.parametrize("name", ["generated", "msrvtt__video9770.mp4"])
+def test_fast_quality_leaves_sources_under_twice_the_model_size_exact(tmp_path, shared_videos,
+                                                                      name):
+    if name == "generated":  # 160 x 120
+        path, size = tmp_path / "moving.mp4", 61
+        _moving_video(path)
+    else:  # 320 x 240
+        path, size = next(shared_videos.rglob(name)), 121
+    assert FAST_MIN_DOWNSCALE == 2.0  # 120 / 61 and 240 / 121 are just under 2
+    exact = decode_video(str(path), DecodeOptions(image_size=size, quality="exact"))
+    fast = decode_video(str(path), DecodeOptions(image_size=size, quality="fast"))
+    assert fast.quality == "fast"  # the setting is recorded even where it changed nothing
+    np.testing.assert_array_equal(fast.frames, exact.frames)
 
 
 def test_unknown_quality_is_refused_and_decord_records_exact(tmp_path):

@@ -78,7 +78,7 @@ def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
     bad = rows["sub0/broken.mp4"]
     assert bad["status"] == "error" and "broken.mp4" in bad["error"]
     assert bad["decode_quality"] is None
-    assert {r["decode_quality"] for r in rows.values() if r["status"] == "ok"} == {"exact"}
+    assert {r["decode_quality"] for r in rows.values() if r["status"] == "ok"} == {"fast"}
     assert "invalid" in bad["error"].lower()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["by_status"] == {"error": 1, "ok": 5}
@@ -109,12 +109,12 @@ def test_pipeline_parity_resume_and_retry(tmp_path, tiny_model, capsys):
     assert sorted(shards.list_shards(str(out))) == before
     # --retry-errors redoes the error row (now fixed), keeps one row per video
     broken.write_bytes(paths[0].read_bytes())
-    assert extract.run(argv + ["--retry-errors", "--decode-quality", "fast"]) == 0
+    assert extract.run(argv + ["--retry-errors", "--decode-quality", "exact"]) == 0
     rows = _rows(out)
     assert len(rows) == 6 and rows["sub0/broken.mp4"]["status"] == "ok"
     # the redone video says how it was decoded: the directory now mixes settings, visibly
-    assert rows["sub0/broken.mp4"]["decode_quality"] == "fast"
-    assert sum(r["decode_quality"] == "exact" for r in rows.values()) == 5
+    assert rows["sub0/broken.mp4"]["decode_quality"] == "exact"
+    assert sum(r["decode_quality"] == "fast" for r in rows.values()) == 5
 
     # another model's output directory is refused
     with pytest.raises(ValueError, match="holds features of model"):
