@@ -8,6 +8,8 @@ of them alike. Per variant:
 - videos_per_s / frames_per_s: wall clock over the corpus (what a user sees);
 - cpu_s_per_video: CPU seconds (all threads) spent inside the workers per video; the fair
   "same cores" comparison when the machine is busy. Both speedups are against the baseline;
+- cpu_s_per_video_common_files / speedup_cpu_common_files: the same over the files that every
+  variant decodes (a file the baseline rejects at once otherwise counts for it as a fast video);
 - success_rate over the corpus;
 - max_frame_offset_s: largest |presentation time of a sampled frame - its 1 fps target|;
   max_display_offset_s: largest distance from a target to the time span during which the
@@ -19,13 +21,18 @@ Offsets and drift come from a separate, untimed pass.
 Fidelity (`fidelity`): the untimed pass's exact and fast frames of every file go through a
 seeded random ViT-B-32 (eercf head, seed 0, CPU); per-video cosine of the coarse vector and of
 the frame features (worst frame), min / 1st percentile / mean, and the issue's gate (both >=
-0.999 at p1). `fidelity_demo` (with --demo-dir=DIR, the --out of a finished `eercf demo`):
-the trained demo model on the demo's test corpus, extracted exact and fast with the real jobs:
-R@1/5/10 of coarse recall and two-stage ranking per quality, and how many two-stage top-10
-lists changed (bench/decode_fidelity.py).
+0.999 at p1), and how many video-to-video top-10 lists (coarse vectors, exact queries) change
+when the gallery is the fast decode. `fidelity_demo` (with --demo-dir=DIR, the --out of a
+finished `eercf demo`): the trained demo model on the demo's test corpus, extracted exact and
+fast with the real jobs: R@1/5/10 of coarse recall and two-stage ranking per quality, and how
+many two-stage top-10 lists changed (bench/decode_fidelity.py).
+
+Under --levers, `exact_floor` (bench/decode_floor.py): the codec work any bit-exact decode of
+eercf's frames needs, against what `exact` and decord decode: the ceiling on `exact`'s speed-up.
 
     python -m bench decode [--quick] [--repeats=N] [--workers=N] [--levers] [--no-fidelity]
                            [--torch-threads=N] [--demo-dir=DIR] [--demo-model=PATH]
+                           [--videos=DIR]   # default ../shared/videos
     python -m bench decode --demo-only --demo-dir=DIR   # add the demo fidelity to the last run
 """
 from __future__ import annotations
@@ -40,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import decode_fidelity
+from bench import decode_fidelity, decode_floor
 from eercf_core.decode import QUALITY_EXACT, QUALITY_FAST, DecodeOptions, decode_video, sample_times
 from eercf_core.isolation import IsolatedPool
 
@@ -133,19 +140,22 @@ def variants(levers: bool, workers: int) -> dict[str, Variant]:
         FAST: Variant(DecodeOptions(quality=QUALITY_FAST), workers, True, keep_frames=True),
     }
     if levers:
+        def exact(**changes) -> DecodeOptions:
+            return DecodeOptions(quality=EXACT, **changes)
+
         chosen.update({
-            "exact_frames(max_offset=0)": Variant(DecodeOptions(max_offset=0.0), workers),
-            "exact_no_nonref_skipping": Variant(DecodeOptions(skip_window=-1), workers),
-            f"exact_{workers}_procs_x_2_threads": Variant(DecodeOptions(threads=2), workers),
+            "exact_frames(max_offset=0)": Variant(exact(max_offset=0.0), workers),
+            "exact_no_nonref_skipping": Variant(exact(skip_window=-1), workers),
+            f"exact_{workers}_procs_x_2_threads": Variant(exact(threads=2), workers),
             "exact+skip_loop_filter(bicubic)": Variant(
-                DecodeOptions(codec_options=(("skip_loop_filter", "all"),)), workers, True),
+                exact(codec_options=(("skip_loop_filter", "all"),)), workers, True),
             "decord_path_resized": Variant(DecodeOptions(backend="decord"), workers),
         })
     return chosen
 
 
-def _files(quick: bool) -> list[str]:
-    files = sorted(str(p) for d in ("robustness", "captioned") for p in (SHARED / d).iterdir()
+def _files(quick: bool, videos: Path = SHARED) -> list[str]:
+    files = sorted(str(p) for d in ("robustness", "captioned") for p in (videos / d).iterdir()
                    if p.suffix.lower() not in (".tsv", ".jsonl"))
     return files[::3] if quick else files
 
@@ -156,7 +166,7 @@ def main(flags: list[str]) -> dict:
     quick = "--quick" in flags
     repeats = int(_flag(flags, "--repeats", 1 if quick else 3))
     workers = int(_flag(flags, "--workers", os.cpu_count() or 1))
-    files = _files(quick)
+    files = _files(quick, Path(_flag(flags, "--videos", SHARED)))
     chosen = variants("--levers" in flags, workers)
     log.info("%d files, %d variants, %d workers, %d interleaved repeats, load average %s",
              len(files), len(chosen), workers, repeats, os.getloadavg())
@@ -181,17 +191,27 @@ def main(flags: list[str]) -> dict:
             pool.close()
     results: dict = {"files": len(files), "workers": workers, "repeats": repeats,
                      "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    # files every variant decoded in every repeat: a file the baseline fails on at once would
+    # otherwise count for it as a fast video
+    common = set.intersection(*({o.index for _, batch in runs[name] for o in batch if o.ok}
+                                for name in chosen))
+    results["files_all_decoded"] = len(common)
     base = None
     for name in chosen:
         checked = list(checks.get(name, {}).values())
-        stats = _summarize(runs[name], checked)
+        stats = _summarize(runs[name], checked, common)
         if base is None:
             base = stats
         else:
             stats["speedup_wall"] = round(stats["videos_per_s"] / base["videos_per_s"], 2)
             stats["speedup_cpu"] = round(base["cpu_s_per_video"] / stats["cpu_s_per_video"], 2)
+            stats["speedup_cpu_common_files"] = round(
+                base["cpu_s_per_video_common_files"] / stats["cpu_s_per_video_common_files"], 2)
         results[name] = stats
         log.info("%s: %s", name, stats)
+    if "--levers" in flags:
+        results["exact_floor"] = decode_floor.exact_floor(files)
+        log.info("exact decode floor: %s", results["exact_floor"])
     if "--no-fidelity" not in flags:
         threads = _flag(flags, "--torch-threads", None)
         results["fidelity"] = random_vit_fidelity(files, checks[EXACT], checks[FAST],
@@ -255,19 +275,22 @@ def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int
     stats = {kind: decode_fidelity.cosine_stats(values) for kind, values in cosines.items()}
     worst = int(np.argmin(cosines["frame"]))
     return {**stats, "gate_p1_0.999": decode_fidelity.gate(stats),
+            "video_to_video": decode_fidelity.neighbour_lists_changed(*encoded),
             "worst_frame_video": Path(files[both[worst]]).name,
             "model": "ViT-B-32, random weights (seed 0), eercf head", "videos": len(both),
             "encode_seconds": round(time.perf_counter() - started, 1)}
 
 
-def _summarize(runs: list, checked: list[dict]) -> dict:
+def _summarize(runs: list, checked: list[dict], common: set[int]) -> dict:
     seconds = sum(s for s, _ in runs)
     outcomes = [o for _, batch in runs for o in batch]
     ok = [o.value for o in outcomes if o.ok]
+    in_common = [o.value["cpu_s"] for o in outcomes if o.ok and o.index in common]
     stats = {
         "videos_per_s": round(len(outcomes) / seconds, 2),
         "frames_per_s": round(sum(v["frames"] for v in ok) / seconds, 1),
         "cpu_s_per_video": round(sum(v["cpu_s"] for v in ok) / len(outcomes), 4),
+        "cpu_s_per_video_common_files": round(sum(in_common) / max(1, len(in_common)), 4),
         "success_rate": round(len(ok) / len(outcomes), 3),
         "wall_s_per_repeat": [round(s, 2) for s, _ in runs],
     }

@@ -3,6 +3,8 @@
 - `feature_cosines`: per-video cosine between the features of two decodes of the same videos
   (coarse vector v, and each valid frame's raw CLIP feature f, worst frame per video).
 - `cosine_stats`: min / 1st percentile / mean of such per-video cosines.
+- `neighbour_lists_changed`: whether video-to-video top-10 lists over the same real videos
+  move when the gallery is decoded the other way.
 - `demo_rankings`: the trained demo model on the demo's test corpus, extracted once per decode
   quality with the real jobs (extract -> build-index -> query -> evaluate): R@1/5/10 of coarse
   recall and two-stage ranking, and how many two-stage top-10 lists changed.
@@ -38,6 +40,22 @@ def feature_cosines(reference: VideoFeatures, other: VideoFeatures) -> dict[str,
     valid = reference.mask & other.mask
     worst = torch.where(valid, frames, torch.ones_like(frames)).min(dim=1).values
     return {"coarse": coarse.numpy(), "frame": worst.numpy()}
+
+
+def neighbour_lists_changed(reference: VideoFeatures, other: VideoFeatures,
+                            top: int = TOP_LIST) -> dict[str, int]:
+    """Video-to-video retrieval on real content: each video's reference coarse vector queries
+    the gallery of all reference vectors, then of all `other` vectors; counts the queries whose
+    top-`top` list (order included) or top-1 differs between the two galleries."""
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x.float(), dim=-1)
+
+    queries = unit(reference.coarse)
+    k = min(top, len(queries))
+    before = (queries @ unit(reference.coarse).T).topk(k, dim=1).indices
+    after = (queries @ unit(other.coarse).T).topk(k, dim=1).indices
+    return {"queries": len(queries), f"top{k}_lists_changed": int((before != after).any(1).sum()),
+            "top1_changed": int((before[:, 0] != after[:, 0]).sum())}
 
 
 def cosine_stats(cosines: np.ndarray) -> dict[str, float]:

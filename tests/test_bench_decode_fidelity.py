@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.decode_fidelity import cosine_stats, feature_cosines, gate
+from bench.decode_fidelity import cosine_stats, feature_cosines, gate, neighbour_lists_changed
 from tests.index_fixtures import as_video_features, random_features
 
 
@@ -32,3 +32,14 @@ def test_cosine_stats_and_gate():
     good = {"min": 0.9995, "p1": 0.9995, "mean": 1.0}
     assert gate({"coarse": good, "frame": good})
     assert not gate({"coarse": good, "frame": {**good, "p1": 0.998}})
+
+
+def test_neighbour_lists_changed_counts_reordered_top_lists():
+    reference = as_video_features(random_features(12))
+    same = neighbour_lists_changed(reference, reference)
+    assert same == {"queries": 12, "top10_lists_changed": 0, "top1_changed": 0}
+    moved = as_video_features(random_features(12))
+    moved.coarse[0] = -reference.coarse[0]  # video 0 decoded badly: it no longer finds itself
+    changed = neighbour_lists_changed(reference, moved)
+    assert changed["top1_changed"] == 1
+    assert changed["top10_lists_changed"] >= 2  # video 0 also leaves others' top 10 lists
