@@ -71,8 +71,7 @@ def decord_baseline(uri: str) -> int:
     import decord
 
     reader = decord.VideoReader(uri, ctx=decord.cpu(0), num_threads=1)
-    indices = np.linspace(0, len(reader) - 1, 12).round().astype(int).tolist()
-    frames = reader.get_batch(indices).asnumpy()
+    frames = reader.get_batch(decode_floor.decord_indices(len(reader))).asnumpy()
     return int(frames.shape[0])
 
 

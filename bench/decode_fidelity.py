@@ -27,16 +27,17 @@ DEMO_MODES = (("coarse", ["--recall-only"]), ("two-stage", []))
 TOP_LIST = 10
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
 def feature_cosines(reference: VideoFeatures, other: VideoFeatures) -> dict[str, np.ndarray]:
     """Per-video cosines [B] of two feature sets of the same B videos (same order).
 
     coarse: cos(v_ref, v_other); frame: the smallest cos(f_ref, f_other) over the frames valid
     in both (a video is as good as its worst frame)."""
-    def unit(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(x.float(), dim=-1)
-
-    coarse = (unit(reference.coarse) * unit(other.coarse)).sum(-1)
-    frames = (unit(reference.frame) * unit(other.frame)).sum(-1)  # [B, T]
+    coarse = (_unit(reference.coarse) * _unit(other.coarse)).sum(-1)
+    frames = (_unit(reference.frame) * _unit(other.frame)).sum(-1)  # [B, T]
     valid = reference.mask & other.mask
     worst = torch.where(valid, frames, torch.ones_like(frames)).min(dim=1).values
     return {"coarse": coarse.numpy(), "frame": worst.numpy()}
@@ -47,13 +48,10 @@ def neighbour_lists_changed(reference: VideoFeatures, other: VideoFeatures,
     """Video-to-video retrieval on real content: each video's reference coarse vector queries
     the gallery of all reference vectors, then of all `other` vectors; counts the queries whose
     top-`top` list (order included) or top-1 differs between the two galleries."""
-    def unit(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(x.float(), dim=-1)
-
-    queries = unit(reference.coarse)
+    queries = _unit(reference.coarse)
     k = min(top, len(queries))
-    before = (queries @ unit(reference.coarse).T).topk(k, dim=1).indices
-    after = (queries @ unit(other.coarse).T).topk(k, dim=1).indices
+    before = (queries @ _unit(reference.coarse).T).topk(k, dim=1).indices
+    after = (queries @ _unit(other.coarse).T).topk(k, dim=1).indices
     return {"queries": len(queries), f"top{k}_lists_changed": int((before != after).any(1).sum()),
             "top1_changed": int((before[:, 0] != after[:, 0]).sum())}
 

@@ -19,9 +19,15 @@ import logging
 
 import numpy as np
 
-from eercf_core.decode import DecodeOptions, _index_packets, decode_video
+from eercf_core.decode import QUALITY_EXACT, DecodeOptions, _index_packets, decode_video
 
 log = logging.getLogger(__name__)
+DECORD_FRAMES = 12
+
+
+def decord_indices(count: int) -> list[int]:
+    """The frame indices decord's baseline reads from a `count`-frame video: 12 uniform."""
+    return np.linspace(0, count - 1, DECORD_FRAMES).round().astype(int).tolist()
 
 
 def _reference_pts(uri: str) -> set[int]:
@@ -56,8 +62,7 @@ def _decord_picks(uri: str, pts: np.ndarray) -> list[int]:
         count = len(decord.VideoReader(uri, ctx=decord.cpu(0), num_threads=1))
     except Exception:  # decord raises plain Exception subclasses for files it cannot open
         return []
-    indices = np.linspace(0, count - 1, 12).round().astype(int)
-    return sorted({int(pts[min(i, len(pts) - 1)]) for i in indices})
+    return sorted({int(pts[min(i, len(pts) - 1)]) for i in decord_indices(count)})
 
 
 def exact_floor(files: list[str]) -> dict:
@@ -75,7 +80,7 @@ def exact_floor(files: list[str]) -> dict:
                     continue
                 index = _index_packets(container, stream, uri)
                 time_base = float(stream.time_base)
-            video = decode_video(uri, DecodeOptions())
+            video = decode_video(uri, DecodeOptions(quality=QUALITY_EXACT))
         except Exception as exc:  # a file eercf cannot decode has no floor to count
             log.debug("floor: %s skipped: %s", uri, exc)
             continue

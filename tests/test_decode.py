@@ -179,13 +179,18 @@ def _moving_video(path) -> None:
     write_video(path, frames, fps=5)
 
 
+def _named_video(name: str, tmp_path, shared_videos):
+    """"generated": a moving 160 x 120 H.264 clip written now; else that shared file."""
+    if name != "generated":
+        return next(shared_videos.rglob(name))
+    path = tmp_path / "moving.mp4"
+    _moving_video(path)
+    return path
+
+
 @pytest.mark.parametrize("name", ["generated", "msrvtt__video9770.mp4", "mmaction2__test.avi"])
 def test_exact_quality_matches_the_codec_frames_bit_for_bit(tmp_path, shared_videos, name):
-    if name == "generated":
-        path = tmp_path / "moving.mp4"
-        _moving_video(path)
-    else:
-        path = next(shared_videos.rglob(name))
+    path = _named_video(name, tmp_path, shared_videos)
     video = decode_video(str(path), DecodeOptions(image_size=48, max_offset=0.0, quality="exact"))
     assert video.quality == "exact" and video.facts()["decode_quality"] == "exact"
     valid = int(video.mask.sum())
@@ -202,11 +207,7 @@ FAST_DRIFT_BOUND = 4.0
 @pytest.mark.parametrize("name", ["generated", "msrvtt__video9770.mp4", "datajuicer__video1.mp4",
                                   "torchcodec__nasa_13013.mp4"])
 def test_fast_quality_same_frames_within_measured_drift(tmp_path, shared_videos, name):
-    if name == "generated":
-        path = tmp_path / "moving.mp4"
-        _moving_video(path)
-    else:
-        path = next(shared_videos.rglob(name))
+    path = _named_video(name, tmp_path, shared_videos)
     exact = decode_video(str(path), DecodeOptions(image_size=48, quality="exact"))
     fast = decode_video(str(path), DecodeOptions(image_size=48))  # fast is the default
     assert fast.quality == "fast" and fast.facts()["decode_quality"] == "fast"
@@ -218,11 +219,8 @@ def test_fast_quality_same_frames_within_measured_drift(tmp_path, shared_videos,
 @pytest.mark.parametrize("name", ["generated", "msrvtt__video9770.mp4"])
 def test_fast_quality_leaves_sources_under_twice_the_model_size_exact(tmp_path, shared_videos,
                                                                       name):
-    if name == "generated":  # 160 x 120
-        path, size = tmp_path / "moving.mp4", 61
-        _moving_video(path)
-    else:  # 320 x 240
-        path, size = next(shared_videos.rglob(name)), 121
+    path = _named_video(name, tmp_path, shared_videos)
+    size = 61 if name == "generated" else 121  # sources 160 x 120 and 320 x 240
     assert FAST_MIN_DOWNSCALE == 2.0  # 120 / 61 and 240 / 121 are just under 2
     exact = decode_video(str(path), DecodeOptions(image_size=size, quality="exact"))
     fast = decode_video(str(path), DecodeOptions(image_size=size, quality="fast"))
