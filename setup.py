@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["eercf_core", "eercf_core.*", "pipelines", "pipelines.*",
                                     "schemas", "schemas.*"]),
-    package_data={"eercf_core": ["model_configs/*.json", "report/assets/*"]},
+    package_data={"eercf_core": ["model/configs/*.json", "report/assets/*"]},
     install_requires=[
         # torch is installed first by the Makefile (pinned local build); any recent one works.
         "torch>=2.1",

@@ -1,7 +1,7 @@
 """Decode throughput and fidelity: decord accurate seek vs eercf's `exact` and `fast` qualities.
 
 Every variant runs over the 42 shared real files (../shared/videos/robustness + captioned) in
-worker processes (eercf_core.isolation, 2 by default = all cores), in one run; repeats are
+worker processes (eercf_core.video.isolation, 2 by default = all cores), in one run; repeats are
 interleaved (baseline, exact, fast, baseline, ...) so that load from other processes hits all
 of them alike. Per variant:
 
@@ -48,8 +48,14 @@ import numpy as np
 import torch
 
 from bench import decode_fidelity, decode_floor
-from eercf_core.decode import QUALITY_EXACT, QUALITY_FAST, DecodeOptions, decode_video, sample_times
-from eercf_core.isolation import IsolatedPool
+from eercf_core.video.decode import (
+    QUALITY_EXACT,
+    QUALITY_FAST,
+    DecodeOptions,
+    decode_video,
+    sample_times,
+)
+from eercf_core.video.isolation import IsolatedPool
 
 log = logging.getLogger(__name__)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
@@ -79,7 +85,7 @@ def _frame_offsets(uri: str, video) -> tuple[float, float]:
     """(max |frame time - target|, max distance of a target from its frame's display span)."""
     import av
 
-    from eercf_core.decode import _index_packets
+    from eercf_core.video.decode import _index_packets
 
     targets = sample_times(video.duration)
     times = np.asarray(video.frame_times)
@@ -255,8 +261,8 @@ def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int
                         threads: int | None = None) -> dict:
     """Per-video cosine of seeded random ViT-B-32 features (coarse, worst frame) of the fast
     frames against the exact frames, over the files both decoded, at the same frame times."""
-    from eercf_core.model_spec import ModelSpec
-    from pipelines.inference import build_model
+    from eercf_core.model.spec import ModelSpec
+    from pipelines.beam.inference import build_model
 
     both = sorted(set(exact) & set(fast))
     moved = [files[i] for i in both if exact[i]["times"] != fast[i]["times"]]

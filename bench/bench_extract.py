@@ -2,7 +2,7 @@
 share of wall time spent decoding versus in the model.
 
 Clips: N (200; --quick 20) generated H.264 clips, 5-10 s, 320x240, 24-30 fps, moving content
-(eercf_core.video_writer, cached in bench_out/extract_clips/). Three measurements on the same
+(eercf_core.video.writer, cached in bench_out/extract_clips/). Three measurements on the same
 clips in one run, with the model built once beforehand (its build time reported apart):
 
 1. pipeline: `eercf extract` in a subprocess (Beam FnApiRunner, decode worker processes,
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eercf_core.atomic import local_temp_path
-from eercf_core.decode import DecodeOptions, decode_job
-from eercf_core.isolation import IsolatedPool
+from eercf_core.files.atomic import local_temp_path
+from eercf_core.video.decode import DecodeOptions, decode_job
+from eercf_core.video.isolation import IsolatedPool
 
 log = logging.getLogger(__name__)
 MODEL = "ViT-B-32"
@@ -42,7 +42,7 @@ def make_clips(root: Path, count: int, seed: int = 0) -> list[Path]:
     """`count` H.264 clips (5-10 s, 320x240, 24-30 fps) of moving gradients and blocks.
 
     Reuses clips already in `root` (the file name encodes the clip's parameters)."""
-    from eercf_core.video_writer import write_video
+    from eercf_core.video.writer import write_video
 
     rng = np.random.default_rng(seed)
     paths = []
@@ -70,7 +70,7 @@ def make_clips(root: Path, count: int, seed: int = 0) -> list[Path]:
 def main(flags: list[str]) -> dict:
     import torch
 
-    from eercf_core.model_spec import ModelSpec, load_model_spec
+    from eercf_core.model.spec import ModelSpec, load_model_spec
 
     quick = "--quick" in flags
     count = int(_flag(flags, "--clips", 20 if quick else 200))

@@ -38,15 +38,15 @@ from bench.bench_query import (
     _write_store,
 )
 from eercf_core.config import RerankWeights, ScoreConfig
+from eercf_core.evaluation.metrics import metrics_from_ranks, ranks_for_queries
+from eercf_core.files.shards import list_shards, shard_identity
+from eercf_core.files.text_formats import read_ground_truth, read_queries
 from eercf_core.index import build_index, open_index, recall
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS, FineCodecSpec, train_codecs
 from eercf_core.index.directory import IndexDirectory
 from eercf_core.index.search import recall_only, two_stage
 from eercf_core.index.store import FineStore
-from eercf_core.io_formats import read_ground_truth, read_queries
-from eercf_core.metrics import metrics_from_ranks, ranks_for_queries
-from eercf_core.scores import ScoreParams
-from eercf_core.shards import list_shards, shard_identity
+from eercf_core.scoring.scores import ScoreParams
 from schemas import FeatureDims
 
 log = logging.getLogger("bench.fine_codecs")

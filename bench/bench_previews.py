@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.bench_extract import MODEL, OUT, _flag, make_clips
-from eercf_core import shards
-from eercf_core.decode import DecodeOptions, decode_job
-from eercf_core.isolation import IsolatedPool
-from eercf_core.previews import PREVIEW_COLUMNS, encode_previews
+from eercf_core.files import shards
+from eercf_core.video.decode import DecodeOptions, decode_job
+from eercf_core.video.isolation import IsolatedPool
+from eercf_core.video.previews import PREVIEW_COLUMNS, encode_previews
 
 log = logging.getLogger("bench.previews")
 REAL_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos" / "captioned"

@@ -26,7 +26,7 @@ import torch
 from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.index import IndexDirectory, exhaustive, recall, two_stage
 from eercf_core.index.store import FineStore, FineStoreWriter, bytes_per_video
-from eercf_core.scores import ScoreParams, recall_queries
+from eercf_core.scoring.scores import ScoreParams, recall_queries
 from schemas import FeatureDims
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ WORDS = ["red", "blue", "green", "dog", "cat", "car", "runs", "jumps", "sleeps",
 def _index(root: Path) -> tuple[Path, Path]:
     """(checkpoint, index directory) of NUM_VIDEOS random videos encoded by eercf-tiny."""
     import eercf_core as ec
-    from eercf_core.shards import write_shard
+    from eercf_core.files.shards import write_shard
 
     checkpoint, index = root / "model.pt", root / "index"
     shutil.rmtree(root / "shards", ignore_errors=True)

@@ -12,7 +12,7 @@ import torch
 
 
 def _random_pairs(model, videos: int, captions: int):
-    from eercf_core.training import TrainingPairs
+    from eercf_core.training.trainer import TrainingPairs
 
     s = model.image_size
     generator = torch.Generator().manual_seed(0)
@@ -26,7 +26,7 @@ def _random_pairs(model, videos: int, captions: int):
 
 def main(flags: list[str]) -> dict:
     import eercf_core as ec
-    from eercf_core.training import TrainConfig, Trainer
+    from eercf_core.training.trainer import TrainConfig, Trainer
 
     quick = "--quick" in flags
     cuda = torch.cuda.is_available() and "--cpu" not in flags

@@ -71,7 +71,7 @@ def gate(stats: dict[str, dict[str, float]]) -> bool:
 def _features_by_id(shard_dir: Path) -> tuple[list[str], VideoFeatures]:
     import pyarrow as pa
 
-    from eercf_core import shards
+    from eercf_core.files import shards
 
     tables = [shards.read_shard(p) for p in shards.list_shards(str(shard_dir))]
     return shards.features_from_table(pa.concat_tables(tables))
@@ -91,9 +91,9 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
     Returns per quality: R@1/5/10 (+MdR, MnR) of coarse recall and two-stage ranking; and
     against the first quality: per-video feature cosines and how many queries' two-stage
     top-10 lists (and top-1) differ. Raises FileNotFoundError when the inputs are missing."""
+    from eercf_core.files.text_formats import read_ranked
     from eercf_core.index import build_index
-    from eercf_core.io_formats import read_ranked
-    from pipelines import evaluate, extract, query
+    from pipelines.commands import evaluate, extract, query
 
     manifest, queries, truth = (corpus / "test_manifest.tsv", corpus / "test_queries.tsv",
                                 corpus / "test_ground_truth.tsv")

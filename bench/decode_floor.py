@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from eercf_core.decode import QUALITY_EXACT, DecodeOptions, _index_packets, decode_video
+from eercf_core.video.decode import QUALITY_EXACT, DecodeOptions, _index_packets, decode_video
 
 log = logging.getLogger(__name__)
 DECORD_FRAMES = 12

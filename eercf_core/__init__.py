@@ -14,19 +14,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # Public names -> the submodule defining them. Imported on first use (PEP 562), so a process
-# that needs only a light submodule (the decoder workers import eercf_core.decode) does not pay
-# for torch and open_clip (~1 GB and seconds per process).
+# that needs only a light submodule (the decoder workers import eercf_core.video.decode) does not
+# pay for torch and open_clip (~1 GB and seconds per process).
 _LAZY = {
-    "scores": "eercf_core.scores",
-    "CheckpointError": "eercf_core.checkpoint", "create_model": "eercf_core.checkpoint",
-    "load_model": "eercf_core.checkpoint", "save_model": "eercf_core.checkpoint",
+    "scores": "eercf_core.scoring.scores",
+    "CheckpointError": "eercf_core.model.checkpoint", "create_model": "eercf_core.model.checkpoint",
+    "load_model": "eercf_core.model.checkpoint", "save_model": "eercf_core.model.checkpoint",
     "NUM_FRAMES": "eercf_core.config", "RECALL_K": "eercf_core.config",
     "RerankWeights": "eercf_core.config", "ScoreConfig": "eercf_core.config",
-    "VideoFeatures": "eercf_core.features",
-    "EercfModel": "eercf_core.model", "ModelIdentity": "eercf_core.model",
-    "Ranking": "eercf_core.ranking", "exhaustive_rank": "eercf_core.ranking",
-    "rerank_candidates": "eercf_core.ranking", "two_stage_rank": "eercf_core.ranking",
-    "ScoreParams": "eercf_core.scores",
+    "VideoFeatures": "eercf_core.model.features",
+    "EercfModel": "eercf_core.model.network", "ModelIdentity": "eercf_core.model.network",
+    "Ranking": "eercf_core.scoring.ranking", "exhaustive_rank": "eercf_core.scoring.ranking",
+    "rerank_candidates": "eercf_core.scoring.ranking",
+    "two_stage_rank": "eercf_core.scoring.ranking",
+    "ScoreParams": "eercf_core.scoring.scores",
 }
 
 __all__ = [
@@ -36,20 +37,25 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from eercf_core import scores
-    from eercf_core.checkpoint import CheckpointError, create_model, load_model, save_model
     from eercf_core.config import NUM_FRAMES, RECALL_K, RerankWeights, ScoreConfig
-    from eercf_core.features import VideoFeatures
-    from eercf_core.model import EercfModel, ModelIdentity
-    from eercf_core.ranking import Ranking, exhaustive_rank, rerank_candidates, two_stage_rank
-    from eercf_core.scores import ScoreParams
+    from eercf_core.model.checkpoint import CheckpointError, create_model, load_model, save_model
+    from eercf_core.model.features import VideoFeatures
+    from eercf_core.model.network import EercfModel, ModelIdentity
+    from eercf_core.scoring import scores
+    from eercf_core.scoring.ranking import (
+        Ranking,
+        exhaustive_rank,
+        rerank_candidates,
+        two_stage_rank,
+    )
+    from eercf_core.scoring.scores import ScoreParams
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'eercf_core' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    value = module if module.__name__ == f"eercf_core.{name}" else getattr(module, name)
+    value = module if module.__name__.rsplit(".", 1)[-1] == name else getattr(module, name)
     globals()[name] = value
     return value
 

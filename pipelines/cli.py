@@ -18,20 +18,28 @@ from collections.abc import Sequence
 from eercf_core.errors import EXIT_USER_ERROR, is_expected, one_line
 from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
 
-# subcommand -> (module, one-line help)
+# subcommand -> (module under pipelines.commands, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("pipelines.extract", "decode videos, run the model, write Parquet feature shards"),
-    "build-index": ("pipelines.build_index", "build the FAISS recall index and fine-feature store"),
-    "query": ("pipelines.query", "recall top-k per text query and rerank, write a ranked TSV"),
-    "evaluate": ("pipelines.evaluate", "R@K, MdR, MnR of a ranked TSV against ground truth"),
-    "report": ("pipelines.report", "ranked TSV -> HTML result gallery with previews (offline)"),
-    "search": ("pipelines.search", "one-off text search of an index, printed as a table"),
-    "train": ("pipelines.train", "train or fine-tune with the EERCF losses"),
-    "synth": ("pipelines.synth", "generate a synthetic fine-grained video-caption corpus"),
-    "benchmark": ("pipelines.benchmark", ("MSR-VTT/MSVD/VATEX/ActivityNet annotations -> "
+    "extract": ("extract", "decode videos, run the model, write Parquet feature shards"),
+    "build-index": ("build_index", "build the FAISS recall index and fine-feature store"),
+    "query": ("query", "recall top-k per text query and rerank, write a ranked TSV"),
+    "evaluate": ("evaluate", "R@K, MdR, MnR of a ranked TSV against ground truth"),
+    "report": ("report", "ranked TSV -> HTML result gallery with previews (offline)"),
+    "search": ("search", "one-off text search of an index, printed as a table"),
+    "train": ("train", "train or fine-tune with the EERCF losses"),
+    "synth": ("synth", "generate a synthetic fine-grained video-caption corpus"),
+    "import-dataset": ("import_dataset", ("MSR-VTT/MSVD/VATEX/ActivityNet annotations -> "
                                           "manifests, captions, queries, ground truth")),
-    "demo": ("pipelines.demo", "the whole method end to end on a generated corpus, offline"),
+    "demo": ("demo", "the whole method end to end on a generated corpus, offline"),
 }
+# Old names that still work and are not listed (`benchmark` was renamed so that it cannot be
+# confused with `bench/`, the speed benchmarks).
+HIDDEN_ALIASES = {"benchmark": "import-dataset"}
+
+
+def command_module(name: str) -> str:
+    """The module implementing subcommand `name` (a listed name or a hidden alias)."""
+    return f"pipelines.commands.{SUBCOMMANDS[HIDDEN_ALIASES.get(name, name)][0]}"
 
 
 def _usage() -> str:
@@ -57,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
+    if name not in SUBCOMMANDS and name not in HIDDEN_ALIASES:
         print(f"eercf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -67,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.addFilter(_drop_beam_gcp_notices)
     install_signal_handlers()
     try:
-        module = importlib.import_module(SUBCOMMANDS[name][0])
+        module = importlib.import_module(command_module(name))
         result = module.run(rest)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (pipelines.interrupts)
         report = interrupted(exc, "rerun to resume")

@@ -60,7 +60,7 @@ def received_signal() -> int:
 def stop_children() -> None:
     """Kill every decode worker of this process's isolated pools (even one blocked in a system
     call, which would never read a polite stop message)."""
-    from eercf_core.isolation import kill_all_workers  # eercf_core imports torch
+    from eercf_core.video.isolation import kill_all_workers  # eercf_core imports torch
 
     killed = kill_all_workers()
     if killed:

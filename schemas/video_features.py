@@ -9,13 +9,14 @@ key-value metadata (keys below) so a reader can check a shard without reading ro
 
 Version history:
   1: first version.
-  2: `decode_quality` column ("exact" | "fast", eercf_core.decode; null on rows that never
-     decoded); `error_cause` (a short, stable cause on error rows: eercf_core.error_causes.CAUSES;
+  2: `decode_quality` column ("exact" | "fast", eercf_core.video.decode; null on rows that never
+     decoded); `error_cause` (a short, stable cause on error rows:
+     eercf_core.video.error_causes.CAUSES;
      the `error` column keeps the detail), `container_duration` (seconds the container declares,
      null when it does not say; compare with `duration`, what could be read) and `warning` (null,
      or e.g. "partly decoded: ..." on ok rows); `preview_jpeg` / `preview_strip_jpeg` (binary,
      null on error rows and when extraction ran with --no-previews): a small JPEG of the middle
-     sampled frame and a strip of all sampled frames (eercf_core.previews). Readers accept
+     sampled frame and a strip of all sampled frames (eercf_core.video.previews). Readers accept
      version 1 shards, whose frames were all decoded "exact" and which have no previews.
 """
 from __future__ import annotations
@@ -133,7 +134,7 @@ def video_features_schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("decode_seconds", pa.float64()),
-        pa.field("decode_quality", pa.string()),  # "exact" | "fast" (eercf_core.decode)
+        pa.field("decode_quality", pa.string()),  # "exact" | "fast" (eercf_core.video.decode)
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("checkpoint_sha256", pa.string(), nullable=False),
         pa.field("coarse_feature", pa.list_(pa.float16(), sizes["coarse_feature"])),
@@ -141,7 +142,7 @@ def video_features_schema(
         pa.field("context_frame_features", pa.list_(pa.float16(), sizes["context_frame_features"])),
         pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
         pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
-        # small JPEG of the middle sampled frame (eercf_core.previews)
+        # small JPEG of the middle sampled frame (eercf_core.video.previews)
         pa.field("preview_jpeg", pa.binary()),
         # JPEG strip of the valid sampled frames left to right, slot t at x = t * height
         pa.field("preview_strip_jpeg", pa.binary()),

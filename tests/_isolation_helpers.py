@@ -24,7 +24,7 @@ def pool_results_in_daemon(items: list[tuple[str, float]], results) -> None:
     `results` queue: the target of a daemonic multiprocessing.Process."""
     import multiprocessing
 
-    from eercf_core.isolation import IsolatedPool
+    from eercf_core.video.isolation import IsolatedPool
 
     assert multiprocessing.current_process().daemon
     with IsolatedPool(behave, workers=2, timeout=5) as pool:

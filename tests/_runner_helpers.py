@@ -1,7 +1,7 @@
 """Module-level helpers for runner tests (Dask worker processes import them by name)."""
 from __future__ import annotations
 
-from pipelines.extract_sink import WriteShardsFn
+from pipelines.beam.shard_sink import WriteShardsFn
 
 
 class DroppingWriteShardsFn(WriteShardsFn):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eercf_core.video_writer import write_video
+from eercf_core.video.writer import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = ROOT.parent / "shared" / "videos"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eercf_core.features import VideoFeatures
+from eercf_core.model.features import VideoFeatures
 from schemas import FeatureDims
 
 DIMS = FeatureDims(num_frames=4, num_patches=3, embed_dim=16)
@@ -48,7 +48,7 @@ def write_synthetic_shards(root: Path, num_videos: int, per_shard: int, dims: Fe
 
     Returns (ok video ids in shard order, their features).
     """
-    from eercf_core.shards import write_shard
+    from eercf_core.files.shards import write_shard
 
     features = random_features(num_videos, dims, seed)
     ids = [f"{id_prefix}{i:05d}" for i in range(num_videos)]
@@ -79,8 +79,8 @@ def tiny_index_corpus(root: Path) -> dict:
     built index and a query file of CAPTIONS. Returns the paths, the model, the ok ids and
     their features."""
     import eercf_core as ec
-    from eercf_core.shards import features_from_table, list_shards, read_shard, write_shard
-    from pipelines import build_index
+    from eercf_core.files.shards import features_from_table, list_shards, read_shard, write_shard
+    from pipelines.commands import build_index
 
     model = ec.create_model("eercf-tiny", seed=0)
     checkpoint = str(root / "model.pt")

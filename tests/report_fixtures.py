@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import eercf_core as ec
-from eercf_core.previews import encode_previews
-from eercf_core.shards import write_shard
-from pipelines import build_index, query
+from eercf_core.files.shards import write_shard
+from eercf_core.video.previews import encode_previews
+from pipelines.commands import build_index, query
 
 CAPTIONS = ["a red car drives", "a dog runs on grass", "people dancing", "a cat sleeps",
             "waves at the beach", "a man cooks pasta", "kids play football"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.decode_floor import _covered, _reference_pts, exact_floor
-from eercf_core.video_writer import write_video
+from eercf_core.video.writer import write_video
 
 
 def test_covered_counts_keyframe_to_pick_and_only_the_given_references():

@@ -14,10 +14,10 @@ from eercf_core.datasets import (
     load_benchmark,
     load_plain_pickle,
 )
-from eercf_core.inputs import read_manifest
-from eercf_core.io_formats import read_ground_truth, read_queries
-from pipelines import benchmark
-from pipelines.train import read_captions
+from eercf_core.files.inputs import read_manifest
+from eercf_core.files.text_formats import read_ground_truth, read_queries
+from pipelines.commands import import_dataset as benchmark
+from pipelines.commands.train import read_captions
 from tests.benchmark_fixtures import EXPECTED, MSVD_CAPTIONS, write_dataset
 
 

@@ -1,4 +1,4 @@
-"""Slow end to end per benchmark: small annotation files -> eercf benchmark -> extract ->
+"""Slow end to end per benchmark: small annotation files -> eercf import-dataset -> extract ->
 build-index -> query (--top-n 0) -> evaluate on the shared captioned clips named as the dataset
 expects; query and ground-truth counts per protocol, t2v and both v2t protocols computed."""
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 import pytest
 
 import eercf_core as ec
-from eercf_core.io_formats import read_ranked
-from pipelines import benchmark, build_index, evaluate, extract, query
+from eercf_core.files.text_formats import read_ranked
+from pipelines.commands import build_index, evaluate, extract, query
+from pipelines.commands import import_dataset as benchmark
 from tests.benchmark_fixtures import EVAL_SPLIT, EXPECTED, write_dataset
 
 pytestmark = pytest.mark.slow

@@ -137,7 +137,9 @@ def test_local_open_clip_checkpoint_zero_shot(tmp_path):
     """`load_model(name, pretrained=<local open_clip file>)`: those weights, zero-shot mode."""
     import open_clip
 
-    ec.checkpoint.register_model_configs()
+    from eercf_core.model.checkpoint import register_model_configs
+
+    register_model_configs()
     torch.manual_seed(11)
     clip = open_clip.create_model("eercf-tiny")
     path = tmp_path / "open_clip_tiny.bin"

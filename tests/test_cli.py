@@ -10,10 +10,10 @@ import types
 import pytest
 
 from pipelines import cli
-from pipelines.cli import SUBCOMMANDS
+from pipelines.cli import SUBCOMMANDS, command_module
 from tests.helpers import ROOT
 
-# old spellings kept as hidden aliases (pipelines/args.py)
+# old spellings kept as hidden aliases (pipelines/flags.py)
 HIDDEN = ("--out", "--output-dir", "--init", "--arch")
 
 
@@ -37,7 +37,7 @@ def test_dispatch_hands_the_rest_of_argv_to_the_jobs_run(name, monkeypatch):
     calls = []
     fake = types.SimpleNamespace(run=lambda argv: calls.append(argv) or 7)
     monkeypatch.setattr(cli.importlib, "import_module",
-                        lambda module: fake if module == SUBCOMMANDS[name][0] else None)
+                        lambda module: fake if module == command_module(name) else None)
     assert cli.main([name, "--output", "o", "--x"]) == 7
     assert calls == [["--output", "o", "--x"]]
 
@@ -55,7 +55,7 @@ def test_every_job_help_names_its_command_and_hides_old_spellings(name, capsys):
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: eercf {name}")
-    assert importlib.import_module(SUBCOMMANDS[name][0]).build_parser().prog == f"eercf {name}"
+    assert importlib.import_module(command_module(name)).build_parser().prog == f"eercf {name}"
     for old in HIDDEN:
         assert not re.search(rf"{old}(?![-\w])", out)
 

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from eercf_core.video_writer import write_video
-from pipelines import build_index, cli, extract, query
-from pipelines.args import add_model_flags, check_beam_flags, model_spec
+from eercf_core.video.writer import write_video
+from pipelines import cli
+from pipelines.commands import build_index, extract, query
+from pipelines.flags import add_model_flags, check_beam_flags, model_spec
 
 TINY = ["--model", "eercf-tiny", "--random-init", "--device", "cpu"]
 
@@ -164,7 +165,7 @@ def test_same_model_name_same_model_in_extract_and_query():
         job_parser.add_argument("--device", default="cpu")
         return model_spec(job_parser.parse_known_args(argv)[0])
 
-    from eercf_core.model_spec import load_model_spec
+    from eercf_core.model.spec import load_model_spec
 
     parsers = []
     for _ in range(2):
@@ -219,7 +220,7 @@ def test_the_real_command_prints_one_line(tmp_path):
 
 
 def test_output_checks_leave_nothing_behind(tmp_path):
-    from eercf_core.output_check import check_writable_dir, check_writable_file
+    from eercf_core.files.output_check import check_writable_dir, check_writable_file
 
     check_writable_dir(str(tmp_path / "a" / "b"))
     check_writable_file(str(tmp_path / "c" / "r.tsv"))

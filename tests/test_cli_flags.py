@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from pipelines.args import parse_args
-from pipelines.cli import SUBCOMMANDS
+from pipelines.cli import SUBCOMMANDS, command_module
+from pipelines.flags import parse_args
 
 REQUIRED = {
     "extract": ["--input", "x.mp4"],
@@ -20,13 +20,13 @@ REQUIRED = {
     "demo": [],
     "report": ["--ranked", "r.tsv", "--queries", "q.tsv", "--index", "i"],
     "search": ["--index", "i", "--model", "m", "a text"],
-    "benchmark": ["msrvtt", "--annotations", "a", "--videos", "v"],
+    "import-dataset": ["msrvtt", "--annotations", "a", "--videos", "v"],
 }
 
 
 @pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
 def test_every_job_has_parser_run_and_output(name):
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module = importlib.import_module(command_module(name))
     assert callable(module.run)
     parser = module.build_parser()
     args = parse_args(parser, [*REQUIRED[name], "--output", "o"])
@@ -38,7 +38,7 @@ def test_every_job_has_parser_run_and_output(name):
 
 @pytest.mark.parametrize("name", ["extract", "query", "train", "demo", "report", "search"])
 def test_model_flag_and_hidden_aliases(name):
-    parser = importlib.import_module(SUBCOMMANDS[name][0]).build_parser()
+    parser = importlib.import_module(command_module(name)).build_parser()
     base = [*(a for a in REQUIRED[name] if a not in ("--model", "m")), "--output", "o"]
     assert parse_args(parser, [*base, "--model", "a"]).model == "a"
     for old in ("--init", "--arch"):
@@ -47,7 +47,7 @@ def test_model_flag_and_hidden_aliases(name):
 
 
 def test_missing_required_output_is_a_usage_error(capsys):
-    parser = importlib.import_module("pipelines.build_index").build_parser()
+    parser = importlib.import_module("pipelines.commands.build_index").build_parser()
     with pytest.raises(SystemExit) as exited:
         parse_args(parser, ["--shards", "s"])
     assert exited.value.code == 2

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from eercf_core import shards
-from eercf_core.output_lock import OutputLockedError
-from pipelines import extract
+from eercf_core.files import shards
+from eercf_core.files.output_lock import OutputLockedError
+from pipelines.commands import extract
 from tests.blocking_inputs import SilentServer
 from tests.helpers import ROOT
 from tests.helpers import make_videos as _make_videos

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eercf_core import shards
-from pipelines import extract, query
+from eercf_core.files import shards
+from pipelines.commands import extract, query
 from tests._runner_helpers import DroppingWriteShardsFn
 from tests.index_fixtures import tiny_index_corpus
 from tests.test_extract import TINY, _rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eercf_core.decode import (
+from eercf_core.video.decode import (
     FAST_MIN_DOWNSCALE,
     DecodeError,
     DecodeOptions,
@@ -13,8 +13,8 @@ from eercf_core.decode import (
     resize_size,
     sample_times,
 )
-from eercf_core.isolation import IsolatedPool
-from eercf_core.video_writer import write_video
+from eercf_core.video.isolation import IsolatedPool
+from eercf_core.video.writer import write_video
 from tests._isolation_helpers import behave
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines import demo
+from pipelines.commands import demo
 
 
 @pytest.mark.slow

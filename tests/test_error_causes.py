@@ -1,5 +1,5 @@
 """Error rows carry a short, stable cause; partly decoded files are flagged; summary.json groups
-errors by cause (eercf_core.error_causes)."""
+errors by cause (eercf_core.video.error_causes)."""
 from __future__ import annotations
 
 import errno
@@ -10,12 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from eercf_core import error_causes, shards
-from eercf_core.decode import DecodeError, DecodeOptions, decode_job, decode_video
-from eercf_core.isolation import IsolatedPool
-from eercf_core.video_writer import write_video
-from pipelines import extract
-from pipelines.extract_sink import summarize
+from eercf_core.files import shards
+from eercf_core.video import error_causes
+from eercf_core.video.decode import DecodeError, DecodeOptions, decode_job, decode_video
+from eercf_core.video.isolation import IsolatedPool
+from eercf_core.video.writer import write_video
+from pipelines.beam.shard_sink import summarize
+from pipelines.commands import extract
 from schemas import FeatureDims
 from schemas.video_features import COLUMNS_SINCE
 from tests.test_extract import TINY
@@ -87,7 +88,7 @@ def test_ffmpeg_memory_error_is_a_corrupt_bitstream():
 
 
 def test_pool_causes():
-    from eercf_core import isolation
+    from eercf_core.video import isolation
 
     assert error_causes.outcome_cause(isolation.TIMEOUT) == "timeout"
     assert error_causes.outcome_cause(isolation.CRASHED) == "decoder crashed"

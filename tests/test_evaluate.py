@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from eercf_core.io_formats import FormatError, read_queries
-from pipelines import evaluate
+from eercf_core.files.text_formats import FormatError, read_queries
+from pipelines.commands import evaluate
 
 # q1: reranked puts v2 first; coarse order (by coarse_score) puts v1 first.
 RANKED = """query_id\trank\tvideo_id\tscore\tcoarse_score

@@ -1,6 +1,6 @@
 """No abort at interpreter exit (SIGABRT, "terminate called without an active exception", 134).
 
-Cause (core dump of an aborted read_shard script, fixed in eercf_core.shards): a threaded read
+Cause (core dump of an aborted read_shard script, fixed in eercf_core.files.shards): a threaded read
 of a shard opened as a Python (fsspec) file object leaves a DecodeRowGroups task on Arrow's CPU
 pool that drops the last reference to a page reader after read() returned; its buffers are
 Python bytes (arrow::py::PyBuffer), whose destructor calls PyGILState_Ensure. During interpreter
@@ -24,7 +24,7 @@ from tests.index_fixtures import write_synthetic_shards
 RUNS = 20
 _READ_SCRIPT = """
 import sys
-from eercf_core import shards
+from eercf_core.files import shards
 table = shards.read_shard(sys.argv[1], columns=["video_id", "status"])
 print(table.num_rows)
 """

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eercf_core import shards
-from eercf_core.decode import DecodeOptions, decode_video
-from eercf_core.inputs import VideoRef, read_inputs
-from eercf_core.previews import PREVIEW_COLUMNS, encode_previews
-from pipelines import extract
+from eercf_core.files import shards
+from eercf_core.files.inputs import VideoRef, read_inputs
+from eercf_core.video.decode import DecodeOptions, decode_video
+from eercf_core.video.previews import PREVIEW_COLUMNS, encode_previews
+from pipelines.commands import extract
 from tests.helpers import ROOT, make_videos
 
 TINY = ["--model", "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu"]

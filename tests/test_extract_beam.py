@@ -9,13 +9,13 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from eercf_core import shards
-from eercf_core.decode import DecodeOptions
-from eercf_core.inputs import VideoRef
-from eercf_core.isolation import close_shared_pools
-from pipelines.extract import DecodeChunkFn, build_parser, build_pipeline
-from pipelines.extract_sink import plan_chunks
-from pipelines.inference import ModelSpec, build_model
+from eercf_core.files import shards
+from eercf_core.files.inputs import VideoRef
+from eercf_core.video.decode import DecodeOptions
+from eercf_core.video.isolation import close_shared_pools
+from pipelines.beam.inference import ModelSpec, build_model
+from pipelines.beam.shard_sink import plan_chunks
+from pipelines.commands.extract import DecodeChunkFn, build_parser, build_pipeline
 from tests.helpers import make_videos
 
 T = 4

@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from eercf_core import shards
-from pipelines import extract
-from pipelines.beam_runner import DASK_RUNNER, absolute_local, is_dask, runner_args
-from pipelines.extract_check import check_complete
+from eercf_core.files import shards
+from pipelines.beam.completeness import check_complete
+from pipelines.beam.runner import DASK_RUNNER, absolute_local, is_dask, runner_args
+from pipelines.commands import extract
 from tests._runner_helpers import DroppingWriteShardsFn
 from tests.helpers import make_videos
 from tests.test_extract import TINY, _rows

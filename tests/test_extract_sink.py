@@ -1,4 +1,4 @@
-"""pipelines/extract_sink.py: chunk planning, WriteShardsFn, resume scan, --retry-errors,
+"""pipelines/beam/shard_sink.py: chunk planning, WriteShardsFn, resume scan, --retry-errors,
 summary."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from eercf_core import shards
-from eercf_core.inputs import VideoRef
-from pipelines.extract_sink import (
+from eercf_core.files import shards
+from eercf_core.files.inputs import VideoRef
+from pipelines.beam.shard_sink import (
     Progress,
     WriteShardsFn,
     drop_error_rows,
@@ -80,7 +80,7 @@ def test_write_shards_fn_flushes_an_incomplete_shard_under_its_rows_name(tmp_pat
     fn = _writer(tmp_path, total=3)
     assert list(fn.process(("part-x.parquet", 3, ok_row("v0")))) == []
     assert list(fn.process(("part-x.parquet", 3, ok_row("v1")))) == []
-    with caplog.at_level(logging.WARNING, logger="pipelines.extract_sink"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.beam.shard_sink"):
         fn.finish_bundle()  # written, not emitted (no output at bundle end)
     [flushed] = shards.list_shards(str(tmp_path))
     assert flushed == f"{tmp_path}/{shard_name(['v0', 'v1'])}"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from eercf_core.ids import control_character_problem
+from eercf_core.files.ids import control_character_problem
+from eercf_core.files.inputs import read_inputs
+from eercf_core.files.text_formats import FormatError, read_ground_truth, read_queries
 from eercf_core.index import build_index
-from eercf_core.inputs import read_inputs
-from eercf_core.io_formats import FormatError, read_ground_truth, read_queries
 from tests.index_fixtures import DIMS, random_features
 
 BAD_IDS = ["a\tb", "a\nb", "a\rb", "a\x00b", "a\x1fb", "a\x7fb", "a\x85b", "a\u2028b"]
@@ -85,7 +85,7 @@ def test_ground_truth_ids_refused(tmp_path):
 
 def test_build_index_refuses_shard_ids_with_control_characters(tmp_path):
     """Shards written before ids were checked: build-index names the shard and the id."""
-    from eercf_core.shards import write_shard
+    from eercf_core.files.shards import write_shard
 
     features = random_features(2, DIMS)
     rows = [{"video_id": vid, "uri": f"/{i}.mp4", "status": "ok",

@@ -8,7 +8,7 @@ import pytest
 
 from eercf_core.index import build_index as build_index_dir
 from eercf_core.index import open_index
-from pipelines import build_index
+from pipelines.commands import build_index
 from tests.index_fixtures import write_synthetic_shards
 
 

@@ -8,7 +8,7 @@ import torch
 
 from eercf_core.index.codecs import FP16, FineCodecSpec, VectorCodec, train_codecs
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity
-from eercf_core.scores import ScoreParams
+from eercf_core.scoring.scores import ScoreParams
 from tests.index_fixtures import DIMS, as_video_features, random_features
 
 

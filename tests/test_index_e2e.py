@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import eercf_core as ec
+from eercf_core.files.shards import features_from_table, list_shards, read_shard
+from eercf_core.files.text_formats import read_ranked
 from eercf_core.index import open_index
 from eercf_core.index.codecs import FineCodecSpec
 from eercf_core.index.fidelity import round_trip
-from eercf_core.io_formats import read_ranked
-from eercf_core.shards import features_from_table, list_shards, read_shard
-from eercf_core.video_writer import write_video
-from pipelines import build_index, evaluate, extract, query
+from eercf_core.video.writer import write_video
+from pipelines.commands import build_index, evaluate, extract, query
 
 pytestmark = pytest.mark.slow
 CAPTIONS = ["a bright red scene", "dark moving shapes", "a green field", "blue sky slowly"]

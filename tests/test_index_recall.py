@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eercf_core.index import recall
-from eercf_core.scores import ScoreParams, coarse_scores, recall_queries
+from eercf_core.scoring.scores import ScoreParams, coarse_scores, recall_queries
 
 
 def _unit(rng, n, d):

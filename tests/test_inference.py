@@ -1,4 +1,5 @@
-"""pipelines/inference.py: the model spec/cache, shard rows, and the Beam model handler (directly
+"""pipelines/beam/inference.py: the model spec/cache, shard rows, and the Beam model handler
+(directly
 and under RunInference in a TestPipeline on the FnApiRunner)."""
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from eercf_core.config import NUM_FRAMES
-from eercf_core.decode import DecodedVideo
-from pipelines.inference import DecodedItem, EercfModelHandler, ModelSpec, build_model, feature_rows
+from eercf_core.video.decode import DecodedVideo
+from pipelines.beam.inference import (
+    DecodedItem,
+    EercfModelHandler,
+    ModelSpec,
+    build_model,
+    feature_rows,
+)
 from schemas import FEATURE_COLUMNS
 
 SPEC = ModelSpec("eercf-tiny", random_init=True, head="eercf", seed=0, device="cpu")

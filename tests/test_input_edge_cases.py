@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from eercf_core.errors import UserInputError
-from eercf_core.inputs import VideoRef, read_inputs
-from eercf_core.video_writer import write_video
+from eercf_core.files.inputs import VideoRef, read_inputs
+from eercf_core.video.writer import write_video
 
 
 def _video(path):
@@ -47,7 +47,7 @@ def test_user_input_error_is_a_value_error():
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "NaN"])
 def test_ranked_file_with_non_finite_scores_is_refused(tmp_path, bad):
-    from eercf_core.io_formats import FormatError, read_ranked
+    from eercf_core.files.text_formats import FormatError, read_ranked
 
     ranked = tmp_path / "ranked.tsv"
     ranked.write_text("query_id\trank\tvideo_id\tscore\tcoarse_score\n"
@@ -61,7 +61,7 @@ def test_ranked_file_with_non_finite_scores_is_refused(tmp_path, bad):
 
 
 def test_build_index_shard_path_with_glob_characters(tmp_path):
-    from eercf_core import shards
+    from eercf_core.files import shards
     from eercf_core.index.build import resolve_shards
     from schemas import FeatureDims
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eercf_core import shards
-from pipelines import extract
+from eercf_core.files import shards
+from pipelines.commands import extract
 from tests.blocking_inputs import SilentServer, make_fifo, process_group_members
 from tests.helpers import ROOT
 from tests.helpers import make_videos as _make_videos

@@ -1,5 +1,5 @@
-"""eercf_core.isolation: subprocess workers usable from daemonic processes, one shared pool per
-process for many threads, early-stopped iterations."""
+"""eercf_core.video.isolation: subprocess workers usable from daemonic processes, one shared pool
+per process for many threads, early-stopped iterations."""
 from __future__ import annotations
 
 import multiprocessing
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from eercf_core.isolation import IsolatedPool, shared_pool
+from eercf_core.video.isolation import IsolatedPool, shared_pool
 from tests._isolation_helpers import behave, pool_results_in_daemon
 
 
@@ -62,7 +62,7 @@ def test_functions_must_be_importable_by_name():
 
 
 def test_kill_all_workers_stops_blocked_workers():
-    from eercf_core.isolation import kill_all_workers
+    from eercf_core.video.isolation import kill_all_workers
 
     pool = IsolatedPool(behave, workers=2, timeout=None)
     killed: list = []

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 import eercf_core as ec
-from eercf_core.losses import LossWeights, eercf_loss, pearson_constraint, symmetric_infonce
+from eercf_core.training.losses import (
+    LossWeights,
+    eercf_loss,
+    pearson_constraint,
+    symmetric_infonce,
+)
 
 B, T, P, D = 6, 4, 3, 8
 TAU = 20.0

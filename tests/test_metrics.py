@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eercf_core import metrics
+from eercf_core.evaluation import metrics
 
 
 def test_hand_computed_ranks():

@@ -1,4 +1,5 @@
-"""The output lock (eercf_core.output_lock): refusal naming the holder, takeover of dead holders'
+"""The output lock (eercf_core.files.output_lock): refusal naming the holder, takeover of dead
+holders'
 locks, remote (fsspec) locks, and build-index's lock and stale temp clean-up."""
 from __future__ import annotations
 
@@ -13,21 +14,21 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from eercf_core.index import build_index
-from eercf_core.output_lock import (
+from eercf_core.files.output_lock import (
     LOCK_NAME,
     OutputLock,
     OutputLockedError,
     lock_beside,
     lock_inside,
 )
+from eercf_core.index import build_index
 from tests.helpers import ROOT
 from tests.index_fixtures import write_synthetic_shards
 
 # A child that takes the lock, says so, then waits for stdin (or is killed).
 _HOLDER = """
 import sys
-from eercf_core.output_lock import OutputLock
+from eercf_core.files.output_lock import OutputLock
 lock = OutputLock(sys.argv[1], "extract")
 lock.acquire()
 print("locked", flush=True)

@@ -1,11 +1,11 @@
-"""pipelines/plots.py: the evaluate PNGs (what is drawn, written atomically, figures closed)."""
+"""eercf_core/evaluation/plots.py: the evaluate PNGs (what is drawn, written atomically, figures
+closed)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pytest
 
-from eercf_core import metrics
-from pipelines import plots
+from eercf_core.evaluation import metrics, plots
 
 RESULT = {"list_length": 20, "recall_k": 5,
           "coarse_ranks": {"q0": 0, "q1": 7, "q2": 19, "q3": 3},

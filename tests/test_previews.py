@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import eercf_core as ec
-from eercf_core import previews
+from eercf_core.files.shards import read_shard, shard_version, write_shard
 from eercf_core.index import build_index as build_index_directory
-from eercf_core.shards import read_shard, shard_version, write_shard
+from eercf_core.video import previews
 from schemas.video_features import COLUMNS_SINCE
 from tests.index_fixtures import DIMS, write_synthetic_shards
 from tests.report_fixtures import make_corpus

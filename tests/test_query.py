@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import eercf_core as ec
-from eercf_core.io_formats import FormatError, read_ranked
-from pipelines import query
+from eercf_core.files.text_formats import FormatError, read_ranked
+from pipelines.commands import query
 from tests.index_fixtures import CAPTIONS, tiny_index_corpus
 
 

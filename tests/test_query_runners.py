@@ -5,7 +5,8 @@ import logging
 
 import pytest
 
-from pipelines import query, query_beam
+from pipelines.beam import distributed_query as query_beam
+from pipelines.commands import query
 from tests.index_fixtures import tiny_index_corpus
 
 

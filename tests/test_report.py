@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import eercf_core as ec
+from eercf_core.files.text_formats import read_ranked
 from eercf_core.index import open_index
-from eercf_core.io_formats import read_ranked
-from eercf_core.previews import open_previews
 from eercf_core.report import load_results, write_report
-from pipelines import evaluate, report, search
+from eercf_core.video.previews import open_previews
+from pipelines.commands import evaluate, report, search
 from tests.report_fixtures import CAPTIONS, make_corpus
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import eercf_core as ec
+from eercf_core.files.text_formats import read_ranked
 from eercf_core.index import open_index
-from eercf_core.io_formats import read_ranked
 from eercf_core.report import load_results, write_report
-from pipelines import evaluate
+from pipelines.commands import evaluate
 from tests.browser import Browser, find_chromium
 from tests.report_fixtures import make_corpus
 

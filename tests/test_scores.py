@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import eercf_core as ec
-from eercf_core.scores import ScoreParams, all_scores, candidate_fine_scores, recall_queries
+from eercf_core.scoring.scores import ScoreParams, all_scores, candidate_fine_scores, recall_queries
 from tests.reference import reference_official_rerank, reference_scores
 
 C, B, T, P, D = 6, 9, 12, 4, 16

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from eercf_core import shards
+from eercf_core.files import shards
 from eercf_core.index import build_index
-from pipelines.extract_sink import scan_output
+from pipelines.beam.shard_sink import scan_output
 from tests.index_fixtures import DIMS, write_synthetic_shards
 
 MODEL, SHA = "synthetic", "0" * 64

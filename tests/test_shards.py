@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eercf_core import shards
+from eercf_core.files import shards
 from schemas import SCHEMA_VERSION, FeatureDims, video_features_schema
 from schemas.video_features import COLUMNS_SINCE
 

@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from eercf_core import synthetic as syn
-from eercf_core.decode import DecodeOptions, decode_video
+from eercf_core.datasets import synthetic as syn
+from eercf_core.video.decode import DecodeOptions, decode_video
 
 
 def _triple(spec, event):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import eercf_core as ec
-from eercf_core import synthetic
-from eercf_core.losses import eercf_loss
-from eercf_core.training import (
+from eercf_core.datasets import synthetic
+from eercf_core.training.losses import eercf_loss
+from eercf_core.training.trainer import (
     FROZEN_PARAMETERS,
     TrainConfig,
     Trainer,
@@ -169,8 +169,8 @@ def test_group_batches_hold_whole_sibling_groups_one_caption_per_video():
 def test_decode_all_skips_broken_videos(tmp_path):
     """Training decodes in the isolated pool: a file that cannot be decoded is skipped, not
     fatal."""
-    from eercf_core.video_writer import write_video
-    from pipelines.train import decode_all
+    from eercf_core.video.writer import write_video
+    from pipelines.commands.train import decode_all
 
     rng = np.random.default_rng(0)
     uris = {}

@@ -21,11 +21,23 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from eercf_core.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
-from eercf_core.features import VideoFeatures
-from eercf_core.ids import control_character_problem
+from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
+from eercf_core.files.ids import control_character_problem
+from eercf_core.files.inputs import is_glob
+from eercf_core.files.output_check import check_writable_dir
+from eercf_core.files.output_lock import OutputLock, lock_beside, pid_alive
+from eercf_core.files.shards import (
+    SHARD_SUFFIX,
+    decode_qualities,
+    feature_arrays,
+    iter_shard_batches,
+    list_shards,
+    read_shard,
+    shard_identity,
+)
+from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
 from eercf_core.index.codecs import (
     CODED_KINDS,
@@ -43,22 +55,10 @@ from eercf_core.index.directory import (
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter
-from eercf_core.inputs import is_glob
-from eercf_core.io_formats import local_path
-from eercf_core.output_check import check_writable_dir
-from eercf_core.output_lock import OutputLock, lock_beside, pid_alive
-from eercf_core.previews import STORE_DIR as PREVIEW_DIR
-from eercf_core.previews import write_preview_store
-from eercf_core.scores import ScoreParams
-from eercf_core.shards import (
-    SHARD_SUFFIX,
-    decode_qualities,
-    feature_arrays,
-    iter_shard_batches,
-    list_shards,
-    read_shard,
-    shard_identity,
-)
+from eercf_core.model.features import VideoFeatures
+from eercf_core.scoring.scores import ScoreParams
+from eercf_core.video.previews import STORE_DIR as PREVIEW_DIR
+from eercf_core.video.previews import write_preview_store
 from schemas import COLUMN_OF_FEATURE, STATUS_OK, FeatureDims
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from eercf_core.config import RECALL_K, RerankWeights, ScoreConfig
-from eercf_core.features import VideoFeatures
 from eercf_core.index.codecs import VectorCodec
-from eercf_core.scores import (
+from eercf_core.model.features import VideoFeatures
+from eercf_core.scoring.scores import (
     FINE_SCORES,
     ScoreParams,
     coarse_scores,

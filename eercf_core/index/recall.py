@@ -21,8 +21,8 @@ import numpy as np
 from faiss.contrib.evaluation import knn_intersection_measure
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
-from eercf_core.atomic import local_temp_path
 from eercf_core.errors import UserInputError
+from eercf_core.files.atomic import local_temp_path
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Rerank recalled candidates straight from the memory-mapped fine store (method §8.3 stage 2).
 
-Two implementations, same scores (the formulas of `eercf_core.scores`, float32):
+Two implementations, same scores (the formulas of `eercf_core.scoring.scores`, float32):
 - "gather": gather each query's k candidates to [Q, k, ...] float32 tensors and call
   `ec.rerank_candidates`, the core's own function. Simple, but it copies every candidate's patch
   features once per query (~1.2 MB per pair at ViT-B/32), which makes it memory-bound.
@@ -31,8 +31,8 @@ import torch
 from eercf_core.config import BLOCK_ELEMENTS, RerankWeights, ScoreConfig
 from eercf_core.index.codecs import VectorCodec
 from eercf_core.index.store import FineStore
-from eercf_core.ranking import Ranking, rank_candidates, rerank_candidates
-from eercf_core.scores import ScoreParams, fine_scores_from_similarities, needed_scores
+from eercf_core.scoring.ranking import Ranking, rank_candidates, rerank_candidates
+from eercf_core.scoring.scores import ScoreParams, fine_scores_from_similarities, needed_scores
 
 # Distinct videos converted to float32 at once (64 x 588 x 512 x 4 B ≈ 77 MB at ViT-B/32).
 _VIDEO_CHUNK = 64

@@ -19,14 +19,14 @@ from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.index import recall
 from eercf_core.index.directory import IndexDirectory
 from eercf_core.index.rerank import rerank_from_store
-from eercf_core.ranking import (
+from eercf_core.scoring.ranking import (
     Ranking,
     pair_rerank_scores,
     rank_all,
     truncate,
     with_coarse_tail,
 )
-from eercf_core.scores import ScoreParams, recall_queries
+from eercf_core.scoring.scores import ScoreParams, recall_queries
 
 log = logging.getLogger(__name__)
 # Videos whose fine features are converted to float32 at once in exhaustive (≈300 MB at B/32).

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from eercf_core.atomic import write_json
 from eercf_core.errors import UserInputError
+from eercf_core.files.atomic import write_json
 from eercf_core.index.codecs import CODED_KINDS, VectorCodec
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
 if TYPE_CHECKING:
-    from eercf_core.features import VideoFeatures
+    from eercf_core.model.features import VideoFeatures
 
 STORE_META = "store.json"
 KINDS = tuple(COLUMN_OF_FEATURE)  # coarse, frame, context, patch, mask
@@ -223,7 +223,7 @@ class FineStore:
 
     def features(self, rows: np.ndarray | slice) -> VideoFeatures:
         """`ec.VideoFeatures` (float32) of `rows` (an index array or a slice)."""
-        from eercf_core.features import VideoFeatures
+        from eercf_core.model.features import VideoFeatures
 
         if isinstance(rows, slice):
             rows = np.arange(self.num_videos)[rows]

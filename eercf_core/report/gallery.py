@@ -22,19 +22,19 @@ import numpy as np
 import torch
 
 import eercf_core as ec
-from eercf_core.atomic import atomic_directory
-from eercf_core.index import IndexDirectory
-from eercf_core.io_formats import (
+from eercf_core.files.atomic import atomic_directory
+from eercf_core.files.text_formats import (
     RankedRow,
     coarse_ranks,
     read_ground_truth,
     read_queries,
     read_ranked,
 )
-from eercf_core.previews import KINDS as PREVIEW_KINDS
-from eercf_core.previews import open_previews
+from eercf_core.index import IndexDirectory
 from eercf_core.report import page
-from eercf_core.scores import frame_gate_weights
+from eercf_core.scoring.scores import frame_gate_weights
+from eercf_core.video.previews import KINDS as PREVIEW_KINDS
+from eercf_core.video.previews import open_previews
 
 log = logging.getLogger(__name__)
 ASSETS = "assets"

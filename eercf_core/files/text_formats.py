@@ -1,0 +1,278 @@
+"""Text file formats of the query side: query files, ground truth, ranked output (design.md).
+
+- Queries: TSV `query_id<TAB>text` (header `query_id<TAB>text` optional) or JSONL
+  `{"query_id": ..., "text": ...}` (chosen by a `.jsonl`/`.json` suffix or a first line starting
+  with `{`). Blank lines are skipped. Missing id, empty text, undecodable bytes, duplicate ids
+  and ids with control characters (TAB, CR, ...: eercf_core.files.ids) are errors.
+- Ground truth: TSV `query_id<TAB>video_id`, header optional, several rows per query allowed.
+- Ranked output: TSV with header `query_id rank video_id score coarse_score`, ranks 1.. per query,
+  finite scores (NaN/inf are refused).
+- Training captions (what `eercf train --captions` reads): JSONL `{"video_id": ..., "text": ...}`.
+
+Writers (`write_queries`, `write_ground_truth`, `write_captions`; `write_tsv` for two-column TSVs,
+also the video manifest in eercf_core.files.inputs) produce exactly what the readers accept; a
+field that
+would break its line (a tab or newline) is a ValueError.
+
+Every parse error is a `FormatError` whose message starts with `file:line:`. Outputs are written
+with `eercf_core.files.atomic`, so a failed run leaves no half-written file.
+Paths are local or fsspec URLs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import fsspec
+
+from eercf_core.errors import UserInputError
+from eercf_core.files.atomic import write_text
+from eercf_core.files.ids import control_character_problem
+
+RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
+
+
+class FormatError(UserInputError):
+    """A malformed input file; the message names the file and line."""
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path, self.line = str(path), line
+
+
+@dataclass(frozen=True)
+class Query:
+    query_id: str
+    text: str
+    line: int  # 1-based line in its file
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    query_id: str
+    rank: int  # 1-based
+    video_id: str
+    score: float
+    coarse_score: float
+
+
+def coarse_order(rows: Sequence[RankedRow]) -> list[RankedRow]:
+    """One query's listed rows in coarse order (coarse_score descending, ties by rank)."""
+    return sorted(rows, key=lambda r: (-r.coarse_score, r.rank))
+
+
+def coarse_ranks(rows: Sequence[RankedRow]) -> dict[str, int]:
+    """video_id -> 1-based rank in the coarse order of one query's listed rows: where each video
+    stood before the rerank."""
+    return {row.video_id: position for position, row in enumerate(coarse_order(rows), start=1)}
+
+
+def ranked_meta_path(ranked_path: str) -> str:
+    """`<ranked>.meta.json`: what the query job records beside a ranked TSV (mode, k, index)."""
+    return f"{ranked_path}.meta.json"
+
+
+def read_ranked_meta(ranked_path: str) -> dict:
+    """The meta file beside a ranked TSV (see `ranked_meta_path`); {} when there is none."""
+    fs, target = fsspec.core.url_to_fs(ranked_meta_path(ranked_path))
+    return json.loads(fs.cat(target)) if fs.exists(target) else {}
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line without its newline); undecodable bytes -> FormatError."""
+    with fsspec.open(str(path), "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FormatError(path, number, f"not valid UTF-8 ({exc.reason} at byte "
+                                  f"{exc.start})") from None
+            if number == 1:
+                text = text.lstrip("\ufeff")
+            yield number, text.rstrip("\r\n")
+
+
+def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
+    """(1-based line, object) for every non-blank line of a JSONL file (local path or fsspec URL);
+    a line that is not a JSON object is a FormatError naming `file:line`."""
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise FormatError(path, number, f"not a JSON object: {exc.msg}") from None
+        if not isinstance(record, dict):
+            raise FormatError(path, number, f"expected a JSON object, got {type(record).__name__}")
+        yield number, record
+
+
+def _is_jsonl(path: str) -> bool:
+    if str(path).endswith((".jsonl", ".json")):
+        return True
+    for _, line in _lines(path):
+        if line.strip():
+            return line.lstrip().startswith("{")
+    return False
+
+
+def _check_id(path: str, line: int, field: str, value: str) -> None:
+    """FormatError when an id holds a control character (it would corrupt the TSV outputs)."""
+    problem = control_character_problem(value)
+    if problem:
+        raise FormatError(path, line, f"{field} {value!r} {problem}")
+
+
+def read_queries(path: str) -> list[Query]:
+    """Parse a query file (TSV or JSONL, see module doc) into queries in file order."""
+    queries: list[Query] = []
+    seen: dict[str, int] = {}
+    jsonl = _is_jsonl(path)
+    first = True
+    records = dict(read_jsonl(path)) if jsonl else {}
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        if jsonl:
+            record = records[number]
+            query_id, text = record.get("query_id"), record.get("text")
+            query_id = "" if query_id is None else str(query_id)
+            if text is not None and not isinstance(text, str):
+                raise FormatError(path, number, f"text must be a string, got {type(text).__name__}")
+        else:
+            if first and line.strip().lower().split("\t")[:2] == ["query_id", "text"]:
+                first = False
+                continue
+            if "\t" not in line:
+                raise FormatError(path, number, "expected 'query_id<TAB>text' (no tab found)")
+            query_id, text = line.split("\t", 1)
+        first = False
+        query_id = query_id.strip()
+        if not query_id:
+            raise FormatError(path, number, "missing query_id")
+        _check_id(path, number, "query_id", query_id)
+        if text is None or not text.strip():
+            raise FormatError(path, number, f"query {query_id!r} has empty text")
+        if query_id in seen:
+            raise FormatError(path, number, f"duplicate query_id {query_id!r} (first on line "
+                              f"{seen[query_id]})")
+        seen[query_id] = number
+        queries.append(Query(query_id, text.strip(), number))
+    if not queries:
+        raise FormatError(path, None, "no queries found")
+    return queries
+
+
+def read_ground_truth(path: str) -> dict[str, list[tuple[str, int]]]:
+    """query_id -> [(video_id, line), ...] from a `query_id<TAB>video_id` TSV (header optional)."""
+    truth: dict[str, list[tuple[str, int]]] = {}
+    first = True
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if first and [f.strip().lower() for f in fields] == ["query_id", "video_id"]:
+            first = False
+            continue
+        first = False
+        if len(fields) != 2:
+            raise FormatError(path, number, f"expected 'query_id<TAB>video_id', got {len(fields)} "
+                              "tab-separated fields")
+        query_id, video_id = (f.strip() for f in fields)
+        if not query_id or not video_id:
+            raise FormatError(path, number, "empty query_id or video_id")
+        _check_id(path, number, "query_id", query_id)
+        _check_id(path, number, "video_id", video_id)
+        truth.setdefault(query_id, []).append((video_id, number))
+    if not truth:
+        raise FormatError(path, None, "no ground-truth rows found")
+    return truth
+
+
+def read_ranked(path: str) -> dict[str, list[RankedRow]]:
+    """query_id -> rows in rank order from a ranked TSV; ranks must run 1, 2, ... per query."""
+    ranked: dict[str, list[RankedRow]] = {}
+    header_seen = False
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if not header_seen and tuple(f.strip() for f in fields) == RANKED_COLUMNS:
+            header_seen = True
+            continue
+        header_seen = True
+        if len(fields) != len(RANKED_COLUMNS):
+            raise FormatError(path, number, f"expected {len(RANKED_COLUMNS)} tab-separated fields "
+                              f"{RANKED_COLUMNS}, got {len(fields)}")
+        query_id, rank, video_id, score, coarse = fields
+        try:
+            row = RankedRow(query_id, int(rank), video_id, float(score), float(coarse))
+        except ValueError:
+            raise FormatError(path, number, "rank must be an integer and scores numbers") from None
+        if not (math.isfinite(row.score) and math.isfinite(row.coarse_score)):
+            raise FormatError(path, number, f"scores must be finite numbers, got score {score!r} "
+                              f"and coarse_score {coarse!r}")
+        rows = ranked.setdefault(query_id, [])
+        if row.rank != len(rows) + 1:
+            raise FormatError(path, number, f"query {query_id!r}: rank {row.rank} follows rank "
+                              f"{len(rows)} (ranks must run 1, 2, ... per query, grouped)")
+        rows.append(row)
+    if not ranked:
+        raise FormatError(path, None, "no ranked rows found")
+    return ranked
+
+
+def ranked_lines(rows: Iterable[Sequence]) -> Iterator[str]:
+    """The ranked TSV text: header, then one line per (query_id, rank, video_id, score, coarse)."""
+    yield "\t".join(RANKED_COLUMNS) + "\n"
+    for query_id, rank, video_id, score, coarse in rows:
+        yield f"{query_id}\t{rank}\t{video_id}\t{score:.6f}\t{coarse:.6f}\n"
+
+
+def _tsv_field(value: str, what: str) -> str:
+    value = str(value)
+    if not value or any(ch in value for ch in "\t\r\n"):
+        raise ValueError(f"{what} {value!r} is empty or holds a tab/newline: cannot be written as "
+                         "a TSV field")
+    problem = control_character_problem(value) if what.endswith("_id") else None
+    if problem:  # the readers refuse such ids (eercf_core.files.ids): never write one
+        raise ValueError(f"{what} {value!r} {problem}")
+    return value
+
+
+def write_tsv(path: str, header: tuple[str, str], rows: Iterable[tuple[str, str]]) -> int:
+    """Write a two-column TSV with its header atomically; returns the number of rows."""
+    lines = ["\t".join(header) + "\n"]
+    lines += [f"{_tsv_field(a, header[0])}\t{_tsv_field(b, header[1])}\n" for a, b in rows]
+    write_text(path, lines)
+    return len(lines) - 1
+
+
+def write_queries(path: str, queries: Iterable[tuple[str, str]]) -> int:
+    """Query TSV (`query_id<TAB>text` with header) from (query_id, text); returns the count."""
+    return write_tsv(path, ("query_id", "text"), queries)
+
+
+def write_ground_truth(path: str, pairs: Iterable[tuple[str, str]]) -> int:
+    """Ground-truth TSV (`query_id<TAB>video_id` with header); returns the number of rows."""
+    return write_tsv(path, ("query_id", "video_id"), pairs)
+
+
+def write_captions(path: str, captions: Iterable[tuple[str, str]]) -> int:
+    """Training captions JSONL ({"video_id", "text"} per line, ASCII-escaped) for `eercf train`."""
+    lines = [json.dumps({"video_id": video_id, "text": text}) + "\n" for video_id, text in captions]
+    write_text(path, lines)
+    return len(lines)
+
+
+def local_path(path: str) -> str:
+    """`path` as a local filesystem path (strips file://); ValueError for remote URLs."""
+    fs, target = fsspec.core.url_to_fs(str(path))
+    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        raise UserInputError(
+            f"{path}: must be a local path (memory-mapped files need a local disk)")
+    return os.path.abspath(target)

@@ -1,0 +1,76 @@
+"""Proof that an extract job's output is complete: every input video has exactly one row.
+
+Run after the pipeline on every runner (a runner that drops elements must never yield a silent
+partial result): the finished shards' `video_id` columns are read back and compared with the
+inputs. Rows of videos that are not inputs of this run (an earlier run into the same directory)
+are allowed; a missing or duplicated input fails the job.
+"""
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from eercf_core.files import shards
+
+SHOWN_IDS = 5  # ids named in a failure message
+
+
+@dataclass
+class Completeness:
+    """What `check_complete` found: `missing` input ids without a row, `duplicated` input ids
+    with more than one row (id -> the shards holding them)."""
+
+    inputs: int
+    missing: list[str] = field(default_factory=list)
+    duplicated: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.duplicated
+
+    def message(self, output: str) -> str:
+        """One line naming how many inputs are missing/duplicated and a few of their ids."""
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} of {self.inputs} input videos have no row "
+                         f"({_some(self.missing)})")
+        if self.duplicated:
+            shown = "; ".join(f"{vid!r} in {paths}" for vid, paths
+                              in list(self.duplicated.items())[:SHOWN_IDS])
+            parts.append(f"{len(self.duplicated)} have more than one row ({shown}"
+                         f"{' ...' if len(self.duplicated) > SHOWN_IDS else ''})")
+        return f"output {output} is incomplete: " + "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"complete": self.ok, "inputs": self.inputs, "missing": len(self.missing),
+                "missing_examples": self.missing[:SHOWN_IDS],
+                "duplicated": len(self.duplicated),
+                "duplicated_examples": list(self.duplicated)[:SHOWN_IDS]}
+
+
+def _some(ids: list[str]) -> str:
+    return "e.g. " + ", ".join(repr(i) for i in ids[:SHOWN_IDS]) + (
+        " ..." if len(ids) > SHOWN_IDS else "")
+
+
+def shard_video_ids(output: str) -> Iterable[tuple[str, str]]:
+    """(video_id, shard path) for every row of every finished shard under `output`."""
+    for path in shards.list_shards(output):
+        table = shards.read_shard(path, columns=["video_id"])
+        for video_id in table.column("video_id").to_pylist():
+            yield video_id, path
+
+
+def check_complete(output: str, video_ids: Iterable[str]) -> Completeness:
+    """Compare the rows under `output` with the input `video_ids` (see module docstring)."""
+    expected = list(video_ids)
+    where: dict[str, list[str]] = collections.defaultdict(list)
+    wanted = set(expected)
+    for video_id, path in shard_video_ids(output):
+        if video_id in wanted:
+            where[video_id].append(path)
+    return Completeness(
+        inputs=len(expected),
+        missing=[vid for vid in expected if vid not in where],
+        duplicated={vid: paths for vid, paths in where.items() if len(paths) > 1})

@@ -1,0 +1,272 @@
+"""`eercf extract`: decode videos, run the model, write Parquet feature shards (Apache Beam).
+
+    eercf extract --input 'videos/**/*.mp4' --output feats/ --model ViT-B-32 --pretrained openai
+
+Pipeline (labelled Beam transforms):
+  ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (one isolated
+  decoder pool per worker process: per-video time limit, crash-proof; emits batches of
+  --batch-size decoded videos) -> Encode (RunInference on those ready-made batches,
+  EercfModelHandler; failed decodes pass through as error rows) -> WriteShards (one atomic
+  Parquet shard per chunk); then the completeness check (every input has exactly one row, else
+  exit 1) and a summary (summary.json beside the shards).
+Every output is emitted from process(), never at bundle end: Beam's Dask runner drops what
+finish_bundle emits (where BatchElements would flush its last batch). The chain is linear on
+purpose: a Flatten of two branches makes the in-process runner materialise everything before
+the writer, which would hold every decoded video in memory and write no shard until the end.
+
+Flags that are not eercf's must be Beam pipeline options (--runner, --direct_num_workers,
+--project, ...; anything else, e.g. a misspelt flag, is refused); the default runner is Beam's
+in-process FnApiRunner, `--runner DaskRunner` runs on a Dask cluster (pipelines/beam/runner.py).
+Rerunning with the same --output resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+
+from eercf_core.config import NUM_FRAMES
+from eercf_core.files import shards
+from eercf_core.files.inputs import VideoRef, read_inputs
+from eercf_core.files.output_check import check_writable_dir
+from eercf_core.files.output_lock import OutputLock, lock_inside
+from eercf_core.model.spec import ModelSpec
+from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions, decode_job
+from eercf_core.video.error_causes import outcome_cause
+from eercf_core.video.isolation import close_shared_pools, shared_pool
+from pipelines.beam.completeness import check_complete
+from pipelines.beam.inference import DecodedItem, EercfModelHandler, build_model
+from pipelines.beam.runner import absolute_local, run_pipeline
+from pipelines.beam.shard_sink import (
+    WriteShardsFn,
+    drop_error_rows,
+    plan_chunks,
+    scan_output,
+    summarize,
+)
+from pipelines.flags import (
+    add_model_flags,
+    add_num_frames,
+    add_output,
+    check_beam_flags,
+    check_num_frames,
+    check_required,
+    model_spec,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+from pipelines.interrupts import interrupted
+from schemas import STATUS_ERROR
+
+log = logging.getLogger(__name__)
+
+
+class DecodeChunkFn(beam.DoFn):
+    """(shard, [VideoRef]) -> lists of up to `batch_size` DecodedItems (decoded frames, or the
+    error row), every list emitted from process(), the chunk's remainder included.
+
+    Decoding runs in the worker process's shared IsolatedPool
+    (eercf_core.video.isolation.shared_pool:
+    `workers` decoder processes per worker process however many DoFn instances it runs; None =
+    its cores): a crashing or hanging decoder costs one error row, never the run.
+    """
+
+    def __init__(self, options: DecodeOptions, workers: int | None, timeout: float | None,
+                 batch_size: int):
+        self.options, self.workers, self.timeout = options, workers, timeout
+        self.batch_size = batch_size
+        self.failures = beam.metrics.Metrics.counter("eercf_extract", "decode_failures")
+        self.decoded = beam.metrics.Metrics.counter("eercf_extract", "videos_decoded")
+
+    def setup(self) -> None:
+        self.pool = shared_pool(decode_job, workers=self.workers, timeout=self.timeout)
+
+    def process(self, element: tuple[str, list[VideoRef]]) -> Iterable[list[DecodedItem]]:
+        name, refs = element
+        jobs = [(ref.uri, self.options) for ref in refs]
+        batch: list[DecodedItem] = []
+        for outcome in self.pool.imap_unordered(jobs):
+            batch.append(self._item(name, refs, outcome))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _item(self, name: str, refs: list[VideoRef], outcome) -> DecodedItem:
+        ref = refs[outcome.index]
+        if outcome.ok:
+            self.decoded.inc()
+            if outcome.value.warning:
+                log.warning("%s: %s", ref.uri, outcome.value.warning)
+            return DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
+        self.failures.inc()
+        message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
+        cause = outcome_cause(outcome.cause)
+        log.warning("decode failed (%s): %s", cause, message)
+        return DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
+            "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
+            "error": message, "error_cause": cause, "decode_seconds": outcome.seconds})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eercf extract", description=__doc__.split("\n\n")[0],
+        epilog="Other flags are passed to Beam as pipeline options, e.g. --runner DataflowRunner "
+               "--project P --region R --temp_location gs://b/tmp, or --direct_num_workers 4 "
+               "--direct_running_mode multi_processing for the in-process runner.")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="globs, directories or files (local or fsspec URLs), or one manifest "
+                        "(.tsv/.csv/.jsonl with video_id and uri)")
+    add_output(p, help="directory (local or fsspec URL) for shards")
+    add_model_flags(p, default="ViT-B-32")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    add_num_frames(p)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
+    p.add_argument("--decode-workers", type=positive_int, default=None,
+                   help="decoder processes per worker process (default: the cores of the "
+                        "machine it runs on)")
+    p.add_argument("--per-video-timeout", type=positive_float, default=120.0,
+                   help="seconds before a video's decoder is killed (default 120)")
+    p.add_argument("--decoder", choices=BACKENDS, default="pyav",
+                   help="pyav (keyframe-aware, default), decord, or auto (pyav then decord)")
+    p.add_argument("--decode-quality", choices=QUALITIES, default=DEFAULT_QUALITY,
+                   help="exact: the codec's frames, bicubic scaling; fast: for sources at least "
+                        "2x the model's input, no deblocking filter and bilinear scaling, smaller "
+                        "ones as exact (measured fidelity: README) (default "
+                        f"{DEFAULT_QUALITY}; recorded in each shard row)")
+    p.add_argument("--max-offset", type=non_negative_float, default=0.5,
+                   help="seconds a sampled frame may be from its 1 fps target to save decoding "
+                        "(0 = the exact frame showing at the target)")
+    p.add_argument("--shard-size", type=positive_int, default=256, help="videos per Parquet shard")
+    p.add_argument("--no-previews", action="store_true",
+                   help="do not store the preview JPEGs (middle frame + frame strip, a few KB "
+                        "per video) that result pages show")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="redo videos whose previous result was an error")
+    p.add_argument("--progress-seconds", type=positive_float, default=10.0,
+                   help="seconds between progress lines")
+    return p
+
+
+def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
+                   args: argparse.Namespace, dims, identity, total: int):
+    return (
+        pipeline
+        | "ReadInputs" >> beam.Create(chunks)
+        | "Distribute" >> beam.Reshuffle()
+        | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
+                                               args.per_video_timeout, args.batch_size))
+        | "Encode" >> RunInference(EercfModelHandler(spec, previews=not args.no_previews))
+        | "WriteShards" >> beam.ParDo(WriteShardsFn(
+            args.output, dims, identity.model_id, identity.checkpoint_sha256, total,
+            args.progress_seconds, time.time())))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the extraction job. Returns 0 when every input video has exactly one row (ok or
+    error) in the output, 1 when the output cannot be proven complete.
+
+    Everything that can be checked before decoding is (flags, Beam options, the output's
+    writability, the inputs, the model and its T); bad ones raise UserInputError or exit 2
+    with a usage error. The output is locked for the whole run (eercf_core.files.output_lock): a
+    second run on the same --output is refused while this one lives. Ctrl-C / SIGTERM (see
+    pipelines.interrupts) stop every child process and raise JobInterrupted, which says how many
+    videos are done.
+    """
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    check_required(parser, args)
+    check_beam_flags(parser, beam_args)
+    started = time.monotonic()
+    # Resolved here, where the command is typed: workers may run elsewhere.
+    args.input = [absolute_local(item) for item in args.input]
+    args.output = absolute_local(args.output)
+    for name in ("model", "pretrained"):
+        value = getattr(args, name)
+        if value and os.path.exists(value):
+            setattr(args, name, absolute_local(value))
+    check_writable_dir(args.output)
+    with OutputLock(lock_inside(args.output), "extract", args.output):
+        try:
+            return _extract(parser, args, beam_args, started)
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
+                                   f"{args.output}, rerun to resume") from None
+
+
+def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str],
+             started: float) -> int:
+    refs = read_inputs(args.input)
+    spec = model_spec(args, args.num_frames or NUM_FRAMES)
+    model = build_model(spec)
+    check_num_frames(parser, args.num_frames, args.model, model.num_frames)
+    dims, identity = model.dims, model.identity
+    removed = shards.remove_temp_files(args.output)
+    if removed:
+        log.info("removed %d temp files left by an interrupted run", removed)
+    done = scan_output(args.output, dims, identity.model_id, identity.checkpoint_sha256)
+    if args.retry_errors:
+        retried = drop_error_rows(done, dims, identity.model_id, identity.checkpoint_sha256)
+        log.info("--retry-errors: %d error rows removed, those videos run again", retried)
+        done = {k: v for k, v in done.items() if v[0] != STATUS_ERROR}
+    pending = [ref for ref in refs if ref.video_id not in done]
+    log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
+             len(refs) - len(pending), args.output, len(pending))
+    if pending:
+        decode_options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size,
+                                       backend=args.decoder, max_offset=args.max_offset,
+                                       quality=args.decode_quality)
+        chunks = plan_chunks(pending, args.shard_size)
+        try:
+            run_pipeline(lambda pipeline: build_pipeline(
+                pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
+                beam_args, work_items=len(chunks))
+        finally:
+            close_shared_pools()  # decoders an in-process runner started here
+    elapsed = time.monotonic() - started
+    completeness = check_complete(args.output, [ref.video_id for ref in refs])
+    summary = summarize(args.output, extra={
+        "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
+        "model_weights": spec.describe(),
+        "this_run": {"inputs": len(refs), "processed": len(pending),
+                     "skipped_already_done": len(refs) - len(pending),
+                     "seconds": round(elapsed, 2),
+                     "videos_per_s": round(len(pending) / elapsed, 3) if elapsed else None},
+        "completeness": completeness.to_dict()})
+    _print_summary(args.output, summary)
+    if not completeness.ok:
+        log.error("extract: %s (the runner lost work; rerun the same command to extract the "
+                  "missing videos)", completeness.message(args.output))
+        return 1
+    return 0
+
+
+def _print_summary(output: str, summary: dict) -> None:
+    lines = [f"extract summary ({output}/summary.json)",
+             f"  videos: {summary['videos']} in {summary['shards']} shards"]
+    lines += [f"  {status:<6} {count}" for status, count in summary["by_status"].items()]
+    run = summary["this_run"]
+    lines.append(f"  this run: {run['processed']} processed, {run['skipped_already_done']} "
+                 f"skipped (done before), {run['seconds']} s")
+    if summary["errors_by_cause"]:
+        lines.append("  errors by cause (e.g.):")
+        lines += [f"    {group['count']:>4}  {cause}  ({group['examples'][0][:150]})"
+                  for cause, group in summary["errors_by_cause"].items()]
+    lines += [f"  warning: {group['count']} videos {kind} (e.g. {group['examples'][0]})"
+              for kind, group in summary["warnings"].items()]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    import sys
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run(sys.argv[1:]))

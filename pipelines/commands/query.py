@@ -1,0 +1,149 @@
+"""`eercf query`: a query file -> ranked TSV (query_id, rank, video_id, score, coarse_score).
+
+Two stages (method §8.3): recall the top-k videos per query from the FAISS index by S_V, rerank
+those k with the fine features from the memory-mapped store (0.5 S_V + 0.8 S_Fw + 0.2 S_Fs +
+0.2 S_Pw by default); positions after k follow in coarse order. `--recall-only` writes the coarse
+order; `--exhaustive` fine-scores every video and ranks all by the rerank score (the costly
+reference). Beside the TSV, `<output>.meta.json` records the mode, k, top-n and the index.
+
+Queries are ranked in blocks of `--batch-size` and the rows streamed to the output (memory is
+bounded by one block, whatever the number of queries; the file is renamed into place at the
+end). With `--runner` (e.g. `--runner DaskRunner --dask_client_address tcp://host:8786`; other
+unknown flags are Beam pipeline options) the blocks are ranked on the runner's workers and
+merged into the same, byte-identical TSV (pipelines/beam/distributed_query.py).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from pathlib import Path
+
+import eercf_core as ec
+from eercf_core.files.atomic import write_json, write_text
+from eercf_core.files.output_check import check_writable_file
+from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
+from eercf_core.index.rerank import METHODS
+from pipelines.beam.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
+from pipelines.beam.runner import absolute_local, selects_runner
+from pipelines.flags import (
+    add_model_flags,
+    add_output,
+    check_required,
+    non_negative_int,
+    positive_int,
+)
+
+log = logging.getLogger(__name__)
+
+
+def parse_weights(text: str | None) -> ec.RerankWeights:
+    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values).
+
+    Raises argparse.ArgumentTypeError (argparse names --weights) for an unknown name, a value
+    that is not a finite number, or all weights zero."""
+    if not text:
+        return ec.RerankWeights()
+    known = sorted(ec.RerankWeights().to_dict())
+    values = {}
+    for item in text.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"unknown weight {name!r} in {text!r}; known: {known}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"{name} needs a finite number (name=value), got "
+                                             f"{item.strip()!r}")
+        values[name] = number
+    weights = ec.RerankWeights(**values)
+    if not any(weights.to_dict().values()):
+        raise argparse.ArgumentTypeError(f"all rerank weights are zero in {text!r}")
+    return weights
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eercf query", description=__doc__.split("\n")[0])
+    parser.add_argument("--index", required=True, help="index directory from build-index")
+    parser.add_argument("--queries", required=True, help="TSV query_id<TAB>text or JSONL")
+    add_output(parser, help="ranked TSV to write")
+    add_model_flags(parser)  # the model that extracted the features, given as to extract
+    parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
+                        help="candidates reranked")
+    parser.add_argument("--top-n", type=non_negative_int, default=100,
+                        help="ranked videos written per query (0 = all videos)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--recall-only", action="store_true", help="coarse order only, no rerank")
+    mode.add_argument("--exhaustive", action="store_true",
+                      help="fine-score every video (slow reference)")
+    parser.add_argument("--weights", type=parse_weights, default=ec.RerankWeights(),
+                        help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
+                             "weak_patch=0.2,strong_patch=0 (the official defaults)")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="queries encoded/ranked at once (one unit of work on a runner)")
+    parser.add_argument("--nprobe", type=positive_int, default=None,
+                        help="override the IVF nprobe")
+    parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
+    parser.add_argument("--no-frame-mask", action="store_true",
+                        help="let padded frames into the softmaxes (exact official parity)")
+    parser.add_argument("--device", default="cpu", help="device for text encoding")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Rank the queries; 0 when the ranked TSV is complete, 1 when a runner lost work."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    check_required(parser, args)
+    if beam_args and not selects_runner(beam_args):
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
+                     "are taken only with --runner)")
+    mode_name = ("recall-only" if args.recall_only else
+                 "exhaustive" if args.exhaustive else "two-stage")
+    output = absolute_local(args.output)
+    check_writable_file(output)
+    model = absolute_local(args.model) if Path(args.model).exists() else args.model
+    pretrained = (absolute_local(args.pretrained)
+                  if args.pretrained and Path(args.pretrained).exists() else args.pretrained)
+    job = QueryJob(index=absolute_local(args.index), model=model, pretrained=pretrained,
+                   device=args.device, nprobe=args.nprobe, mode=mode_name,
+                   recall_k=args.recall_k, top_n=args.top_n, weights=args.weights,
+                   config=ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask),
+                   rerank_method=args.rerank_method, random_init=args.random_init,
+                   head=args.head, seed=args.seed)
+    local = ranker(job)  # the index and model are checked here, before any work is sent out
+    queries = read_queries(args.queries)
+    blocks = query_blocks(queries, args.batch_size)
+
+    start = time.perf_counter()
+    if beam_args:
+        from pipelines.beam.distributed_query import (  # Beam: ~1 s, 100 MB
+            IncompleteOutputError,
+            rank_on_runner,
+        )
+
+        try:
+            rank_on_runner(job, blocks, output, local.top_n, beam_args)
+        except IncompleteOutputError as exc:
+            log.error("query: %s", exc)
+            return 1
+    else:
+        write_text(output, ranked_lines(stream_rows(job, blocks,
+                                                    Progress(mode_name, len(queries)))))
+    seconds = time.perf_counter() - start
+    identity = local.model.identity
+    write_json(ranked_meta_path(output), {
+        "mode": mode_name, "recall_k": args.recall_k, "top_n": local.top_n,
+        "weights": job.weights.to_dict(), "mask_padded_frames": job.config.mask_padded_frames,
+        "index": job.index, "model_id": identity.model_id,
+        "checkpoint_sha256": identity.checkpoint_sha256,
+        "model_weights": job.model_spec(local.index.dims.num_frames).describe(),
+        "num_queries": len(queries),
+        "runner": "in-process" if not beam_args else " ".join(beam_args),
+        "seconds": round(seconds, 3), "queries_per_second": round(len(queries) / seconds, 3)})
+    print(f"{mode_name}: ranked {len(queries)} queries ({len(queries) / seconds:.1f}/s), "
+          f"top {local.top_n} each -> {args.output}")
+    return 0

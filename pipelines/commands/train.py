@@ -1,0 +1,292 @@
+"""`eercf train`: train or fine-tune an EERCF model with the method's losses (method §7).
+
+Inputs: either a synthetic corpus directory (`--corpus`, from `eercf synth`: its train manifest and
+captions) or a video manifest (`--videos`, TSV/CSV/JSONL with video_id, uri) plus a captions file
+(`--captions`, JSONL {"video_id", "text"[, "split"]} or TSV video_id<TAB>text). Videos are decoded
+once (method §2.1 sampling, early resize to the model's input size) in worker processes and held in
+memory; a video that fails to decode is skipped with a warning (its captions too).
+
+Initialisation (`--model`): an open_clip architecture name, random weights (tiny configs:
+`eercf-tiny`, `eercf-small`) or with `--pretrained` (an open_clip tag such as `openai`, or a
+local open_clip file); or a checkpoint path: the official EERCF `pytorch_model.bin` or a project
+checkpoint (continue training).
+
+Outputs in `--output`: `model.pt` (a project checkpoint, `ec.load_model` reads it), `train_state.pt`
+(full state for `--resume`), `train_log.jsonl` (loss terms per step), `train_summary.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import eercf_core as ec
+from eercf_core.config import ScoreConfig
+from eercf_core.errors import UserInputError
+from eercf_core.files import inputs
+from eercf_core.files.atomic import write_json
+from eercf_core.files.text_formats import FormatError, read_jsonl
+from eercf_core.training.losses import LossWeights
+from eercf_core.training.trainer import STATE_FILE, TrainConfig, Trainer, TrainingPairs
+from pipelines.flags import (
+    add_model,
+    add_num_frames,
+    add_output,
+    check_num_frames,
+    contrastive_batch,
+    group,
+    non_negative_float,
+    non_negative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+)
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eercf train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_argument_group("data")
+    src.add_argument("--corpus", help="synthetic corpus directory from `eercf synth` (uses its "
+                                      "train split)")
+    src.add_argument("--videos", help="video manifest: TSV/CSV (video_id, uri columns) or JSONL")
+    src.add_argument("--captions",
+                     help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
+    src.add_argument("--split", default="train",
+                     help="caption split to use when captions carry one")
+    src.add_argument("--decode-workers", type=positive_int, default=2)
+    m = group(p, "model")
+    add_model(m, default="eercf-tiny",
+              help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
+    m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for "
+                                                      "--model")
+    add_num_frames(m)
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
+    o.add_argument("--steps", type=positive_int, default=None,
+                   help="optimiser steps (default: from --epochs)")
+    o.add_argument("--epochs", type=positive_float, default=5.0,
+                   help="passes over the caption pairs")
+    o.add_argument("--batch-size", type=contrastive_batch, default=64)
+    o.add_argument("--lr", type=positive_float, default=1e-4,
+                   help="lr of the new modules (head, W_g, W_f)")
+    o.add_argument("--coef-lr", type=positive_float, default=1e-3, help="CLIP lr = lr x coef-lr")
+    o.add_argument("--clip-lr", type=non_negative_float, default=None,
+                   help="explicit CLIP lr (overrides --coef-lr)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=0.2)
+    o.add_argument("--warmup-proportion", type=non_negative_float, default=0.1)
+    o.add_argument("--grad-clip", type=non_negative_float, default=1.0)
+    o.add_argument("--train-embeddings", action="store_true",
+                   help="also train the embeddings the official code freezes (method §7.3)")
+    o.add_argument("--group-batches", action="store_true",
+                   help="batches of whole sibling groups (needs --corpus: videos.jsonl groups), "
+                        "one caption per video, so each video meets its hard negatives")
+    o.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    o.add_argument("--seed", type=int, default=42)
+    w = p.add_argument_group("loss weights (defaults: official, method §7.1)")
+    for field, value in LossWeights().to_dict().items():
+        w.add_argument(f"--{field.replace('_', '-')}-weight" if not field.startswith("alpha")
+                       else f"--{field}", dest=f"loss_{field}", type=float, default=value)
+    r = group(p, "output")
+    add_output(r, help="output directory")
+    r.add_argument("--checkpoint-every", type=non_negative_int, default=200,
+                   help="steps between state checkpoints")
+    r.add_argument("--resume", action="store_true",
+                   help=f"continue from <output>/{STATE_FILE} if present")
+    r.add_argument("--log-every", type=positive_int, default=20)
+    r.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: all cores)")
+    return p
+
+
+# ---------------------------------------------------------------------------- inputs
+def read_manifest(path: str) -> dict[str, str]:
+    """video_id -> uri from a manifest, parsed as `eercf extract` parses it (TSV/CSV/JSONL,
+    fsspec URLs, URIs relative to the manifest); duplicate ids are an error."""
+    refs = inputs.read_manifest(str(path))
+    inputs.check_unique(refs)
+    return {ref.video_id: ref.uri for ref in refs}
+
+
+def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
+    """(video_id, text) pairs from JSONL (filtered by `split` where rows carry one) or TSV."""
+    if path.endswith(".jsonl"):
+        rows = [(n, row.get("video_id"), row.get("text")) for n, row in read_jsonl(path)
+                if not split or row.get("split", split) == split]
+    else:
+        rows = []
+        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+            video_id, _, text = line.partition("\t")
+            if line.strip() and not (n == 1 and video_id == "video_id"):  # optional header
+                rows.append((n, video_id, text))
+    pairs = []
+    for n, video_id, text in rows:
+        if not video_id or not text or not str(text).strip():
+            raise FormatError(path, n, "a caption needs a video_id and non-empty text")
+        pairs.append((str(video_id), str(text)))
+    if not pairs:
+        raise UserInputError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
+    return pairs
+
+
+def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: int
+               ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Decode every video (method §2.1 sampling, early resize): ids, frames [V,T,S,S,3], mask [V,T].
+
+    Decoding runs in the extract job's isolated pool: a video whose decoder fails, crashes or
+    hangs is skipped with a warning, never the training run.
+    """
+    from eercf_core.video.decode import DecodeOptions, decode_job
+    from eercf_core.video.isolation import IsolatedPool
+
+    options = DecodeOptions(num_frames=num_frames, image_size=image_size)
+    ids = list(uris)
+    frames = np.zeros((len(ids), num_frames, image_size, image_size, 3), np.uint8)
+    mask = np.zeros((len(ids), num_frames), bool)
+    ok = np.zeros(len(ids), bool)
+    start = time.perf_counter()
+    with IsolatedPool(decode_job, workers=max(1, workers)) as pool:
+        for done, outcome in enumerate(pool.imap_unordered([(uris[v], options) for v in ids]), 1):
+            i = outcome.index
+            if outcome.ok:
+                frames[i], mask[i], ok[i] = outcome.value.frames, outcome.value.mask, True
+            else:
+                log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]],
+                            outcome.error)
+            if done % 500 == 0 or done == len(ids):
+                log.info("train: decoded %d/%d videos (%.1f videos/s, %d failed)", done, len(ids),
+                         done / (time.perf_counter() - start), done - int(ok.sum()))
+    keep = np.flatnonzero(ok)
+    return [ids[i] for i in keep], frames[keep], mask[keep]
+
+
+def load_model_for_training(init: str, pretrained: str | None, num_frames: int, seed: int,
+                            device: str | None) -> ec.EercfModel:
+    """A model with the EERCF head: from a checkpoint file, or a new one on an architecture."""
+    if os.path.isfile(init):
+        model = ec.load_model(init, device=device)
+        if model.head is None:
+            raise UserInputError(f"{init}: a zero-shot model has no EERCF head to train; pass an "
+                                 "architecture name with --pretrained instead")
+        return model
+    return ec.create_model(init, pretrained=pretrained, head="eercf", num_frames=num_frames,
+                           seed=seed, device=device)
+
+
+def read_groups(corpus: Path) -> dict[str, int]:
+    """video_id -> sibling group id, from a synthetic corpus's videos.jsonl."""
+    path = str(corpus / "videos.jsonl")
+    groups = {}
+    for n, row in read_jsonl(path):
+        try:
+            groups[str(row["video_id"])] = int(row["group"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FormatError(path, n, f"needs video_id and group: {exc!r}") from None
+    return groups
+
+
+def training_pairs(model: ec.EercfModel, video_ids: list[str], frames: np.ndarray, mask: np.ndarray,
+                   captions: list[tuple[str, str]], groups: dict[str, int] | None = None
+                   ) -> TrainingPairs:
+    index = {v: i for i, v in enumerate(video_ids)}
+    usable = [(index[v], t) for v, t in captions if v in index]
+    dropped = len(captions) - len(usable)
+    if dropped:
+        log.warning("train: %d captions name videos that are missing or failed to decode", dropped)
+    if not usable:
+        raise UserInputError("no caption matches a decoded video")
+    return TrainingPairs(torch.from_numpy(frames), torch.from_numpy(mask),
+                         model.tokenize([t for _, t in usable]),
+                         torch.tensor([i for i, _ in usable], dtype=torch.long),
+                         None if groups is None else
+                         torch.tensor([groups.get(v, -1 - i) for i, v in enumerate(video_ids)]))
+
+
+# ---------------------------------------------------------------------------- job
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.corpus:
+        corpus = Path(args.corpus)
+        videos, captions = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
+        for path in (videos, captions):
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: not found; is {corpus} an `eercf synth` corpus?")
+        videos, captions = str(videos), str(captions)
+    elif args.videos and args.captions:
+        videos, captions = args.videos, args.captions
+    else:
+        raise SystemExit("eercf train: give --corpus DIR, or --videos MANIFEST and --captions FILE")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    model = load_model_for_training(args.model, args.pretrained, args.num_frames or ec.NUM_FRAMES,
+                                    args.seed, args.device)
+    check_num_frames(parser, args.num_frames, args.model, model.num_frames)
+    caption_pairs = read_captions(captions, args.split)
+    manifest = read_manifest(videos)
+    wanted = {v: manifest[v] for v in dict.fromkeys(v for v, _ in caption_pairs) if v in manifest}
+    video_ids, frames, mask = decode_all(wanted, model.image_size, model.num_frames,
+                                         args.decode_workers)
+    if args.group_batches and not args.corpus:
+        raise SystemExit("eercf train: --group-batches needs --corpus (its videos.jsonl has the "
+                         "groups)")
+    groups = read_groups(Path(args.corpus)) if args.group_batches else None
+    data = training_pairs(model, video_ids, frames, mask, caption_pairs, groups)
+    decode_seconds = time.perf_counter() - start
+
+    weights = LossWeights(**{k[len("loss_"):]: v for k, v in vars(args).items()
+                             if k.startswith("loss_")})
+    steps = args.steps or max(1, int(args.epochs * (data.num_pairs // args.batch_size)))
+    config = TrainConfig(
+        steps=steps, batch_size=args.batch_size, lr=args.lr, coef_lr=args.coef_lr,
+        clip_lr=args.clip_lr, weight_decay=args.weight_decay,
+        warmup_proportion=args.warmup_proportion, grad_clip=args.grad_clip,
+        freeze_embeddings=not args.train_embeddings, amp=not args.no_amp, seed=args.seed,
+        group_batches=args.group_batches,
+        log_every=args.log_every, checkpoint_every=args.checkpoint_every, loss_weights=weights,
+        score_config=ScoreConfig())
+    log.info("train: %d videos, %d caption pairs, %d steps of %d on %s "
+             "(CLIP lr %.1e, head lr %.1e)",
+             len(video_ids), data.num_pairs, steps, args.batch_size, model.device,
+             config.effective_clip_lr, config.lr)
+    trainer = Trainer(model, data, config, out_dir=out)
+    if args.resume and (out / STATE_FILE).exists():
+        trainer.load_state(out / STATE_FILE)
+
+    log_path = out / "train_log.jsonl"
+    log_file = log_path.open("a" if args.resume else "w")
+
+    def write_log(_trainer: Trainer, terms: dict[str, float]) -> None:
+        log_file.write(json.dumps({"step": _trainer.step, **terms}) + "\n")
+
+    train_start = time.perf_counter()
+    try:
+        trainer.train(on_step=write_log)
+    finally:
+        log_file.close()
+    train_seconds = time.perf_counter() - train_start
+    sha = ec.save_model(model, str(out / "model.pt"), extra={"train_config": {
+        k: v for k, v in config.to_dict().items()
+        if isinstance(v, (int, float, str, bool, type(None)))},
+        "loss_weights": weights.to_dict(), "steps": trainer.step})
+    last = trainer.history[-1] if trainer.history else {}
+    summary = {"model": str(out / "model.pt"), "checkpoint_sha256": sha,
+               "model_id": model.identity.model_id, "videos": len(video_ids),
+               "caption_pairs": data.num_pairs, "steps": trainer.step,
+               "final_loss": last.get("loss"), "decode_seconds": round(decode_seconds, 2),
+               "train_seconds": round(train_seconds, 2)}
+    write_json(out / "train_summary.json", summary)
+    log.info("train: done: %s", summary)
+    return 0
