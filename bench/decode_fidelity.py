@@ -91,9 +91,10 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
     Returns per quality: R@1/5/10 (+MdR, MnR) of coarse recall and two-stage ranking; and
     against the first quality: per-video feature cosines and how many queries' two-stage
     top-10 lists (and top-1) differ. Raises FileNotFoundError when the inputs are missing."""
+    from eercf_core.evaluation.ranked import evaluate
     from eercf_core.files.text_formats import read_ranked
     from eercf_core.index import build_index
-    from pipelines.commands import evaluate, extract, query
+    from pipelines.commands import extract, query
 
     manifest, queries, truth = (corpus / "test_manifest.tsv", corpus / "test_queries.tsv",
                                 corpus / "test_ground_truth.tsv")
@@ -119,7 +120,7 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
             query.run(["--index", str(out / "index"), "--queries", str(queries), "--output",
                        str(ranked), "--model", str(model), "--recall-k", "50", "--top-n", "0",
                        *flags])
-            metrics = evaluate.evaluate(str(ranked), str(truth))["reranked"]
+            metrics = evaluate(str(ranked), str(truth))["reranked"]
             result["metrics"][quality][mode] = {k: metrics[k] for k in
                                                 ("R@1", "R@5", "R@10", "MdR", "MnR")}
             if mode == "two-stage":

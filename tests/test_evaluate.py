@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+from eercf_core.evaluation import ranked as evaluate
 from eercf_core.files.text_formats import FormatError, read_queries
-from pipelines.commands import evaluate
+from pipelines.commands import evaluate as evaluate_command
 
 # q1: reranked puts v2 first; coarse order (by coarse_score) puts v1 first.
 RANKED = """query_id\trank\tvideo_id\tscore\tcoarse_score
@@ -43,7 +44,7 @@ def test_run_writes_json_markdown_plots_and_sweep(tmp_path):
     ranked, gt = _files(tmp_path)
     other, _ = _files(tmp_path, recall_k=1, name="r1.tsv")
     out = tmp_path / "eval"
-    assert evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output", str(out),
+    assert evaluate_command.run(["--ranked", ranked, "--ground-truth", gt, "--output", str(out),
                          "--sweep", other, ranked]) == 0
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["reranked"]["R@1"] == 50.0
@@ -62,7 +63,7 @@ def test_unknown_ids_name_file_and_line(tmp_path):
     index.mkdir()
     (index / "video_ids.json").write_text(json.dumps(["v1", "v2", "v3"]))
     with pytest.raises(FormatError, match=r"gt.tsv:3: unknown video_id 'nope'"):
-        evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output",
+        evaluate_command.run(["--ranked", ranked, "--ground-truth", gt, "--output",
                       str(tmp_path / "out"), "--index", str(index)])
     assert not (tmp_path / "out" / "metrics.json").exists()
 
@@ -137,7 +138,7 @@ def test_video_to_text_unavailable_says_why(tmp_path):
     assert "--top-n 0" in v2t["coarse"]["reason"] and "'c3'" in v2t["coarse"]["reason"]
     ranked, gt = _files(tmp_path)  # q2 has two ground-truth videos
     out = tmp_path / "eval"
-    assert evaluate.run(["--ranked", ranked, "--ground-truth", gt, "--output", str(out),
+    assert evaluate_command.run(["--ranked", ranked, "--ground-truth", gt, "--output", str(out),
                          "--no-plots"]) == 0
     table = (out / "metrics.md").read_text()
     assert "| official_hybrid | unavailable: 1 queries have several ground-truth videos" in table
