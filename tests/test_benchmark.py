@@ -16,8 +16,8 @@ from eercf_core.datasets import (
 )
 from eercf_core.files.inputs import read_manifest
 from eercf_core.files.text_formats import read_ground_truth, read_queries
+from eercf_core.training.data import read_captions
 from pipelines.commands import import_dataset as benchmark
-from pipelines.commands.train import read_captions
 from tests.benchmark_fixtures import EXPECTED, MSVD_CAPTIONS, write_dataset
 
 

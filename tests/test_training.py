@@ -169,8 +169,8 @@ def test_group_batches_hold_whole_sibling_groups_one_caption_per_video():
 def test_decode_all_skips_broken_videos(tmp_path):
     """Training decodes in the isolated pool: a file that cannot be decoded is skipped, not
     fatal."""
+    from eercf_core.training.data import decode_all
     from eercf_core.video.writer import write_video
-    from pipelines.commands.train import decode_all
 
     rng = np.random.default_rng(0)
     uris = {}
