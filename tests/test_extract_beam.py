@@ -1,5 +1,6 @@
 """The extract job's Beam transforms: DecodeChunkFn directly, and the whole transform chain
-(`extract.build_pipeline`) in a TestPipeline on the FnApiRunner, checked with assert_that."""
+(`extract_pipeline.build_pipeline`) in a TestPipeline on the FnApiRunner, checked with
+assert_that."""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -13,9 +14,10 @@ from eercf_core.files import shards
 from eercf_core.files.inputs import VideoRef
 from eercf_core.video.decode import DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
+from pipelines.beam.extract_pipeline import DecodeChunkFn, build_pipeline
 from pipelines.beam.inference import ModelSpec, build_model
 from pipelines.beam.shard_sink import plan_chunks
-from pipelines.commands.extract import DecodeChunkFn, build_parser, build_pipeline
+from pipelines.commands.extract import build_parser
 from tests.helpers import make_videos
 
 T = 4

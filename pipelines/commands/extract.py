@@ -25,25 +25,19 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Iterable
-
-import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 
 from eercf_core.config import NUM_FRAMES
 from eercf_core.files import shards
-from eercf_core.files.inputs import VideoRef, read_inputs
+from eercf_core.files.inputs import read_inputs
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
-from eercf_core.model.spec import ModelSpec
-from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions, decode_job
-from eercf_core.video.error_causes import outcome_cause
-from eercf_core.video.isolation import close_shared_pools, shared_pool
+from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
+from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
-from pipelines.beam.inference import DecodedItem, EercfModelHandler, build_model
+from pipelines.beam.extract_pipeline import build_pipeline
+from pipelines.beam.inference import build_model
 from pipelines.beam.runner import absolute_local, run_pipeline
 from pipelines.beam.shard_sink import (
-    WriteShardsFn,
     drop_error_rows,
     plan_chunks,
     scan_output,
@@ -65,54 +59,6 @@ from pipelines.interrupts import interrupted
 from schemas import STATUS_ERROR
 
 log = logging.getLogger(__name__)
-
-
-class DecodeChunkFn(beam.DoFn):
-    """(shard, [VideoRef]) -> lists of up to `batch_size` DecodedItems (decoded frames, or the
-    error row), every list emitted from process(), the chunk's remainder included.
-
-    Decoding runs in the worker process's shared IsolatedPool
-    (eercf_core.video.isolation.shared_pool:
-    `workers` decoder processes per worker process however many DoFn instances it runs; None =
-    its cores): a crashing or hanging decoder costs one error row, never the run.
-    """
-
-    def __init__(self, options: DecodeOptions, workers: int | None, timeout: float | None,
-                 batch_size: int):
-        self.options, self.workers, self.timeout = options, workers, timeout
-        self.batch_size = batch_size
-        self.failures = beam.metrics.Metrics.counter("eercf_extract", "decode_failures")
-        self.decoded = beam.metrics.Metrics.counter("eercf_extract", "videos_decoded")
-
-    def setup(self) -> None:
-        self.pool = shared_pool(decode_job, workers=self.workers, timeout=self.timeout)
-
-    def process(self, element: tuple[str, list[VideoRef]]) -> Iterable[list[DecodedItem]]:
-        name, refs = element
-        jobs = [(ref.uri, self.options) for ref in refs]
-        batch: list[DecodedItem] = []
-        for outcome in self.pool.imap_unordered(jobs):
-            batch.append(self._item(name, refs, outcome))
-            if len(batch) == self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    def _item(self, name: str, refs: list[VideoRef], outcome) -> DecodedItem:
-        ref = refs[outcome.index]
-        if outcome.ok:
-            self.decoded.inc()
-            if outcome.value.warning:
-                log.warning("%s: %s", ref.uri, outcome.value.warning)
-            return DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
-        self.failures.inc()
-        message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
-        cause = outcome_cause(outcome.cause)
-        log.warning("decode failed (%s): %s", cause, message)
-        return DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
-            "video_id": ref.video_id, "uri": ref.uri, "status": STATUS_ERROR,
-            "error": message, "error_cause": cause, "decode_seconds": outcome.seconds})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,20 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-seconds", type=positive_float, default=10.0,
                    help="seconds between progress lines")
     return p
-
-
-def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
-                   args: argparse.Namespace, dims, identity, total: int):
-    return (
-        pipeline
-        | "ReadInputs" >> beam.Create(chunks)
-        | "Distribute" >> beam.Reshuffle()
-        | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
-                                               args.per_video_timeout, args.batch_size))
-        | "Encode" >> RunInference(EercfModelHandler(spec, previews=not args.no_previews))
-        | "WriteShards" >> beam.ParDo(WriteShardsFn(
-            args.output, dims, identity.model_id, identity.checkpoint_sha256, total,
-            args.progress_seconds, time.time())))
 
 
 def run(argv: list[str] | None = None) -> int:
