@@ -34,15 +34,13 @@ from eercf_core.files.output_lock import OutputLock, lock_inside
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
-from pipelines.beam.extract_pipeline import build_pipeline
-from pipelines.beam.inference import build_model
-from pipelines.beam.runner import absolute_local, run_pipeline
-from pipelines.beam.shard_sink import (
+from pipelines.beam.resume import (
     drop_error_rows,
     plan_chunks,
     scan_output,
     summarize,
 )
+from pipelines.beam.runner import absolute_local, run_pipeline
 from pipelines.flags import (
     add_model_flags,
     add_num_frames,
@@ -137,6 +135,8 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
              started: float) -> int:
     refs = read_inputs(args.input)
     spec = model_spec(args, args.num_frames or NUM_FRAMES)
+    from pipelines.beam.inference import build_model  # Beam + torch: ~4 s, ~800 MB
+
     model = build_model(spec)
     check_num_frames(parser, args.num_frames, args.model, model.num_frames)
     dims, identity = model.dims, model.identity
@@ -156,6 +156,8 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
                                        backend=args.decoder, max_offset=args.max_offset,
                                        quality=args.decode_quality)
         chunks = plan_chunks(pending, args.shard_size)
+        from pipelines.beam.extract_pipeline import build_pipeline
+
         try:
             run_pipeline(lambda pipeline: build_pipeline(
                 pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
