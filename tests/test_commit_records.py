@@ -107,7 +107,7 @@ def test_kill_9_between_shard_and_record_leaves_nothing_done(tmp_path):
 
 
 def test_version_2_outputs_are_verified_once_and_committed(tmp_path, caplog):
-    ids, features = write_synthetic_shards(tmp_path, 6, 3, version=2, errors=(1,))
+    ids, _ = write_synthetic_shards(tmp_path, 6, 3, version=2, errors=(1,))
     assert not list(tmp_path.glob("*.commit.json"))
     with caplog.at_level(logging.INFO, logger="eercf_core.files.commits"):
         assert _done(tmp_path) == sorted([*ids, "bad1"])
@@ -122,10 +122,10 @@ def test_version_2_outputs_are_verified_once_and_committed(tmp_path, caplog):
 
 
 def test_a_mixed_v2_v3_folder_builds_one_index(tmp_path):
-    write_synthetic_shards(tmp_path / "s", 4, 2, version=2, id_prefix="old")
-    write_synthetic_shards(tmp_path / "t", 4, 2, id_prefix="new", seed=1)
-    for path in (tmp_path / "t").iterdir():  # one folder, v2 shards without records + v3 ones
-        path.rename(tmp_path / "s" / path.name.replace("part-", "part-new-"))
+    write_synthetic_shards(tmp_path / "s", 4, 2, id_prefix="new", seed=1)
+    write_synthetic_shards(tmp_path / "t", 4, 2, version=2, id_prefix="old")
+    for path in (tmp_path / "t").iterdir():  # one folder: v3 shards + records, v2 shards
+        path.rename(tmp_path / "s" / path.name.replace("part-", "part-old-"))
     manifest = build_index([str(tmp_path / "s")], str(tmp_path / "index"))
     assert manifest["num_videos"] == 8
 
@@ -144,3 +144,46 @@ def test_v3_feature_columns_are_fixed_size_binary_with_dtype_and_shape(tmp_path)
     np.testing.assert_array_equal(patch, features["patch"][:2])
     mask_field = table.schema.field("frame_mask")
     assert mask_field.metadata[b"eercf.dtype"] == b"bool"
+
+
+def test_eercf_verify_names_corrupt_and_uncommitted_shards(tmp_path, capsys):
+    from pipelines.commands import verify
+
+    write_synthetic_shards(tmp_path / "out", 9, 3)
+    assert verify.run([str(tmp_path / "out"), "--workers", "2"]) == 0
+    assert "all 3 shards intact and committed" in capsys.readouterr().out
+    bad = tmp_path / "out" / "part-00001.parquet"
+    _flip_bit(bad, _data_page_offset(bad, "patch_features"))
+    (tmp_path / "out" / "part-00002.commit.json").unlink()
+    assert verify.run([str(tmp_path / "out"), "--workers", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "2 of 3 shards are corrupt or uncommitted" in out
+    assert "part-00001.parquet: corrupt" in out and "CRC-32" in out
+    assert "part-00002.parquet: no commit record: unfinished" in out
+    assert "part-00000" not in out
+    with pytest.raises(ValueError, match="no feature shards"):
+        verify.run([str(tmp_path / "empty")])
+
+
+def test_a_rerun_with_nothing_to_do_does_not_load_the_model(tmp_path, monkeypatch, caplog):
+    from pipelines.commands import extract
+    from tests.helpers import make_videos
+
+    make_videos(tmp_path / "corpus", 2)
+    argv = ["--input", str(tmp_path / "corpus"), "--output", str(tmp_path / "out"), "--model",
+            "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu",
+            "--decode-workers", "1"]
+    assert extract.run(argv) == 0
+    cache = json.loads((tmp_path / "out" / "model_identity.json").read_text())
+    assert cache["key"]["random_init"] and cache["model_id"].startswith("eercf-tiny")
+
+    def refuse(spec):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(extract, "_load_model", refuse)
+    with caplog.at_level(logging.INFO):
+        assert extract.run(argv) == 0
+    assert "2 already in" in caplog.text and "0 to do" in caplog.text
+    # another seed is other weights: not the cached identity, so the model must be loaded
+    with pytest.raises(AssertionError, match="the model was loaded"):
+        extract.run([*argv[:-2], "--seed", "1", "--decode-workers", "1"])

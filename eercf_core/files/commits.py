@@ -224,13 +224,32 @@ def verify_committed(shard: str) -> CommitRecord:
     return record
 
 
-def committed_shards(root: str) -> tuple[list[CommitRecord], dict[str, str]]:
-    """(valid records of the shards under `root`, in shard order; shard -> reason for every
-    shard without a valid record). Costs O(shards): no shard rows are read."""
-    records, invalid = [], {}
+def committed_shards(root: str) -> tuple[list[tuple[str, dict[str, list[Any]]]], list[str]]:
+    """([(shard, its `row_columns`)] for every shard under `root` that counts, in shard order;
+    [shards that do not count: version 3+ without a valid record]). Reads only commit records
+    (O(shards)), and the small columns of shards written before records."""
+    counted, uncommitted = [], []
     for shard in shards.list_shards(root):
-        try:
-            records.append(read_valid_record(shard))
-        except InvalidRecord as exc:
-            invalid[shard] = exc.reason
-    return records, invalid
+        columns = row_columns(shard)
+        if columns is None:
+            uncommitted.append(shard)
+        else:
+            counted.append((shard, columns))
+    return counted, uncommitted
+
+
+def row_columns(shard: str) -> dict[str, list[Any]] | None:
+    """The `ROW_FIELDS` lists of a shard for readers that must not change the output
+    (summaries, completeness, build-index): from its valid commit record; for a shard written
+    before records (schema 1-2) without one, read from its columns; None for a version 3+ shard
+    without a valid record (unfinished: it does not count)."""
+    try:
+        return read_valid_record(shard).columns
+    except InvalidRecord:
+        if shards.shard_version(shard) >= BINARY_FEATURES_SINCE:
+            return None
+    table = shards.read_shard(shard, columns=list(ROW_FIELDS))
+    columns = {name: (table.column(name).to_pylist() if name in table.column_names
+                      else [None] * table.num_rows) for name in ROW_FIELDS}
+    columns["decode_quality"] = shards.decode_qualities(table)
+    return columns

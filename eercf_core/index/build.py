@@ -24,7 +24,7 @@ import torch
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
-from eercf_core.files.commits import InvalidRecord, read_valid_record
+from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.inputs import is_glob
 from eercf_core.files.output_check import check_writable_dir
@@ -37,6 +37,7 @@ from eercf_core.files.shards import (
     list_shards,
     read_shard,
     shard_identity,
+    shard_version,
 )
 from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
@@ -127,18 +128,21 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
 
 
 def _id_columns(shard: str) -> tuple[list[str], np.ndarray, list[str | None]]:
-    """(video ids, ok mask, decode qualities) of a shard's rows: from its commit record when
-    valid (no rows read), else from its `video_id`/`status`/`decode_quality` columns."""
+    """(video ids, ok mask, decode qualities) of a shard's rows: from its commit record (no rows
+    read), else from its columns (a shard from before records, or one copied without its
+    record; its pages are checksummed when its features are read)."""
     try:
-        record = read_valid_record(shard)
-    except InvalidRecord:
-        table = read_shard(shard, columns=["video_id", "status", "decode_quality"])
-        return (table.column("video_id").to_pylist(),
-                pc.equal(table.column("status"), STATUS_OK).to_numpy(zero_copy_only=False),
-                decode_qualities(table))
-    return (record.columns["video_id"],
-            np.array([s == STATUS_OK for s in record.columns["status"]], dtype=bool),
-            record.columns["decode_quality"])
+        columns = read_valid_record(shard).columns
+    except InvalidRecord as exc:
+        if shard_version(shard) >= 3:
+            log.warning("%s; reading its id columns instead", exc)
+        table = read_shard(shard, columns=list(ROW_FIELDS))
+        columns = {"video_id": table.column("video_id").to_pylist(),
+                   "status": table.column("status").to_pylist(),
+                   "decode_quality": decode_qualities(table)}
+    return (columns["video_id"],
+            np.array([s == STATUS_OK for s in columns["status"]], dtype=bool),
+            columns["decode_quality"])
 
 
 def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int

@@ -2,9 +2,10 @@
 
 Run after the pipeline on every runner (a runner that drops elements must never yield a silent
 partial result): the video ids of the committed shards (from their commit records,
-eercf_core.files.commits: O(shards), no rows read) are compared with the inputs. A shard
-without a valid record does not count. Rows of videos that are not inputs of this run (an
-earlier run into the same directory) are allowed; a missing or duplicated input fails the job.
+eercf_core.files.commits: O(shards), no rows read) are compared with the inputs. A version 3
+shard without a valid record does not count (shards from before records: their id column).
+Rows of videos that are not inputs of this run (an earlier run into the same directory) are
+allowed; a missing or duplicated input fails the job.
 """
 from __future__ import annotations
 
@@ -57,10 +58,10 @@ def _some(ids: list[str]) -> str:
 
 def shard_video_ids(output: str) -> Iterable[tuple[str, str]]:
     """(video_id, shard path) for every row of every committed shard under `output`."""
-    records, _ = commits.committed_shards(output)
-    for record in records:
-        for video_id in record.columns["video_id"]:
-            yield video_id, record.shard
+    counted, _ = commits.committed_shards(output)
+    for shard, columns in counted:
+        for video_id in columns["video_id"]:
+            yield video_id, shard
 
 
 def check_complete(output: str, video_ids: Iterable[str]) -> Completeness:

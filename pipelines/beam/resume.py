@@ -120,20 +120,20 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
 
 def summarize(output: str, examples: int = 3, extra: dict | None = None) -> dict:
     """Counts by status, errors grouped by cause and warnings over the committed shards in
-    `output` (from their commit records, no rows read), also written as `summary.json` beside
+    `output` (from their commit records, no feature rows read; shards written before records
+    from their small columns), also written as `summary.json` beside
     the shards (atomically).
 
     `errors_by_cause`: cause -> {"count", "examples": up to `examples` error details}, most
     frequent first (causes: eercf_core.video.error_causes; version 1 shards: derived from the text).
     `warnings`: kind (e.g. "partly decoded") -> {"count", "examples": video ids}.
-    `uncommitted_shards`: shards without a valid record (not counted), when there are any.
+    `uncommitted_shards`: version 3 shards without a valid record (not counted), if any.
     """
     counts: collections.Counter = collections.Counter()
     causes: dict[str, list[str]] = {}
     warnings: dict[str, list[str]] = {}
-    records, invalid = commits.committed_shards(output)
-    for record in records:
-        table = record.columns
+    counted, uncommitted = commits.committed_shards(output)
+    for _, table in counted:
         counts.update(table["status"])
         for i, status in enumerate(table["status"]):
             if status == STATUS_ERROR:
@@ -146,12 +146,12 @@ def summarize(output: str, examples: int = 3, extra: dict | None = None) -> dict
     by_count = sorted(causes.items(), key=lambda item: (-len(item[1]), item[0]))
     summary = {
         "videos": sum(counts.values()), "by_status": dict(sorted(counts.items())),
-        "shards": len(records),
+        "shards": len(counted),
         "errors_by_cause": {cause: {"count": len(messages), "examples": messages[:examples]}
                             for cause, messages in by_count},
         "warnings": {kind: {"count": len(ids), "examples": ids[:examples]}
                      for kind, ids in sorted(warnings.items())},
-        **({"uncommitted_shards": sorted(invalid)} if invalid else {}),
+        **({"uncommitted_shards": uncommitted} if uncommitted else {}),
         **(extra or {}),
     }
     write_json(f"{output.rstrip('/')}/{SUMMARY_NAME}", summary)
