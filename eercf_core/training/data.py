@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import eercf_core as ec
 from eercf_core.errors import UserInputError
 from eercf_core.files import inputs
 from eercf_core.files.text_formats import FormatError, read_jsonl
+from eercf_core.progress import Progress
 from eercf_core.training.trainer import TrainingPairs
 
 log = logging.getLogger(__name__)
@@ -65,18 +65,16 @@ def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: 
     frames = np.zeros((len(ids), num_frames, image_size, image_size, 3), np.uint8)
     mask = np.zeros((len(ids), num_frames), bool)
     ok = np.zeros(len(ids), bool)
-    start = time.perf_counter()
+    progress = Progress("train decode", len(ids), "videos", logger=log)
     with IsolatedPool(decode_job, workers=max(1, workers)) as pool:
-        for done, outcome in enumerate(pool.imap_unordered([(uris[v], options) for v in ids]), 1):
+        for outcome in pool.imap_unordered([(uris[v], options) for v in ids]):
             i = outcome.index
             if outcome.ok:
                 frames[i], mask[i], ok[i] = outcome.value.frames, outcome.value.mask, True
             else:
                 log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]],
                             outcome.error)
-            if done % 500 == 0 or done == len(ids):
-                log.info("train: decoded %d/%d videos (%.1f videos/s, %d failed)", done, len(ids),
-                         done / (time.perf_counter() - start), done - int(ok.sum()))
+            progress.add(1, failed=0 if outcome.ok else 1)
     keep = np.flatnonzero(ok)
     return [ids[i] for i in keep], frames[keep], mask[keep]
 
