@@ -13,7 +13,7 @@ import torch
 import eercf_core as ec
 from eercf_core.errors import UserInputError
 from eercf_core.files import inputs
-from eercf_core.files.text_formats import FormatError, read_jsonl
+from eercf_core.files.lines import FormatError, check_id, is_header, read_jsonl, read_lines
 from eercf_core.progress import Progress
 from eercf_core.training.trainer import TrainingPairs
 
@@ -29,22 +29,27 @@ def read_manifest(path: str) -> dict[str, str]:
 
 
 def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
-    """(video_id, text) pairs from JSONL (filtered by `split` where rows carry one) or TSV."""
+    """(video_id, text) pairs from JSONL `{video_id, text[, split]}` (filtered by `split` where
+    rows carry one) or TSV `video_id<TAB>text` (header optional); local path or fsspec URL, a
+    BOM is fine, errors name file:line (the text layer, eercf_core.files.lines)."""
     rows: list[tuple[int, Any, Any]]
-    if path.endswith(".jsonl"):
+    if str(path).endswith((".jsonl", ".ndjson")):
         rows = [(n, row.get("video_id"), row.get("text")) for n, row in read_jsonl(path)
                 if not split or row.get("split", split) == split]
     else:
         rows = []
-        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-            video_id, _, text = line.partition("\t")
-            if line.strip() and not (n == 1 and video_id == "video_id"):  # optional header
-                rows.append((n, video_id, text))
+        for n, line in read_lines(path):
+            fields = line.split("\t", 1)
+            if not line.strip() or (not rows and is_header(fields, ("video_id", "text"))):
+                continue
+            if len(fields) != 2:
+                raise FormatError(path, n, "expected 'video_id<TAB>text' (no tab found)")
+            rows.append((n, *fields))
     pairs = []
     for n, video_id, text in rows:
-        if not video_id or not text or not str(text).strip():
+        if not video_id or not isinstance(text, str) or not text.strip():
             raise FormatError(path, n, "a caption needs a video_id and non-empty text")
-        pairs.append((str(video_id), str(text)))
+        pairs.append((check_id(video_id, path, n, "video_id"), text))
     if not pairs:
         raise UserInputError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
     return pairs
