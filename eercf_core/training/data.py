@@ -44,7 +44,7 @@ def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
                 continue
             if len(fields) != 2:
                 raise FormatError(path, n, "expected 'video_id<TAB>text' (no tab found)")
-            rows.append((n, *fields))
+            rows.append((n, fields[0], fields[1]))
     pairs = []
     for n, video_id, text in rows:
         if not video_id or not isinstance(text, str) or not text.strip():
