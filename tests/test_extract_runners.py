@@ -59,7 +59,7 @@ def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
         code = extract.run(["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
-                            "--decode-workers", "1"])
+                            "--workers", "1"])
     assert code == 1
     assert "1 of 3 input videos have no row" in caplog.text and "sub1/clip1.webm" in caplog.text
     summary = json.loads((out / "summary.json").read_text())

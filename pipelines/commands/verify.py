@@ -15,24 +15,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from eercf_core.errors import UserInputError
 from eercf_core.files import commits, shards
+from eercf_core.progress import Progress
 from pipelines.beam.runner import absolute_local
-from pipelines.flags import add_output, parse_args, positive_float, positive_int
+from pipelines.flags import add_output, add_workers, command_parser, parse_args, positive_float
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eercf verify", description=__doc__.split("\n\n")[0])
+    p = command_parser("verify", __doc__)
     p.add_argument("outputs", nargs="*", metavar="OUTPUT",
                    help="extract output directories (local or fsspec URLs)")
     add_output(p, required=False, help="an extract output directory (same as OUTPUT)")
-    p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
-                   help="shards checked at once (default: the machine's cores)")
+    add_workers(p, os.cpu_count() or 1, "shards checked at once (threads)")
     p.add_argument("--progress-seconds", type=positive_float, default=10.0,
                    help="seconds between progress lines")
     return p
@@ -62,23 +61,15 @@ def verify(roots: list[str], workers: int, progress_seconds: float = 10.0) -> di
     """Check every shard under `roots` with `workers` threads; returns shard -> problem for
     the shards that are not intact and committed."""
     paths = [path for root in roots for path in shards.list_shards(root)]
-    started = last = time.monotonic()
     problems: dict[str, str] = {}
-    done = checked_bytes = 0
     log.info("verify: %d shards in %s, %d at a time", len(paths), ", ".join(roots), workers)
+    progress = Progress("verify", len(paths), "shards", progress_seconds, logger=log)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for shard, size, problem in pool.map(check_shard, paths):
-            done += 1
-            checked_bytes += size
             if problem:
                 problems[shard] = problem
                 log.error("%s", problem)
-            now = time.monotonic()
-            if now - last >= progress_seconds or done == len(paths):
-                last = now
-                elapsed = max(now - started, 1e-9)
-                log.info("verify: %d/%d shards, %.0f MB/s, %d with problems", done, len(paths),
-                         checked_bytes / elapsed / 1e6, len(problems))
+            progress.add(1, failed=1 if problem else 0, MB=size / 1e6)
     return problems
 
 
