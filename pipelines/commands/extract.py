@@ -22,6 +22,7 @@ Rerunning with the same --output resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import time
@@ -41,7 +42,8 @@ from pipelines.beam.resume import (
     scan_output,
     summarize,
 )
-from pipelines.beam.runner import absolute_local, run_pipeline
+from pipelines.beam.runner import absolute_local, run_pipeline, selects_runner
+from pipelines.beam.watch_progress import WatchProgress
 from pipelines.flags import (
     add_device,
     add_model_flags,
@@ -163,10 +165,15 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
         chunks = plan_chunks(pending, args.shard_size)
         from pipelines.beam.extract_pipeline import build_pipeline
 
+        # On a selected runner (Dask, Dataflow, ...) the writers' progress lines stay in the
+        # workers' logs: the launcher watches the commit records instead.
+        watch = (WatchProgress(args.output, len(pending), args.progress_seconds)
+                 if selects_runner(beam_args) else contextlib.nullcontext())
         try:
-            run_pipeline(lambda pipeline: build_pipeline(
-                pipeline, chunks, decode_options, spec, args, facts.dims, facts, len(pending)),
-                beam_args, work_items=len(chunks))
+            with watch:
+                run_pipeline(lambda pipeline: build_pipeline(
+                    pipeline, chunks, decode_options, spec, args, facts.dims, facts,
+                    len(pending)), beam_args, work_items=len(chunks))
         finally:
             close_shared_pools()  # decoders an in-process runner started here
     elapsed = time.monotonic() - started
