@@ -85,13 +85,13 @@ def _frame_offsets(uri: str, video) -> tuple[float, float]:
     """(max |frame time - target|, max distance of a target from its frame's display span)."""
     import av
 
-    from eercf_core.video.decode import _index_packets
+    from eercf_core.video.pyav_decoder import index_packets
 
     targets = sample_times(video.duration)
     times = np.asarray(video.frame_times)
     with av.open(uri) as container:
         stream = container.streams.video[0]
-        index = _index_packets(container, stream, uri)
+        index = index_packets(container, stream, uri)
         pts = (index.pts - index.start) * float(stream.time_base)
         end = (index.end - index.start) * float(stream.time_base)
     following = np.append(pts, end)[np.searchsorted(pts, times + 1e-6, side="left")]
