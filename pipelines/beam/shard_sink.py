@@ -148,7 +148,7 @@ class WriteShardsFn(beam.DoFn):
                            metadata={shards.WRITER_KEY: f"{socket.gethostname()}:{os.getpid()}"})
         return path
 
-    def process(self, element):
+    def process(self, element: tuple[str, int, dict]) -> Iterable[str]:
         name, count, row = element
         self.buffers.setdefault(name, []).append(row)
         self.expected[name] = count
