@@ -168,7 +168,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], float]:
     relation = ">=" if inclusive else ">"
 
-    def parse(text: str):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 
 import apache_beam as beam
 
@@ -71,7 +72,7 @@ class WriteShardsFn(beam.DoFn):
                              metadata={shards.WRITER_KEY: f"{socket.gethostname()}:{os.getpid()}"})
         return path
 
-    def process(self, element):
+    def process(self, element: tuple[str, int, dict]) -> Iterable[str]:
         name, count, row = element
         self.buffers.setdefault(name, []).append(row)
         self.expected[name] = count
