@@ -208,3 +208,11 @@ def test_the_launcher_watches_commit_records_for_progress(tmp_path, caplog):
     with watch:  # the thread starts and stops cleanly
         pass
     assert not watch.thread.is_alive()
+
+
+def test_the_extract_command_imports_neither_torch_nor_beam_until_there_is_work():
+    code = ("import sys; import pipelines.commands.extract; "
+            "print(sorted(m for m in ('torch', 'apache_beam', 'open_clip') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    assert run.stdout.strip() == "[]"
