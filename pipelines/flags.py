@@ -85,10 +85,26 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 
 def check_required(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A usage error (exit 2) naming a required aliased flag that was not given."""
+    """A usage error (exit 2) naming a required aliased flag that was not given. Then the
+    parsed `--storage-options` (see add_storage_options) are applied to this process."""
     for flag, dest in getattr(parser, _REQUIRED, []):
         if getattr(args, dest) is None:
             parser.error(f"the following arguments are required: {flag}")
+    if hasattr(args, "storage_options"):
+        from eercf_core.files import paths
+
+        paths.configure(args.storage_options)
+
+
+def add_storage_options(parser: argparse.ArgumentParser | Any) -> None:
+    """`--storage-options JSON`: fsspec options for every URL the job reads or writes, keyed
+    by protocol (`{"s3": {"endpoint_url": "http://host:9000"}}`) or flat (every remote
+    protocol); merged over the environment variable EERCF_STORAGE_OPTIONS (see
+    eercf_core.files.paths). Applied by `check_required` / `parse_args`."""
+    parser.add_argument("--storage-options", default=None, metavar="JSON",
+                        help="fsspec storage options for URLs (s3://, gs://, az://, ...) as a "
+                             "JSON object, keyed by protocol or flat; merged over the "
+                             "EERCF_STORAGE_OPTIONS environment variable")
 
 
 def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], float]:

@@ -25,7 +25,7 @@ from eercf_core.config import RECALL_K
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.text_formats import FormatError, read_jsonl, read_ranked_meta
 from eercf_core.index import read_manifest
-from pipelines.flags import add_model, add_output, parse_args
+from pipelines.flags import add_model, add_output, add_storage_options, parse_args
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_output(p, required=False, default="demo_out",
                help="output directory (stage outputs are redone)")
+    add_storage_options(p)
     p.add_argument("--pretrained", default=None,
                    help="zero-shot on --videos instead: open_clip tag (openai) or a checkpoint "
                         "path")

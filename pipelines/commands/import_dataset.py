@@ -19,7 +19,7 @@ from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.inputs import write_manifest
 from eercf_core.files.text_formats import write_captions, write_ground_truth, write_queries
-from pipelines.flags import add_output, parse_args
+from pipelines.flags import add_output, add_storage_options, parse_args
 
 log = logging.getLogger(__name__)
 MISSING_SHOWN = 20  # missing video ids listed in README.txt (all are in missing_videos.txt)
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotations", required=True, help="folder with the annotation files")
     parser.add_argument("--videos", required=True, help="folder with the video files")
     add_output(parser, help="folder to write the splits into")
+    add_storage_options(parser)
     parser.add_argument("--splits", default=None,
                         help="comma-separated split names to write (default: all found)")
     return parser

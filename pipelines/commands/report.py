@@ -15,7 +15,14 @@ from eercf_core.files.text_formats import read_ranked_meta
 from eercf_core.index import open_index
 from eercf_core.model.spec import load_model_spec
 from eercf_core.report import load_results, write_report
-from pipelines.flags import add_model_flags, add_output, model_spec, parse_args, positive_int
+from pipelines.flags import (
+    add_model_flags,
+    add_output,
+    add_storage_options,
+    model_spec,
+    parse_args,
+    positive_int,
+)
 
 
 def _recall_k_of(ranked_path: str) -> int | None:
@@ -28,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queries", required=True, help="the query file that was ranked")
     parser.add_argument("--index", required=True, help="index directory the ranking used")
     add_output(parser, help="report folder to write (index.html)")
+    add_storage_options(parser)
     add_model_flags(parser, required=False,
                     help="the model of the index, given as to extract: adds the frame the text "
                          "gate weighted most; without it that column is absent")

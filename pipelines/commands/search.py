@@ -23,7 +23,14 @@ from eercf_core.index.rerank import METHODS
 from eercf_core.model.spec import load_model_spec
 from eercf_core.report import QueryResults, write_report
 from pipelines.commands.query import parse_weights
-from pipelines.flags import add_model_flags, add_output, model_spec, parse_args, positive_int
+from pipelines.flags import (
+    add_model_flags,
+    add_output,
+    add_storage_options,
+    model_spec,
+    parse_args,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="device for text encoding")
     add_output(parser, required=False, metavar="DIR",
                help="also write the result gallery (index.html + assets) to DIR")
+    add_storage_options(parser)
     parser.add_argument("--html", dest="output", metavar="DIR", help="the same as --output")
     return parser
 

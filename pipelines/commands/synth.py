@@ -10,7 +10,7 @@ import argparse
 import json
 
 from eercf_core.datasets.synthetic import SynthConfig, generate_corpus
-from pipelines.flags import add_output, parse_args
+from pipelines.flags import add_output, add_storage_options, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eercf synth", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_output(p, help="output directory")
+    add_storage_options(p)
     p.add_argument("--num-train", type=int, default=d.num_train, help="training videos")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test videos (one query each)")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -41,6 +41,7 @@ from pipelines.flags import (
     add_model,
     add_num_frames,
     add_output,
+    add_storage_options,
     check_num_frames,
     contrastive_batch,
     group,
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                        else f"--{field}", dest=f"loss_{field}", type=float, default=value)
     r = group(p, "output")
     add_output(r, help="output directory")
+    add_storage_options(r)
     r.add_argument("--checkpoint-every", type=non_negative_int, default=200,
                    help="steps between state checkpoints")
     r.add_argument("--resume", action="store_true",
