@@ -210,11 +210,12 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def _open_source(uri: str) -> tuple[Any, Any]:
     """A path or an open binary file object for `uri` (fsspec for non-local URLs)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return uri.removeprefix("file://"), None
-    import fsspec
+    from eercf_core.files import paths
 
-    handle = fsspec.open(uri, "rb").open()
+    local = paths.local_path(uri)
+    if local is not None:
+        return local, None
+    handle = paths.open_file(uri, "rb").open()
     return handle, handle
 
 

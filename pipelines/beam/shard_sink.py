@@ -18,11 +18,10 @@ import time
 from collections.abc import Iterable
 
 import apache_beam as beam
-import fsspec
 import pyarrow.compute as pc
 
 from eercf_core.errors import UserInputError
-from eercf_core.files import shards
+from eercf_core.files import paths, shards
 from eercf_core.files.atomic import write_json
 from eercf_core.files.inputs import VideoRef
 from eercf_core.video import error_causes
@@ -92,7 +91,7 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
     for path, count in sorted(by_shard.items()):
         table = shards.read_shard(path)
         kept = table.filter(pc.not_equal(table.column("status"), STATUS_ERROR))
-        fs, target = fsspec.core.url_to_fs(path)
+        fs, target = paths.filesystem(path)
         if kept.num_rows == 0:
             fs.rm(target)
         else:

@@ -27,7 +27,7 @@ import os
 import time
 
 from eercf_core.config import NUM_FRAMES
-from eercf_core.files import shards
+from eercf_core.files import paths, shards
 from eercf_core.files.inputs import read_inputs
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
@@ -36,7 +36,7 @@ from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
 from pipelines.beam.extract_pipeline import build_pipeline
 from pipelines.beam.inference import build_model
-from pipelines.beam.runner import absolute_local, run_pipeline
+from pipelines.beam.runner import run_pipeline
 from pipelines.beam.shard_sink import (
     drop_error_rows,
     plan_chunks,
@@ -47,6 +47,7 @@ from pipelines.flags import (
     add_model_flags,
     add_num_frames,
     add_output,
+    add_storage_options,
     check_beam_flags,
     check_num_frames,
     check_required,
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="globs, directories or files (local or fsspec URLs), or one manifest "
                         "(.tsv/.csv/.jsonl with video_id and uri)")
     add_output(p, help="directory (local or fsspec URL) for shards")
+    add_storage_options(p)
     add_model_flags(p, default="ViT-B-32")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     add_num_frames(p)
@@ -118,12 +120,12 @@ def run(argv: list[str] | None = None) -> int:
     check_beam_flags(parser, beam_args)
     started = time.monotonic()
     # Resolved here, where the command is typed: workers may run elsewhere.
-    args.input = [absolute_local(item) for item in args.input]
-    args.output = absolute_local(args.output)
+    args.input = [paths.absolute(item) for item in args.input]
+    args.output = paths.absolute(args.output)
     for name in ("model", "pretrained"):
         value = getattr(args, name)
         if value and os.path.exists(value):
-            setattr(args, name, absolute_local(value))
+            setattr(args, name, paths.absolute(value))
     check_writable_dir(args.output)
     with OutputLock(lock_inside(args.output), "extract", args.output):
         try:

@@ -21,15 +21,17 @@ import time
 from pathlib import Path
 
 import eercf_core as ec
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
 from eercf_core.index.rerank import METHODS
 from pipelines.beam.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
-from pipelines.beam.runner import absolute_local, selects_runner
+from pipelines.beam.runner import selects_runner
 from pipelines.flags import (
     add_model_flags,
     add_output,
+    add_storage_options,
     check_required,
     non_negative_int,
     positive_int,
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, help="index directory from build-index")
     parser.add_argument("--queries", required=True, help="TSV query_id<TAB>text or JSONL")
     add_output(parser, help="ranked TSV to write")
+    add_storage_options(parser)
     add_model_flags(parser)  # the model that extracted the features, given as to extract
     parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
                         help="candidates reranked")
@@ -103,12 +106,12 @@ def run(argv: list[str] | None = None) -> int:
                      "are taken only with --runner)")
     mode_name = ("recall-only" if args.recall_only else
                  "exhaustive" if args.exhaustive else "two-stage")
-    output = absolute_local(args.output)
+    output = paths.absolute(args.output)
     check_writable_file(output)
-    model = absolute_local(args.model) if Path(args.model).exists() else args.model
-    pretrained = (absolute_local(args.pretrained)
+    model = paths.absolute(args.model) if Path(args.model).exists() else args.model
+    pretrained = (paths.absolute(args.pretrained)
                   if args.pretrained and Path(args.pretrained).exists() else args.pretrained)
-    job = QueryJob(index=absolute_local(args.index), model=model, pretrained=pretrained,
+    job = QueryJob(index=paths.absolute(args.index), model=model, pretrained=pretrained,
                    device=args.device, nprobe=args.nprobe, mode=mode_name,
                    recall_k=args.recall_k, top_n=args.top_n, weights=args.weights,
                    config=ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask),

@@ -1,0 +1,207 @@
+"""Every job on object storage, against a real S3 server (moto's ThreadedMotoServer on a
+loopback port, endpoint and credentials from the environment as a user sets them): the path
+layer, storage options, uncached listings, buckets that are never created, one-line storage
+errors, the conditional-write lock, evaluate and indexes at URLs, and (slow) multi-worker
+extract, kill -9 + rerun and the Dask runner writing to S3."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from eercf_core.errors import UserInputError
+from eercf_core.files import paths, shards
+from eercf_core.files.output_lock import LOCK_NAME, OutputLock, OutputLockedError
+from pipelines.cli import main
+from tests.helpers import ROOT
+from tests.s3_fixtures import S3, s3, s3_server, start_server, use_endpoint  # noqa: F401
+from tests.test_evaluate import _files
+
+pytest.importorskip("moto")
+pytest.importorskip("s3fs")
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith(f"eercf {command}: error:")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]
+
+
+# --- the path layer -------------------------------------------------------------------------
+
+def test_local_paths_and_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert paths.is_local("a/b") and paths.is_local("file:///x") and paths.is_url("s3://b/k")
+    assert paths.protocol("gs://b/x") == "gs" and paths.protocol("/x") == "file"
+    assert paths.absolute("out") == str(tmp_path / "out")
+    assert paths.absolute("s3://b/out") == "s3://b/out"
+    assert paths.local_path("file:///tmp/x") == "/tmp/x" and paths.local_path("s3://b") is None
+    with pytest.raises(UserInputError, match=r"s3://b/idx: must be a local path \(why\)"):
+        paths.require_local("s3://b/idx", "why")
+    assert paths.bucket_of("s3://bucket/a/b") == "bucket" and paths.bucket_of("/a") is None
+    assert paths.join("s3://b/x/", "y", "z") == "s3://b/x/y/z"
+
+
+def test_storage_options_from_env_and_flag(monkeypatch):
+    monkeypatch.setattr(paths, "_options", None)
+    monkeypatch.setenv(paths.STORAGE_OPTIONS_ENV, '{"s3": {"anon": false, "key": "a"}}')
+    merged = paths.configure('{"s3": {"key": "b"}, "timeout": 5}')
+    assert merged == {"s3": {"anon": False, "key": "b"}, "timeout": 5}
+    assert paths.storage_options("s3") == {"timeout": 5, "anon": False, "key": "b"}
+    assert paths.storage_options("gs") == {"timeout": 5}  # flat options: every remote protocol
+    assert paths.storage_options("file") == {}
+    assert json.loads(os.environ[paths.STORAGE_OPTIONS_ENV]) == merged  # workers inherit it
+    with pytest.raises(UserInputError, match="--storage-options: not valid JSON"):
+        paths.configure("{nope")
+    with pytest.raises(UserInputError, match="--storage-options: must be a JSON object"):
+        paths.configure("[1]")
+    monkeypatch.setattr(paths, "_options", None)
+
+
+def test_bad_storage_options_flag_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(paths.STORAGE_OPTIONS_ENV, raising=False)
+    ranked, gt = _files(tmp_path)
+    code = main(["evaluate", "--ranked", ranked, "--ground-truth", gt, "--output",
+                 str(tmp_path / "e"), "--storage-options", "{bad"])
+    assert code == 2
+    assert "--storage-options: not valid JSON" in _one_line_error(capsys, "evaluate")
+    monkeypatch.setattr(paths, "_options", None)
+
+
+# --- listings, buckets, errors ---------------------------------------------------------------
+
+def test_listing_sees_what_other_processes_wrote(s3: S3):
+    root = s3.url("feats")
+    fs, _ = paths.filesystem(root)
+    fs.pipe_file(f"{s3.bucket}/feats/part-a.parquet", b"x")
+    assert shards.list_shards(root) == [s3.url("feats", "part-a.parquet")]
+    fs.ls(f"{s3.bucket}/feats")  # fills this process's listing cache
+    s3.client().put_object(Bucket=s3.bucket, Key="feats/part-b.parquet", Body=b"y")  # elsewhere
+    assert [p.rsplit("/", 1)[1] for p in shards.list_shards(root)] == [
+        "part-a.parquet", "part-b.parquet"]
+
+
+def test_a_missing_bucket_is_refused_and_never_created(s3: S3, tmp_path, capsys):
+    ranked, gt = _files(tmp_path)
+    before = s3.buckets()
+    typo = f"{s3.bucket}-typo"
+    code = main(["evaluate", "--ranked", ranked, "--ground-truth", gt,
+                 "--output", f"s3://{typo}/eval"])
+    assert code == 2
+    line = _one_line_error(capsys, "evaluate")
+    assert f"bucket '{typo}' does not exist" in line and "never creates buckets" in line
+    code = main(["build-index", "--shards", s3.url("feats"), "--output", f"s3://{typo}/idx"])
+    assert code == 2 and f"'{typo}'" in _one_line_error(capsys, "build-index")
+    assert s3.buckets() == before
+
+
+def test_wrong_credentials_are_one_line_exit_2(s3: S3, tmp_path, capsys, monkeypatch):
+    import moto.settings
+
+    ranked, gt = _files(tmp_path)
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # check every key
+    code = main(["evaluate", "--ranked", ranked, "--ground-truth", gt,
+                 "--output", s3.url("eval")])
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
+    assert code == 2
+    line = _one_line_error(capsys, "evaluate")
+    assert s3.url("eval") in line and "was refused" in line and "credentials" in line
+    assert s3.keys() == []
+
+
+def test_an_unreachable_store_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    server, endpoint = start_server()
+    use_endpoint(monkeypatch, endpoint)
+    monkeypatch.setattr(paths, "_options", None)
+    S3(endpoint, "eercf-stopped").client().create_bucket(Bucket="eercf-stopped")
+    server.stop()
+    ranked, gt = _files(tmp_path)
+    options = json.dumps({"s3": {"config_kwargs": {"retries": {"max_attempts": 1},
+                                                   "connect_timeout": 1}}})
+    code = main(["evaluate", "--ranked", ranked, "--ground-truth", gt,
+                 "--output", "s3://eercf-stopped/eval", "--storage-options", options])
+    assert code == 1
+    line = _one_line_error(capsys, "evaluate")
+    assert "s3://eercf-stopped/eval" in line and "could not be reached" in line
+    os.environ.pop(paths.STORAGE_OPTIONS_ENV, None)
+    monkeypatch.setattr(paths, "_options", None)
+
+
+# --- the lock -------------------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_twenty_racing_takeovers_of_a_stale_lock_admit_one(s3: S3):
+    import socket
+
+    url = s3.url("out", LOCK_NAME)
+    stale = {"host": socket.gethostname(), "pid": _dead_pid(), "job": "extract",
+             "started": "2026-01-01T00:00:00+00:00"}
+    for trial in range(3):
+        s3.client().put_object(Bucket=s3.bucket, Key=f"out/{LOCK_NAME}",
+                               Body=json.dumps(stale).encode())
+        barrier = threading.Barrier(20)
+        won: list[OutputLock] = []
+        refused: list[str] = []
+
+        def race() -> None:
+            lock = OutputLock(url, "extract")
+            barrier.wait()
+            try:
+                lock.acquire()
+                won.append(lock)
+            except OutputLockedError as exc:
+                refused.append(str(exc))
+
+        threads = [threading.Thread(target=race) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 1 and len(refused) == 19, (trial, refused[:2])
+        assert f"pid {os.getpid()}" in refused[0]
+        won[0].release()
+        assert s3.keys("out/") == []
+
+
+def test_release_never_deletes_a_lock_that_is_not_its_own(s3: S3):
+    url = s3.url("out", LOCK_NAME)
+    lock = OutputLock(url, "extract")
+    lock.acquire()
+    s3.client().put_object(Bucket=s3.bucket, Key=f"out/{LOCK_NAME}", Body=b'{"pid": 1}')
+    lock.release()  # compare-and-delete: the other run's lock stays
+    assert s3.keys("out/") == [f"out/{LOCK_NAME}"]
+
+
+# --- jobs end to end ------------------------------------------------------------------------
+
+def test_evaluate_writes_to_s3(s3: S3, tmp_path):
+    ranked, gt = _files(tmp_path)
+    assert main(["evaluate", "--ranked", ranked, "--ground-truth", gt,
+                 "--output", s3.url("eval")]) == 0
+    assert s3.keys("eval/") == ["eval/metrics.json", "eval/metrics.md", "eval/recall_at_k.png"]
+    fs, _ = paths.filesystem(s3.url())
+    payload = json.loads(fs.cat_file(f"{s3.bucket}/eval/metrics.json"))
+    assert payload["reranked"]["R@1"] == 50.0
+    assert payload["plots"] == [s3.url("eval", "recall_at_k.png")]
+    assert not Path("s3:").exists() and not (ROOT / "s3:").exists()
+
+
+@pytest.fixture
+def tiny_corpus_shards(tmp_path, tiny_model) -> tuple[Path, Path]:
+    """Shards of 4 generated videos by the tiny model, and its queries file."""
+    from tests.index_fixtures import tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path / "corpus")
+    return Path(corpus["shards"]), Path(corpus["queries"])
