@@ -1,7 +1,7 @@
 """A real S3 server for tests: moto's ThreadedMotoServer on a free loopback port, the endpoint
 and dummy credentials set the way a user sets them (AWS_ENDPOINT_URL and AWS_* variables; no
 eercf flag), and a fresh bucket per test. Import the fixtures into a test module with
-`from tests.s3_fixtures import s3, s3_server  # noqa: F401`."""
+`from tests.s3_fixtures import s3_fixture, s3_server  # noqa: F401` (the fixture is named `s3`)."""
 from __future__ import annotations
 
 import os
@@ -35,10 +35,10 @@ class S3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, **{
-            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            "region_name": CREDENTIALS["AWS_DEFAULT_REGION"]})
+        return boto3.client("s3", endpoint_url=self.endpoint,
+                            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                            region_name=CREDENTIALS["AWS_DEFAULT_REGION"])
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every key in the bucket under `prefix`, read by a client of its own (no cache)."""
@@ -81,8 +81,8 @@ def use_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-@pytest.fixture
-def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[S3]:
+@pytest.fixture(name="s3")
+def s3_fixture(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[S3]:
     """A fresh bucket on the module's server, the environment pointed at it, and a local
     cache dir of its own (EERCF_CACHE_DIR)."""
     from eercf_core.files import paths

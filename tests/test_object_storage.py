@@ -19,7 +19,7 @@ from eercf_core.files import paths, shards
 from eercf_core.files.output_lock import LOCK_NAME, OutputLock, OutputLockedError
 from pipelines.cli import main
 from tests.helpers import ROOT
-from tests.s3_fixtures import S3, s3, s3_server, start_server, use_endpoint  # noqa: F401
+from tests.s3_fixtures import S3, s3_fixture, s3_server, start_server, use_endpoint  # noqa: F401
 from tests.test_evaluate import _files
 
 pytest.importorskip("moto")
@@ -134,6 +134,19 @@ def test_an_unreachable_store_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(paths, "_options", None)
 
 
+def test_remote_files_are_fetched_once_and_refetched_when_replaced(s3: S3):
+    s3.client().put_object(Bucket=s3.bucket, Key="models/w.bin", Body=b"one")
+    url = s3.url("models", "w.bin")
+    first = paths.fetch(url)
+    assert Path(first).read_bytes() == b"one" and paths.fetch(url) == first
+    assert first.startswith(os.environ[paths.CACHE_DIR_ENV])
+    s3.client().put_object(Bucket=s3.bucket, Key="models/w.bin", Body=b"two!")
+    second = paths.fetch(url)
+    assert second != first and Path(second).read_bytes() == b"two!"
+    with pytest.raises(FileNotFoundError, match=r"not found: s3://.*/models/none.bin"):
+        paths.fetch(s3.url("models", "none.bin"))
+
+
 # --- the lock -------------------------------------------------------------------------------
 
 def _dead_pid() -> int:
@@ -155,7 +168,8 @@ def test_twenty_racing_takeovers_of_a_stale_lock_admit_one(s3: S3):
         won: list[OutputLock] = []
         refused: list[str] = []
 
-        def race() -> None:
+        def race(barrier: threading.Barrier = barrier, won: list[OutputLock] = won,
+                 refused: list[str] = refused) -> None:
             lock = OutputLock(url, "extract")
             barrier.wait()
             try:
@@ -205,3 +219,188 @@ def tiny_corpus_shards(tmp_path, tiny_model) -> tuple[Path, Path]:
 
     corpus = tiny_index_corpus(tmp_path / "corpus")
     return Path(corpus["shards"]), Path(corpus["queries"])
+
+
+@pytest.mark.slow  # ~30-60 s: builds an index, loads the tiny model several times
+def test_index_on_s3_build_query_search_report_evaluate(s3: S3, tmp_path, capsys):
+    from tests.index_fixtures import tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path / "corpus")
+    root = corpus["root"]
+    fs, _ = paths.filesystem(s3.url())
+    fs.put_file(corpus["checkpoint"], f"{s3.bucket}/models/model.pt")
+    model = s3.url("models", "model.pt")  # a checkpoint at a URL, fetched into the cache
+    index = s3.url("idx")
+    assert main(["build-index", "--shards", str(root / "shards"), "--output", index]) == 0
+    keys = s3.keys("idx/")
+    assert "idx/manifest.json" in keys and "idx/recall.faiss" in keys
+    assert not any(LOCK_NAME in k or ".lock" in k for k in s3.keys(""))  # lock released
+    assert main(["build-index", "--shards", str(root / "shards"), "--output", index]) == 2
+    assert "already exists" in _one_line_error(capsys, "build-index")
+
+    ranked = s3.url("out", "ranked.tsv")
+    assert main(["query", "--index", index, "--queries", str(corpus["queries"]),
+                 "--model", model, "--output", ranked, "--top-n", "5"]) == 0
+    local = tmp_path / "local.tsv"
+    assert main(["query", "--index", str(root / "index"), "--queries", str(corpus["queries"]),
+                 "--model", corpus["checkpoint"], "--output", str(local), "--top-n", "5"]) == 0
+    assert fs.cat_file(f"{s3.bucket}/out/ranked.tsv").decode() == local.read_text()
+    cache = Path(os.environ[paths.CACHE_DIR_ENV])
+    assert len(list((cache / "indexes").iterdir())) == 1  # fetched once, reused
+    assert len(list((cache / "files").iterdir())) == 1  # the checkpoint, fetched once
+
+    capsys.readouterr()
+    assert main(["search", "--index", index, "--model", model, CAPTION_QUERY]) == 0
+    assert "vid" in capsys.readouterr().out
+
+    truth = tmp_path / "gt.tsv"
+    truth.write_text("".join(f"q{i}\tvid{i:02d}\n" for i in range(3)))
+    queries = tmp_path / "q3.tsv"
+    queries.write_text("".join(line + "\n" for line in
+                               corpus["queries"].read_text().splitlines()[1:4]))
+    ranked3 = s3.url("out", "ranked3.tsv")
+    assert main(["query", "--index", index, "--queries", str(queries), "--model", model,
+                 "--output", ranked3, "--top-n", "5"]) == 0
+    assert main(["evaluate", "--ranked", ranked3, "--ground-truth", str(truth), "--index", index,
+                 "--output", s3.url("eval")]) == 0
+    assert main(["report", "--ranked", ranked3, "--queries", str(queries), "--index", index,
+                 "--evaluation", s3.url("eval"), "--output", s3.url("report")]) == 0
+    report = s3.keys("report/")
+    assert "report/index.html" in report and any(k.startswith("report/assets/") for k in report)
+
+    # a half-uploaded index (no manifest) is never used
+    s3.client().delete_object(Bucket=s3.bucket, Key="idx/manifest.json")
+    assert main(["search", "--index", index, "--model", model, CAPTION_QUERY]) == 2
+    assert "incomplete index directory" in _one_line_error(capsys, "search")
+    assert main(["search", "--index", s3.url("nothing"), "--model", model, CAPTION_QUERY]) == 2
+    assert "index directory not found" in _one_line_error(capsys, "search")
+
+
+CAPTION_QUERY = "a red square moves left"
+
+
+# --- extract on S3 with other writers (slow: real decode + model, worker processes) -----------
+
+def _s3_rows(url: str) -> dict[str, list[str]]:
+    """video_id -> the shards holding it, read back from the store."""
+    found: dict[str, list[str]] = {}
+    for shard in shards.list_shards(url):
+        for video_id in shards.read_shard(shard, columns=["video_id"]).column(
+                "video_id").to_pylist():
+            found.setdefault(video_id, []).append(shard)
+    return found
+
+
+def _extract_argv(corpus: Path, output: str) -> list[str]:
+    from tests.test_extract import TINY
+
+    return ["extract", "--input", str(corpus), "--output", output, *TINY, "--shard-size", "2",
+            "--batch-size", "2", "--decode-workers", "1"]
+
+
+def _summary(store: S3, prefix: str) -> dict:
+    fs, _ = paths.filesystem(store.url())
+    return json.loads(fs.cat_file(f"{store.bucket}/{prefix}/summary.json"))
+
+
+@pytest.mark.slow
+def test_extract_with_two_worker_processes_to_s3(s3: S3, tmp_path):
+    from tests.helpers import make_videos
+
+    make_videos(tmp_path / "corpus", 6)
+    out = s3.url("feats")
+    code = main([*_extract_argv(tmp_path / "corpus", out), "--direct_num_workers", "2",
+                 "--direct_running_mode", "multi_processing"])
+    assert code == 0
+    rows = _s3_rows(out)
+    assert len(rows) == 6 and all(len(where) == 1 for where in rows.values())
+    summary = _summary(s3, "feats")
+    assert summary["completeness"]["complete"] and summary["completeness"]["missing"] == 0
+
+
+@pytest.mark.slow
+def test_extract_on_a_dask_cluster_to_s3(s3: S3, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from tests.helpers import make_videos
+
+    make_videos(tmp_path / "corpus", 5)
+    out = s3.url("feats")
+    # worker processes start here, after the fixture set AWS_ENDPOINT_URL: they inherit it
+    with distributed.LocalCluster(n_workers=2, dashboard_address=None) as cluster:
+        code = main([*_extract_argv(tmp_path / "corpus", out), "--runner", "DaskRunner",
+                     f"--dask_client_address={cluster.scheduler_address}"])
+    assert code == 0
+    rows = _s3_rows(out)
+    assert len(rows) == 5 and all(len(where) == 1 for where in rows.values())
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_on_s3_has_no_duplicate_and_no_loss(s3: S3, tmp_path):
+    import signal
+    import time
+
+    from tests.helpers import make_videos
+
+    make_videos(tmp_path / "corpus", 12, seconds=6.0)
+    out = s3.url("feats")
+    command = [sys.executable, "-m", "pipelines.cli", *_extract_argv(tmp_path / "corpus", out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not shards.list_shards(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(shards.list_shards(out))
+    assert 0 < done_at_kill < 6, "the kill should land mid-way"
+    assert f"feats/{LOCK_NAME}" in s3.keys("feats/")  # the killed run's lock is left behind
+    rerun = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "took over the stale lock" in rerun.stderr
+    rows = _s3_rows(out)
+    assert len(rows) == 12 and all(len(where) == 1 for where in rows.values())
+    assert not [k for k in s3.keys("feats/") if k.rsplit("/", 1)[1].startswith(".")]
+
+
+@pytest.mark.slow
+def test_an_outage_mid_extract_is_one_line_and_a_rerun_completes(tmp_path, monkeypatch):
+    import time
+
+    from tests.helpers import make_videos
+
+    server, endpoint = start_server()
+    use_endpoint(monkeypatch, endpoint)
+    monkeypatch.setattr(paths, "_options", None)
+    store = S3(endpoint, f"eercf-outage-{os.getpid()}")
+    store.client().create_bucket(Bucket=store.bucket)
+    make_videos(tmp_path / "corpus", 12, seconds=6.0)
+    out = store.url("feats")
+    options = json.dumps({"s3": {"config_kwargs": {"retries": {"max_attempts": 1},
+                                                   "connect_timeout": 1}}})
+    command = [sys.executable, "-m", "pipelines.cli", *_extract_argv(tmp_path / "corpus", out),
+               "--storage-options", options]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not shards.list_shards(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.stop()  # the store goes away mid-run
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("eercf extract: error: "), lines[-5:]
+    assert out in lines[-1] and "could not be reached" in lines[-1]
+    assert sum(line.startswith("eercf extract: error:") for line in lines) == 1
+
+    server, endpoint = start_server()  # the store is back (moto keeps the bucket's objects)
+    use_endpoint(monkeypatch, endpoint)
+    try:
+        rerun = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                               capture_output=True, text=True)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        rows = _s3_rows(out)
+        assert len(rows) == 12 and all(len(where) == 1 for where in rows.values())
+    finally:
+        server.stop()

@@ -297,23 +297,50 @@ def classify(exc: BaseException) -> str | None:
     return None
 
 
+# Words that identify a store failure inside the text of an exception a runner re-raised from a
+# worker (Beam sends a worker's traceback as text): (kind, word).
+_TEXT_MARKERS = (*(("unavailable", name) for name in _UNAVAILABLE_TYPES[:8]),
+                 ("unavailable", "Could not connect to the endpoint URL"),
+                 ("access", "InvalidAccessKeyId"), ("access", "SignatureDoesNotMatch"),
+                 ("access", "AccessDenied"), ("access", "NoSuchBucket"),
+                 ("access", "NoCredentialsError"))
+
+
+def _from_text(exc: BaseException) -> tuple[str, str] | None:
+    """(kind, the worker's error line) when the text of `exc` carries a store failure."""
+    lines = str(exc).splitlines()
+    for kind, word in _TEXT_MARKERS:
+        for line in reversed(lines):
+            if word in line:
+                return kind, " ".join(line.split())[:300]
+    return None
+
+
 def storage_error(exc: BaseException, url: str, operation: str
                   ) -> StorageAccessError | StorageUnavailableError | None:
     """The one-line error for a store failure `exc` while doing `operation` on `url`, or None
-    when `exc` is not a store failure (a bug or an expected local error keeps its own form)."""
+    when `exc` is not a store failure (a bug or an expected local error keeps its own form).
+    A failure re-raised by a runner from a worker is recognised by its text."""
     if isinstance(exc, (StorageAccessError, StorageUnavailableError)):
         return exc
-    kind = classify(exc)
-    if kind is None or is_local(url):
+    if is_local(url):
         return None
-    root = next((e for e in _chain(exc) if classify_one(e) == kind), exc)
+    kind = classify(exc)
+    if kind is not None:
+        root = next((e for e in _chain(exc) if classify_one(e) == kind), exc)
+        reason = _reason(root)
+    else:
+        found = _from_text(exc)
+        if found is None:
+            return None
+        kind, reason = found
     if kind == "access":
         return StorageAccessError(
-            f"{url}: {operation} was refused ({_reason(root)}); check the credentials, the "
+            f"{url}: {operation} was refused ({reason}); check the credentials, the "
             f"permissions and the bucket name")
     return StorageUnavailableError(
         f"{url}: {operation} failed: the store could not be reached or failed "
-        f"({_reason(root)}); check the endpoint and retry (finished work is kept)")
+        f"({reason}); check the endpoint and retry (finished work is kept)")
 
 
 def classify_one(exc: BaseException) -> str | None:

@@ -78,8 +78,8 @@ def create_model(
 ) -> EercfModel:
     """A new model on the open_clip architecture `name`.
 
-    pretrained: None (random init), an open_clip tag such as "openai", or a local open_clip
-                checkpoint file.
+    pretrained: None (random init), an open_clip tag such as "openai", or an open_clip
+                checkpoint file (local, or a URL fetched once into the local cache).
     head: "eercf" (temporal head initialised as the official code does: text layers 0-3, text
           positions, W_g = W_f = I) or "zero-shot" (no head).
     seed: seeds torch/numpy/random before building, for reproducible random weights.
@@ -90,6 +90,8 @@ def create_model(
     if head not in ("eercf", "zero-shot"):
         raise ValueError(f"head must be 'eercf' or 'zero-shot', got {head!r}")
     check_model_name(name)
+    if pretrained and paths.is_url(pretrained):  # open_clip takes a local file: fetched once
+        pretrained = paths.fetch(pretrained)
     if pretrained and pretrained.lower() not in open_clip.list_pretrained_tags_by_model(name) \
             and not os.path.exists(pretrained):
         tags = open_clip.list_pretrained_tags_by_model(name)

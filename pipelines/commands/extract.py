@@ -129,7 +129,8 @@ def run(argv: list[str] | None = None) -> int:
     check_writable_dir(args.output)
     with OutputLock(lock_inside(args.output), "extract", args.output):
         try:
-            return _extract(parser, args, beam_args, started)
+            with paths.storage_errors(args.output, "extract into the output"):
+                return _extract(parser, args, beam_args, started)
         except KeyboardInterrupt as exc:
             raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
                                    f"{args.output}, rerun to resume") from None
@@ -159,9 +160,10 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
                                        quality=args.decode_quality)
         chunks = plan_chunks(pending, args.shard_size)
         try:
-            run_pipeline(lambda pipeline: build_pipeline(
-                pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
-                beam_args, work_items=len(chunks))
+            with paths.storage_errors(args.output, "write feature shards"):
+                run_pipeline(lambda pipeline: build_pipeline(
+                    pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
+                    beam_args, work_items=len(chunks))
         finally:
             close_shared_pools()  # decoders an in-process runner started here
     elapsed = time.monotonic() - started
