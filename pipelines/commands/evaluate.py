@@ -23,15 +23,14 @@ from eercf_core.evaluation.ranked import evaluate, markdown_table
 from eercf_core.files import paths
 from eercf_core.files.atomic import output_directory, write_json, write_text
 from eercf_core.files.output_check import check_writable_dir
-from pipelines.flags import add_output, add_storage_options, parse_args
+from pipelines.flags import add_output, command_parser, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf evaluate", description=__doc__.split("\n")[0])
+    parser = command_parser("evaluate", __doc__)
     parser.add_argument("--ranked", required=True, help="ranked TSV from eercf query")
     parser.add_argument("--ground-truth", required=True, help="TSV query_id<TAB>video_id")
     add_output(parser, help="directory where metrics and plots go")
-    add_storage_options(parser)
     parser.add_argument("--index", default=None,
                         help="index directory to check ground-truth video ids against "
                              "(default: the one recorded beside the ranked file)")
