@@ -404,3 +404,45 @@ def test_an_outage_mid_extract_is_one_line_and_a_rerun_completes(tmp_path, monke
         assert len(rows) == 12 and all(len(where) == 1 for where in rows.values())
     finally:
         server.stop()
+
+
+@pytest.mark.slow  # decodes videos and trains a few steps of the tiny model
+def test_train_writes_to_s3_and_resumes_from_it(s3: S3, tmp_path):
+    from eercf_core.files.inputs import write_manifest
+    from tests.helpers import make_videos
+
+    videos = make_videos(tmp_path / "corpus", 4)
+    ids = [f"v{i}" for i in range(len(videos))]
+    manifest = tmp_path / "manifest.tsv"
+    write_manifest(str(manifest), [(v, str(p)) for v, p in zip(ids, videos)])
+    captions = tmp_path / "captions.tsv"
+    captions.write_text("".join(f"{v}\tclip number {i} brightens\n" for i, v in enumerate(ids)))
+    argv = ["train", "--manifest", str(manifest), "--captions", str(captions), "--steps", "2",
+            "--batch-size", "2", "--workers", "1", "--device", "cpu", "--checkpoint-every", "1",
+            "--output", s3.url("run")]
+    assert main(argv) == 0
+    keys = s3.keys("run/")
+    assert {"run/model.pt", "run/train_summary.json", "run/train_log.jsonl"} <= set(keys)
+    fs, _ = paths.filesystem(s3.url())
+    summary = json.loads(fs.cat_file(f"{s3.bucket}/run/train_summary.json"))
+    assert summary["model"] == s3.url("run", "model.pt") and summary["steps"] == 2
+    assert "run/train_state.pt" in keys
+    # another machine (an empty cache) resumes from the state the URL holds: nothing left to do
+    os.environ[paths.CACHE_DIR_ENV] = str(tmp_path / "other-cache")
+    assert main([*argv, "--resume"]) == 0
+    assert list((tmp_path / "other-cache" / "train").glob("*/train_state.pt"))
+    summary = json.loads(fs.cat_file(f"{s3.bucket}/run/train_summary.json"))
+    assert summary["steps"] == 2
+
+
+@pytest.mark.slow  # renders and encodes videos
+def test_synth_writes_to_s3_and_demo_says_it_is_local(s3: S3):
+    assert main(["synth", "--output", s3.url("corpus"), "--num-train", "2", "--num-test", "2",
+                 "--workers", "1"]) == 0
+    keys = s3.keys("corpus/")
+    assert "corpus/corpus.json" in keys and len([k for k in keys if "/videos/" in k]) == 4
+    fs, _ = paths.filesystem(s3.url())
+    manifest = fs.cat_file(f"{s3.bucket}/corpus/test_manifest.tsv").decode().splitlines()
+    assert all(line.split("\t")[1].startswith(s3.url("corpus", "videos/test/"))
+               for line in manifest[1:])  # the manifest points at the uploaded videos
+    assert main(["demo", "--output", s3.url("demo")]) == 2  # a local showcase, said so
