@@ -145,14 +145,16 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    videos: str
+    captions: str
     if args.corpus:
         corpus = Path(paths.require_local(args.corpus, "--corpus is an `eercf synth` folder; for "
                                           "files in a bucket give --manifest and --captions"))
-        videos, captions = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
-        for path in (videos, captions):
+        corpus_files = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
+        for path in corpus_files:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: not found; is {corpus} an `eercf synth` corpus?")
-        videos, captions = str(videos), str(captions)
+        videos, captions = str(corpus_files[0]), str(corpus_files[1])
     elif args.manifest and args.captions:
         videos, captions = args.manifest, args.captions
     else:
