@@ -28,9 +28,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from schemas import FeatureDims
+
+Identity = tuple["FeatureDims", str, str]  # (dims, model_id, checkpoint_sha256)
 log = logging.getLogger("bench.rerun")
 ROOT = Path(__file__).resolve().parents[1]
 VIT_B32 = ("ViT-B-32", 12, 49, 512)
@@ -45,7 +50,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _identity(model: str) -> tuple[object, str, str]:
+def _identity(model: str) -> Identity:
     """(dims, model_id, checkpoint_sha256) of `--model <model> --random-init --seed 0`, learned
     in a child process (ViT-B/32 weights: ~2 GB that this process should not keep)."""
     code = ("import json; from eercf_core.model.spec import ModelSpec, load_model_spec; "
@@ -62,7 +67,8 @@ def _identity(model: str) -> tuple[object, str, str]:
     return FeatureDims.from_dict(dims), model_id, sha
 
 
-def _write_output(root: Path, n: int, per_shard: int, identity, version: int | None = None
+def _write_output(root: Path, n: int, per_shard: int, identity: Identity,
+                  version: int | None = None
                   ) -> Path:
     """N committed shards (or, with `version`, shards of that older schema without records)
     of random features, and a manifest of their ids; returns the manifest."""
@@ -104,7 +110,10 @@ def _extract(root: Path, manifest: Path, model: str) -> dict[str, float]:
     wall = time.perf_counter() - start
     if run.returncode != 0:
         raise RuntimeError(f"extract failed ({run.returncode}): {run.stderr[-3000:]}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr).group(1))
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
+    if peak is None:
+        raise RuntimeError(f"no peak RSS in /usr/bin/time's output: {run.stderr[-3000:]}")
+    rss = int(peak.group(1))
     todo = re.search(r"(\d+) already in .*?, (\d+) to do", run.stderr)
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 1024, 1),
             "already_done": int(todo.group(1)) if todo else -1,
@@ -112,7 +121,8 @@ def _extract(root: Path, manifest: Path, model: str) -> dict[str, float]:
             "loaded_model": "known from" not in run.stderr}
 
 
-def _reruns(root: Path, n: int, per_shard: int, identity, model: str, version=None) -> dict:
+def _reruns(root: Path, n: int, per_shard: int, identity: Identity, model: str,
+            version: int | None = None) -> dict:
     manifest = _write_output(root, n, per_shard, identity, version)
     disk = sum(p.stat().st_size for p in (root / "out").iterdir())
     runs = [_extract(root, manifest, model) for _ in range(3)]
@@ -124,7 +134,7 @@ def _reruns(root: Path, n: int, per_shard: int, identity, model: str, version=No
     return result
 
 
-def _read_speed(root: Path, identity, videos: int = 200) -> dict:
+def _read_speed(root: Path, identity: Identity, videos: int = 200) -> dict:
     from eercf_core.files import shards
 
     dims = identity[0]

@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from eercf_core.files.inputs import VideoRef
+from eercf_core.model.identity_cache import ModelFacts
 from eercf_core.model.network import ModelIdentity
 from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import DecodedVideo, DecodeOptions, decode_job
@@ -80,7 +81,8 @@ class DecodeChunkFn(beam.DoFn):
 
 def build_pipeline(pipeline: beam.Pipeline, chunks: list[tuple[str, list[VideoRef]]],
                    decode_options: DecodeOptions, spec: ModelSpec, args: argparse.Namespace,
-                   dims: FeatureDims, identity: ModelIdentity, total: int) -> beam.PCollection:
+                   dims: FeatureDims, identity: ModelIdentity | ModelFacts, total: int
+                   ) -> beam.PCollection:
     """The extract graph: chunks -> decode (isolated pool) -> model -> shard files (paths)."""
     return (
         pipeline

@@ -32,6 +32,8 @@ from eercf_core.files.inputs import VideoRef, read_inputs
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
 from eercf_core.model import identity_cache
+from eercf_core.model.network import EercfModel
+from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
@@ -191,7 +193,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     return 0
 
 
-def _load_model(spec):
+def _load_model(spec: ModelSpec) -> EercfModel:
     """The model of `spec`, loaded (Beam + torch imported here: ~4 s, ~800 MB before weights)."""
     from pipelines.beam.inference import build_model
 
