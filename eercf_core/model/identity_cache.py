@@ -72,7 +72,7 @@ def _file_stamp(url: str) -> dict[str, Any] | None:
         or info.get("ETag") or info.get("etag")
     if stamp is None:
         return None
-    full = os.path.abspath(url) if "://" not in url else url
+    full = paths.absolute(url)
     return {"path": full, "size": int(info["size"]), "mtime": str(stamp)}
 
 
@@ -82,12 +82,12 @@ def cache_key(spec: ModelSpec) -> dict[str, Any] | None:
                            "torch": _version("torch"), "open_clip": _version("open_clip_torch")}
     if spec.random_init:
         return {**key, "random_init": True, "head": spec.head or "eercf", "seed": spec.seed}
-    looks_like_file = os.path.isfile(spec.source) or "://" in spec.source
+    looks_like_file = os.path.isfile(spec.source) or paths.is_url(spec.source)
     if looks_like_file:
         stamp = _file_stamp(spec.source)
         return None if stamp is None else {**key, "checkpoint": stamp}
     if spec.pretrained:
-        if os.path.isfile(spec.pretrained) or "://" in spec.pretrained:
+        if os.path.isfile(spec.pretrained) or paths.is_url(spec.pretrained):
             stamp = _file_stamp(spec.pretrained)
             return None if stamp is None else {**key, "pretrained": stamp}
         return {**key, "pretrained": spec.pretrained}

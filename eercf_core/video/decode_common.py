@@ -134,9 +134,9 @@ class DecodeOptions:
 
 def open_source(uri: str) -> tuple[Any, Any]:
     """A path or an open binary file object for `uri` (fsspec for non-local URLs)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return uri.removeprefix("file://"), None
-
+    local = paths.local_path(uri)
+    if local is not None:
+        return local, None
     handle = paths.open_file(uri, "rb").open()
     return handle, handle
 
