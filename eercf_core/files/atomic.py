@@ -10,6 +10,7 @@ locally, then uploaded file by file with the named files last.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import shutil
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from eercf_core.files import paths
+
+log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tmp-"
 
@@ -58,8 +61,12 @@ def open_atomic(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield handle
         fs.mv(temp, target)
     except BaseException:
-        if fs.exists(temp):
-            fs.rm(temp)
+        try:
+            if fs.exists(temp):
+                fs.rm(temp)
+        except Exception as cleanup:  # the store went away: the write's own error is reported
+            log.warning("could not remove the temp file %s (%s); the next run removes it",
+                        temp, cleanup)
         raise
 
 
