@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import fsspec
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.lines import FormatError, UniqueIds, check_id, read_jsonl, read_lines
 from eercf_core.files.text_formats import write_tsv
@@ -41,7 +42,7 @@ def is_glob(url: str) -> bool:
     `clip[1].mp4` is that file)."""
     if not _has_magic(url):
         return False
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = paths.filesystem(url)
     return not fs.exists(path)
 
 
@@ -59,7 +60,7 @@ def _full(fs: fsspec.AbstractFileSystem, prefix: str, path: str) -> str:
 def _expand(pattern: str) -> tuple[list[str], str]:
     """(video URLs, corpus root) for one glob, directory or file."""
     prefix = _protocol_prefix(pattern)
-    fs, path = fsspec.core.url_to_fs(pattern)
+    fs, path = paths.filesystem(pattern)
     if is_glob(pattern):
         fixed = path.split("*")[0].split("?")[0].split("[")[0]
         root = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
@@ -74,7 +75,7 @@ def _expand(pattern: str) -> tuple[list[str], str]:
 
 
 def _strip(url: str) -> str:
-    return fsspec.core.url_to_fs(url)[1]
+    return paths.filesystem(url)[1]
 
 
 def _relative_id(url: str, root: str) -> str:
@@ -88,7 +89,7 @@ def iter_manifest(url: str) -> Iterator[tuple[int, VideoRef]]:
     """(line, VideoRef) of a TSV/CSV (header with video_id, uri) or JSONL manifest, streamed:
     memory does not grow with the manifest. A bad line is a FormatError naming `file:line`
     (for a CSV record spanning lines: its last line)."""
-    _, path = fsspec.core.url_to_fs(url)
+    _, path = paths.filesystem(url)
     base = posixpath.dirname(path)
     prefix = _protocol_prefix(url)
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from eercf_core.config import NUM_FRAMES
-from eercf_core.files import shards
+from eercf_core.files import paths, shards
 from eercf_core.files.inputs import (
     VideoRef,
     check_manifest,
@@ -50,7 +50,7 @@ from pipelines.beam.resume import (
     scan_output,
     summarize,
 )
-from pipelines.beam.runner import absolute_local, run_pipeline, selects_runner
+from pipelines.beam.runner import run_pipeline, selects_runner
 from pipelines.beam.watch_progress import WatchProgress
 from pipelines.flags import (
     add_device,
@@ -58,6 +58,7 @@ from pipelines.flags import (
     add_num_frames,
     add_output,
     add_workers,
+    apply_storage_options,
     check_beam_flags,
     check_num_frames,
     command_parser,
@@ -127,18 +128,20 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_beam_flags(parser, beam_args)
+    apply_storage_options(args)
     started = time.monotonic()
     # Resolved here, where the command is typed: workers may run elsewhere.
-    args.input = [absolute_local(item) for item in args.input]
-    args.output = absolute_local(args.output)
+    args.input = [paths.absolute(item) for item in args.input]
+    args.output = paths.absolute(args.output)
     for name in ("model", "pretrained"):
         value = getattr(args, name)
         if value and os.path.exists(value):
-            setattr(args, name, absolute_local(value))
+            setattr(args, name, paths.absolute(value))
     check_writable_dir(args.output)
     with OutputLock(lock_inside(args.output), "extract", args.output):
         try:
-            return _extract(parser, args, beam_args, started)
+            with paths.storage_errors(args.output, "extract into the output"):
+                return _extract(parser, args, beam_args, started)
         except KeyboardInterrupt as exc:
             raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
                                    f"{args.output}, rerun to resume") from None
@@ -185,7 +188,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
         watch = (WatchProgress(args.output, pending, args.progress_seconds)
                  if selects_runner(beam_args) else contextlib.nullcontext())
         try:
-            with watch:
+            with watch, paths.storage_errors(args.output, "write feature shards"):
                 run_pipeline(lambda pipeline: build_pipeline(
                     pipeline, ReadPlan(plan), decode_options, spec, args, facts.dims, facts,
                     pending), beam_args, work_items=plan.parts)
