@@ -4,9 +4,10 @@ The launcher streams the inputs once more after resume (eercf_core.files.inputs.
 nothing per video kept in memory), writes the pending videos to a plan file beside the shards
 (`<output>/.eercf-plan-<pid>-<random>.jsonl`, one `[video_id, uri]` JSON array per line, cut
 into chunks of `--shard-size`) and an index of the chunks' byte ranges (`...ranges.json`:
-`[shard name, start, end]` per chunk). The pipeline graph holds only those two URLs and a number of parts P
-(at most `MAX_PARTS`), so its size does not grow with the corpus (a `beam.Create` of every
-VideoRef cost 142 B per video and passed Dataflow's ~20 MB graph limit near 150k videos):
+`[shard name, start, end]` per chunk). The pipeline graph holds only those two URLs and a
+number of parts P (at most `MAX_PARTS`), so its size does not grow with the corpus (a
+`beam.Create` of every VideoRef cost 142 B per video and passed Dataflow's ~20 MB graph limit
+near 150k videos):
 
     Parts (Create(range(P))) -> ChunksOfPart (chunk i goes to part i mod P) -> ReadChunk
     (seek to the chunk's range, parse its lines) -> (shard name, [VideoRef])
