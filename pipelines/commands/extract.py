@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per video) that result pages show")
     p.add_argument("--retry-errors", action="store_true",
                    help="redo videos whose previous result was an error")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check inputs, resume and plan the work, build the Beam pipeline and "
+                        "report its serialized size, but run nothing")
     p.add_argument("--progress-seconds", type=positive_float, default=10.0,
                    help="seconds between progress lines")
     return p
@@ -164,7 +167,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     if removed:
         log.info("removed %d temp files left by an interrupted run", removed)
     pending = _resume(args, refs, facts)
-    if pending and model is None:
+    if pending and model is None and not args.dry_run:
         model = _load_model(spec)
         if identity_cache.ModelFacts.of(model) != facts:  # weights changed behind the cache
             log.warning("%s was stale (the weights changed); the model's real identity is used",
@@ -189,12 +192,16 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
                  if selects_runner(beam_args) else contextlib.nullcontext())
         try:
             with watch, paths.storage_errors(args.output, "write feature shards"):
-                run_pipeline(lambda pipeline: build_pipeline(
+                graph_bytes = run_pipeline(lambda pipeline: build_pipeline(
                     pipeline, ReadPlan(plan), decode_options, spec, args, facts.dims, facts,
-                    pending), beam_args, work_items=plan.parts)
+                    pending), beam_args, work_items=plan.parts, dry_run=args.dry_run)
         finally:
             close_shared_pools()  # decoders an in-process runner started here
             plan.remove()
+        if args.dry_run:
+            print(f"extract --dry-run: {pending} of {refs.count} videos to do in {plan.chunks} "
+                  f"shards; pipeline graph {graph_bytes} bytes; nothing was run")
+            return 0
     elapsed = time.monotonic() - started
     completeness = check_complete(args.output, (ref.video_id for ref in refs))
     summary = summarize(args.output, extra={
