@@ -179,7 +179,8 @@ def _launcher(root: Path, n: int) -> dict[str, object]:
     write_manifest(str(manifest), ((f"video-{i:08d}", f"/corpus/d{i % 1000:03d}/v{i:08d}.mp4")
                                    for i in range(n)))
     run = _extract(root, manifest, TINY, "--dry-run", "--shard-size", "256")
-    result = {"manifest_lines": n, "manifest_mb": round(manifest.stat().st_size / 1e6, 1), **run}
+    result: dict[str, object] = {"manifest_lines": n,
+                                 "manifest_mb": round(manifest.stat().st_size / 1e6, 1), **run}
     log.info("launcher: %s", result)
     shutil.rmtree(root, ignore_errors=True)
     return result
