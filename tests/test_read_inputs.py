@@ -61,3 +61,20 @@ def test_manifest_lines_and_duplicates_are_refused_with_file_and_line(tmp_path):
     empty.write_text("video_id\turi\n")
     with pytest.raises(ValueError, match="no videos found in the manifest"):
         check_manifest(str(empty))
+
+
+def test_extract_dry_run_plans_and_builds_the_graph_but_runs_nothing(tmp_path, capsys):
+    from eercf_core.files.inputs import write_manifest
+    from pipelines.commands import extract
+
+    manifest = tmp_path / "m.tsv"
+    write_manifest(str(manifest), [(f"v{i}", f"/nowhere/v{i}.mp4") for i in range(5)])
+    out = tmp_path / "out"
+    assert extract.run(["--input", str(manifest), "--output", str(out), "--model", "eercf-tiny",
+                        "--random-init", "--device", "cpu", "--shard-size", "2",
+                        "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "5 of 5 videos to do in 3 shards; pipeline graph" in printed
+    assert "nothing was run" in printed
+    left = {p.name for p in out.iterdir()} - {".eercf.lock"}  # (the lock file may stay)
+    assert left == {"model_identity.json"}  # no shard, no plan
