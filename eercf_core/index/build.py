@@ -39,6 +39,7 @@ from eercf_core.files.shards import (
 )
 from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
+from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT, is_auto, select_codec
 from eercf_core.index.codecs import (
     CODED_KINDS,
     DEFAULT_TRAIN_VECTORS,
@@ -168,14 +169,17 @@ def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_row
 
 
 def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
-                       spec: FineCodecSpec, train_videos: int, train_vectors: int,
-                       fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int
-                       ) -> tuple[dict[str, VectorCodec], dict]:
+                       spec: FineCodecSpec | None, train_videos: int, train_vectors: int,
+                       fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int,
+                       auto: dict | None = None
+                       ) -> tuple[FineCodecSpec, dict[str, VectorCodec], dict]:
     """Train the codecs on a sample of videos and measure their fidelity on another sample.
 
-    Returns (codecs, manifest record). The fidelity sample is disjoint from the training sample
-    when the corpus has enough videos (`held_out`); queries are corpus-derived and the scores use
-    identity parameters (τ = 100, W_g = W_f = I): build-index has no model.
+    Returns (spec, codecs, manifest record). `spec` None selects the codec (`--fine-codec auto`,
+    `eercf_core.index.codec_selection`, with `auto` = {"min_agreement", "max_bytes_per_video"});
+    the kept spec may then be fp16 (no codecs). The fidelity sample is disjoint from the training
+    sample when the corpus has enough videos (`held_out`); queries are corpus-derived and the
+    scores use identity parameters (τ = 100, W_g = W_f = I): build-index has no model.
     """
     start = time.perf_counter()
     order = np.random.default_rng(seed).permutation(num_videos)
@@ -184,14 +188,27 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
     fidelity_rows = np.sort(order[train_videos:train_videos + fidelity_videos] if held_out
                             else order[:fidelity_videos])
     train = _read_rows(shards, dims, train_rows, batch_rows)
-    codecs = train_codecs(spec, {kind: getattr(train, kind).numpy() for kind in CODED_KINDS},
-                          dims.embed_dim, train_vectors, seed)
-    train_seconds = time.perf_counter() - start
-    reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
-    fidelity = measure_fidelity(
-        reference, round_trip(reference, codecs),
-        corpus_queries(reference, fidelity_queries, seed),
-        ScoreParams.identity(dims.embed_dim, dims.num_frames))
+    params = ScoreParams.identity(dims.embed_dim, dims.num_frames)
+    selection: dict | None = None
+    if spec is None:
+        reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
+        chosen = select_codec(train, reference, corpus_queries(reference, fidelity_queries, seed),
+                              params, dims, train_vectors=train_vectors, seed=seed,
+                              **(auto or {}))
+        spec, codecs, selection = chosen.spec, chosen.codecs, chosen.record
+        selection["held_out"] = held_out
+        train_seconds = time.perf_counter() - start
+        if chosen.fidelity is None:  # float16 kept: nothing met the target
+            return spec, codecs, {"codec": str(spec), "selection": selection,
+                                  "seconds": {"selection": round(train_seconds, 3)}}
+        fidelity = chosen.fidelity
+    else:
+        codecs = train_codecs(spec, {kind: getattr(train, kind).numpy() for kind in CODED_KINDS},
+                              dims.embed_dim, train_vectors, seed)
+        train_seconds = time.perf_counter() - start
+        reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
+        fidelity = measure_fidelity(reference, round_trip(reference, codecs),
+                                    corpus_queries(reference, fidelity_queries, seed), params)
     fidelity.update(held_out=held_out,
                     score_params="identity (tau 100, W_g = W_f = I): build-index has no model")
     log.info("fine codec %s: top-10 agreement %.4f, max rerank score error %.4f (mean gap "
@@ -205,7 +222,10 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
               "fidelity": fidelity,
               "seconds": {"train": round(train_seconds, 3),
                           "fidelity": round(time.perf_counter() - start - train_seconds, 3)}}
-    return codecs, record
+    if selection is not None:
+        record["selection"] = selection
+        record["seconds"] = {"selection": round(train_seconds, 3)}
+    return spec, codecs, record
 
 
 def _vectors_per_video(dims: FeatureDims) -> dict[str, int]:
@@ -217,7 +237,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
                 seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
                 codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
-                fidelity_videos: int = 200, fidelity_queries: int = 200) -> dict:
+                fidelity_videos: int = 200, fidelity_queries: int = 200,
+                min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                max_bytes_per_video: int | None = None) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -226,12 +248,19 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     features as codes of codecs trained on `codec_train_videos` sampled videos (at most
     `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
     `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
+    `fine_codec="auto"` keeps the smallest candidate codec whose held-out top-10 agreement reaches
+    `min_agreement` within `max_bytes_per_video` (float16 if none does; every candidate is
+    recorded in the manifest's fine_store.selection).
     """
     started = time.perf_counter()
     out = Path(local_path(output))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
-    spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
+    auto = isinstance(fine_codec, str) and is_auto(fine_codec)
+    spec = (None if auto else fine_codec if isinstance(fine_codec, FineCodecSpec)
+            else FineCodecSpec.parse(fine_codec))
+    if not 0.0 < min_agreement <= 1.0:
+        raise UserInputError(f"--min-agreement {min_agreement}: must be in (0, 1]")
     if min(codec_train_videos, codec_train_vectors, fidelity_videos, fidelity_queries) < 1:
         raise UserInputError("codec training/fidelity sample sizes must be >= 1")
     check_writable_dir(str(out.parent), "--output's parent")  # the build happens beside it
@@ -241,7 +270,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             log.info("removed %d temp directories left by killed builds of %s", removed, output)
         shards = resolve_shards(inputs)
         dims, model_id, sha = check_identity(shards)
-        spec.validate(dims.embed_dim)
+        if spec is not None:
+            spec.validate(dims.embed_dim)
         ids, error_rows, qualities = _scan(shards)
         if not ids:
             raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
@@ -253,10 +283,12 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         with atomic_directory(out, overwrite) as temp:
             codecs: dict[str, VectorCodec] = {}
             codec_record: dict | None = None
-            if not spec.is_fp16:
-                codecs, codec_record = _train_fine_codecs(
+            if spec is None or not spec.is_fp16:
+                spec, codecs, codec_record = _train_fine_codecs(
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
-                    fidelity_videos, fidelity_queries, batch_rows, seed)
+                    fidelity_videos, fidelity_queries, batch_rows, seed,
+                    auto={"min_agreement": min_agreement,
+                          "max_bytes_per_video": max_bytes_per_video} if auto else None)
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
             _fill_store(shards, writer, batch_rows)
             writer.close()

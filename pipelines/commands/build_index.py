@@ -8,8 +8,9 @@ import argparse
 
 from eercf_core.config import RECALL_K
 from eercf_core.index import build_index, recall
+from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
-from pipelines.flags import add_output, parse_args, positive_int
+from pipelines.flags import add_output, parse_args, positive_float, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-rows", type=positive_int, default=256, help="rows read per batch")
     parser.add_argument("--fine-codec", default="fp16",
                         help="fine-store codec: fp16, a FAISS index_factory codec for every kind "
-                             "(SQ8, PQ64, OPQ64,PQ64, ...) or per kind, e.g. "
-                             "patch=PQ64,frame=SQ8,context=SQ8 (unnamed kinds stay fp16)")
+                             "(SQ8, PQ64, OPQ64,PQ64, IVF1024,PQ64, ...) or per kind, e.g. "
+                             "patch=PQ64,frame=SQ8,context=SQ8 (unnamed kinds stay fp16), or "
+                             "auto: the smallest candidate whose held-out top-10 agreement "
+                             "reaches --min-agreement (fp16 if none does)")
+    parser.add_argument("--min-agreement", type=positive_float, default=DEFAULT_MIN_AGREEMENT,
+                        help="--fine-codec auto: held-out top-10 agreement with float16 to reach")
+    parser.add_argument("--max-bytes-per-video", type=positive_int, default=None,
+                        help="--fine-codec auto: skip candidates above this many store bytes "
+                             "per video")
     parser.add_argument("--codec-train-videos", type=positive_int, default=256,
                         help="videos sampled to train the codecs")
     parser.add_argument("--codec-train-vectors", type=positive_int, default=DEFAULT_TRAIN_VECTORS,
@@ -50,7 +58,9 @@ def run(argv: list[str] | None = None) -> int:
                            codec_train_videos=args.codec_train_videos,
                            codec_train_vectors=args.codec_train_vectors,
                            fidelity_videos=args.fidelity_videos,
-                           fidelity_queries=args.fidelity_queries)
+                           fidelity_queries=args.fidelity_queries,
+                           min_agreement=args.min_agreement,
+                           max_bytes_per_video=args.max_bytes_per_video)
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
