@@ -143,3 +143,16 @@ def test_a_candidate_that_cannot_train_on_the_sample_is_skipped_with_the_reason(
     first, second = chosen.record["candidates"]
     assert first["skipped"].startswith("training failed: codec 'PQ1' for patch: training on 120")
     assert second["meets_target"] and str(chosen.spec) == "frame=fp16,context=fp16,patch=SQ8"
+
+
+def test_try_all_measures_every_candidate_and_keeps_the_same_choice():
+    train, held_out, queries = _samples()
+    candidates = ["SQ8", "patch=PQ1,frame=SQ8,context=SQ8"]
+    first = select_codec(train, held_out, queries, PARAMS, DIMS, min_agreement=1e-6,
+                         candidates=candidates)
+    every = select_codec(train, held_out, queries, PARAMS, DIMS, min_agreement=1e-6,
+                         candidates=candidates, try_all=True)
+    assert str(every.spec) == str(first.spec) == "frame=SQ8,context=SQ8,patch=PQ1"
+    assert all("top10_agreement" in row for row in every.record["candidates"])
+    assert every.record["candidates"][0] == first.record["candidates"][0] | {
+        "seconds": every.record["candidates"][0]["seconds"]}

@@ -104,14 +104,17 @@ def select_codec(train: VideoFeatures, held_out: VideoFeatures, queries: torch.T
                  min_agreement: float = DEFAULT_MIN_AGREEMENT,
                  max_bytes_per_video: int | None = None,
                  candidates: Sequence[str] | None = None,
-                 train_vectors: int = DEFAULT_TRAIN_VECTORS, seed: int = 0) -> Selection:
+                 train_vectors: int = DEFAULT_TRAIN_VECTORS, seed: int = 0,
+                 try_all: bool = False) -> Selection:
     """Keep the smallest candidate whose held-out top-10 agreement reaches `min_agreement`.
 
     train, held_out: VideoFeatures of disjoint video samples (float16/32, [B, ...]); queries
     [Q, D] fidelity queries (unit vectors); params: the score parameters the fidelity uses.
     `max_bytes_per_video` skips candidates above that many store bytes per video (float16 is
     kept regardless when nothing meets the target: a store that cannot prove its fidelity is
-    never coded). Returns the Selection; its record lists every candidate.
+    never coded). `try_all` measures every candidate within the budget (the bytes-vs-agreement
+    curve) instead of stopping at the first that meets the target; the kept spec is the same.
+    Returns the Selection; its record lists every candidate.
     """
     if not 0.0 < min_agreement <= 1.0:
         raise UserInputError(f"--min-agreement {min_agreement}: must be in (0, 1]")
@@ -132,7 +135,7 @@ def select_codec(train: VideoFeatures, held_out: VideoFeatures, queries: torch.T
     for size, _, spec in sized:
         row: dict = {"codec": str(spec), "bytes_per_video": size}
         rows.append(row)
-        if chosen is not None:
+        if chosen is not None and not try_all:
             row["skipped"] = "a smaller candidate met the target"
             continue
         if max_bytes_per_video is not None and size > max_bytes_per_video:
@@ -157,7 +160,7 @@ def select_codec(train: VideoFeatures, held_out: VideoFeatures, queries: torch.T
                             "fidelity": round(time.perf_counter() - start - trained, 3)})
         log.info("auto codec candidate %s: %d B/video, held-out top-10 agreement %.4f (target "
                  "%.3f)", spec, size, fidelity["top10_agreement"], min_agreement)
-        if row["meets_target"]:
+        if row["meets_target"] and chosen is None:
             chosen = (spec, codecs, fidelity)
     if chosen is None:
         log.warning("--fine-codec auto: no candidate reached top-10 agreement %.3f%s; keeping "
