@@ -156,3 +156,39 @@ def test_try_all_measures_every_candidate_and_keeps_the_same_choice():
     assert all("top10_agreement" in row for row in every.record["candidates"])
     assert every.record["candidates"][0] == first.record["candidates"][0] | {
         "seconds": every.record["candidates"][0]["seconds"]}
+
+
+def test_fidelity_text_encoded_by_the_extracting_model_is_measured_beside_corpus_queries(
+        tmp_path):
+    from tests.index_fixtures import CAPTIONS, tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path)
+    assert build_index.run(["--shards", str(tmp_path / "shards"), "--output",
+                            str(tmp_path / "auto"), "--fine-codec", "auto", "--min-agreement",
+                            "0.3", "--codec-train-videos", "15", "--fidelity-videos", "15",
+                            "--fidelity-queries", "20", "--model", corpus["checkpoint"],
+                            "--fidelity-text", str(corpus["queries"])]) == 0
+    store = json.loads((tmp_path / "auto" / "manifest.json").read_text())["fine_store"]
+    tried = [row for row in store["selection"]["candidates"] if "top10_agreement" in row]
+    assert tried and all(0 <= row["text_top10_agreement"] <= 1 for row in tried)
+    for row in tried:
+        assert row["meets_target"] == (min(row["top10_agreement"],
+                                           row["text_top10_agreement"]) >= 0.3)
+    if store["codec"] != "fp16":
+        text = store["fidelity"]["text"]
+        assert text["queries"] == len(CAPTIONS) and text["query_source"].startswith("text")
+
+
+def test_fidelity_text_needs_the_model_that_made_the_shards(tmp_path):
+    from tests.index_fixtures import tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path / "tiny")
+    write_synthetic_shards(tmp_path / "shards", 5, per_shard=5)
+    base = ["--shards", str(tmp_path / "shards"), "--output", str(tmp_path / "idx"),
+            "--fine-codec", "auto"]
+    with pytest.raises(ValueError, match="--fidelity-text and --model go together"):
+        build_index.run([*base, "--fidelity-text", str(corpus["queries"])])
+    with pytest.raises(ValueError, match="shards were extracted by 'synthetic'"):
+        build_index.run([*base, "--model", corpus["checkpoint"], "--fidelity-text",
+                         str(corpus["queries"])])
+    assert not (tmp_path / "idx").exists()

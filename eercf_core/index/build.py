@@ -171,7 +171,8 @@ def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_row
 def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
                        spec: FineCodecSpec | None, train_videos: int, train_vectors: int,
                        fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int,
-                       auto: dict | None = None
+                       auto: dict | None = None,
+                       text_queries: tuple[torch.Tensor, ScoreParams] | None = None
                        ) -> tuple[FineCodecSpec, dict[str, VectorCodec], dict]:
     """Train the codecs on a sample of videos and measure their fidelity on another sample.
 
@@ -179,7 +180,9 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
     `eercf_core.index.codec_selection`, with `auto` = {"min_agreement", "max_bytes_per_video"});
     the kept spec may then be fp16 (no codecs). The fidelity sample is disjoint from the training
     sample when the corpus has enough videos (`held_out`); queries are corpus-derived and the
-    scores use identity parameters (τ = 100, W_g = W_f = I): build-index has no model.
+    scores use identity parameters (τ = 100, W_g = W_f = I). `text_queries` (text vectors of
+    the model given to build-index and its score parameters) are measured too (`fidelity.text`)
+    and, with auto, must reach the target as well.
     """
     start = time.perf_counter()
     order = np.random.default_rng(seed).permutation(num_videos)
@@ -194,7 +197,7 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
         reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
         chosen = select_codec(train, reference, corpus_queries(reference, fidelity_queries, seed),
                               params, dims, train_vectors=train_vectors, seed=seed,
-                              **(auto or {}))
+                              text_queries=text_queries, **(auto or {}))
         spec, codecs, selection = chosen.spec, chosen.codecs, chosen.record
         selection["held_out"] = held_out
         train_seconds = time.perf_counter() - start
@@ -207,8 +210,12 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
                               dims.embed_dim, train_vectors, seed)
         train_seconds = time.perf_counter() - start
         reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
-        fidelity = measure_fidelity(reference, round_trip(reference, codecs),
+        decoded = round_trip(reference, codecs)
+        fidelity = measure_fidelity(reference, decoded,
                                     corpus_queries(reference, fidelity_queries, seed), params)
+        if text_queries is not None:
+            fidelity["text"] = measure_fidelity(reference, decoded, *text_queries)
+            fidelity["text"]["query_source"] = "text queries encoded by the model"
     fidelity.update(held_out=held_out,
                     score_params="identity (tau 100, W_g = W_f = I): build-index has no model")
     log.info("fine codec %s: top-10 agreement %.4f, max rerank score error %.4f (mean gap "
@@ -239,7 +246,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
                 fidelity_videos: int = 200, fidelity_queries: int = 200,
                 min_agreement: float = DEFAULT_MIN_AGREEMENT,
-                max_bytes_per_video: int | None = None) -> dict:
+                max_bytes_per_video: int | None = None,
+                fidelity_text: tuple[torch.Tensor, ScoreParams] | None = None) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -250,7 +258,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
     `fine_codec="auto"` keeps the smallest candidate codec whose held-out top-10 agreement reaches
     `min_agreement` within `max_bytes_per_video` (float16 if none does; every candidate is
-    recorded in the manifest's fine_store.selection).
+    recorded in the manifest's fine_store.selection). `fidelity_text` = (text vectors [Q, D] of
+    the extracting model, its ScoreParams): text queries measured besides the corpus-derived ones.
     """
     started = time.perf_counter()
     out = Path(local_path(output))
@@ -272,6 +281,10 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         dims, model_id, sha = check_identity(shards)
         if spec is not None:
             spec.validate(dims.embed_dim)
+        if fidelity_text is not None and (fidelity_text[0].ndim != 2
+                                          or fidelity_text[0].shape[1] != dims.embed_dim):
+            raise UserInputError(f"fidelity text vectors must be [Q, {dims.embed_dim}] (the "
+                                 f"shards' dimension), got {tuple(fidelity_text[0].shape)}")
         ids, error_rows, qualities = _scan(shards)
         if not ids:
             raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
@@ -288,7 +301,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
                     fidelity_videos, fidelity_queries, batch_rows, seed,
                     auto={"min_agreement": min_agreement,
-                          "max_bytes_per_video": max_bytes_per_video} if auto else None)
+                          "max_bytes_per_video": max_bytes_per_video} if auto else None,
+                    text_queries=fidelity_text)
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
             _fill_store(shards, writer, batch_rows)
             writer.close()

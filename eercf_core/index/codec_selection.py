@@ -105,7 +105,8 @@ def select_codec(train: VideoFeatures, held_out: VideoFeatures, queries: torch.T
                  max_bytes_per_video: int | None = None,
                  candidates: Sequence[str] | None = None,
                  train_vectors: int = DEFAULT_TRAIN_VECTORS, seed: int = 0,
-                 try_all: bool = False) -> Selection:
+                 try_all: bool = False,
+                 text_queries: tuple[torch.Tensor, ScoreParams] | None = None) -> Selection:
     """Keep the smallest candidate whose held-out top-10 agreement reaches `min_agreement`.
 
     train, held_out: VideoFeatures of disjoint video samples (float16/32, [B, ...]); queries
@@ -114,6 +115,8 @@ def select_codec(train: VideoFeatures, held_out: VideoFeatures, queries: torch.T
     kept regardless when nothing meets the target: a store that cannot prove its fidelity is
     never coded). `try_all` measures every candidate within the budget (the bytes-vs-agreement
     curve) instead of stopping at the first that meets the target; the kept spec is the same.
+    `text_queries` (text vectors [Q', D] of a model and its score parameters) are a second
+    fidelity measure: a candidate then meets the target only if both agreements reach it.
     Returns the Selection; its record lists every candidate.
     """
     if not 0.0 < min_agreement <= 1.0:
@@ -149,13 +152,24 @@ def select_codec(train: VideoFeatures, held_out: VideoFeatures, queries: torch.T
             log.warning("auto codec candidate %s skipped: %s", spec, exc)
             continue
         trained = time.perf_counter() - start
-        fidelity = measure_fidelity(held_out, round_trip(held_out, codecs), queries, params)
+        decoded = round_trip(held_out, codecs)
+        fidelity = measure_fidelity(held_out, decoded, queries, params)
+        meets = fidelity["top10_agreement"] >= min_agreement
+        if text_queries is not None:
+            text = measure_fidelity(held_out, decoded, *text_queries)
+            text["query_source"] = "text queries encoded by the model"
+            fidelity["text"] = text
+            row.update(text_top10_agreement=text["top10_agreement"],
+                       text_top10_agreement_min=text["top10_agreement_min"],
+                       text_score_errors_mean_abs={name: error["mean_abs"] for name, error
+                                                   in text["score_errors"].items()})
+            meets = meets and text["top10_agreement"] >= min_agreement
         row.update(top10_agreement=fidelity["top10_agreement"],
                    top10_agreement_min=fidelity["top10_agreement_min"],
                    score_errors_mean_abs={name: error["mean_abs"] for name, error
                                           in fidelity["score_errors"].items()},
                    final_neighbour_gap_mean_top10=fidelity["final_neighbour_gap_mean_top10"],
-                   meets_target=fidelity["top10_agreement"] >= min_agreement,
+                   meets_target=meets,
                    seconds={"train": round(trained, 3),
                             "fidelity": round(time.perf_counter() - start - trained, 3)})
         log.info("auto codec candidate %s: %d B/video, held-out top-10 agreement %.4f (target "

@@ -6,11 +6,23 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from eercf_core.config import RECALL_K
+from eercf_core.errors import UserInputError
+from eercf_core.files.text_formats import read_queries
 from eercf_core.index import build_index, recall
 from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
-from pipelines.flags import add_output, parse_args, positive_float, positive_int
+from eercf_core.scoring.scores import ScoreParams
+from pipelines.flags import (
+    add_model_flags,
+    add_output,
+    model_spec,
+    parse_args,
+    positive_float,
+    positive_int,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +58,43 @@ def build_parser() -> argparse.ArgumentParser:
                         help="videos sampled to measure the codecs' rerank fidelity vs float16")
     parser.add_argument("--fidelity-queries", type=positive_int, default=200,
                         help="corpus-derived queries of the fidelity measurement")
+    parser.add_argument("--fidelity-text", default=None,
+                        help="queries file (TSV query_id<TAB>text or JSONL) whose texts, encoded "
+                             "by --model, are fidelity queries besides the corpus-derived ones "
+                             "(with auto, both must reach --min-agreement)")
+    add_model_flags(parser, required=False,
+                    help="with --fidelity-text: the model that extracted the shards (checkpoint "
+                         "or open_clip name with --pretrained/--random-init), for its text "
+                         "tower and score parameters")
+    parser.add_argument("--device", default="cpu", help="device for text encoding")
     parser.add_argument("--overwrite", action="store_true")
     return parser
+
+
+def fidelity_text(args: argparse.Namespace) -> tuple[torch.Tensor, ScoreParams] | None:
+    """(text vectors [Q, D], score parameters) of --fidelity-text encoded by --model, after
+    checking that the model made the shards; None without the flags."""
+    if args.fidelity_text is None and args.model is None:
+        return None
+    if args.fidelity_text is None or args.model is None:
+        raise UserInputError("--fidelity-text and --model go together: the model encodes the "
+                             "texts of the queries file")
+    from eercf_core.index.build import check_identity, resolve_shards
+    from eercf_core.model.spec import load_model_spec
+
+    dims, model_id, sha = check_identity(resolve_shards(args.shards))
+    model = load_model_spec(model_spec(args, dims.num_frames))
+    if (model.identity.model_id, model.identity.checkpoint_sha256) != (model_id, sha):
+        raise UserInputError(
+            f"--model {args.model}: is {model.identity.model_id!r} (sha256 "
+            f"{model.identity.checkpoint_sha256[:12]}…), but the shards were extracted by "
+            f"{model_id!r} (sha256 {sha[:12]}…); give the extracting model")
+    queries = read_queries(args.fidelity_text)
+    if not queries:
+        raise UserInputError(f"{args.fidelity_text}: no queries")
+    with torch.no_grad():
+        text = model.encode_text([q.text for q in queries]).float().cpu()
+    return text, model.score_params.detach().to("cpu")
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -60,7 +107,8 @@ def run(argv: list[str] | None = None) -> int:
                            fidelity_videos=args.fidelity_videos,
                            fidelity_queries=args.fidelity_queries,
                            min_agreement=args.min_agreement,
-                           max_bytes_per_video=args.max_bytes_per_video)
+                           max_bytes_per_video=args.max_bytes_per_video,
+                           fidelity_text=fidelity_text(args))
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
