@@ -192,3 +192,19 @@ def test_fidelity_text_needs_the_model_that_made_the_shards(tmp_path):
         build_index.run([*base, "--model", corpus["checkpoint"], "--fidelity-text",
                          str(corpus["queries"])])
     assert not (tmp_path / "idx").exists()
+
+
+def test_auto_is_the_default_only_from_the_large_corpus_size_on(tmp_path, monkeypatch):
+    from eercf_core.index import build as build_module
+
+    write_synthetic_shards(tmp_path / "shards", 40, per_shard=20)
+    monkeypatch.setattr(build_module, "AUTO_DEFAULT_MIN_VIDEOS", 41)
+    small = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "small"))
+    assert small["fine_store"]["codec"] == "fp16" and "selection" not in small["fine_store"]
+    monkeypatch.setattr(build_module, "AUTO_DEFAULT_MIN_VIDEOS", 40)
+    large = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "large"),
+                            codec_train_videos=20, fidelity_videos=20, fidelity_queries=10)
+    assert large["fine_store"]["selection"]["default_at_videos"] == 40
+    explicit = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "fp16"),
+                               fine_codec="fp16")
+    assert explicit["fine_store"]["codec"] == "fp16"

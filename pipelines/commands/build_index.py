@@ -12,6 +12,7 @@ from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
 from eercf_core.files.text_formats import read_queries
 from eercf_core.index import build_index, recall
+from eercf_core.index.build import AUTO_DEFAULT_MIN_VIDEOS
 from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
 from eercf_core.scoring.scores import ScoreParams
@@ -39,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="queries sampled to measure an approximate index's recall vs exact")
     parser.add_argument("--recall-check-k", type=positive_int, default=RECALL_K)
     parser.add_argument("--batch-rows", type=positive_int, default=256, help="rows read per batch")
-    parser.add_argument("--fine-codec", default="fp16",
-                        help="fine-store codec: fp16, a FAISS index_factory codec for every kind "
+    parser.add_argument("--fine-codec", default=None,
+                        help="fine-store codec (default: fp16 below "
+                             f"{AUTO_DEFAULT_MIN_VIDEOS:,} videos, auto at or above): "
+                             "fp16, a FAISS index_factory codec for every kind "
                              "(SQ8, PQ64, OPQ64,PQ64, IVF1024,PQ64, ...) or per kind, e.g. "
                              "patch=PQ64,frame=SQ8,context=SQ8 (unnamed kinds stay fp16), or "
                              "auto: the smallest candidate whose held-out top-10 agreement "
