@@ -158,6 +158,7 @@ def test_try_all_measures_every_candidate_and_keeps_the_same_choice():
         "seconds": every.record["candidates"][0]["seconds"]}
 
 
+@pytest.mark.slow  # a tiny model encodes a corpus and the queries: ~30 s on 2 cores, >100 loaded
 def test_fidelity_text_encoded_by_the_extracting_model_is_measured_beside_corpus_queries(
         tmp_path):
     from tests.index_fixtures import CAPTIONS, tiny_index_corpus
@@ -167,8 +168,11 @@ def test_fidelity_text_encoded_by_the_extracting_model_is_measured_beside_corpus
                             str(tmp_path / "auto"), "--fine-codec", "auto", "--min-agreement",
                             "0.3", "--codec-train-videos", "15", "--fidelity-videos", "15",
                             "--fidelity-queries", "20", "--model", corpus["checkpoint"],
+                            "--codec-candidates", "patch=SQ4,frame=SQ8,context=SQ8;SQ8",
                             "--fidelity-text", str(corpus["queries"])]) == 0
     store = json.loads((tmp_path / "auto" / "manifest.json").read_text())["fine_store"]
+    assert [row["codec"] for row in store["selection"]["candidates"]] == [
+        "frame=SQ8,context=SQ8,patch=SQ4", "SQ8"]
     tried = [row for row in store["selection"]["candidates"] if "top10_agreement" in row]
     assert tried and all(0 <= row["text_top10_agreement"] <= 1 for row in tried)
     for row in tried:

@@ -251,7 +251,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 fidelity_videos: int = 200, fidelity_queries: int = 200,
                 min_agreement: float = DEFAULT_MIN_AGREEMENT,
                 max_bytes_per_video: int | None = None,
-                fidelity_text: tuple[torch.Tensor, ScoreParams] | None = None) -> dict:
+                fidelity_text: tuple[torch.Tensor, ScoreParams] | None = None,
+                codec_candidates: list[str] | None = None) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -265,6 +266,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     `min_agreement` within `max_bytes_per_video` (float16 if none does; every candidate is
     recorded in the manifest's fine_store.selection). `fidelity_text` = (text vectors [Q, D] of
     the extracting model, its ScoreParams): text queries measured besides the corpus-derived ones.
+    `codec_candidates`: the specs auto chooses from (default
+    `codec_selection.default_candidates`).
     """
     started = time.perf_counter()
     out = Path(local_path(output))
@@ -287,6 +290,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         dims, model_id, sha = check_identity(shards)
         if spec is not None:
             spec.validate(dims.embed_dim)
+        for candidate in codec_candidates or ():
+            FineCodecSpec.parse(candidate).validate(dims.embed_dim)
         if fidelity_text is not None and (fidelity_text[0].ndim != 2
                                           or fidelity_text[0].shape[1] != dims.embed_dim):
             raise UserInputError(f"fidelity text vectors must be [Q, {dims.embed_dim}] (the "
@@ -311,7 +316,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 spec, codecs, codec_record = _train_fine_codecs(
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
                     fidelity_videos, fidelity_queries, batch_rows, seed,
-                    auto={"min_agreement": min_agreement,
+                    auto={"min_agreement": min_agreement, "candidates": codec_candidates,
                           "max_bytes_per_video": max_bytes_per_video} if auto else None,
                     text_queries=fidelity_text)
                 if by_default and "selection" in codec_record:

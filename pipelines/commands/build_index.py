@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="videos sampled to measure the codecs' rerank fidelity vs float16")
     parser.add_argument("--fidelity-queries", type=positive_int, default=200,
                         help="corpus-derived queries of the fidelity measurement")
+    parser.add_argument("--codec-candidates", default=None,
+                        help="--fine-codec auto: ';'-separated specs to choose from (default: "
+                             "PQ, OPQ+PQ, IVF-residual PQ and SQ codecs sized to D)")
     parser.add_argument("--fidelity-text", default=None,
                         help="queries file (TSV query_id<TAB>text or JSONL) whose texts, encoded "
                              "by --model, are fidelity queries besides the corpus-derived ones "
@@ -111,7 +114,9 @@ def run(argv: list[str] | None = None) -> int:
                            fidelity_queries=args.fidelity_queries,
                            min_agreement=args.min_agreement,
                            max_bytes_per_video=args.max_bytes_per_video,
-                           fidelity_text=fidelity_text(args))
+                           fidelity_text=fidelity_text(args),
+                           codec_candidates=(args.codec_candidates.split(";")
+                                             if args.codec_candidates else None))
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
