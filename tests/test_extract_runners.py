@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from eercf_core.files import shards
+from eercf_core.files import commits, shards
+from pipelines.beam import extract_pipeline
 from pipelines.beam.completeness import check_complete
 from pipelines.beam.runner import DASK_RUNNER, absolute_local, is_dask, runner_args
 from pipelines.commands import extract
@@ -40,9 +41,9 @@ def test_local_paths_become_absolute(tmp_path, monkeypatch):
 def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
     dims, identity = tiny_model.dims, tiny_model.identity
     for name, ids in (("a", ["v1", "v2"]), ("b", ["v2", "old"])):
-        shards.write_shard(str(tmp_path / f"{name}.parquet"),
-                           [{"video_id": v, "uri": v, "status": "error", "error": "x"}
-                            for v in ids], dims, identity.model_id, identity.checkpoint_sha256)
+        commits.commit_shard(str(tmp_path / f"{name}.parquet"),
+                             [{"video_id": v, "uri": v, "status": "error", "error": "x"}
+                              for v in ids], dims, identity.model_id, identity.checkpoint_sha256)
     found = check_complete(str(tmp_path), ["v1", "v2", "v3"])
     assert not found.ok and found.missing == ["v3"] and list(found.duplicated) == ["v2"]
     message = found.message(str(tmp_path))
@@ -53,12 +54,12 @@ def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
 
 def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
     make_videos(tmp_path / "corpus", 3)
-    monkeypatch.setattr(extract, "WriteShardsFn",
+    monkeypatch.setattr(extract_pipeline, "WriteShardsFn",
                         functools.partial(DroppingWriteShardsFn, drop="sub1/clip1.webm"))
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
         code = extract.run(["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
-                            "--decode-workers", "1"])
+                            "--workers", "1"])
     assert code == 1
     assert "1 of 3 input videos have no row" in caplog.text and "sub1/clip1.webm" in caplog.text
     summary = json.loads((out / "summary.json").read_text())

@@ -24,6 +24,7 @@ import torch
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
+from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.inputs import is_glob
 from eercf_core.files.output_check import check_writable_dir
@@ -36,6 +37,7 @@ from eercf_core.files.shards import (
     list_shards,
     read_shard,
     shard_identity,
+    shard_version,
 )
 from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
@@ -57,6 +59,7 @@ from eercf_core.index.directory import (
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter, bytes_per_video
 from eercf_core.model.features import VideoFeatures
+from eercf_core.progress import Progress
 from eercf_core.scoring.scores import ScoreParams
 from eercf_core.video.previews import STORE_DIR as PREVIEW_DIR
 from eercf_core.video.previews import write_preview_store
@@ -105,17 +108,16 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
 
 def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
     """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
-    ok videos per decode quality (an index built from mixed settings says so)."""
+    ok videos per decode quality (an index built from mixed settings says so). From each shard's
+    commit record (eercf_core.files.commits) when it has a valid one, else from its columns."""
     ids: list[str] = []
     where: dict[str, str] = {}
     errors = 0
     qualities: collections.Counter = collections.Counter()
     for shard in shards:
-        table = read_shard(shard, columns=["video_id", "status", "decode_quality"])
-        ok = pc.equal(table.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+        video_ids, ok, shard_qualities = _id_columns(shard)
         errors += int((~ok).sum())
-        for video_id, is_ok, quality in zip(table.column("video_id").to_pylist(), ok,
-                                            decode_qualities(table)):
+        for video_id, is_ok, quality in zip(video_ids, ok, shard_qualities):
             if not is_ok:
                 continue
             problem = control_character_problem(video_id)
@@ -131,6 +133,24 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
     return ids, errors, dict(sorted(qualities.items()))
 
 
+def _id_columns(shard: str) -> tuple[list[str], np.ndarray, list[str | None]]:
+    """(video ids, ok mask, decode qualities) of a shard's rows: from its commit record (no rows
+    read), else from its columns (a shard from before records, or one copied without its
+    record; its pages are checksummed when its features are read)."""
+    try:
+        columns = read_valid_record(shard).columns
+    except InvalidRecord as exc:
+        if shard_version(shard) >= 3:
+            log.warning("%s; reading its id columns instead", exc)
+        table = read_shard(shard, columns=list(ROW_FIELDS))
+        columns = {"video_id": table.column("video_id").to_pylist(),
+                   "status": table.column("status").to_pylist(),
+                   "decode_quality": decode_qualities(table)}
+    return (columns["video_id"],
+            np.array([s == STATUS_OK for s in columns["status"]], dtype=bool),
+            columns["decode_quality"])
+
+
 def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
                 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(shard number, feature arrays of up to `batch_rows` ok rows) in index row order."""
@@ -144,15 +164,11 @@ def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
 
 def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
     """Pass 2: stream the ok rows' features into the store, `batch_rows` rows at a time."""
-    start = time.perf_counter()
-    done = 0
-    for number, arrays in _ok_batches(shards, writer.dims, batch_rows):
+    progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
+    for _, arrays in _ok_batches(shards, writer.dims, batch_rows):
+        before = writer.written
         writer.append(**arrays)
-        if number != done:  # a progress line per shard (and on codes: encoding dominates)
-            done = number
-            elapsed = time.perf_counter() - start
-            log.info("store: shard %d/%d, %d/%d videos, %.0f videos/s", number, len(shards),
-                     writer.written, writer.num_videos, writer.written / max(elapsed, 1e-9))
+        progress.add(writer.written - before)
 
 
 def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_rows: int

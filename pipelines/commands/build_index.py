@@ -19,6 +19,7 @@ from eercf_core.scoring.scores import ScoreParams
 from pipelines.flags import (
     add_model_flags,
     add_output,
+    command_parser,
     model_spec,
     parse_args,
     positive_float,
@@ -27,7 +28,7 @@ from pipelines.flags import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf build-index", description=__doc__.split("\n")[0])
+    parser = command_parser("build-index", __doc__)
     parser.add_argument("--shards", nargs="+", required=True,
                         help="shard directories, shard files or globs (fsspec URLs)")
     add_output(parser, help="index directory to create (local)")
