@@ -9,20 +9,22 @@ an interrupted build leaves no half-written index at the output path.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import torch
 
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
 from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
@@ -39,7 +41,6 @@ from eercf_core.files.shards import (
     shard_identity,
     shard_version,
 )
-from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
 from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT, is_auto, select_codec
 from eercf_core.index.codecs import (
@@ -57,6 +58,7 @@ from eercf_core.index.directory import (
     make_manifest,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
+from eercf_core.index.remote import index_exists, upload_index
 from eercf_core.index.store import FineStoreWriter, bytes_per_video
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
@@ -77,11 +79,11 @@ def resolve_shards(inputs: list[str]) -> list[str]:
     (an existing path with glob characters is that file or directory)."""
     shards: list[str] = []
     for item in inputs:
-        fs, path = fsspec.core.url_to_fs(item)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+        fs, path = paths.filesystem(item)
         if is_glob(item):
-            shards += [prefix + p for p in sorted(fs.glob(path)) if p.endswith(SHARD_SUFFIX)]
+            paths.invalidate(item)
+            shards += [paths.full_url(item, fs, p) for p in sorted(fs.glob(path))
+                       if p.endswith(SHARD_SUFFIX)]
         elif fs.isdir(path):
             shards += list_shards(item)
         elif fs.isfile(path):
@@ -285,8 +287,17 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     `codec_candidates`: the specs auto chooses from (default
     `codec_selection.default_candidates`).
     """
+    if paths.is_url(output):
+        return _build_and_upload(output, overwrite, functools.partial(
+            build_index, inputs, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
+            recall_check_k=recall_check_k, batch_rows=batch_rows, seed=seed,
+            fine_codec=fine_codec, codec_train_videos=codec_train_videos,
+            codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
+            fidelity_queries=fidelity_queries, min_agreement=min_agreement,
+            max_bytes_per_video=max_bytes_per_video, fidelity_text=fidelity_text,
+            codec_candidates=codec_candidates))
     started = time.perf_counter()
-    out = Path(local_path(output))
+    out = Path(paths.require_local(output, "an index is built on a local disk"))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
     by_default = fine_codec is None  # fp16 below AUTO_DEFAULT_MIN_VIDEOS videos, auto at or above
@@ -373,6 +384,23 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             manifest["previews"] = previews
             write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
         return manifest
+
+
+def _build_and_upload(output: str, overwrite: bool,
+                      build: Callable[..., dict]) -> dict:
+    """Build the index for URL `output` in a local temp directory (under the local cache dir)
+    and upload it with its manifest last (`eercf_core.index.remote.upload_index`); the remote
+    output is locked for the whole build. Returns the manifest."""
+    check_writable_dir(output)
+    if not overwrite and index_exists(output):  # checked again on upload; fail before the work
+        raise UserInputError(f"{output}: already exists (pass --overwrite to replace it)")
+    staging = Path(paths.cache_dir()) / "builds"
+    staging.mkdir(parents=True, exist_ok=True)
+    with OutputLock(lock_beside(output), "build-index", output), \
+            tempfile.TemporaryDirectory(dir=staging, prefix="index-") as temp:
+        manifest = build(str(Path(temp) / "index"))
+        upload_index(Path(temp) / "index", output, overwrite)
+    return manifest
 
 
 def remove_stale_temps(out: Path) -> int:
