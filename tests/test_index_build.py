@@ -157,3 +157,34 @@ def test_manifest_counts_videos_per_decode_quality(tmp_path, caplog):
     assert "mix decode qualities" in caplog.text
     on_disk = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert on_disk["decode_quality"] == {"exact": 5, "fast": 3}
+
+
+def test_ivf_nprobe_tuned_to_target_on_held_out_queries(tmp_path, caplog):
+    write_synthetic_shards(tmp_path / "shards", 300, per_shard=100)
+    manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"),
+                               factory="IVF16,Flat", recall_sample=40, recall_check_k=10,
+                               recall_target=0.9)
+    tuned = manifest["index"]["recall_vs_exact"]
+    assert tuned["parameter"] == "nprobe" and tuned["met"] and tuned["recall"] >= 0.9
+    assert "held out" in tuned["queries"] and tuned["num_queries"] == 40
+    values = [value for value, _ in tuned["curve"]]
+    assert values == sorted(values) and values[-1] == tuned["value"] == manifest["index"]["nprobe"]
+    assert all(r < 0.9 for _, r in tuned["curve"][:-1])  # the smallest value reaching the target
+    from eercf_core.index.recall import _ivf
+    assert _ivf(open_index(tmp_path / "idx").index).nprobe == tuned["value"]
+    assert "RECALL TARGET MISSED" not in caplog.text
+
+
+def test_missed_recall_warns_and_min_recall_fails(tmp_path, caplog):
+    write_synthetic_shards(tmp_path / "shards", 300, per_shard=100)
+    shards = [str(tmp_path / "shards")]
+    manifest = build_index_dir(shards, str(tmp_path / "idx"), factory="IVF16,PQ2x4",
+                               recall_sample=40, recall_check_k=10)
+    assert not manifest["index"]["recall_vs_exact"]["met"]
+    assert "RECALL TARGET MISSED" in caplog.text
+    from eercf_core.index.build import RecallTooLowError
+    with pytest.raises(RecallTooLowError, match=r"< --min-recall 0.9"):
+        build_index.run(["--shards", *shards, "--output", str(tmp_path / "idx2"),
+                         "--index-factory", "IVF16,PQ2x4", "--recall-sample", "40",
+                         "--recall-check-k", "10", "--min-recall", "0.9"])
+    assert not (tmp_path / "idx2").exists() and not list(tmp_path.glob(".idx2*"))

@@ -217,7 +217,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
                 seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
                 codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
-                fidelity_videos: int = 200, fidelity_queries: int = 200) -> dict:
+                fidelity_videos: int = 200, fidelity_queries: int = 200,
+                recall_target: float = recall.DEFAULT_RECALL_TARGET,
+                min_recall: float | None = None) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -226,6 +228,10 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     features as codes of codecs trained on `codec_train_videos` sampled videos (at most
     `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
     `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
+    An approximate recall index gets the smallest nprobe / efSearch reaching `recall_target`
+    (recall@`recall_check_k` vs exact on `recall_sample` held-out queries, `recall.tune`; a given
+    `nprobe` is measured, not tuned); a missed target is a loud warning, and with `min_recall` a
+    recall below it fails the build (RecallTooLowError, nothing written at `output`).
     """
     started = time.perf_counter()
     out = Path(local_path(output))
@@ -267,20 +273,16 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             index_start = time.perf_counter()
             factory = factory or recall.default_factory(len(ids))
             index = recall.build(coarse, factory, nprobe, seed=seed)
+            tuned: dict | None = None
+            if not recall.describe(index, factory)["exact"]:
+                queries = recall.held_out_queries(coarse, min(recall_sample, len(ids)), seed)
+                tuned = recall.tune(index, coarse, queries, recall_check_k, recall_target,
+                                    fixed=nprobe)
+                check_recall(tuned, min_recall)
             index_seconds = time.perf_counter() - index_start
             info = recall.describe(index, factory)
-            if not info["exact"]:
-                # Sampled corpus vectors stand in for queries (text queries are not known at build
-                # time).
-                sample = np.random.default_rng(seed).choice(len(ids), min(recall_sample, len(ids)),
-                                                            replace=False)
-                queries = np.asarray(coarse[np.sort(sample)], dtype=np.float32)
-                info["recall_vs_exact"] = {
-                    "k": recall_check_k, "sample_queries": int(sample.size),
-                    "queries": "sampled corpus coarse vectors",
-                    "recall": recall.recall_vs_exact(index, coarse, queries, recall_check_k)}
-                log.info("recall@%d vs exact: %.4f", recall_check_k,
-                         info["recall_vs_exact"]["recall"])
+            if tuned is not None:
+                info["recall_vs_exact"] = tuned
             recall.save(index, temp / RECALL_FILE)
             write_json(temp / IDS_FILE, ids, indent=None)
             manifest = make_manifest(
@@ -293,6 +295,29 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             manifest["previews"] = previews
             write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
         return manifest
+
+
+class RecallTooLowError(UserInputError):
+    """The recall index misses --min-recall on held-out queries."""
+
+
+def check_recall(tuned: dict, min_recall: float | None) -> None:
+    """Log the tuned recall; warn loudly when the target is missed, raise RecallTooLowError when
+    the recall is below `min_recall`."""
+    name = tuned.get("parameter", "parameters")
+    log.info("recall@%d vs exact on %d held-out queries: %.4f at %s=%s (target %.2f)",
+             tuned["k"], tuned["num_queries"], tuned["recall"], name, tuned["value"],
+             tuned["target"])
+    if not tuned["met"]:
+        log.warning("RECALL TARGET MISSED: recall@%d vs exact is %.4f < target %.2f even at %s=%s;"
+                    " queries will miss true neighbours (use a finer --index-factory, e.g. "
+                    "IVF...,Flat or Flat, or a lower --recall-target)", tuned["k"],
+                    tuned["recall"], tuned["target"], name, tuned["value"])
+    if min_recall is not None and tuned["recall"] < min_recall:
+        raise RecallTooLowError(
+            f"recall@{tuned['k']} vs exact on {tuned['num_queries']} held-out queries is "
+            f"{tuned['recall']:.4f} < --min-recall {min_recall} ({name} curve: "
+            f"{tuned.get('curve')}); no index written")
 
 
 def remove_stale_temps(out: Path) -> int:

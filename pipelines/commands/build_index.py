@@ -12,6 +12,17 @@ from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
 from pipelines.flags import add_output, parse_args, positive_int
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eercf build-index", description=__doc__.split("\n")[0])
     parser.add_argument("--shards", nargs="+", required=True,
@@ -21,10 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FAISS index_factory string (default: Flat below "
                              f"{recall.EXACT_MAX_VIDEOS} videos, IVF above)")
     parser.add_argument("--nprobe", type=positive_int, default=None,
-                        help="IVF lists probed (default nlist/16)")
+                        help="IVF lists probed (default: tuned to --recall-target)")
     parser.add_argument("--recall-sample", type=positive_int, default=1000,
-                        help="queries sampled to measure an approximate index's recall vs exact")
+                        help="held-out queries (mixes of corpus vectors plus noise) measuring an "
+                             "approximate index's recall vs exact")
     parser.add_argument("--recall-check-k", type=positive_int, default=RECALL_K)
+    parser.add_argument("--recall-target", type=fraction, default=recall.DEFAULT_RECALL_TARGET,
+                        help="recall@k vs exact that nprobe / efSearch are tuned to reach "
+                             "(a miss is a loud warning)")
+    parser.add_argument("--min-recall", type=fraction, default=None,
+                        help="fail the build when recall@k vs exact is below this")
     parser.add_argument("--batch-rows", type=positive_int, default=256, help="rows read per batch")
     parser.add_argument("--fine-codec", default="fp16",
                         help="fine-store codec: fp16, a FAISS index_factory codec for every kind "
@@ -50,7 +67,8 @@ def run(argv: list[str] | None = None) -> int:
                            codec_train_videos=args.codec_train_videos,
                            codec_train_vectors=args.codec_train_vectors,
                            fidelity_videos=args.fidelity_videos,
-                           fidelity_queries=args.fidelity_queries)
+                           fidelity_queries=args.fidelity_queries,
+                           recall_target=args.recall_target, min_recall=args.min_recall)
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
