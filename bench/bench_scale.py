@@ -99,11 +99,90 @@ def evaluate_part(work: Path, num_queries: int) -> dict:
     return result
 
 
+def clustered_coarse(num_videos: int, dim: int, seed: int = 0, clusters: int = 1000
+                     ) -> np.ndarray:
+    """float16 [N, D] unit coarse vectors around `clusters` random centres (CLIP-like: videos of
+    a topic share a direction), generated in chunks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((num_videos, dim), np.float16)
+    for begin in range(0, num_videos, 100_000):
+        count = min(100_000, num_videos - begin)
+        x = centres[rng.integers(0, clusters, count)] + 0.6 * rng.standard_normal(
+            (count, dim)).astype(np.float32) / np.sqrt(dim)
+        out[begin:begin + count] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def recall_child(num_videos: int, dim: int, work: Path) -> dict:
+    """In the measured child process: build the default recall index over N clustered vectors,
+    tune it on 1,000 held-out queries (recall@50 >= 0.95), time search; the record as JSON."""
+    import faiss
+
+    from eercf_core.index import recall
+
+    coarse_path = work / f"coarse_{num_videos}_{dim}.npy"
+    np.save(coarse_path, clustered_coarse(num_videos, dim))
+    coarse = np.load(coarse_path, mmap_mode="r")
+    started = time.perf_counter()
+    factory = recall.default_factory(num_videos)
+    index = recall.build(coarse, factory)
+    built = time.perf_counter() - started
+    queries = recall.held_out_queries(coarse, 1000, seed=1)
+    tuned = recall.tune(index, coarse, queries, 50)
+    tuned_seconds = time.perf_counter() - started - built
+    path = work / f"recall_{num_videos}.faiss"
+    recall.save(index, path)
+    faiss.omp_set_num_threads(1)
+    search_queries = recall.held_out_queries(coarse, 2000, seed=2)
+    begin = time.perf_counter()
+    recall.search(index, search_queries, 50)
+    per_query = (time.perf_counter() - begin) / len(search_queries)
+    size = path.stat().st_size
+    path.unlink()
+    coarse_path.unlink()
+    return {"videos": num_videos, "dim": dim, "factory": factory,
+            "build_s": round(built, 2), "build_ms_per_video": round(1e3 * built / num_videos, 4),
+            "tune_s": round(tuned_seconds, 2), "index_mb": round(size / 2**20, 1),
+            "index_bytes_per_video": round(size / num_videos, 1),
+            "parameter": tuned.get("parameter"), "value": tuned["value"],
+            "recall_at_50": tuned["recall"], "met": tuned["met"],
+            "search_ms_per_query_1thread": round(1e3 * per_query, 3)}
+
+
+def recall_part(work: Path, sizes: list[int], dim: int) -> dict:
+    runs = []
+    for size in sizes:
+        run = timed([sys.executable, "-m", "bench.bench_scale", "recall", str(size), str(dim),
+                     str(work)])
+        record = json.loads(run["stdout"].strip().splitlines()[-1])
+        record.update(wall_s=run["seconds"], peak_rss_mb=run["peak_rss_mb"])
+        log.info("recall %d: %s", size, record)
+        runs.append(record)
+    return {"runs": runs, "extrapolated": extrapolate(runs)}
+
+
+def extrapolate(runs: list[dict]) -> dict:
+    """Least-squares fit build seconds = a + b·N, index bytes = c·N and peak RSS = d + e·N over
+    the measured sizes, evaluated at 1M and 10M (labelled as a fit, not a measurement)."""
+    n = np.array([r["videos"] for r in runs], float)
+    if n.size < 2:
+        return {}
+    fits = {"build_s": np.polyfit(n, [r["build_s"] + r["tune_s"] for r in runs], 1),
+            "peak_rss_mb": np.polyfit(n, [r["peak_rss_mb"] for r in runs], 1)}
+    per_video = float(np.mean([r["index_bytes_per_video"] for r in runs]))
+    return {str(size): {"build_and_tune_s": round(float(np.polyval(fits["build_s"], size)), 1),
+                        "peak_rss_mb": round(float(np.polyval(fits["peak_rss_mb"], size)), 1),
+                        "index_mb_flat_codes": round(per_video * size / 2**20, 1)}
+            for size in (1_000_000, 10_000_000)}
+
+
 def main(flags: list[str]) -> dict:
     options = dict(f.lstrip("-").split("=", 1) if "=" in f else (f.lstrip("-"), "1")
                    for f in flags)
     quick = "quick" in options
-    parts = options.get("parts", "evaluate").split(",")
+    parts = options.get("parts", "evaluate,recall").split(",")
     work = Path(options.get("work", "/tmp/i22/scale"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": f"{os.cpu_count()} cores, shared with other jobs",
@@ -112,5 +191,14 @@ def main(flags: list[str]) -> dict:
         num_queries = int(options.get("queries", 20_000 if quick else 1_000_000))
         results["evaluate"] = evaluate_part(work, num_queries)
         log.info("evaluate: %s", results["evaluate"])
+    if "recall" in parts:
+        sizes = [int(x) for x in options.get(
+            "recall-sizes", "10000,30000" if quick else "10000,100000,300000").split(",")]
+        results["recall"] = recall_part(work, sizes, int(options.get("dim", 64)))
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
+
+
+if __name__ == "__main__":  # the measured child of recall_part
+    if sys.argv[1] == "recall":
+        print(json.dumps(recall_child(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))))

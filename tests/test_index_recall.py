@@ -79,3 +79,18 @@ def test_tune_picks_smallest_parameter_reaching_target(factory):
     assert all(r < 0.9 for _, r in record["curve"][:-1])
     assert recall.recall_vs_exact(index, coarse, queries, 20) == pytest.approx(record["recall"],
                                                                               abs=1e-4)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "IVF16,SQ8"])
+def test_load_memory_maps_the_index(tmp_path, factory):
+    rng = np.random.default_rng(4)
+    coarse = _unit(rng, 2000, 16)
+    index = recall.build(coarse, factory, nprobe=4)
+    recall.save(index, tmp_path / "r.faiss")
+    queries = _unit(rng, 5, 16)
+    mapped = recall.load(tmp_path / "r.faiss")
+    np.testing.assert_array_equal(recall.search(mapped, queries, 10)[1],
+                                  recall.search(index, queries, 10)[1])
+    maps = (tmp_path / "r.faiss").resolve()
+    assert str(maps) in open("/proc/self/maps").read()  # the vectors are mapped, not copied
+    del mapped

@@ -236,12 +236,24 @@ def save(index: faiss.Index, path: str | Path) -> None:
         faiss.write_index(index, str(temp))
 
 
-def load(path: str | Path, nprobe: int | None = None) -> faiss.Index:
-    """Read an index written by `save`; nprobe overrides the stored one when given."""
+def load(path: str | Path, nprobe: int | None = None, mmap: bool = True) -> faiss.Index:
+    """Read an index written by `save`; nprobe overrides the stored one when given.
+
+    With `mmap` (the default) the vectors / inverted lists are memory-mapped read-only
+    (FAISS IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY): they count as shared, file-backed pages, so a
+    query worker's anonymous memory does not grow with the corpus and processes on one machine
+    share one copy. Index types FAISS cannot map are read into memory (logged)."""
     if not Path(path).is_file():
         raise UserInputError(f"{path}: recall index file missing")
+    index = None
+    if mmap:
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:
+            log.info("%s: not memory-mappable (%s); reading it into memory", path,
+                     str(exc).splitlines()[0])
     try:
-        index = faiss.read_index(str(path))
+        index = index if index is not None else faiss.read_index(str(path))
     except RuntimeError as exc:
         raise UserInputError(f"{path}: unreadable FAISS index: {exc}") from None
     if nprobe is not None:

@@ -25,6 +25,7 @@ from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
 from eercf_core.index.rerank import METHODS
+from eercf_core.index.search import DEFAULT_BLOCK_MEMORY, check_block_memory
 from pipelines.beam.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
 from pipelines.beam.runner import absolute_local, selects_runner
 from pipelines.flags import (
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="queries encoded/ranked at once (one unit of work on a runner)")
     parser.add_argument("--nprobe", type=positive_int, default=None,
                         help="override the IVF nprobe")
+    parser.add_argument("--max-block-memory", type=float, default=DEFAULT_BLOCK_MEMORY / 2**30,
+                        help="GiB one block of --batch-size queries may need (estimated); a "
+                             "larger one (--top-n 0 or --exhaustive on a big corpus) is refused "
+                             "up front with the largest --batch-size that fits")
     parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
     parser.add_argument("--no-frame-mask", action="store_true",
                         help="let padded frames into the softmaxes (exact official parity)")
@@ -115,6 +120,8 @@ def run(argv: list[str] | None = None) -> int:
                    rerank_method=args.rerank_method, random_init=args.random_init,
                    head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
+    check_block_memory(mode_name, args.batch_size, args.recall_k, local.top_n,
+                       len(local.index.video_ids), int(args.max_block_memory * 2**30))
     queries = read_queries(args.queries)
     blocks = query_blocks(queries, args.batch_size)
 
