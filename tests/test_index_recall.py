@@ -1,6 +1,8 @@
 """FAISS recall index: type by size, S_V as inner product with W_g folded in, IVF recall check."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,5 +94,5 @@ def test_load_memory_maps_the_index(tmp_path, factory):
     np.testing.assert_array_equal(recall.search(mapped, queries, 10)[1],
                                   recall.search(index, queries, 10)[1])
     maps = (tmp_path / "r.faiss").resolve()
-    assert str(maps) in open("/proc/self/maps").read()  # the vectors are mapped, not copied
+    assert str(maps) in Path("/proc/self/maps").read_text()  # mapped, not copied
     del mapped
