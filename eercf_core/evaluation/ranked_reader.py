@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from eercf_core.files.lines import is_header, read_lines
 from eercf_core.files.text_formats import RANKED_COLUMNS, FormatError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _header_lines(path: str) -> int:
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
     if not text.strip():
         raise FastPathRefused("blank first line")
-    return int(tuple(f.strip() for f in text.split("\t")) == RANKED_COLUMNS)
+    return int(is_header(text.split("\t"), RANKED_COLUMNS))
 
 
 def _finite(block: RankedBlock) -> None:
@@ -100,17 +101,15 @@ def python_blocks(path: str, rows_per_block: int = PYTHON_BLOCK_ROWS) -> Iterato
     FormatError (`file:line: ...`) at the first bad line, ranks and grouping included.
 
     Memory: one block plus a query -> row count map (O(queries)) for the grouping check."""
-    from eercf_core.files.text_formats import _lines
-
     counts: dict[str, int] = {}
     columns: list[list] = [[], [], [], [], []]
     header_seen = False
     any_rows = False
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if not header_seen and tuple(f.strip() for f in fields) == RANKED_COLUMNS:
+        if not header_seen and is_header(fields, RANKED_COLUMNS):
             header_seen = True
             continue
         header_seen = True
