@@ -6,6 +6,10 @@ coarse_score, ties by rank: the coarse top-N when the list is at least k long, a
 writes by default).
 Definitions, tie and multi-ground-truth rules: eercf_core.evaluation.metrics.
 
+The ranked file is read once, in Arrow blocks (eercf_core.evaluation.ranked_reader), with memory
+O(ground-truth queries + one block): no Python object per row, and v2t from the [V, V] grouped
+maxima of the rows whose video is a ground-truth video, never a [captions x videos] matrix.
+
 Video-to-text (each video's ground-truth captions are its texts) needs every caption scored against
 every ground-truth video, so it is computed only when every ground-truth query's list holds every
 ground-truth video (`eercf query --top-n 0`, or top-n >= the corpus size) and every query has one

@@ -54,7 +54,7 @@ from eercf_core.index.directory import (
     make_manifest,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
-from eercf_core.index.store import FineStoreWriter
+from eercf_core.index.store import FineStoreSlice, FineStoreWriter
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
 from eercf_core.scoring.scores import ScoreParams
@@ -99,10 +99,12 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
     return first
 
 
-def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
+def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int], list[int]]:
     """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
-    ok videos per decode quality (an index built from mixed settings says so)."""
+    ok videos per decode quality (an index built from mixed settings says so), ok rows per
+    shard (the row slice each shard fills)."""
     ids: list[str] = []
+    per_shard: list[int] = []
     where: dict[str, str] = {}
     errors = 0
     qualities: collections.Counter = collections.Counter()
@@ -124,7 +126,8 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
                                      f"{shard}")
             where[video_id] = shard
             ids.append(video_id)
-    return ids, errors, dict(sorted(qualities.items()))
+        per_shard.append(len(ids) - sum(per_shard))
+    return ids, errors, dict(sorted(qualities.items())), per_shard
 
 
 def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
@@ -145,6 +148,39 @@ def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> 
         before = writer.written
         writer.append(**arrays)
         progress.add(writer.written - before)
+
+
+def _fill_shard(store: str, dims: dict, codecs: dict[str, tuple[str, str, str]], shard: str,
+                start: int, count: int, batch_rows: int) -> int:
+    """One task of the parallel fill (runs in a worker process): the ok rows of `shard` into
+    store rows [start, start + count); returns the rows written (ValueError on a mismatch)."""
+    target = FineStoreSlice(store, FeatureDims.from_dict(dims), start, count, codecs)
+    for _, arrays in _ok_batches([shard], target.dims, batch_rows):
+        target.append(**arrays)
+    target.close()
+    return target.written
+
+
+def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineStoreWriter,
+                         batch_rows: int, workers: int) -> None:
+    """Pass 2 on `workers` processes: one task per shard, each writing its own row slice of the
+    preallocated store files (disjoint, so no locking); the rows and bytes are those of the
+    serial `_fill_store`. Processes are spawned (never forked after FAISS/torch started
+    threads); a failed task fails the build."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    codecs = {kind: (str(info["file"]), str(info["factory"]), str(info["sha256"]))
+              for kind, info in writer.codec_meta.items()}
+    writer.filled_elsewhere()
+    starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
+    progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fill_shard, str(writer.directory), writer.dims.to_dict(), codecs,
+                               shard, start, count, batch_rows)
+                   for shard, start, count in zip(shards, starts, per_shard) if count]
+        for future in as_completed(futures):
+            progress.add(future.result())
 
 
 def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_rows: int
@@ -216,7 +252,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
                 fidelity_videos: int = 200, fidelity_queries: int = 200,
                 recall_target: float = recall.DEFAULT_RECALL_TARGET,
-                min_recall: float | None = None) -> dict:
+                min_recall: float | None = None, workers: int | None = 1) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -229,6 +265,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     (recall@`recall_check_k` vs exact on `recall_sample` held-out queries, `recall.tune`; a given
     `nprobe` is measured, not tuned); a missed target is a loud warning, and with `min_recall` a
     recall below it fails the build (RecallTooLowError, nothing written at `output`).
+    `workers` processes fill the store, one shard per task (None: the machine's cores; 1: in
+    this process, also inside daemonic processes, which may not start children).
     """
     started = time.perf_counter()
     out = Path(local_path(output))
@@ -245,7 +283,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         shards = resolve_shards(inputs)
         dims, model_id, sha = check_identity(shards)
         spec.validate(dims.embed_dim)
-        ids, error_rows, qualities = _scan(shards)
+        ids, error_rows, qualities, per_shard = _scan(shards)
         if not ids:
             raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
         log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
@@ -261,7 +299,11 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
                     fidelity_videos, fidelity_queries, batch_rows, seed)
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
-            _fill_store(shards, writer, batch_rows)
+            if _fill_workers(workers, len(shards)) > 1:
+                _fill_store_parallel(shards, per_shard, writer, batch_rows,
+                                     _fill_workers(workers, len(shards)))
+            else:
+                _fill_store(shards, writer, batch_rows)
             writer.close()
             previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
             store_seconds = time.perf_counter() - started
@@ -292,6 +334,17 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             manifest["previews"] = previews
             write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
         return manifest
+
+
+def _fill_workers(workers: int | None, num_shards: int) -> int:
+    """Processes for the store fill: `workers` (None: cpu count), at most one per shard, 1 in a
+    daemonic process (it may not have children)."""
+    import multiprocessing
+    import os
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(workers or os.cpu_count() or 1, num_shards))
 
 
 class RecallTooLowError(UserInputError):

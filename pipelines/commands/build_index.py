@@ -9,7 +9,7 @@ import argparse
 from eercf_core.config import RECALL_K
 from eercf_core.index import build_index, recall
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
-from pipelines.flags import add_output, command_parser, parse_args, positive_int
+from pipelines.flags import add_output, add_workers, command_parser, parse_args, positive_int
 
 
 def fraction(text: str) -> float:
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="videos sampled to measure the codecs' rerank fidelity vs float16")
     parser.add_argument("--fidelity-queries", type=positive_int, default=200,
                         help="corpus-derived queries of the fidelity measurement")
+    add_workers(parser, None, "processes filling the fine store, one shard per task")
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -68,7 +69,8 @@ def run(argv: list[str] | None = None) -> int:
                            codec_train_vectors=args.codec_train_vectors,
                            fidelity_videos=args.fidelity_videos,
                            fidelity_queries=args.fidelity_queries,
-                           recall_target=args.recall_target, min_recall=args.min_recall)
+                           recall_target=args.recall_target, min_recall=args.min_recall,
+                           workers=args.workers)
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
