@@ -265,8 +265,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     (recall@`recall_check_k` vs exact on `recall_sample` held-out queries, `recall.tune`; a given
     `nprobe` is measured, not tuned); a missed target is a loud warning, and with `min_recall` a
     recall below it fails the build (RecallTooLowError, nothing written at `output`).
-    `workers` processes fill the store, one shard per task (None: the machine's cores; 1: in
-    this process, also inside daemonic processes, which may not start children).
+    `workers` processes fill the store, one shard per task (None: the machine's cores from
+    PARALLEL_MIN_VIDEOS videos on; 1: in this process, also inside daemonic processes, which may
+    not start children).
     """
     started = time.perf_counter()
     out = Path(local_path(output))
@@ -299,9 +300,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
                     fidelity_videos, fidelity_queries, batch_rows, seed)
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
-            if _fill_workers(workers, len(shards)) > 1:
-                _fill_store_parallel(shards, per_shard, writer, batch_rows,
-                                     _fill_workers(workers, len(shards)))
+            fill_workers = _fill_workers(workers, len(shards), len(ids))
+            if fill_workers > 1:
+                _fill_store_parallel(shards, per_shard, writer, batch_rows, fill_workers)
             else:
                 _fill_store(shards, writer, batch_rows)
             writer.close()
@@ -336,15 +337,22 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         return manifest
 
 
-def _fill_workers(workers: int | None, num_shards: int) -> int:
-    """Processes for the store fill: `workers` (None: cpu count), at most one per shard, 1 in a
-    daemonic process (it may not have children)."""
+# Below this many videos, `workers=None` fills in-process: spawning workers (each imports torch
+# and FAISS, seconds) costs more than it saves.
+PARALLEL_MIN_VIDEOS = 2000
+
+
+def _fill_workers(workers: int | None, num_shards: int, num_videos: int) -> int:
+    """Processes for the store fill: `workers` (None: the cpu count from PARALLEL_MIN_VIDEOS
+    videos on, else 1), at most one per shard, 1 in a daemonic process (no children there)."""
     import multiprocessing
     import os
 
     if multiprocessing.current_process().daemon:
         return 1
-    return max(1, min(workers or os.cpu_count() or 1, num_shards))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if num_videos >= PARALLEL_MIN_VIDEOS else 1
+    return max(1, min(workers, num_shards))
 
 
 class RecallTooLowError(UserInputError):
