@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,8 @@ def main(flags: list[str]) -> dict:
     }
 
 
-def _flag(flags: list[str], name: str, default):
+def _flag(flags: list[str], name: str, default: Any) -> Any:
+    """The value of `--name=VALUE` in `flags`, else `default`."""
     for flag in flags:
         if flag.startswith(name + "="):
             return flag.split("=", 1)[1]

@@ -23,6 +23,7 @@ from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
 # subcommand -> (module under pipelines.commands, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("extract", "decode videos, run the model, write Parquet feature shards"),
+    "verify": ("verify", "check every shard of an extract output fully (checksums, records)"),
     "build-index": ("build_index", "build the FAISS recall index and fine-feature store"),
     "query": ("query", "recall top-k per text query and rerank, write a ranked TSV"),
     "evaluate": ("evaluate", "R@K, MdR, MnR of a ranked TSV against ground truth"),

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from eercf_core.files import shards
+from eercf_core.files import commits, shards
 from pipelines.beam import extract_pipeline
 from pipelines.beam.completeness import check_complete
 from pipelines.beam.runner import DASK_RUNNER, absolute_local, is_dask, runner_args
@@ -41,9 +41,9 @@ def test_local_paths_become_absolute(tmp_path, monkeypatch):
 def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
     dims, identity = tiny_model.dims, tiny_model.identity
     for name, ids in (("a", ["v1", "v2"]), ("b", ["v2", "old"])):
-        shards.write_shard(str(tmp_path / f"{name}.parquet"),
-                           [{"video_id": v, "uri": v, "status": "error", "error": "x"}
-                            for v in ids], dims, identity.model_id, identity.checkpoint_sha256)
+        commits.commit_shard(str(tmp_path / f"{name}.parquet"),
+                             [{"video_id": v, "uri": v, "status": "error", "error": "x"}
+                              for v in ids], dims, identity.model_id, identity.checkpoint_sha256)
     found = check_complete(str(tmp_path), ["v1", "v2", "v3"])
     assert not found.ok and found.missing == ["v3"] and list(found.duplicated) == ["v2"]
     message = found.message(str(tmp_path))

@@ -24,6 +24,7 @@ import torch
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
+from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.inputs import is_glob
 from eercf_core.files.output_check import check_writable_dir
@@ -36,6 +37,7 @@ from eercf_core.files.shards import (
     list_shards,
     read_shard,
     shard_identity,
+    shard_version,
 )
 from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
@@ -102,18 +104,18 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
 def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int], list[int]]:
     """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
     ok videos per decode quality (an index built from mixed settings says so), ok rows per
-    shard (the row slice each shard fills)."""
+    shard (the row slice each shard fills). From each shard's commit record
+    (eercf_core.files.commits) when it has a valid one, else from its columns."""
     ids: list[str] = []
     per_shard: list[int] = []
     where: dict[str, str] = {}
     errors = 0
     qualities: collections.Counter = collections.Counter()
     for shard in shards:
-        table = read_shard(shard, columns=["video_id", "status", "decode_quality"])
-        ok = pc.equal(table.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+        before = len(ids)
+        video_ids, ok, shard_qualities = _id_columns(shard)
         errors += int((~ok).sum())
-        for video_id, is_ok, quality in zip(table.column("video_id").to_pylist(), ok,
-                                            decode_qualities(table)):
+        for video_id, is_ok, quality in zip(video_ids, ok, shard_qualities):
             if not is_ok:
                 continue
             problem = control_character_problem(video_id)
@@ -126,8 +128,26 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int], list[int]]
                                      f"{shard}")
             where[video_id] = shard
             ids.append(video_id)
-        per_shard.append(len(ids) - sum(per_shard))
+        per_shard.append(len(ids) - before)
     return ids, errors, dict(sorted(qualities.items())), per_shard
+
+
+def _id_columns(shard: str) -> tuple[list[str], np.ndarray, list[str | None]]:
+    """(video ids, ok mask, decode qualities) of a shard's rows: from its commit record (no rows
+    read), else from its columns (a shard from before records, or one copied without its
+    record; its pages are checksummed when its features are read)."""
+    try:
+        columns = read_valid_record(shard).columns
+    except InvalidRecord as exc:
+        if shard_version(shard) >= 3:
+            log.warning("%s; reading its id columns instead", exc)
+        table = read_shard(shard, columns=list(ROW_FIELDS))
+        columns = {"video_id": table.column("video_id").to_pylist(),
+                   "status": table.column("status").to_pylist(),
+                   "decode_quality": decode_qualities(table)}
+    return (columns["video_id"],
+            np.array([s == STATUS_OK for s in columns["status"]], dtype=bool),
+            columns["decode_quality"])
 
 
 def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int

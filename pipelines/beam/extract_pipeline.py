@@ -16,13 +16,15 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from eercf_core.files.inputs import VideoRef
+from eercf_core.model.identity_cache import ModelFacts
+from eercf_core.model.network import ModelIdentity
 from eercf_core.model.spec import ModelSpec
-from eercf_core.video.decode import DecodeOptions, decode_job
+from eercf_core.video.decode import DecodedVideo, DecodeOptions, decode_job
 from eercf_core.video.error_causes import outcome_cause
-from eercf_core.video.isolation import shared_pool
+from eercf_core.video.isolation import Outcome, shared_pool
 from pipelines.beam.inference import DecodedItem, EercfModelHandler
 from pipelines.beam.shard_sink import WriteShardsFn
-from schemas import STATUS_ERROR
+from schemas import STATUS_ERROR, FeatureDims
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ class DecodeChunkFn(beam.DoFn):
         if batch:
             yield batch
 
-    def _item(self, name: str, refs: list[VideoRef], outcome) -> DecodedItem:
+    def _item(self, name: str, refs: list[VideoRef], outcome: Outcome[DecodedVideo]
+              ) -> DecodedItem:
         ref = refs[outcome.index]
         if outcome.ok:
             self.decoded.inc()
@@ -67,7 +70,8 @@ class DecodeChunkFn(beam.DoFn):
                 log.warning("%s: %s", ref.uri, outcome.value.warning)
             return DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
         self.failures.inc()
-        message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
+        error = outcome.error or "decode failed"
+        message = error if ref.uri in error else f"{ref.uri}: {error}"
         cause = outcome_cause(outcome.cause)
         log.warning("decode failed (%s): %s", cause, message)
         return DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
@@ -75,8 +79,11 @@ class DecodeChunkFn(beam.DoFn):
             "error": message, "error_cause": cause, "decode_seconds": outcome.seconds})
 
 
-def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
-                   args: argparse.Namespace, dims, identity, total: int):
+def build_pipeline(pipeline: beam.Pipeline, chunks: list[tuple[str, list[VideoRef]]],
+                   decode_options: DecodeOptions, spec: ModelSpec, args: argparse.Namespace,
+                   dims: FeatureDims, identity: ModelIdentity | ModelFacts, total: int
+                   ) -> beam.PCollection:
+    """The extract graph: chunks -> decode (isolated pool) -> model -> shard files (paths)."""
     return (
         pipeline
         | "ReadInputs" >> beam.Create(chunks)

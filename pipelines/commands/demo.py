@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from eercf_core.config import RECALL_K
@@ -29,9 +30,10 @@ from pipelines.flags import add_model, add_output, add_workers, command_parser, 
 
 log = logging.getLogger(__name__)
 
-MODES = (("recall-only", "coarse recall only", ["--recall-only"]),
-         ("two-stage", "two-stage (recall k + rerank)", []),
-         ("exhaustive", "exhaustive fine scoring", ["--exhaustive"]))
+MODES: tuple[tuple[str, str, list[str]], ...] = (
+    ("recall-only", "coarse recall only", ["--recall-only"]),
+    ("two-stage", "two-stage (recall k + rerank)", []),
+    ("exhaustive", "exhaustive fine scoring", ["--exhaustive"]))
 SWEEP_K = (1, 2, 5, 10, 20, 50, 100)
 
 
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stage(name: str, timings: dict, fn, *args) -> None:
+def _stage(name: str, timings: dict, fn: Callable[..., int | None], *args: object) -> None:
     log.info("demo: === %s ===", name)
     start = time.perf_counter()
     code = fn(*args)

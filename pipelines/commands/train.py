@@ -119,13 +119,15 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    videos: str
+    captions: str
     if args.corpus:
         corpus = Path(args.corpus)
-        videos, captions = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
-        for path in (videos, captions):
+        paths = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
+        for path in paths:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: not found; is {corpus} an `eercf synth` corpus?")
-        videos, captions = str(videos), str(captions)
+        videos, captions = str(paths[0]), str(paths[1])
     elif args.manifest and args.captions:
         videos, captions = args.manifest, args.captions
     else:
