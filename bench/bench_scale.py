@@ -171,16 +171,18 @@ def extrapolate(runs: list[dict]) -> dict:
         return {}
     fits = {"build_s": np.polyfit(n, [r["build_s"] + r["tune_s"] for r in runs], 1),
             "peak_rss_mb": np.polyfit(n, [r["peak_rss_mb"] for r in runs], 1)}
-    per_video = float(np.mean([r["index_bytes_per_video"] for r in runs]))
+    per_video = float(runs[-1]["index_bytes_per_video"])  # the codes the largest run used
     return {str(size): {"build_and_tune_s": round(float(np.polyval(fits["build_s"], size)), 1),
                         "peak_rss_mb": round(float(np.polyval(fits["peak_rss_mb"], size)), 1),
-                        "index_mb_flat_codes": round(per_video * size / 2**20, 1)}
+                        "index_mb_largest_runs_codes": round(per_video * size / 2**20, 1)}
             for size in (1_000_000, 10_000_000)}
 
 
 def main(flags: list[str]) -> dict:
-    options = dict(f.lstrip("-").split("=", 1) if "=" in f else (f.lstrip("-"), "1")
-                   for f in flags)
+    options: dict[str, str] = {}
+    for flag in flags:
+        name, _, value = flag.lstrip("-").partition("=")
+        options[name] = value or "1"
     quick = "quick" in options
     parts = options.get("parts", "evaluate,recall").split(",")
     work = Path(options.get("work", "/tmp/i22/scale"))
