@@ -4,12 +4,16 @@ Parts (`--parts=evaluate,recall`, default all):
 - evaluate: a ranked TSV of Q queries x top-100 (default Q = 1,000,000: 100 M rows, ~3.5 GB) and
   its ground truth are generated under /tmp/i22/scale (`--work=DIR`), then `eercf evaluate` runs
   in a fresh process under `/usr/bin/time -v`: wall seconds, peak RSS, rows/s.
+- build: committed feature shards of N synthetic videos (`--build-sizes=10000`; dims
+  `--build-dims=T,P,D`, default 12,16,64 = eercf-tiny's; 500 videos per shard) written with the
+  public schema, then `eercf build-index --workers W` for W in `--build-workers=1,2`: wall
+  seconds, ms/video, peak RSS, store and index bytes, recall record.
 - recall: coarse vectors of N tiny-dim videos (clustered, D = 64; `--recall-sizes=10000,100000,
   300000`) go through `recall.build_tuned` (index type by size, nprobe / efSearch tuned on
   held-out queries to recall@50 >= 0.95) in a fresh process under `/usr/bin/time -v`: build
   seconds per video, peak RSS, index bytes, recall measured, search latency per query.
 Every measurement is one child process; the table reports its wall time and `Maximum resident set
-size`. Usage: python -m bench scale [--quick] [--parts=evaluate,recall] [--queries=N]
+size`. Usage: python -m bench scale [--quick] [--parts=evaluate,build,recall] [--queries=N]
 """
 from __future__ import annotations
 
@@ -178,13 +182,66 @@ def extrapolate(runs: list[dict]) -> dict:
             for size in (1_000_000, 10_000_000)}
 
 
+def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, int],
+                         per_shard: int = 500, seed: int = 0) -> None:
+    """Committed shards (extract's format) of `num_videos` random unit-norm float16 features."""
+    from eercf_core.files.commits import commit_shard
+    from schemas import FeatureDims
+
+    t, p, d = dims_tpd
+    dims = FeatureDims(num_frames=t, num_patches=p, embed_dim=d)
+    rng = np.random.default_rng(seed)
+    coarse_all = clustered_coarse(num_videos, d, seed)
+    for number, begin in enumerate(range(0, num_videos, per_shard)):
+        count = min(per_shard, num_videos - begin)
+        rows = [{"video_id": f"v{i:08d}", "uri": f"file:///v{i}.mp4", "status": "ok",
+                 "coarse_feature": coarse_all[i],
+                 "frame_features": rng.standard_normal(t * d).astype(np.float16),
+                 "context_frame_features": rng.standard_normal(t * d).astype(np.float16),
+                 "patch_features": rng.standard_normal(t * p * d).astype(np.float16),
+                 "frame_mask": np.ones(t, bool)} for i in range(begin, begin + count)]
+        commit_shard(str(root / f"part-{number:05d}.parquet"), rows, dims, "bench-synthetic",
+                     "0" * 64)
+
+
+def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
+               workers: list[int]) -> dict:
+    import shutil
+
+    runs = []
+    for size in sizes:
+        shards = work / f"shards_{size}"
+        if not shards.exists():
+            write_feature_shards(shards, size, dims_tpd)
+        for count in workers:
+            out = work / f"index_{size}_{count}"
+            shutil.rmtree(out, ignore_errors=True)
+            run = timed([sys.executable, "-m", "pipelines.cli", "build-index", "--shards",
+                         str(shards), "--output", str(out), "--workers", str(count)])
+            manifest = json.loads((out / "manifest.json").read_text())
+            store = sum(f.stat().st_size for f in (out / "fine").iterdir())
+            record = {"videos": size, "dims_tpd": list(dims_tpd), "workers": count,
+                      "seconds": run["seconds"], "ms_per_video": round(1e3 * run["seconds"] / size,
+                                                                      3),
+                      "peak_rss_mb": run["peak_rss_mb"], "store_mb": round(store / 2**20, 1),
+                      "index_mb": round((out / "recall.faiss").stat().st_size / 2**20, 1),
+                      "factory": manifest["index"]["factory"],
+                      "recall": manifest["index"].get("recall_vs_exact", {}).get("recall", 1.0),
+                      "build_seconds": manifest.get("build_seconds")}
+            log.info("build %d videos, %d workers: %s", size, count, record)
+            runs.append(record)
+            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(shards, ignore_errors=True)
+    return {"runs": runs}
+
+
 def main(flags: list[str]) -> dict:
     options: dict[str, str] = {}
     for flag in flags:
         name, _, value = flag.lstrip("-").partition("=")
         options[name] = value or "1"
     quick = "quick" in options
-    parts = options.get("parts", "evaluate,recall").split(",")
+    parts = options.get("parts", "evaluate,build,recall").split(",")
     work = Path(options.get("work", "/tmp/i22/scale"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": f"{os.cpu_count()} cores, shared with other jobs",
@@ -193,6 +250,12 @@ def main(flags: list[str]) -> dict:
         num_queries = int(options.get("queries", 20_000 if quick else 1_000_000))
         results["evaluate"] = evaluate_part(work, num_queries)
         log.info("evaluate: %s", results["evaluate"])
+    if "build" in parts:
+        t, p, d = (int(x) for x in options.get("build-dims", "12,16,64").split(","))
+        build_sizes = options.get("build-sizes", "2000" if quick else "10000")
+        results["build"] = build_part(
+            work, [int(x) for x in build_sizes.split(",")], (t, p, d),
+            [int(x) for x in options.get("build-workers", "1,2").split(",")])
     if "recall" in parts:
         sizes = [int(x) for x in options.get(
             "recall-sizes", "10000,30000" if quick else "10000,100000,300000").split(",")]

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="videos sampled to measure the codecs' rerank fidelity vs float16")
     parser.add_argument("--fidelity-queries", type=positive_int, default=200,
                         help="corpus-derived queries of the fidelity measurement")
-    add_workers(parser, None, "processes filling the fine store, one shard per task; below "
-                "2,000 videos the default fills in-process")
+    add_workers(parser, 1, "processes filling the fine store, one shard per task (1: "
+                "in-process; each spawned worker imports torch and FAISS, which costs seconds)")
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
