@@ -9,20 +9,22 @@ an interrupted build leaves no half-written index at the output path.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import torch
 
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
 from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
@@ -39,7 +41,6 @@ from eercf_core.files.shards import (
     shard_identity,
     shard_version,
 )
-from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
 from eercf_core.index.codecs import (
     CODED_KINDS,
@@ -56,6 +57,7 @@ from eercf_core.index.directory import (
     make_manifest,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
+from eercf_core.index.remote import index_exists, upload_index
 from eercf_core.index.store import FineStoreSlice, FineStoreWriter
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
@@ -72,11 +74,11 @@ def resolve_shards(inputs: list[str]) -> list[str]:
     (an existing path with glob characters is that file or directory)."""
     shards: list[str] = []
     for item in inputs:
-        fs, path = fsspec.core.url_to_fs(item)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+        fs, path = paths.filesystem(item)
         if is_glob(item):
-            shards += [prefix + p for p in sorted(fs.glob(path)) if p.endswith(SHARD_SUFFIX)]
+            paths.invalidate(item)
+            shards += [paths.full_url(item, fs, p) for p in sorted(fs.glob(path))
+                       if p.endswith(SHARD_SUFFIX)]
         elif fs.isdir(path):
             shards += list_shards(item)
         elif fs.isfile(path):
@@ -289,8 +291,16 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     PARALLEL_MIN_VIDEOS videos on; 1: in this process, also inside daemonic processes, which may
     not start children).
     """
+    if paths.is_url(output):
+        return _build_and_upload(output, overwrite, functools.partial(
+            build_index, inputs, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
+            recall_check_k=recall_check_k, batch_rows=batch_rows, seed=seed,
+            fine_codec=fine_codec, codec_train_videos=codec_train_videos,
+            codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
+            fidelity_queries=fidelity_queries, recall_target=recall_target,
+            min_recall=min_recall, workers=workers))
     started = time.perf_counter()
-    out = Path(local_path(output))
+    out = Path(paths.require_local(output, "an index is built on a local disk"))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
     spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
@@ -396,6 +406,23 @@ def check_recall(tuned: dict, min_recall: float | None) -> None:
             f"recall@{tuned['k']} vs exact on {tuned['num_queries']} held-out queries is "
             f"{tuned['recall']:.4f} < --min-recall {min_recall} ({name} curve: "
             f"{tuned.get('curve')}); no index written")
+
+
+def _build_and_upload(output: str, overwrite: bool,
+                      build: Callable[..., dict]) -> dict:
+    """Build the index for URL `output` in a local temp directory (under the local cache dir)
+    and upload it with its manifest last (`eercf_core.index.remote.upload_index`); the remote
+    output is locked for the whole build. Returns the manifest."""
+    check_writable_dir(output)
+    if not overwrite and index_exists(output):  # checked again on upload; fail before the work
+        raise UserInputError(f"{output}: already exists (pass --overwrite to replace it)")
+    staging = Path(paths.cache_dir()) / "builds"
+    staging.mkdir(parents=True, exist_ok=True)
+    with OutputLock(lock_beside(output), "build-index", output), \
+            tempfile.TemporaryDirectory(dir=staging, prefix="index-") as temp:
+        manifest = build(str(Path(temp) / "index"))
+        upload_index(Path(temp) / "index", output, overwrite)
+    return manifest
 
 
 def remove_stale_temps(out: Path) -> int:
