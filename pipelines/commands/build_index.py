@@ -19,12 +19,24 @@ from eercf_core.scoring.scores import ScoreParams
 from pipelines.flags import (
     add_model_flags,
     add_output,
+    add_workers,
     command_parser,
     model_spec,
     parse_args,
     positive_float,
     positive_int,
 )
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FAISS index_factory string (default: Flat below "
                              f"{recall.EXACT_MAX_VIDEOS} videos, IVF above)")
     parser.add_argument("--nprobe", type=positive_int, default=None,
-                        help="IVF lists probed (default nlist/16)")
+                        help="IVF lists probed (default: tuned to --recall-target)")
     parser.add_argument("--recall-sample", type=positive_int, default=1000,
-                        help="queries sampled to measure an approximate index's recall vs exact")
+                        help="held-out queries (mixes of corpus vectors plus noise) measuring an "
+                             "approximate index's recall vs exact")
     parser.add_argument("--recall-check-k", type=positive_int, default=RECALL_K)
+    parser.add_argument("--recall-target", type=fraction, default=recall.DEFAULT_RECALL_TARGET,
+                        help="recall@k vs exact that nprobe / efSearch are tuned to reach "
+                             "(a miss is a loud warning)")
+    parser.add_argument("--min-recall", type=fraction, default=None,
+                        help="fail the build when recall@k vs exact is below this")
     parser.add_argument("--batch-rows", type=positive_int, default=256, help="rows read per batch")
     parser.add_argument("--fine-codec", default=None,
                         help="fine-store codec (default: fp16 below "
@@ -74,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "or open_clip name with --pretrained/--random-init), for its text "
                          "tower and score parameters")
     parser.add_argument("--device", default="cpu", help="device for text encoding")
+    add_workers(parser, 1, "processes filling the fine store, one shard per task (1: "
+                "in-process; each spawned worker imports torch and FAISS, which costs seconds)")
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -117,7 +137,9 @@ def run(argv: list[str] | None = None) -> int:
                            max_bytes_per_video=args.max_bytes_per_video,
                            fidelity_text=fidelity_text(args),
                            codec_candidates=(args.codec_candidates.split(";")
-                                             if args.codec_candidates else None))
+                                             if args.codec_candidates else None),
+                           recall_target=args.recall_target, min_recall=args.min_recall,
+                           workers=args.workers)
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
