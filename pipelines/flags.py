@@ -115,6 +115,16 @@ non_negative_float = _number(float, 0.0, inclusive=True)  # >= 0
 contrastive_batch = _number(int, 2, inclusive=True)  # >= 2: a contrastive loss needs negatives
 
 
+def device_name(text: str) -> str:
+    """argparse type of `--device`: auto, cpu, cuda, cuda:N (eercf_core.model.device)."""
+    from eercf_core.model.device import check_device_name
+
+    try:
+        return check_device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _beam_parser() -> argparse.ArgumentParser:
     """An argparse parser that knows every registered Beam pipeline option (all runners)."""
     from apache_beam.options.pipeline_options import (

@@ -4,11 +4,16 @@
 
 Pipeline (labelled Beam transforms):
   ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (one isolated
-  decoder pool per worker process: per-video time limit, crash-proof; emits batches of
-  --batch-size decoded videos) -> Encode (RunInference on those ready-made batches,
-  EercfModelHandler; failed decodes pass through as error rows) -> WriteShards (one atomic
-  Parquet shard per chunk); then the completeness check (every input has exactly one row, else
-  exit 1) and a summary (summary.json beside the shards).
+  decoder pool per worker process: per-video time limit, crash-proof; decodes up to
+  --decode-ahead videos ahead of the model through a bounded queue, so decoding and inference
+  overlap; emits batches of --batch-size decoded videos) -> Encode (RunInference on those
+  ready-made batches, EercfModelHandler, on --device: fp16 autocast on CUDA; failed decodes
+  pass through as error rows) -> WriteShards (one atomic Parquet shard per chunk); then the
+  completeness check (every input has exactly one row, else exit 1) and a summary
+  (summary.json beside the shards).
+With --split-stages (or --inference-accelerator HINT, a Beam resource hint on Encode) a
+reshuffle separates Decode from Encode and the rows are gathered by shard before WriteShards:
+on a cluster, CPU workers decode and GPU workers run the model (README, "GPU extraction").
 Every output is emitted from process(), never at bundle end: Beam's Dask runner drops what
 finish_bundle emits (where BatchElements would flush its last batch). The chain is linear on
 purpose: a Flatten of two branches makes the in-process runner materialise everything before
@@ -22,6 +27,7 @@ Rerunning with the same --output resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -31,12 +37,14 @@ from eercf_core.files import shards
 from eercf_core.files.inputs import read_inputs
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
+from eercf_core.model.device import usable_here
+from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
 from pipelines.beam.extract_pipeline import build_pipeline
 from pipelines.beam.inference import build_model
-from pipelines.beam.runner import absolute_local, run_pipeline
+from pipelines.beam.runner import absolute_local, run_pipeline, selects_runner
 from pipelines.beam.shard_sink import (
     drop_error_rows,
     plan_chunks,
@@ -50,6 +58,7 @@ from pipelines.flags import (
     check_beam_flags,
     check_num_frames,
     check_required,
+    device_name,
     model_spec,
     non_negative_float,
     positive_float,
@@ -72,9 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(.tsv/.csv/.jsonl with video_id and uri)")
     add_output(p, help="directory (local or fsspec URL) for shards")
     add_model_flags(p, default="ViT-B-32")
-    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="auto (default: a CUDA GPU when the worker sees one, else the CPU), cpu, "
+                        "cuda or cuda:N; on CUDA the image tower runs in fp16 (autocast)")
     add_num_frames(p)
     p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
+    p.add_argument("--decode-ahead", type=positive_int, default=None,
+                   help="decoded videos a worker may hold ready for the model (the bounded "
+                        "queue that overlaps decoding with inference; default 2x --batch-size)")
+    p.add_argument("--split-stages", action="store_true",
+                   help="run decoding and inference as separate Beam stages joined by a "
+                        "reshuffle (clusters: CPU workers decode, others run the model); the "
+                        "default fuses them, which on one machine avoids holding decoded "
+                        "frames in a shuffle")
+    p.add_argument("--inference-accelerator", default=None, metavar="HINT",
+                   help="Beam accelerator resource hint for the inference stage, e.g. "
+                        "'type:nvidia-l4;count:1;install-nvidia-driver' (implies "
+                        "--split-stages; honoured by runners with resource hints such as "
+                        "Dataflow, ignored by the in-process runner)")
     p.add_argument("--decode-workers", type=positive_int, default=None,
                    help="decoder processes per worker process (default: the cores of the "
                         "machine it runs on)")
@@ -137,7 +161,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
              started: float) -> int:
     refs = read_inputs(args.input)
     spec = model_spec(args, args.num_frames or NUM_FRAMES)
-    model = build_model(spec)
+    model = build_model(launcher_spec(spec, beam_args))
     check_num_frames(parser, args.num_frames, args.model, model.num_frames)
     dims, identity = model.dims, model.identity
     removed = shards.remove_temp_files(args.output)
@@ -178,6 +202,19 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
                   "missing videos)", completeness.message(args.output))
         return 1
     return 0
+
+
+def launcher_spec(spec: ModelSpec, beam_args: list[str]) -> ModelSpec:
+    """The spec the launcher loads its model with (for dims, T and identity; the in-process
+    runner's workers reuse it). `spec` itself, unless a runner is selected and `--device` names
+    a device this machine lacks (a CPU launcher of GPU workers): then the same weights on the
+    CPU, and each worker loads `spec` on its own device. The identity hashes fp32 weights, so
+    it does not depend on the device."""
+    if selects_runner(beam_args) and not usable_here(spec.device):
+        log.info("--device %s: not on this machine; the launcher reads the model on the CPU, "
+                 "the workers load it on %s", spec.device, spec.device)
+        return dataclasses.replace(spec, device="cpu")
+    return spec
 
 
 def _print_summary(output: str, summary: dict) -> None:
