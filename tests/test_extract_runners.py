@@ -10,6 +10,7 @@ import os
 import pytest
 
 from eercf_core.files import shards
+from pipelines.beam import extract_pipeline
 from pipelines.beam.completeness import check_complete
 from pipelines.beam.runner import DASK_RUNNER, absolute_local, is_dask, runner_args
 from pipelines.commands import extract
@@ -53,7 +54,7 @@ def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
 
 def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
     make_videos(tmp_path / "corpus", 3)
-    monkeypatch.setattr(extract, "WriteShardsFn",
+    monkeypatch.setattr(extract_pipeline, "WriteShardsFn",  # the graph's writer
                         functools.partial(DroppingWriteShardsFn, drop="sub1/clip1.webm"))
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
@@ -74,6 +75,24 @@ def test_dask_runner_in_process_writes_every_row(tmp_path):
     out = tmp_path / "out"
     argv = ["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
             "--shard-size", "4", "--batch-size", "3", "--decode-workers", "1"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        code = extract.run([*argv, "--runner", "DaskRunner",
+                            f"--dask_client_address={cluster.scheduler_address}"])
+    assert code == 0
+    assert len(_rows(out)) == 5 and len(shards.list_shards(str(out))) == 2
+
+
+@pytest.mark.slow  # 38 s on the loaded 2-core box
+def test_dask_runner_runs_the_split_stages(tmp_path):
+    """Decode and inference as separate stages (a reshuffle between, rows gathered by shard)
+    on Beam's Dask runner: every row written, one shard per chunk."""
+    distributed = pytest.importorskip("distributed")
+    make_videos(tmp_path / "corpus", 5)
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
+            "--shard-size", "4", "--batch-size", "3", "--decode-workers", "1",
+            "--inference-accelerator", "type:nvidia-l4;count:1;install-nvidia-driver"]
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster:
         code = extract.run([*argv, "--runner", "DaskRunner",
