@@ -147,7 +147,7 @@ def run_pipeline(refs: list[VideoRef], output: Path, model: str, device: str, ba
                                 for r in refs))
     command = [sys.executable, "-m", "pipelines.cli", "extract", "--input", str(manifest),
                "--output", str(output), "--model", model, "--random-init", "--device", device,
-               "--batch-size", str(batch_size), "--decode-workers", str(workers),
+               "--batch-size", str(batch_size), "--workers", str(workers),
                "--progress-seconds", "30"] + ([] if previews else ["--no-previews"])
     sampler = NvmlSampler() if sample_gpu else None
     started = time.perf_counter()

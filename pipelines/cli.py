@@ -1,5 +1,7 @@
 """The `eercf` console script: one subcommand per job, each dispatching to its module's run(argv).
 
+Logging is set up once here (`pipelines.flags.setup_logging`: eercf's INFO lines, other
+libraries' warnings; `-v`/`-q` on every command), before the command's module is imported.
 Modules are imported only when their subcommand runs, so `eercf --help` stays fast and a job's
 heavy dependencies (Beam, FAISS, torch) load only where needed.
 Ctrl-C and SIGTERM stop every child process and print one line (pipelines.interrupts).
@@ -11,11 +13,11 @@ anywhere on the command line shows the traceback instead. Bugs keep their traceb
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from eercf_core.errors import EXIT_USER_ERROR, is_expected, one_line
+from pipelines.flags import setup_logging, verbosity
 from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
 
 # subcommand -> (module under pipelines.commands, one-line help)
@@ -50,12 +52,6 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _drop_beam_gcp_notices(record: logging.LogRecord) -> bool:
-    """Beam's import-time notices about optional Google Cloud libraries (apitools, BigQuery)
-    that eercf never uses; they would bury the job's own output."""
-    return record.levelno >= logging.ERROR or "/apache_beam/io/gcp/" not in record.pathname
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `eercf` script. Returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -68,11 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in SUBCOMMANDS and name not in HIDDEN_ALIASES:
         print(f"eercf: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_drop_beam_gcp_notices)
+    # Before the command's module is imported: its imports (faiss, open_clip, Beam) log.
+    setup_logging(verbosity(rest))
     install_signal_handlers()
     try:
         module = importlib.import_module(command_module(name))

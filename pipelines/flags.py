@@ -1,42 +1,117 @@
-"""Flags shared by every job: `--output` for a job's output, `--model` (and the other model
-flags) for a model, range-checked numbers, and the Beam-flag filter of the extract job.
+"""The CLI vocabulary every `eercf` command shares: one parser factory, one spelling per flag.
 
-Older spellings (`--out`, `--output-dir`, `--init`, `--arch`) stay accepted as hidden aliases of
-the same option for a release. Parse with `parse_args`, which enforces a required aliased flag.
-Range checks run while argparse parses, so a bad value fails before any work with argparse's
-usage line, `argument --batch-size: must be >= 1, got 0`, and exit 2. `check_beam_flags` refuses
-a flag that is neither the job's own nor a Beam pipeline option (a misspelt `--shard-sise 8` would
-otherwise be dropped by Beam with a log line, and the job would run with the default).
+- `command_parser(name, doc)`: `prog="eercf NAME"`, the description, and `-v/--verbose`,
+  `-q/--quiet` (read by `pipelines.cli` before the command runs; see `setup_logging`).
+- `--output` for a job's output and `--model` (plus `--pretrained`, `--random-init`, `--head`,
+  `--seed`) for a model; `--device` (one default: CUDA when available); `--workers` (processes
+  a job starts: decoders, encoders); the rerank flags of query and search
+  (`add_rerank_flags`); range-checked numbers; the Beam-flag filter of the extract job.
+- Older spellings (`--out`, `--output-dir`, `--init`, `--arch`, `--decode-workers`) stay
+  accepted as hidden aliases of the same option: they parse into that option but are not
+  listed in `--help`, so argparse's own `required=True` covers every spelling.
+- Range checks run while argparse parses, so a bad value fails before any work with argparse's
+  usage line, `argument --batch-size: must be >= 1, got 0`, and exit 2. `check_beam_flags`
+  refuses a flag that is neither the job's own nor a Beam pipeline option (a misspelt
+  `--shard-sise 8` would otherwise be dropped by Beam with a log line, and the job would run
+  with the default).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import difflib
+import logging
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eercf_core.config import NUM_FRAMES
 
-_REQUIRED = "_eercf_required_flags"
+if TYPE_CHECKING:
+    import eercf_core as ec
+    from eercf_core.model.spec import ModelSpec
+
+# What `-v`/`-q` do (see setup_logging): eercf's own loggers and third-party ones.
+OWN_LOGGERS = ("eercf_core", "pipelines", "bench", "__main__")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def command_parser(name: str, doc: str | None, **kwargs: Any) -> argparse.ArgumentParser:
+    """The parser of `eercf NAME`: its description is the first paragraph of `doc`; it has
+    `-v/--verbose` and `-q/--quiet` like every command."""
+    description = (doc or "").strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(prog=f"eercf {name}", description=description, **kwargs)
+    add_verbosity(parser)
+    return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """`-v/--verbose` (repeatable) and `-q/--quiet`; `verbosity(args)` folds them into one int."""
+    loud = parser.add_argument_group("logging")
+    loud.add_argument("-v", "--verbose", action="count", default=0,
+                      help="more log lines: -v adds eercf's debug lines and other libraries' "
+                           "info lines (silenced by default), -vv everything")
+    loud.add_argument("-q", "--quiet", action="count", default=0,
+                      help="warnings and errors only")
+
+
+def verbosity(argv: Sequence[str]) -> int:
+    """-v/-q counted from a command line (before any `--`): +1 per -v, -1 per -q, so that
+    logging is set up before the command (and its heavy imports) loads."""
+    level = 0
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg in ("--verbose", "--quiet"):
+            level += 1 if arg == "--verbose" else -1
+        elif len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and set(arg[1:]) <= {"v", "q"}:
+            level += arg.count("v") - arg.count("q")
+    return level
+
+
+def setup_logging(level: int = 0) -> None:
+    """The logging of every `eercf` command: one stderr handler, `time LEVEL logger: message`.
+
+    level 0: eercf's INFO lines, other libraries' warnings only (faiss's loader, open_clip and
+    Beam log INFO lines that would bury a job's own); 1 (-v): eercf DEBUG, others INFO;
+    2+ (-vv): everything DEBUG; -1 (-q): warnings and errors only. Beam's import-time notices
+    about optional Google Cloud libraries are dropped below ERROR at every level.
+    """
+    own = logging.DEBUG if level >= 1 else logging.INFO if level == 0 else logging.WARNING
+    other = (logging.DEBUG if level >= 2 else logging.INFO if level == 1 else logging.WARNING)
+    root = logging.getLogger()
+    root.setLevel(other)
+    handler = next((h for h in root.handlers if getattr(h, "_eercf", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.addFilter(_drop_beam_gcp_notices)
+        handler._eercf = True  # type: ignore[attr-defined]  # found again on a second call
+        root.addHandler(handler)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(own)
+
+
+def _drop_beam_gcp_notices(record: logging.LogRecord) -> bool:
+    """Beam's import-time notices about optional Google Cloud libraries (apitools, BigQuery)
+    that eercf never uses; they would bury the job's own output."""
+    return record.levelno >= logging.ERROR or "/apache_beam/io/gcp/" not in record.pathname
 
 
 def add_aliased(parser: argparse.ArgumentParser | Any, flag: str, aliases: Sequence[str] = (),
-                required: bool = False, **kwargs: Any) -> None:
-    """Add `flag` (to a parser or an argument group) plus hidden `aliases` writing the same dest.
+                **kwargs: Any) -> argparse.Action:
+    """Add `flag` (to a parser or an argument group) plus hidden `aliases` of the same action.
 
-    `required` is checked by `parse_args` (argparse cannot require one of several spellings).
+    The aliases parse into the same action but are not among its option strings, so `--help`,
+    usage lines and argparse's own errors (`required=True` included) name only `flag`.
     """
-    dest = flag.lstrip("-").replace("-", "_")
-    parser.add_argument(flag, dest=dest, **kwargs)
+    action = parser.add_argument(flag, **kwargs)
+    table = parser._option_string_actions  # shared by a parser and its groups
     for alias in aliases:
-        parser.add_argument(alias, dest=dest, help=argparse.SUPPRESS,
-                            **{k: v for k, v in kwargs.items() if k not in ("help", "default")})
-    if required:
-        # Argument groups share their parser's namespace; remember on the group's container.
-        container = getattr(parser, "_eercf_parser", parser)
-        container.__dict__.setdefault(_REQUIRED, []).append((flag, dest))
+        if alias in table:
+            raise ValueError(f"{alias} is already a flag of {getattr(parser, 'prog', parser)}")
+        table[alias] = action
+    return action
 
 
 def add_output(parser: argparse.ArgumentParser | Any, help: str,
@@ -51,6 +126,24 @@ def add_model(parser: argparse.ArgumentParser | Any, help: str,
               **kwargs: Any) -> None:
     """`--model` (hidden aliases `--init`, `--arch`)."""
     add_aliased(parser, "--model", aliases, required=required, help=help, **kwargs)
+
+
+def add_device(parser: argparse.ArgumentParser | Any, what: str = "the model") -> None:
+    """`--device`: where `what` runs; default (None, same as `auto`) CUDA when the process
+    that loads the model sees a GPU, else the CPU. Names are checked while parsing
+    (`device_name`); eercf_core.model.device resolves them."""
+    parser.add_argument("--device", type=device_name, default=None,
+                        help=f"device for {what}: auto, cpu, cuda, cuda:1 (default auto: cuda "
+                             "when the process that loads the model sees one, else cpu; on "
+                             "CUDA the image tower runs in fp16 autocast)")
+
+
+def add_workers(parser: argparse.ArgumentParser | Any, default: int | None, what: str) -> None:
+    """`--workers` (hidden alias `--decode-workers`): how many processes the job starts for
+    `what`. Default `default`; None means the cores of the machine it runs on."""
+    shown = "the cores of the machine it runs on" if default is None else "%(default)s"
+    add_aliased(parser, "--workers", ("--decode-workers",), type=positive_int, default=default,
+                help=f"{what} (default: {shown})")
 
 
 def add_num_frames(parser: argparse.ArgumentParser | Any) -> None:
@@ -70,25 +163,9 @@ def check_num_frames(parser: argparse.ArgumentParser, requested: int | None, mod
                      f"--num-frames or pass --num-frames {model_frames}")
 
 
-def group(parser: argparse.ArgumentParser, title: str) -> Any:
-    """An argument group whose aliased required flags `parse_args` checks."""
-    result = parser.add_argument_group(title)
-    result._eercf_parser = parser  # type: ignore[attr-defined]
-    return result
-
-
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """`parser.parse_args(argv)`, then a usage error for a missing required aliased flag."""
-    args = parser.parse_args(argv)
-    check_required(parser, args)
-    return args
-
-
-def check_required(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A usage error (exit 2) naming a required aliased flag that was not given."""
-    for flag, dest in getattr(parser, _REQUIRED, []):
-        if getattr(args, dest) is None:
-            parser.error(f"the following arguments are required: {flag}")
+    """`parser.parse_args(argv)` (kept as the one entry every command uses)."""
+    return parser.parse_args(None if argv is None else list(argv))
 
 
 def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], float]:
@@ -191,10 +268,67 @@ def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None =
     parser.add_argument("--seed", type=int, default=0, help="seed of --random-init models")
 
 
-def model_spec(args: argparse.Namespace, num_frames: int | None = None):
+def model_spec(args: argparse.Namespace, num_frames: int | None = None) -> ModelSpec:
     """The ModelSpec of parsed model flags (see add_model_flags) plus --device."""
     from eercf_core.model.spec import ModelSpec
 
     extra = {} if num_frames is None else {"num_frames": num_frames}
     return ModelSpec(args.model, args.pretrained, args.random_init, args.head, args.seed,
                      args.device, **extra)
+
+
+def parse_weights(text: str | None) -> ec.RerankWeights:
+    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values).
+
+    Raises argparse.ArgumentTypeError (argparse names --weights) for an unknown name, a value
+    that is not a finite number, or all weights zero."""
+    from eercf_core.config import RerankWeights
+
+    if not text:
+        return RerankWeights()
+    known = sorted(RerankWeights().to_dict())
+    values = {}
+    for item in text.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if name not in known:
+            raise argparse.ArgumentTypeError(f"unknown weight {name!r} in {text!r}; known: {known}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"{name} needs a finite number (name=value), got "
+                                             f"{item.strip()!r}")
+        values[name] = number
+    weights = RerankWeights(**values)
+    if not any(weights.to_dict().values()):
+        raise argparse.ArgumentTypeError(f"all rerank weights are zero in {text!r}")
+    return weights
+
+
+def add_rerank_flags(parser: argparse.ArgumentParser | Any) -> None:
+    """The flags of the two-stage ranking, shared by query and search: --recall-k, --weights,
+    --rerank-method, --no-frame-mask, --nprobe (see `score_config`)."""
+    from eercf_core.config import RECALL_K, RerankWeights
+    from eercf_core.index.rerank import METHODS
+
+    rank = parser.add_argument_group("ranking")
+    rank.add_argument("--recall-k", type=positive_int, default=RECALL_K,
+                      help="candidates recalled by the coarse score and reranked (default "
+                           "%(default)s)")
+    rank.add_argument("--weights", type=parse_weights, default=RerankWeights(),
+                      help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
+                           "weak_patch=0.2,strong_patch=0 (the official defaults)")
+    rank.add_argument("--rerank-method", choices=METHODS, default="grouped",
+                      help="how candidates are fine-scored (same scores; default grouped)")
+    rank.add_argument("--no-frame-mask", action="store_true",
+                      help="let padded frames into the softmaxes (exact official parity)")
+    rank.add_argument("--nprobe", type=positive_int, default=None,
+                      help="override the IVF nprobe")
+
+
+def score_config(args: argparse.Namespace) -> ec.ScoreConfig:
+    """The ScoreConfig of parsed rerank flags (`--no-frame-mask`)."""
+    from eercf_core.config import ScoreConfig
+
+    return ScoreConfig(mask_padded_frames=not args.no_frame_mask)

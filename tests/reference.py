@@ -1,4 +1,4 @@
-"""Independent references written from the method's equations (eercf-method.md §4-§6, §8.3).
+"""Independent references written from the method's equations (docs/method.md §4-§6, §8.3).
 
 Deliberately naive: explicit loops over caption-video pairs, materialised gated vectors, no shared
 code with eercf_core, so the tests compare two implementations.

@@ -121,7 +121,7 @@ def test_bad_annotations_name_the_file(tmp_path, shared_videos):
         load_benchmark("vatex", ann)
     records[1] = dict(records[0])
     (ann / "vatex_validation_v1.0.json").write_text(json.dumps(records))
-    with pytest.raises(AnnotationError, match="repeated"):
+    with pytest.raises(AnnotationError, match="duplicate video"):
         load_benchmark("vatex", ann)
     with pytest.raises(AnnotationError, match="no MSR-VTT split files"):
         load_benchmark("msrvtt", ann)

@@ -76,7 +76,7 @@ def test_bugs_keep_their_traceback(monkeypatch, tmp_path):
     ("extract", "--shard-size", "0", "must be >= 1"),
     ("extract", "--per-video-timeout", "0", "must be > 0"),
     ("extract", "--per-video-timeout", "nan", "must be > 0"),
-    ("extract", "--decode-workers", "0", "must be >= 1"),
+    ("extract", "--workers", "0", "must be >= 1"),
     ("query", "--batch-size", "0", "must be >= 1"),
     ("query", "--recall-k", "0", "must be >= 1"),
     ("query", "--top-n", "-1", "must be >= 0"),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from eercf_core.files import shards
+from pipelines.beam import extract_pipeline
 from pipelines.commands import extract, query
 from tests._runner_helpers import DroppingWriteShardsFn
 from tests.index_fixtures import tiny_index_corpus
@@ -86,7 +87,7 @@ def test_extract_on_dask_equals_the_default_runner(cluster, captioned_corpus, tm
 def test_a_row_lost_on_dask_fails_the_job(cluster, captioned_corpus, tmp_path, monkeypatch,
                                           caplog):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(extract, "WriteShardsFn",
+    monkeypatch.setattr(extract_pipeline, "WriteShardsFn",
                         functools.partial(DroppingWriteShardsFn, drop="languagebind__0.mp4"))
     with caplog.at_level(logging.ERROR):
         code = extract.run(_extract_argv(captioned_corpus, "lossy") + _dask(cluster))

@@ -41,7 +41,8 @@ def test_bad_device_names_fail_at_parse_time(capsys):
     assert exc.value.code == 2
     assert "unknown device 'gpu': expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
     args = extract.build_parser().parse_args(["--input", "x", "--output", "y"])
-    assert args.device == "auto"
+    assert args.device is None  # = auto
+    assert resolve_device(args.device) == resolve_device("auto")
 
 
 def test_fp16_autocast_follows_the_device_unless_forced():

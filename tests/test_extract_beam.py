@@ -89,7 +89,7 @@ ACCELERATOR = "type:nvidia-l4;count:1;install-nvidia-driver"
 
 def _args(output, *extra: str):
     return build_parser().parse_args([
-        "--input", "unused", "--output", str(output), "--decode-workers", "2",
+        "--input", "unused", "--output", str(output), "--workers", "2",
         "--per-video-timeout", "60", "--batch-size", "2", "--progress-seconds", "3600", *extra])
 
 

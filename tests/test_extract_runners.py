@@ -54,12 +54,12 @@ def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):
 
 def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
     make_videos(tmp_path / "corpus", 3)
-    monkeypatch.setattr(extract_pipeline, "WriteShardsFn",  # the graph's writer
+    monkeypatch.setattr(extract_pipeline, "WriteShardsFn",
                         functools.partial(DroppingWriteShardsFn, drop="sub1/clip1.webm"))
     out = tmp_path / "out"
     with caplog.at_level(logging.ERROR):
         code = extract.run(["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
-                            "--decode-workers", "1"])
+                            "--workers", "1"])
     assert code == 1
     assert "1 of 3 input videos have no row" in caplog.text and "sub1/clip1.webm" in caplog.text
     summary = json.loads((out / "summary.json").read_text())

@@ -10,9 +10,10 @@ import pytest
 
 from eercf_core.files import shards
 from eercf_core.files.inputs import VideoRef
+from eercf_core.progress import Progress
 from pipelines.beam.shard_sink import (
-    Progress,
     WriteShardsFn,
+    count_row,
     drop_error_rows,
     plan_chunks,
     scan_output,
@@ -73,7 +74,7 @@ def test_write_shards_fn_writes_a_shard_once_all_its_rows_arrived(tmp_path):
     assert sorted(shards.list_shards(str(tmp_path))) == [f"{tmp_path}/part-a.parquet",
                                                         f"{tmp_path}/part-b.parquet"]
     assert (fn.progress.done, fn.progress.failed) == (3, 1)
-    assert fn.progress.frames == 2 * DIMS.num_frames
+    assert fn.progress.amounts["frames"] == 2 * DIMS.num_frames
 
 
 def test_write_shards_fn_flushes_an_incomplete_shard_under_its_rows_name(tmp_path, caplog):
@@ -122,10 +123,10 @@ def test_summarize_groups_errors_by_cause_and_writes_summary_json(tmp_path):
 
 
 def test_progress_line_counts_videos_frames_and_failures():
-    progress = Progress(total=4, every=3600.0, started=0.0)
-    progress.add({"status": "ok", "frame_mask": np.array([True, True, False])})
-    progress.add({"status": "error"})
+    progress = Progress("extract", total=4, every=3600.0, started=0.0)
+    count_row(progress, {"status": "ok", "frame_mask": np.array([True, True, False])})
+    count_row(progress, {"status": "error"})
     line = progress.line()
     assert line.startswith("extract: 2/4 videos (50%)")
-    assert "1 failed" in line and "frames/s" in line
-    assert progress.frames == 2
+    assert "1 failed" in line and "frames/s" in line and "eta " in line
+    assert progress.amounts["frames"] == 2

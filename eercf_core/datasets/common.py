@@ -8,7 +8,7 @@ video), plus how a video id maps to file names. Nothing here touches the videos 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -16,10 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import lines
+from eercf_core.files.ids import control_character_problem
+from eercf_core.files.lines import FormatError
 
 
-class AnnotationError(UserInputError):
-    """A malformed or missing annotation file; the message names the file (and line/record)."""
+class AnnotationError(FormatError):
+    """A malformed or missing annotation file; the message names the file (and line/record).
+
+    A `FormatError` (the text layer raises it with `file:line`), also built from one message
+    that already says where (`AnnotationError("train.json: video 'x': ...")`)."""
+
+    def __init__(self, path: str, line: int | None = None, message: str | None = None) -> None:
+        if message is None:  # one message naming the place itself
+            UserInputError.__init__(self, path)
+            self.path, self.line = path.split(":", 1)[0], None
+        else:
+            super().__init__(path, line, message)
 
 
 @dataclass(frozen=True)
@@ -69,11 +82,15 @@ def clean_text(text: str) -> str:
 
 
 def check_video_id(video_id: object, where: str) -> str:
-    """The id as a string; AnnotationError naming `where` if it is empty or holds whitespace."""
+    """The id as a string; AnnotationError naming `where` if it is empty or holds whitespace
+    (control characters included, see eercf_core.files.ids)."""
     if not isinstance(video_id, str) or not video_id.strip():
         raise AnnotationError(f"{where}: video id must be a non-empty string, got {video_id!r}")
     if _SPACE.search(video_id):
         raise AnnotationError(f"{where}: video id {video_id!r} contains whitespace")
+    problem = control_character_problem(video_id)
+    if problem:
+        raise AnnotationError(f"{where}: video id {video_id!r} {problem}")
     return video_id
 
 
@@ -86,52 +103,40 @@ def require(annotations: Path, name: str) -> Path:
 
 
 def read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: not valid UTF-8 ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    """A JSON annotation file, read by the text layer (UTF-8, BOM allowed, `file:line` errors)."""
+    return lines.read_json(str(path), AnnotationError)
 
 
 def read_csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """(line, row) for each row of a CSV whose header must name `columns`."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = set(columns) - set(reader.fieldnames or [])
-            if missing:
-                raise AnnotationError(f"{path}:1: header must name {list(columns)}; missing "
-                                      f"{sorted(missing)} (found {reader.fieldnames})")
-            return [(reader.line_num, row) for row in reader]
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{path}: not valid UTF-8 ({exc.reason})") from None
+    reader = csv.DictReader(io.StringIO(lines.read_text(str(path), AnnotationError), newline=""))
+    missing = set(columns) - set(reader.fieldnames or [])
+    if missing:
+        raise AnnotationError(str(path), 1, f"header must name {list(columns)}; missing "
+                              f"{sorted(missing)} (found {reader.fieldnames})")
+    return [(reader.line_num, row) for row in reader]
 
 
 def read_id_list(path: Path) -> list[str]:
     """One video id per line (blank lines skipped); a repeated id is an error."""
-    seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    seen = lines.UniqueIds(str(path), "video", AnnotationError)
+    for number, line in lines.read_lines(str(path), AnnotationError):
         if line.strip():
-            video_id = check_video_id(line.strip(), f"{path}:{number}")
-            if video_id in seen:
-                raise AnnotationError(f"{path}:{number}: video {video_id!r} repeated (first on "
-                                      f"line {seen[video_id]})")
-            seen[video_id] = number
+            seen.add(check_video_id(line.strip(), f"{path}:{number}"), number)
     if not seen:
         raise AnnotationError(f"{path}: no video ids")
-    return list(seen)
+    return seen.ids()
 
 
 def unique_ids(ids: Iterable[tuple[str, str]]) -> list[str]:
     """Video ids from (id, where) pairs, in order; a repeat is an AnnotationError naming both."""
-    seen: dict[str, str] = {}
+    seen = lines.UniqueIds("", "video", AnnotationError)
     for video_id, where in ids:
         if video_id in seen:
-            raise AnnotationError(f"{where}: video {video_id!r} repeated (first at "
-                                  f"{seen[video_id]})")
-        seen[video_id] = where
-    return list(seen)
+            raise AnnotationError(f"{where}: duplicate video {video_id!r} (first at "
+                                  f"{seen.first[video_id]})")
+        seen.add(video_id, None, first_at=where)
+    return seen.ids()
 
 
 def caption_split(name: str, video_ids: list[str], captions_by_video: dict[str, list[str]],

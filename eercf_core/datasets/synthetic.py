@@ -51,6 +51,7 @@ from eercf_core.config import NUM_FRAMES
 from eercf_core.files.atomic import local_temp_path, write_text
 from eercf_core.files.inputs import write_manifest
 from eercf_core.files.text_formats import FormatError, read_jsonl, write_ground_truth, write_queries
+from eercf_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -402,19 +403,16 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
     paths = [str((out / "videos" / s.split / f"{s.video_id}{config.suffix}").resolve())
              for s in specs]
     jobs = [(s, config, p) for s, p in zip(specs, paths)]
-    start, done = time.perf_counter(), 0
+    start = time.perf_counter()
+    progress = Progress("synth", len(jobs), "videos", show_failed=False, logger=log)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for done, _ in enumerate(pool.map(_write_one, jobs, chunksize=16), 1):
-                if done % 200 == 0 or done == len(jobs):
-                    log.info("synth: %d/%d videos (%.1f videos/s)", done, len(jobs),
-                             done / (time.perf_counter() - start))
+            for _ in pool.map(_write_one, jobs, chunksize=16):
+                progress.add()
     else:
-        for done, job in enumerate(jobs, 1):
+        for job in jobs:
             _write_one(job)
-            if done % 200 == 0 or done == len(jobs):
-                log.info("synth: %d/%d videos (%.1f videos/s)", done, len(jobs),
-                         done / (time.perf_counter() - start))
+            progress.add()
 
     captions = [c for s in specs for c in captions_for(s, config)]
     for split in SPLITS:

@@ -17,7 +17,8 @@ import fsspec
 
 from eercf_core.errors import UserInputError
 from eercf_core.files.ids import control_character_problem
-from eercf_core.files.text_formats import FormatError, read_jsonl, write_tsv
+from eercf_core.files.lines import FormatError, check_id, read_jsonl, read_text
+from eercf_core.files.text_formats import write_tsv
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
                   ".flv", ".wmv", ".3gp", ".ogv")
@@ -86,7 +87,7 @@ def _relative_id(url: str, root: str) -> str:
 
 def read_manifest(url: str) -> list[VideoRef]:
     """VideoRefs from a TSV/CSV (header with video_id, uri) or JSONL manifest."""
-    fs, path = fsspec.core.url_to_fs(url)
+    _, path = fsspec.core.url_to_fs(url)
     base = posixpath.dirname(path)
     prefix = _protocol_prefix(url)
     refs: list[VideoRef] = []
@@ -94,9 +95,7 @@ def read_manifest(url: str) -> list[VideoRef]:
     def add(video_id: object, uri: object, line: int) -> None:
         if not video_id or not uri:
             raise FormatError(url, line, "needs non-empty 'video_id' and 'uri'")
-        problem = control_character_problem(str(video_id))
-        if problem:
-            raise FormatError(url, line, f"video_id {str(video_id)!r} {problem}")
+        video_id = check_id(video_id, url, line, "video_id")
         uri = str(uri)
         if "://" not in uri and not uri.startswith("/"):
             uri = (prefix if prefix != "file://" else "") + posixpath.join(base, uri)
@@ -106,8 +105,7 @@ def read_manifest(url: str) -> list[VideoRef]:
         for number, record in read_jsonl(url):
             add(record.get("video_id"), record.get("uri"), number)
         return refs
-    with fs.open(path, "rt", encoding="utf-8-sig") as handle:  # a BOM (Excel exports) is fine
-        text = handle.read()
+    text = read_text(url)  # a BOM (Excel exports) is fine
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
     missing = {"video_id", "uri"} - set(reader.fieldnames or [])

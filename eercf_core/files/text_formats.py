@@ -14,7 +14,9 @@ also the video manifest in eercf_core.files.inputs) produce exactly what the rea
 field that
 would break its line (a tab or newline) is a ValueError.
 
-Every parse error is a `FormatError` whose message starts with `file:line:`. Outputs are written
+Lines are read by the one text layer (`eercf_core.files.lines`: fsspec, BOM, `file:line`
+errors, header detection, id checks, duplicates). Every parse error is a `FormatError` whose
+message starts with `file:line:`. Outputs are written
 with `eercf_core.files.atomic`, so a failed run leaves no half-written file.
 Paths are local or fsspec URLs.
 """
@@ -31,17 +33,16 @@ import fsspec
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import write_text
 from eercf_core.files.ids import control_character_problem
+from eercf_core.files.lines import (
+    FormatError,
+    UniqueIds,
+    check_id,
+    is_header,
+    read_jsonl,
+    read_lines,
+)
 
 RANKED_COLUMNS = ("query_id", "rank", "video_id", "score", "coarse_score")
-
-
-class FormatError(UserInputError):
-    """A malformed input file; the message names the file and line."""
-
-    def __init__(self, path: str, line: int | None, message: str) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path, self.line = str(path), line
 
 
 @dataclass(frozen=True)
@@ -82,111 +83,73 @@ def read_ranked_meta(ranked_path: str) -> dict:
     return json.loads(fs.cat(target)) if fs.exists(target) else {}
 
 
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line without its newline); undecodable bytes -> FormatError."""
-    with fsspec.open(str(path), "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise FormatError(path, number, f"not valid UTF-8 ({exc.reason} at byte "
-                                  f"{exc.start})") from None
-            if number == 1:
-                text = text.lstrip("\ufeff")
-            yield number, text.rstrip("\r\n")
-
-
-def read_jsonl(path: str) -> Iterator[tuple[int, dict]]:
-    """(1-based line, object) for every non-blank line of a JSONL file (local path or fsspec URL);
-    a line that is not a JSON object is a FormatError naming `file:line`."""
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FormatError(path, number, f"not a JSON object: {exc.msg}") from None
-        if not isinstance(record, dict):
-            raise FormatError(path, number, f"expected a JSON object, got {type(record).__name__}")
-        yield number, record
-
-
 def _is_jsonl(path: str) -> bool:
     if str(path).endswith((".jsonl", ".json")):
         return True
-    for _, line in _lines(path):
+    for _, line in read_lines(path):
         if line.strip():
             return line.lstrip().startswith("{")
     return False
 
 
-def _check_id(path: str, line: int, field: str, value: str) -> None:
-    """FormatError when an id holds a control character (it would corrupt the TSV outputs)."""
-    problem = control_character_problem(value)
-    if problem:
-        raise FormatError(path, line, f"{field} {value!r} {problem}")
-
-
 def read_queries(path: str) -> list[Query]:
     """Parse a query file (TSV or JSONL, see module doc) into queries in file order."""
     queries: list[Query] = []
-    seen: dict[str, int] = {}
-    jsonl = _is_jsonl(path)
-    first = True
-    records = dict(read_jsonl(path)) if jsonl else {}
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        if jsonl:
-            record = records[number]
-            query_id, text = record.get("query_id"), record.get("text")
-            query_id = "" if query_id is None else str(query_id)
-            if text is not None and not isinstance(text, str):
-                raise FormatError(path, number, f"text must be a string, got {type(text).__name__}")
-        else:
-            if first and line.strip().lower().split("\t")[:2] == ["query_id", "text"]:
-                first = False
-                continue
-            if "\t" not in line:
-                raise FormatError(path, number, "expected 'query_id<TAB>text' (no tab found)")
-            query_id, text = line.split("\t", 1)
-        first = False
-        query_id = query_id.strip()
-        if not query_id:
-            raise FormatError(path, number, "missing query_id")
-        _check_id(path, number, "query_id", query_id)
+    seen = UniqueIds(path, "query_id")
+    rows: Iterator[tuple[int, object, object]]
+    if _is_jsonl(path):
+        rows = ((number, record.get("query_id"), record.get("text"))
+                for number, record in read_jsonl(path))
+    else:
+        rows = _tsv_queries(path)
+    for number, raw_id, text in rows:
+        query_id = check_id(raw_id, path, number, "query_id")
+        if text is not None and not isinstance(text, str):
+            raise FormatError(path, number, f"text must be a string, got {type(text).__name__}")
         if text is None or not text.strip():
             raise FormatError(path, number, f"query {query_id!r} has empty text")
-        if query_id in seen:
-            raise FormatError(path, number, f"duplicate query_id {query_id!r} (first on line "
-                              f"{seen[query_id]})")
-        seen[query_id] = number
+        seen.add(query_id, number)
         queries.append(Query(query_id, text.strip(), number))
     if not queries:
         raise FormatError(path, None, "no queries found")
     return queries
 
 
+def _tsv_queries(path: str) -> Iterator[tuple[int, object, object]]:
+    """(line, query_id, text) of a `query_id<TAB>text` file, its optional header skipped."""
+    first = True
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        if first and is_header(line.split("\t")[:2], ("query_id", "text")):
+            first = False
+            continue
+        first = False
+        if "\t" not in line:
+            raise FormatError(path, number, "expected 'query_id<TAB>text' (no tab found)")
+        query_id, text = line.split("\t", 1)
+        yield number, query_id, text
+
+
 def read_ground_truth(path: str) -> dict[str, list[tuple[str, int]]]:
     """query_id -> [(video_id, line), ...] from a `query_id<TAB>video_id` TSV (header optional)."""
     truth: dict[str, list[tuple[str, int]]] = {}
     first = True
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if first and [f.strip().lower() for f in fields] == ["query_id", "video_id"]:
+        if first and is_header(fields, ("query_id", "video_id")):
             first = False
             continue
         first = False
         if len(fields) != 2:
             raise FormatError(path, number, f"expected 'query_id<TAB>video_id', got {len(fields)} "
                               "tab-separated fields")
-        query_id, video_id = (f.strip() for f in fields)
-        if not query_id or not video_id:
+        if not fields[0].strip() or not fields[1].strip():
             raise FormatError(path, number, "empty query_id or video_id")
-        _check_id(path, number, "query_id", query_id)
-        _check_id(path, number, "video_id", video_id)
+        query_id = check_id(fields[0], path, number, "query_id")
+        video_id = check_id(fields[1], path, number, "video_id")
         truth.setdefault(query_id, []).append((video_id, number))
     if not truth:
         raise FormatError(path, None, "no ground-truth rows found")
@@ -197,11 +160,11 @@ def read_ranked(path: str) -> dict[str, list[RankedRow]]:
     """query_id -> rows in rank order from a ranked TSV; ranks must run 1, 2, ... per query."""
     ranked: dict[str, list[RankedRow]] = {}
     header_seen = False
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         if not line.strip():
             continue
         fields = line.split("\t")
-        if not header_seen and tuple(f.strip() for f in fields) == RANKED_COLUMNS:
+        if not header_seen and is_header(fields, RANKED_COLUMNS):
             header_seen = True
             continue
         header_seen = True

@@ -56,6 +56,7 @@ from eercf_core.index.directory import (
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.store import FineStoreWriter
 from eercf_core.model.features import VideoFeatures
+from eercf_core.progress import Progress
 from eercf_core.scoring.scores import ScoreParams
 from eercf_core.video.previews import STORE_DIR as PREVIEW_DIR
 from eercf_core.video.previews import write_preview_store
@@ -139,15 +140,11 @@ def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
 
 def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
     """Pass 2: stream the ok rows' features into the store, `batch_rows` rows at a time."""
-    start = time.perf_counter()
-    done = 0
-    for number, arrays in _ok_batches(shards, writer.dims, batch_rows):
+    progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
+    for _, arrays in _ok_batches(shards, writer.dims, batch_rows):
+        before = writer.written
         writer.append(**arrays)
-        if number != done:  # a progress line per shard (and on codes: encoding dominates)
-            done = number
-            elapsed = time.perf_counter() - start
-            log.info("store: shard %d/%d, %d/%d videos, %.0f videos/s", number, len(shards),
-                     writer.written, writer.num_videos, writer.written / max(elapsed, 1e-9))
+        progress.add(writer.written - before)
 
 
 def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_rows: int

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,8 @@ import torch
 import eercf_core as ec
 from eercf_core.errors import UserInputError
 from eercf_core.files import inputs
-from eercf_core.files.text_formats import FormatError, read_jsonl
+from eercf_core.files.lines import FormatError, check_id, is_header, read_jsonl, read_lines
+from eercf_core.progress import Progress
 from eercf_core.training.trainer import TrainingPairs
 
 log = logging.getLogger(__name__)
@@ -29,22 +29,27 @@ def read_manifest(path: str) -> dict[str, str]:
 
 
 def read_captions(path: str, split: str | None) -> list[tuple[str, str]]:
-    """(video_id, text) pairs from JSONL (filtered by `split` where rows carry one) or TSV."""
+    """(video_id, text) pairs from JSONL `{video_id, text[, split]}` (filtered by `split` where
+    rows carry one) or TSV `video_id<TAB>text` (header optional); local path or fsspec URL, a
+    BOM is fine, errors name file:line (the text layer, eercf_core.files.lines)."""
     rows: list[tuple[int, Any, Any]]
-    if path.endswith(".jsonl"):
+    if str(path).endswith((".jsonl", ".ndjson")):
         rows = [(n, row.get("video_id"), row.get("text")) for n, row in read_jsonl(path)
                 if not split or row.get("split", split) == split]
     else:
         rows = []
-        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-            video_id, _, text = line.partition("\t")
-            if line.strip() and not (n == 1 and video_id == "video_id"):  # optional header
-                rows.append((n, video_id, text))
+        for n, line in read_lines(path):
+            fields = line.split("\t", 1)
+            if not line.strip() or (not rows and is_header(fields, ("video_id", "text"))):
+                continue
+            if len(fields) != 2:
+                raise FormatError(path, n, "expected 'video_id<TAB>text' (no tab found)")
+            rows.append((n, fields[0], fields[1]))
     pairs = []
     for n, video_id, text in rows:
-        if not video_id or not text or not str(text).strip():
+        if not video_id or not isinstance(text, str) or not text.strip():
             raise FormatError(path, n, "a caption needs a video_id and non-empty text")
-        pairs.append((str(video_id), str(text)))
+        pairs.append((check_id(video_id, path, n, "video_id"), text))
     if not pairs:
         raise UserInputError(f"{path}: no captions{f' in split {split!r}' if split else ''}")
     return pairs
@@ -65,18 +70,16 @@ def decode_all(uris: dict[str, str], image_size: int, num_frames: int, workers: 
     frames = np.zeros((len(ids), num_frames, image_size, image_size, 3), np.uint8)
     mask = np.zeros((len(ids), num_frames), bool)
     ok = np.zeros(len(ids), bool)
-    start = time.perf_counter()
+    progress = Progress("train decode", len(ids), "videos", logger=log)
     with IsolatedPool(decode_job, workers=max(1, workers)) as pool:
-        for done, outcome in enumerate(pool.imap_unordered([(uris[v], options) for v in ids]), 1):
+        for outcome in pool.imap_unordered([(uris[v], options) for v in ids]):
             i = outcome.index
             if outcome.ok:
                 frames[i], mask[i], ok[i] = outcome.value.frames, outcome.value.mask, True
             else:
                 log.warning("train: skipping video %s (%s): %s", ids[i], uris[ids[i]],
                             outcome.error)
-            if done % 500 == 0 or done == len(ids):
-                log.info("train: decoded %d/%d videos (%.1f videos/s, %d failed)", done, len(ids),
-                         done / (time.perf_counter() - start), done - int(ok.sum()))
+            progress.add(1, failed=0 if outcome.ok else 1)
     keep = np.flatnonzero(ok)
     return [ids[i] for i in keep], frames[keep], mask[keep]
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from eercf_core.config import ScoreConfig
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import open_atomic
 from eercf_core.model.network import EercfModel
+from eercf_core.progress import Progress
 from eercf_core.training.losses import LossWeights, eercf_loss
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,8 @@ class Trainer:
               on_step: Callable[[Trainer, dict[str, float]], None] | None = None) -> list[dict]:
         """Run steps up to `until` (default: config.steps), logging progress and checkpointing."""
         until = self.config.steps if until is None else min(until, self.config.steps)
-        start_step, start = self.step, time.perf_counter()
+        progress = Progress("train", self.config.steps, "steps", every=math.inf,
+                            show_failed=False, already=self.step, logger=log)
         running: dict[str, float] = {}
         while self.step < until:
             terms = self.train_step()
@@ -297,16 +298,17 @@ class Trainer:
                 running[k] = running.get(k, 0.0) + v
             if on_step is not None:
                 on_step(self, terms)
-            done = self.step - start_step
-            if self.step % self.config.log_every == 0 or self.step == until:
-                n = max(1, min(done, self.config.log_every))
-                rate = done / (time.perf_counter() - start)
-                log.info("train step %d/%d loss %.4f (weak %.4f strong %.4f intra %.4f) lr %.2e "
-                         "tau %.1f | %.2f steps/s, eta %.0f s", self.step, self.config.steps,
-                         running.get("loss", 0) / n, running.get("weak", 0) / n,
-                         running.get("strong", 0) / n, running.get("intra", 0) / n, terms["lr"],
-                         terms["tau"], rate, (until - self.step) / max(rate, 1e-9))
+            due = self.step % self.config.log_every == 0 or self.step == until
+            detail = ""
+            if due:
+                n = max(1, min(self.step - progress.already, self.config.log_every))
+                detail = (f"loss {running.get('loss', 0) / n:.4f} (weak "
+                          f"{running.get('weak', 0) / n:.4f} strong "
+                          f"{running.get('strong', 0) / n:.4f} intra "
+                          f"{running.get('intra', 0) / n:.4f}) lr {terms['lr']:.2e} "
+                          f"tau {terms['tau']:.1f}")
                 running = {}
+            progress.add(1, detail=detail, force=due)
             if (self.out_dir is not None and self.config.checkpoint_every
                     and self.step % self.config.checkpoint_every == 0 and self.step < until):
                 self.save_state()

@@ -137,7 +137,7 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
         pipeline
         | "ReadInputs" >> beam.Create(chunks)
         | "Distribute" >> beam.Reshuffle()
-        | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.decode_workers,
+        | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.workers,
                                                args.per_video_timeout, args.batch_size,
                                                args.decode_ahead)))
     encode = RunInference(EercfModelHandler(spec, previews=not args.no_previews))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from eercf_core.errors import UserInputError
 from eercf_core.files.text_formats import Query
 from eercf_core.index import open_index, rank
 from eercf_core.model.spec import ModelSpec, load_model_spec
+from eercf_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,3 @@ def stream_rows(job: QueryJob, blocks: Sequence[tuple[int, list[Query]]],
     for _, block in blocks:
         yield from worker.rows(block)
         progress.add(len(block))
-
-
-class Progress:
-    """Logs `mode: done/total queries, rate` as blocks finish."""
-
-    def __init__(self, mode: str, total: int):
-        self.mode, self.total, self.done = mode, total, 0
-        self.started = time.perf_counter()
-
-    def add(self, count: int) -> None:
-        self.done += count
-        log.info("%s: %d/%d queries, %.1f queries/s", self.mode, self.done, self.total,
-                 self.done / max(time.perf_counter() - self.started, 1e-9))

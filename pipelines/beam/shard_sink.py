@@ -25,6 +25,7 @@ from eercf_core.errors import UserInputError
 from eercf_core.files import shards
 from eercf_core.files.atomic import write_json
 from eercf_core.files.inputs import VideoRef
+from eercf_core.progress import Progress
 from eercf_core.video import error_causes
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
 
@@ -104,32 +105,12 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
     return removed
 
 
-class Progress:
-    """Counts rows as they are written and logs a progress line every `every` seconds."""
-
-    def __init__(self, total: int, every: float = 10.0, started: float | None = None):
-        self.total, self.every = total, every
-        self.done = self.failed = self.frames = 0
-        self.started = started or time.time()  # wall clock: the job's start, across processes
-        self.last = time.time()
-
-    def add(self, row: dict) -> None:
-        self.done += 1
-        if row["status"] == STATUS_OK:
-            self.frames += int(sum(bool(x) for x in row["frame_mask"]))
-        else:
-            self.failed += 1
-        now = time.time()
-        if now - self.last >= self.every or self.done == self.total:
-            self.last = now
-            log.info("%s", self.line())
-
-    def line(self) -> str:
-        elapsed = max(time.time() - self.started, 1e-9)
-        return (f"extract: {self.done}/{self.total} videos "
-                f"({100 * self.done / max(self.total, 1):.0f}%), "
-                f"{self.done / elapsed:.2f} videos/s, {self.frames / elapsed:.1f} frames/s, "
-                f"{self.failed} failed")
+def count_row(progress: Progress, row: dict) -> None:
+    """Count one written row in the extract job's `Progress`: a failure for an error row,
+    its real (unmasked) frames for an ok row (shown as frames/s)."""
+    ok = row["status"] == STATUS_OK
+    frames = int(sum(bool(x) for x in row["frame_mask"])) if ok else 0
+    progress.add(1, failed=0 if ok else 1, frames=frames)
 
 
 class WriteShardsFn(beam.DoFn):
@@ -154,7 +135,8 @@ class WriteShardsFn(beam.DoFn):
         self.errors = beam.metrics.Metrics.counter("eercf_extract", "error_rows")
 
     def setup(self) -> None:
-        self.progress = Progress(self.total, self.progress_seconds, self.started)
+        self.progress = Progress("extract", self.total, "videos", self.progress_seconds,
+                                 self.started, logger=log)
 
     def start_bundle(self) -> None:
         self.buffers: dict[str, list[dict]] = {}
@@ -170,7 +152,7 @@ class WriteShardsFn(beam.DoFn):
         name, count, row = element
         self.buffers.setdefault(name, []).append(row)
         self.expected[name] = count
-        self.progress.add(row)
+        count_row(self.progress, row)
         self.rows_written.inc()
         if row["status"] != STATUS_OK:
             self.errors.inc()

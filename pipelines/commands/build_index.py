@@ -9,11 +9,11 @@ import argparse
 from eercf_core.config import RECALL_K
 from eercf_core.index import build_index, recall
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
-from pipelines.flags import add_output, parse_args, positive_int
+from pipelines.flags import add_output, command_parser, parse_args, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf build-index", description=__doc__.split("\n")[0])
+    parser = command_parser("build-index", __doc__)
     parser.add_argument("--shards", nargs="+", required=True,
                         help="shard directories, shard files or globs (fsspec URLs)")
     add_output(parser, help="index directory to create (local)")

@@ -25,7 +25,7 @@ from eercf_core.config import RECALL_K
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.text_formats import FormatError, read_jsonl, read_ranked_meta
 from eercf_core.index import read_manifest
-from pipelines.flags import add_model, add_output, parse_args
+from pipelines.flags import add_model, add_output, add_workers, command_parser, parse_args
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ SWEEP_K = (1, 2, 5, 10, 20, 50, 100)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eercf demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("demo", __doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_output(p, required=False, default="demo_out",
                help="output directory (stage outputs are redone)")
     p.add_argument("--pretrained", default=None,
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="head lr (from-scratch demo value)")
     p.add_argument("--clip-lr", type=float, default=1e-3, help="CLIP lr (from scratch: a real lr)")
     p.add_argument("--recall-k", type=int, default=RECALL_K)
-    p.add_argument("--workers", type=int, default=2, help="encode/decode processes")
+    add_workers(p, 2, "video encoding and decoding processes of every stage")
     p.add_argument("--no-sweep", action="store_true", help="skip the R@1-vs-k sweep plot")
     return p
 
@@ -144,7 +144,7 @@ def run(argv: list[str] | None = None) -> int:
         _stage("train", timings, train.run, [
             "--corpus", str(corpus), "--output", str(out / "train"), "--model", args.model,
             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-            "--clip-lr", str(args.clip_lr), "--decode-workers", str(args.workers),
+            "--clip-lr", str(args.clip_lr), "--workers", str(args.workers),
             "--seed", str(args.train_seed),
             "--checkpoint-every", "0", "--log-every", "50",
             *([] if args.random_batches else ["--group-batches"])])
@@ -155,7 +155,7 @@ def run(argv: list[str] | None = None) -> int:
 
     _stage("extract", timings, extract.run, [
         "--input", str(manifest), "--output", str(out / "features"), *extract_model,
-        "--decode-workers", str(args.workers), "--batch-size", "32", "--progress-seconds", "30"])
+        "--workers", str(args.workers), "--batch-size", "32", "--progress-seconds", "30"])
     _stage("build-index", timings, build_index.run, [
         "--shards", str(out / "features"), "--output", str(out / "index")])
     (out / "ranked").mkdir(parents=True, exist_ok=True)

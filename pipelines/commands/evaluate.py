@@ -23,11 +23,11 @@ from eercf_core.errors import UserInputError
 from eercf_core.evaluation.ranked import evaluate, markdown_table
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_dir
-from pipelines.flags import add_output, parse_args
+from pipelines.flags import add_output, command_parser, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf evaluate", description=__doc__.split("\n")[0])
+    parser = command_parser("evaluate", __doc__)
     parser.add_argument("--ranked", required=True, help="ranked TSV from eercf query")
     parser.add_argument("--ground-truth", required=True, help="TSV query_id<TAB>video_id")
     add_output(parser, help="directory where metrics and plots go")

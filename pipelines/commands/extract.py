@@ -52,13 +52,14 @@ from pipelines.beam.shard_sink import (
     summarize,
 )
 from pipelines.flags import (
+    add_device,
     add_model_flags,
     add_num_frames,
     add_output,
+    add_workers,
     check_beam_flags,
     check_num_frames,
-    check_required,
-    device_name,
+    command_parser,
     model_spec,
     non_negative_float,
     positive_float,
@@ -71,8 +72,8 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="eercf extract", description=__doc__.split("\n\n")[0],
+    p = command_parser(
+        "extract", __doc__,
         epilog="Other flags are passed to Beam as pipeline options, e.g. --runner DataflowRunner "
                "--project P --region R --temp_location gs://b/tmp, or --direct_num_workers 4 "
                "--direct_running_mode multi_processing for the in-process runner.")
@@ -81,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(.tsv/.csv/.jsonl with video_id and uri)")
     add_output(p, help="directory (local or fsspec URL) for shards")
     add_model_flags(p, default="ViT-B-32")
-    p.add_argument("--device", type=device_name, default="auto",
-                   help="auto (default: a CUDA GPU when the worker sees one, else the CPU), cpu, "
-                        "cuda or cuda:N; on CUDA the image tower runs in fp16 (autocast)")
+    add_device(p)
     add_num_frames(p)
     p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
     p.add_argument("--decode-ahead", type=positive_int, default=None,
@@ -99,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'type:nvidia-l4;count:1;install-nvidia-driver' (implies "
                         "--split-stages; honoured by runners with resource hints such as "
                         "Dataflow, ignored by the in-process runner)")
-    p.add_argument("--decode-workers", type=positive_int, default=None,
-                   help="decoder processes per worker process (default: the cores of the "
-                        "machine it runs on)")
+    add_workers(p, None, "decoder processes per worker process")
     p.add_argument("--per-video-timeout", type=positive_float, default=120.0,
                    help="seconds before a video's decoder is killed (default 120)")
     p.add_argument("--decoder", choices=BACKENDS, default="pyav",
@@ -138,7 +135,6 @@ def run(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    check_required(parser, args)
     check_beam_flags(parser, beam_args)
     started = time.monotonic()
     # Resolved here, where the command is typed: workers may run elsewhere.
@@ -236,6 +232,7 @@ def _print_summary(output: str, summary: dict) -> None:
 if __name__ == "__main__":
     import sys
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pipelines.flags import setup_logging, verbosity
+
+    setup_logging(verbosity(sys.argv[1:]))
     sys.exit(run(sys.argv[1:]))

@@ -19,7 +19,7 @@ from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.inputs import write_manifest
 from eercf_core.files.text_formats import write_captions, write_ground_truth, write_queries
-from pipelines.flags import add_output, parse_args
+from pipelines.flags import add_output, command_parser, parse_args
 
 log = logging.getLogger(__name__)
 MISSING_SHOWN = 20  # missing video ids listed in README.txt (all are in missing_videos.txt)
@@ -93,14 +93,13 @@ def readme(dataset: str, annotations: Path, videos: Path, output: Path, summarie
                f"--top-n 0 --output ranked_{example}.tsv"),
               (f"  eercf evaluate --ranked ranked_{example}.tsv --ground-truth "
                f"{split_dir}/ground_truth.tsv --output eval_{example}"),
-              ("  eercf train --videos <train split>/manifest.tsv --captions <train split>/"
+              ("  eercf train --manifest <train split>/manifest.tsv --captions <train split>/"
                "captions.jsonl --model M --output run")]
     return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf import-dataset",
-                                     description=__doc__.split("\n")[0])
+    parser = command_parser("import-dataset", __doc__)
     parser.add_argument("dataset", choices=sorted(LOADERS))
     parser.add_argument("--annotations", required=True, help="folder with the annotation files")
     parser.add_argument("--videos", required=True, help="folder with the video files")

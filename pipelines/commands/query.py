@@ -16,80 +16,45 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 
-import eercf_core as ec
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
-from eercf_core.index.rerank import METHODS
-from pipelines.beam.query_ranker import Progress, QueryJob, query_blocks, ranker, stream_rows
+from eercf_core.progress import Progress
+from pipelines.beam.query_ranker import QueryJob, query_blocks, ranker, stream_rows
 from pipelines.beam.runner import absolute_local, selects_runner
 from pipelines.flags import (
+    add_device,
     add_model_flags,
     add_output,
-    check_required,
+    add_rerank_flags,
+    command_parser,
     non_negative_int,
     positive_int,
+    score_config,
 )
 
 log = logging.getLogger(__name__)
 
 
-def parse_weights(text: str | None) -> ec.RerankWeights:
-    """'coarse=0.5,weak_frame=0.8,...' -> RerankWeights (unnamed weights keep official values).
-
-    Raises argparse.ArgumentTypeError (argparse names --weights) for an unknown name, a value
-    that is not a finite number, or all weights zero."""
-    if not text:
-        return ec.RerankWeights()
-    known = sorted(ec.RerankWeights().to_dict())
-    values = {}
-    for item in text.split(","):
-        name, sep, value = (part.strip() for part in item.partition("="))
-        if name not in known:
-            raise argparse.ArgumentTypeError(f"unknown weight {name!r} in {text!r}; known: {known}")
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not sep or not math.isfinite(number):
-            raise argparse.ArgumentTypeError(f"{name} needs a finite number (name=value), got "
-                                             f"{item.strip()!r}")
-        values[name] = number
-    weights = ec.RerankWeights(**values)
-    if not any(weights.to_dict().values()):
-        raise argparse.ArgumentTypeError(f"all rerank weights are zero in {text!r}")
-    return weights
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf query", description=__doc__.split("\n")[0])
+    parser = command_parser("query", __doc__)
     parser.add_argument("--index", required=True, help="index directory from build-index")
     parser.add_argument("--queries", required=True, help="TSV query_id<TAB>text or JSONL")
     add_output(parser, help="ranked TSV to write")
     add_model_flags(parser)  # the model that extracted the features, given as to extract
-    parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
-                        help="candidates reranked")
     parser.add_argument("--top-n", type=non_negative_int, default=100,
                         help="ranked videos written per query (0 = all videos)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--recall-only", action="store_true", help="coarse order only, no rerank")
     mode.add_argument("--exhaustive", action="store_true",
                       help="fine-score every video (slow reference)")
-    parser.add_argument("--weights", type=parse_weights, default=ec.RerankWeights(),
-                        help="rerank weights, e.g. coarse=0.5,weak_frame=0.8,strong_frame=0.2,"
-                             "weak_patch=0.2,strong_patch=0 (the official defaults)")
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="queries encoded/ranked at once (one unit of work on a runner)")
-    parser.add_argument("--nprobe", type=positive_int, default=None,
-                        help="override the IVF nprobe")
-    parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
-    parser.add_argument("--no-frame-mask", action="store_true",
-                        help="let padded frames into the softmaxes (exact official parity)")
-    parser.add_argument("--device", default="cpu", help="device for text encoding")
+    add_rerank_flags(parser)
+    add_device(parser, "text encoding")
     return parser
 
 
@@ -97,7 +62,6 @@ def run(argv: list[str] | None = None) -> int:
     """Rank the queries; 0 when the ranked TSV is complete, 1 when a runner lost work."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    check_required(parser, args)
     if beam_args and not selects_runner(beam_args):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
                      "are taken only with --runner)")
@@ -111,7 +75,7 @@ def run(argv: list[str] | None = None) -> int:
     job = QueryJob(index=absolute_local(args.index), model=model, pretrained=pretrained,
                    device=args.device, nprobe=args.nprobe, mode=mode_name,
                    recall_k=args.recall_k, top_n=args.top_n, weights=args.weights,
-                   config=ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask),
+                   config=score_config(args),
                    rerank_method=args.rerank_method, random_init=args.random_init,
                    head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
@@ -131,8 +95,8 @@ def run(argv: list[str] | None = None) -> int:
             log.error("query: %s", exc)
             return 1
     else:
-        write_text(output, ranked_lines(stream_rows(job, blocks,
-                                                    Progress(mode_name, len(queries)))))
+        progress = Progress(f"query {mode_name}", len(queries), "queries", logger=log)
+        write_text(output, ranked_lines(stream_rows(job, blocks, progress)))
     seconds = time.perf_counter() - start
     identity = local.model.identity
     write_json(ranked_meta_path(output), {

@@ -15,7 +15,15 @@ from eercf_core.files.text_formats import read_ranked_meta
 from eercf_core.index import open_index
 from eercf_core.model.spec import load_model_spec
 from eercf_core.report import load_results, write_report
-from pipelines.flags import add_model_flags, add_output, model_spec, parse_args, positive_int
+from pipelines.flags import (
+    add_device,
+    add_model_flags,
+    add_output,
+    command_parser,
+    model_spec,
+    parse_args,
+    positive_int,
+)
 
 
 def _recall_k_of(ranked_path: str) -> int | None:
@@ -23,7 +31,7 @@ def _recall_k_of(ranked_path: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf report", description=__doc__.split("\n")[0])
+    parser = command_parser("report", __doc__)
     parser.add_argument("--ranked", required=True, help="ranked TSV from eercf query")
     parser.add_argument("--queries", required=True, help="the query file that was ranked")
     parser.add_argument("--index", required=True, help="index directory the ranking used")
@@ -31,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_flags(parser, required=False,
                     help="the model of the index, given as to extract: adds the frame the text "
                          "gate weighted most; without it that column is absent")
-    parser.add_argument("--device", default="cpu", help="device for text encoding")
+    add_device(parser, "text encoding")
     parser.add_argument("--ground-truth", default=None, help="TSV query_id<TAB>video_id")
     parser.add_argument("--evaluation", default=None,
                         help="the --output folder of `eercf evaluate`: metrics table and plots")

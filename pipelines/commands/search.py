@@ -19,11 +19,19 @@ from eercf_core.errors import UserInputError
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.text_formats import RankedRow, coarse_ranks
 from eercf_core.index import open_index, two_stage
-from eercf_core.index.rerank import METHODS
 from eercf_core.model.spec import load_model_spec
 from eercf_core.report import QueryResults, write_report
-from pipelines.commands.query import parse_weights
-from pipelines.flags import add_model_flags, add_output, model_spec, parse_args, positive_int
+from pipelines.flags import (
+    add_device,
+    add_model_flags,
+    add_output,
+    add_rerank_flags,
+    command_parser,
+    model_spec,
+    parse_args,
+    positive_int,
+    score_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +69,13 @@ def format_table(result: QueryResults, top_n: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eercf search", description=__doc__.split("\n")[0])
+    parser = command_parser("search", __doc__)
     parser.add_argument("texts", nargs="+", help="one or more search texts")
     parser.add_argument("--index", required=True, help="index directory from build-index")
     add_model_flags(parser)  # the model that extracted the features, given as to extract
     parser.add_argument("--top-n", type=positive_int, default=10, help="results shown per text")
-    parser.add_argument("--recall-k", type=positive_int, default=ec.RECALL_K,
-                        help="candidates reranked")
-    parser.add_argument("--weights", type=parse_weights, default=ec.RerankWeights(),
-                        help="rerank weights, as for eercf query")
-    parser.add_argument("--rerank-method", choices=METHODS, default="grouped")
-    parser.add_argument("--no-frame-mask", action="store_true",
-                        help="let padded frames into the softmaxes (exact official parity)")
-    parser.add_argument("--nprobe", type=positive_int, default=None,
-                        help="override the IVF nprobe")
-    parser.add_argument("--device", default="cpu", help="device for text encoding")
+    add_rerank_flags(parser)
+    add_device(parser, "text encoding")
     add_output(parser, required=False, metavar="DIR",
                help="also write the result gallery (index.html + assets) to DIR")
     parser.add_argument("--html", dest="output", metavar="DIR", help="the same as --output")
@@ -96,7 +96,7 @@ def run(argv: list[str] | None = None) -> int:
     index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
     if model.dims != index.dims:
         raise UserInputError(f"model dims {model.dims} differ from the index dims {index.dims}")
-    config = ec.ScoreConfig(mask_padded_frames=not args.no_frame_mask)
+    config = score_config(args)
     results = search(index, model, texts, args.top_n, args.recall_k, args.weights,
                      config, args.rerank_method)
     print("\n\n".join(format_table(r, args.top_n) for r in results))

@@ -10,13 +10,13 @@ import argparse
 import json
 
 from eercf_core.datasets.synthetic import SynthConfig, generate_corpus
-from pipelines.flags import add_output, parse_args
+from pipelines.flags import add_output, add_workers, command_parser, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
-    p = argparse.ArgumentParser(prog="eercf synth", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("synth", __doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_output(p, help="output directory")
     p.add_argument("--num-train", type=int, default=d.num_train, help="training videos")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test videos (one query each)")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-short-captions", action="store_true",
                    help="no event-only training captions")
     p.add_argument("--suffix", default=d.suffix, choices=(".mp4", ".webm", ".avi", ".mkv"))
-    p.add_argument("--workers", type=int, default=2, help="encoding processes")
+    add_workers(p, 2, "video encoding processes")
     return p
 
 

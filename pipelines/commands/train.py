@@ -1,7 +1,7 @@
 """`eercf train`: train or fine-tune an EERCF model with the method's losses (method §7).
 
 Inputs: either a synthetic corpus directory (`--corpus`, from `eercf synth`: its train manifest and
-captions) or a video manifest (`--videos`, TSV/CSV/JSONL with video_id, uri) plus a captions file
+captions) or a video manifest (`--manifest`, TSV/CSV/JSONL with video_id, uri) plus a captions file
 (`--captions`, JSONL {"video_id", "text"[, "split"]} or TSV video_id<TAB>text). Videos are decoded
 once (method §2.1 sampling, early resize to the model's input size) in worker processes and held in
 memory; a video that fails to decode is skipped with a warning (its captions too).
@@ -38,12 +38,15 @@ from eercf_core.training.data import (
 from eercf_core.training.losses import LossWeights
 from eercf_core.training.trainer import STATE_FILE, TrainConfig, Trainer
 from pipelines.flags import (
+    add_aliased,
+    add_device,
     add_model,
     add_num_frames,
     add_output,
+    add_workers,
     check_num_frames,
+    command_parser,
     contrastive_batch,
-    group,
     non_negative_float,
     non_negative_int,
     parse_args,
@@ -55,24 +58,24 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eercf train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("train", __doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("data")
     src.add_argument("--corpus", help="synthetic corpus directory from `eercf synth` (uses its "
                                       "train split)")
-    src.add_argument("--videos", help="video manifest: TSV/CSV (video_id, uri columns) or JSONL")
+    add_aliased(src, "--manifest", ("--videos",),
+                help="video manifest: TSV/CSV (video_id, uri columns) or JSONL")
     src.add_argument("--captions",
                      help="captions: JSONL {video_id, text[, split]} or TSV video_id<TAB>text")
     src.add_argument("--split", default="train",
                      help="caption split to use when captions carry one")
-    src.add_argument("--decode-workers", type=positive_int, default=2)
-    m = group(p, "model")
+    add_workers(src, 2, "decoder processes")
+    m = p.add_argument_group("model")
     add_model(m, default="eercf-tiny",
               help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
     m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for "
                                                       "--model")
     add_num_frames(m)
-    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    add_device(m, "training")
     o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
     o.add_argument("--steps", type=positive_int, default=None,
                    help="optimiser steps (default: from --epochs)")
@@ -98,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     for field, value in LossWeights().to_dict().items():
         w.add_argument(f"--{field.replace('_', '-')}-weight" if not field.startswith("alpha")
                        else f"--{field}", dest=f"loss_{field}", type=float, default=value)
-    r = group(p, "output")
+    r = p.add_argument_group("output")
     add_output(r, help="output directory")
     r.add_argument("--checkpoint-every", type=non_negative_int, default=200,
                    help="steps between state checkpoints")
@@ -123,10 +126,10 @@ def run(argv: list[str] | None = None) -> int:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: not found; is {corpus} an `eercf synth` corpus?")
         videos, captions = str(videos), str(captions)
-    elif args.videos and args.captions:
-        videos, captions = args.videos, args.captions
+    elif args.manifest and args.captions:
+        videos, captions = args.manifest, args.captions
     else:
-        raise SystemExit("eercf train: give --corpus DIR, or --videos MANIFEST and --captions FILE")
+        parser.error("give --corpus DIR, or --manifest FILE and --captions FILE")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -138,7 +141,7 @@ def run(argv: list[str] | None = None) -> int:
     manifest = read_manifest(videos)
     wanted = {v: manifest[v] for v in dict.fromkeys(v for v, _ in caption_pairs) if v in manifest}
     video_ids, frames, mask = decode_all(wanted, model.image_size, model.num_frames,
-                                         args.decode_workers)
+                                         args.workers)
     if args.group_batches and not args.corpus:
         raise SystemExit("eercf train: --group-batches needs --corpus (its videos.jsonl has the "
                          "groups)")
