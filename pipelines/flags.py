@@ -134,7 +134,7 @@ def add_device(parser: argparse.ArgumentParser | Any, what: str = "the model") -
     (`device_name`); eercf_core.model.device resolves them."""
     parser.add_argument("--device", type=device_name, default=None,
                         help=f"device for {what}: auto, cpu, cuda, cuda:1 (default auto: cuda "
-                             "when the process that loads the model sees one, else cpu; on "
+                             "when available to the process that loads the model, else cpu; on "
                              "CUDA the image tower runs in fp16 autocast)")
 
 
