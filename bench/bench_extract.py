@@ -282,16 +282,19 @@ def main(flags: list[str]) -> dict:
     model = load_model_spec(spec)
     model_build_s = time.perf_counter() - started
 
+    log.info("end to end: %.1f s; decode only next", e2e["seconds"])
     # 2. decode only, as the pipeline decodes (same options and number of processes)
     options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size)
     decode_s, decoded = decode_only(refs, options, workers)
     if not decoded:
         raise RuntimeError("no input decoded: nothing to run the model on")
 
+    log.info("decode only: %.1f s; inference only next", decode_s)
     # 3. inference only, frames from memory
     infer = inference_only(model, decoded, int(_flag(flags, "--infer-videos", len(refs))),
                            batch_size)
 
+    log.info("inference only: %.1f s; parity next", infer["seconds"])
     # 4. features on this device vs CPU fp32
     # (on a CPU the forced fp16 path is slow, emulated: 2 videos there by default)
     parity_videos = int(_flag(flags, "--parity-videos", 16 if device.type == "cuda" else 2))
