@@ -43,6 +43,7 @@ import os
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,11 +52,12 @@ from bench import decode_fidelity, decode_floor
 from eercf_core.video.decode import (
     QUALITY_EXACT,
     QUALITY_FAST,
+    DecodedVideo,
     DecodeOptions,
     decode_video,
     sample_times,
 )
-from eercf_core.video.isolation import IsolatedPool
+from eercf_core.video.isolation import IsolatedPool, Outcome
 
 log = logging.getLogger(__name__)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
@@ -81,17 +83,17 @@ def decord_baseline(uri: str) -> int:
     return int(frames.shape[0])
 
 
-def _frame_offsets(uri: str, video) -> tuple[float, float]:
+def _frame_offsets(uri: str, video: DecodedVideo) -> tuple[float, float]:
     """(max |frame time - target|, max distance of a target from its frame's display span)."""
     import av
 
-    from eercf_core.video.decode import _index_packets
+    from eercf_core.video.pyav_decoder import index_packets
 
-    targets = sample_times(video.duration)
+    targets = sample_times(video.duration or 0.0)
     times = np.asarray(video.frame_times)
     with av.open(uri) as container:
         stream = container.streams.video[0]
-        index = _index_packets(container, stream, uri)
+        index = index_packets(container, stream, uri)
         pts = (index.pts - index.start) * float(stream.time_base)
         end = (index.end - index.start) * float(stream.time_base)
     following = np.append(pts, end)[np.searchsorted(pts, times + 1e-6, side="left")]
@@ -110,7 +112,8 @@ def bench_job(job: tuple[str, Variant, bool]) -> dict:
         frames = decord_baseline(uri)
         return {"cpu_s": time.process_time() - started, "frames": frames}
     video = decode_video(uri, variant.options)
-    result = {"cpu_s": time.process_time() - started, "frames": int(video.mask.sum()),
+    result: dict[str, Any] = {"cpu_s": time.process_time() - started,
+                              "frames": int(video.mask.sum()),
               "frames_decoded": video.frames_decoded}
     if not check:
         result["pixels"] = video.frames
@@ -129,7 +132,7 @@ def bench_job(job: tuple[str, Variant, bool]) -> dict:
     return result
 
 
-def _strip(outcome):
+def _strip(outcome: Outcome) -> Outcome:
     if outcome.ok:
         for key in ("pixels", "mask", "times"):  # keep the memory of many repeats small
             outcome.value.pop(key, None)
@@ -145,7 +148,7 @@ def variants(levers: bool, workers: int) -> dict[str, Variant]:
         FAST: Variant(DecodeOptions(quality=QUALITY_FAST), workers, True, keep_frames=True),
     }
     if levers:
-        def exact(**changes) -> DecodeOptions:
+        def exact(**changes: Any) -> DecodeOptions:
             return DecodeOptions(quality=EXACT, **changes)
 
         chosen.update({
@@ -261,14 +264,13 @@ def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int
                         threads: int | None = None) -> dict:
     """Per-video cosine of seeded random ViT-B-32 features (coarse, worst frame) of the fast
     frames against the exact frames, over the files both decoded, at the same frame times."""
-    from eercf_core.model.spec import ModelSpec
-    from pipelines.beam.inference import build_model
+    from eercf_core.model.spec import ModelSpec, load_model_spec
 
     both = sorted(set(exact) & set(fast))
     moved = [files[i] for i in both if exact[i]["times"] != fast[i]["times"]]
     if moved:
         raise RuntimeError(f"fast sampled other frame times than exact for {moved}")
-    model = build_model(ModelSpec("ViT-B-32", random_init=True, seed=0, device="cpu"))
+    model = load_model_spec(ModelSpec("ViT-B-32", random_init=True, seed=0, device="cpu"))
     if threads:
         torch.set_num_threads(threads)  # one thread is faster on an oversubscribed machine
     started = time.perf_counter()
@@ -280,7 +282,7 @@ def random_vit_fidelity(files: list[str], exact: dict[int, dict], fast: dict[int
     stats = {kind: decode_fidelity.cosine_stats(values) for kind, values in cosines.items()}
     worst = int(np.argmin(cosines["frame"]))
     return {**stats, "gate_p1_0.999": decode_fidelity.gate(stats),
-            "video_to_video": decode_fidelity.neighbour_lists_changed(*encoded),
+            "video_to_video": decode_fidelity.neighbour_lists_changed(encoded[0], encoded[1]),
             "worst_frame_video": Path(files[both[worst]]).name,
             "model": "ViT-B-32, random weights (seed 0), eercf head", "videos": len(both),
             "encode_seconds": round(time.perf_counter() - started, 1)}
@@ -311,7 +313,8 @@ def _summarize(runs: list, checked: list[dict], common: set[int]) -> dict:
     return stats
 
 
-def _flag(flags: list[str], name: str, default):
+def _flag(flags: list[str], name: str, default: Any) -> Any:
+    """The value of `--name=VALUE` in `flags`, else `default`."""
     for flag in flags:
         if flag.startswith(name + "="):
             return flag.split("=", 1)[1]

@@ -43,13 +43,20 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from eercf_core.files.atomic import local_temp_path
 from eercf_core.files.inputs import VideoRef, read_inputs
-from eercf_core.video.decode import DecodeOptions, decode_job
+from eercf_core.video.decode import DecodedVideo, DecodeOptions, decode_job
 from eercf_core.video.isolation import IsolatedPool
+
+if TYPE_CHECKING:
+    import torch
+
+    from eercf_core.model.network import EercfModel
+    from eercf_core.model.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 MODEL = "ViT-B-32"
@@ -126,7 +133,7 @@ class NvmlSampler:
         return round(float(np.mean(self.samples)), 4) if self.samples else None
 
 
-def device_facts(device) -> dict:
+def device_facts(device: torch.device) -> dict:
     """The device the model ran on, in words: the card's name, or "no GPU"."""
     import torch
 
@@ -179,7 +186,8 @@ def decode_only(refs: list[VideoRef], options: DecodeOptions, workers: int) -> t
     return seconds, [kept[i] for i in sorted(kept)]
 
 
-def inference_only(model, videos: list, count: int, batch_size: int) -> dict:
+def inference_only(model: EercfModel, videos: list[DecodedVideo], count: int, batch_size: int
+                   ) -> dict:
     """`model.encode_video` on `count` videos cycled from the decoded `videos`, batches stacked
     beforehand (frames from memory); wall seconds and, on CUDA, GPU seconds from CUDA events."""
     import torch
@@ -210,7 +218,7 @@ def inference_only(model, videos: list, count: int, batch_size: int) -> dict:
             "gpu_seconds": gpu_ms / 1000 if cuda else None}
 
 
-def parity(model, spec, videos: list) -> dict:
+def parity(model: EercfModel, spec: ModelSpec, videos: list[DecodedVideo]) -> dict:
     """Per-frame cosine of `model`'s features against CPU fp32 ones on `videos` (raw, contextual
     and patch tokens of valid frames). On a CPU model, the fp16 path forced on the CPU."""
     import dataclasses
@@ -336,7 +344,8 @@ def main(flags: list[str]) -> dict:
     return result
 
 
-def _flag(flags: list[str], name: str, default):
+def _flag(flags: list[str], name: str, default: Any) -> Any:
+    """The value of `--name=VALUE` in `flags`, else `default`."""
     for flag in flags:
         if flag.startswith(name + "="):
             return flag.split("=", 1)[1]

@@ -129,12 +129,12 @@ class CountingStore(ModuloStore):
         super().__init__(inner, num_videos, coarse)
         self.bytes_read = 0
 
-    def read(self, kind: str, rows, out=None) -> np.ndarray:
+    def read(self, kind: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         values = super().read(kind, rows, out)
         self.bytes_read += values.nbytes if kind != "coarse" else 0
         return values
 
-    def read_float(self, kind: str, rows) -> torch.Tensor:
+    def read_float(self, kind: str, rows: np.ndarray) -> torch.Tensor:
         if kind != "coarse":  # the stored bytes, not the float32 they decode to
             self.bytes_read += self.inner.arrays[kind][0].nbytes * len(rows)
         return super().read_float(kind, rows)
@@ -193,7 +193,7 @@ def speed(spec_text: str, quick: bool, num_queries: int, store_rows: int) -> dic
         rankings = {}
         for name, store in stores.items():
             view = CountingStore(store, count, all_coarse[:count])
-            directory = IndexDirectory(Path(), {}, index, [], view)  # type: ignore[arg-type]
+            directory = IndexDirectory(Path(), {}, index, [], view)
             ranking, seconds = _timed(two_stage, directory, text, params, ec.RECALL_K,
                                       ec.RECALL_K, RerankWeights(), ScoreConfig())
             rankings[name] = ranking.indices

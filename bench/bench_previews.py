@@ -51,7 +51,7 @@ def _extract(manifest: Path, output: Path, workers: int, previews: bool) -> floa
 
 def _preview_bytes(output: Path) -> dict[str, float]:
     """Mean bytes per ok video of each preview column, and shard bytes per video."""
-    sizes = {column: [] for column in PREVIEW_COLUMNS}
+    sizes: dict[str, list[int]] = {column: [] for column in PREVIEW_COLUMNS}
     videos = 0
     for path in shards.list_shards(str(output)):
         table = shards.read_shard(path, columns=["status", *PREVIEW_COLUMNS])
@@ -107,7 +107,8 @@ def main(flags: list[str]) -> dict:
         encoded = [encode_previews(v.frames, v.mask)
                    for v in _decode_all(real_paths, image_size, workers)]
         real = {"real_videos": len(encoded), **{
-            f"real_{c}_bytes_per_video": round(float(np.mean([len(e[c]) for e in encoded])), 1)
+            f"real_{c}_bytes_per_video": round(float(np.mean([len(e[c] or b"")
+                                                               for e in encoded])), 1)
             for c in PREVIEW_COLUMNS}}
 
     best_on, best_off = min(timings[True]), min(timings[False])

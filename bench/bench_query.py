@@ -18,7 +18,9 @@ import os
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +31,8 @@ from eercf_core.index.store import FineStore, FineStoreWriter, bytes_per_video
 from eercf_core.scoring.scores import ScoreParams, recall_queries
 from schemas import FeatureDims
 
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 OUT = Path("bench_out")
 
@@ -37,13 +41,13 @@ def _norm(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _clustered(rng, centers: np.ndarray, n: int) -> np.ndarray:
+def _clustered(rng: np.random.Generator, centers: np.ndarray, n: int) -> np.ndarray:
     d = centers.shape[1]
     z = rng.integers(0, len(centers), n)
     return _norm(centers[z] + rng.standard_normal((n, d), dtype=np.float32) / np.sqrt(d))
 
 
-def _write_store(path: Path, n: int, dims: FeatureDims, centers, seed: int,
+def _write_store(path: Path, n: int, dims: FeatureDims, centers: np.ndarray, seed: int,
                  codecs: dict | None = None) -> tuple[np.ndarray, float]:
     """Write a synthetic store in chunks (bounded memory), fine kinds as codes of `codecs` if
     given; returns (coarse [n, D], seconds)."""
@@ -69,35 +73,27 @@ def _write_store(path: Path, n: int, dims: FeatureDims, centers, seed: int,
     return coarse_all, time.perf_counter() - start
 
 
-class ModuloStore:
+class ModuloStore(FineStore):
     """A FineStore view of `num_videos` videos where video i is stored row i mod len(inner);
-    coarse vectors come from a separate full array."""
+    coarse vectors come from a separate full array. FineStore's gather, features and codec
+    work unchanged on top of the two readers below."""
 
     def __init__(self, inner: FineStore, num_videos: int, coarse: np.ndarray) -> None:
-        self.inner, self.num_videos, self.coarse, self.dims = inner, num_videos, coarse, inner.dims
+        # A view: no directory of its own, so FineStore.__init__ (which opens one) is not run.
+        self.inner, self.num_videos, self.coarse = inner, num_videos, coarse
+        self.dims, self.codecs, self.arrays = inner.dims, inner.codecs, inner.arrays
 
-    def __len__(self) -> int:
-        return self.num_videos
-
-    def read(self, kind: str, rows, out=None) -> np.ndarray:
+    def read(self, kind: str, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         if kind == "coarse":
             return np.take(self.coarse, rows, axis=0, out=out)
         return self.inner.read(kind, rows % len(self.inner), out)
 
-    def read_float(self, kind: str, rows) -> torch.Tensor:
+    def read_float(self, kind: str, rows: np.ndarray) -> torch.Tensor:
         rows = np.asarray(rows, dtype=np.int64)
         if kind == "coarse":
             return torch.from_numpy(self.coarse[rows]).float()
         return self.inner.read_float(kind, rows % len(self.inner))
-
-    def codec(self, kind: str):
-        return self.inner.codec(kind)
-
-    def features(self, rows):
-        features = self.inner.features(np.asarray(rows) % len(self.inner))
-        features.coarse = torch.from_numpy(self.coarse[np.asarray(rows)]).float()
-        return features
 
 
 def _memory() -> dict:
@@ -110,13 +106,14 @@ def _memory() -> dict:
             "rss_file_now_mib": mib("RssFile")}
 
 
-def _timed(fn, *args, **kwargs):
+def _timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
     start = time.perf_counter()
     result = fn(*args, **kwargs)
     return result, time.perf_counter() - start
 
 
-def _compare(index, text, params, k, n_exhaustive, label, extra_methods=()) -> dict:
+def _compare(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, k: int,
+             n_exhaustive: int, label: str, extra_methods: tuple[str, ...] = ()) -> dict:
     weights, config = RerankWeights(), ScoreConfig()
     ranking, seconds = _timed(two_stage, index, text, params, k, k, weights, config)
     out = {"queries": len(text), "two_stage_seconds": round(seconds, 3),

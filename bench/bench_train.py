@@ -7,11 +7,17 @@ Usage: python -m bench train [--quick] [--cpu]
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from eercf_core.model.network import EercfModel
+    from eercf_core.training.trainer import TrainingPairs
 
-def _random_pairs(model, videos: int, captions: int):
+
+def _random_pairs(model: EercfModel, videos: int, captions: int) -> TrainingPairs:
+    """Random frames and captions: speed does not depend on the content."""
     from eercf_core.training.trainer import TrainingPairs
 
     s = model.image_size

@@ -6,7 +6,8 @@
 - `neighbour_lists_changed`: whether video-to-video top-10 lists over the same real videos
   move when the gallery is decoded the other way.
 - `demo_rankings`: the trained demo model on the demo's test corpus, extracted once per decode
-  quality with the real jobs (extract -> build-index -> query -> evaluate): R@1/5/10 of coarse
+  quality with the real jobs (`eercf extract` and `eercf query` run as processes, build-index
+  and evaluate from eercf_core): R@1/5/10 of coarse
   recall and two-stage ranking, and how many two-stage top-10 lists changed.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +25,10 @@ import torch
 from eercf_core import VideoFeatures
 
 log = logging.getLogger("bench.decode")
+ROOT = Path(__file__).resolve().parents[1]  # the repository: `python -m pipelines.cli` runs there
 GATE_P1_COSINE = 0.999  # issue 13: coarse and frame cosine >= this at the 1st percentile
-DEMO_MODES = (("coarse", ["--recall-only"]), ("two-stage", []))
+DEMO_MODES: tuple[tuple[str, list[str]], ...] = (("coarse", ["--recall-only"]),
+                                                 ("two-stage", []))
 TOP_LIST = 10
 
 
@@ -84,7 +89,16 @@ def _select(features: VideoFeatures, order: list[int]) -> VideoFeatures:
                          mask=features.mask[index])
 
 
-def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ...],
+def _eercf(args: list[str]) -> None:
+    """Run `eercf ARGS` as its own process (bench imports only eercf_core; the jobs are run
+    through their command line, as a user would)."""
+    command = [sys.executable, "-m", "pipelines.cli", *args]
+    status = subprocess.run(command, cwd=ROOT, check=False).returncode
+    if status != 0:
+        raise RuntimeError(f"eercf {' '.join(args)} exited {status}")
+
+
+def demo_rankings(model: str | Path, corpus: Path, work: Path, qualities: tuple[str, ...],
                   workers: int) -> dict:
     """Extract the demo test split with `model` once per decode quality, index, query, evaluate.
 
@@ -94,7 +108,6 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
     from eercf_core.evaluation.ranked import evaluate
     from eercf_core.files.text_formats import read_ranked
     from eercf_core.index import build_index
-    from pipelines.commands import extract, query
 
     manifest, queries, truth = (corpus / "test_manifest.tsv", corpus / "test_queries.tsv",
                                 corpus / "test_ground_truth.tsv")
@@ -108,18 +121,17 @@ def demo_rankings(model: str, corpus: Path, work: Path, qualities: tuple[str, ..
     for quality in qualities:
         out = work / quality
         shutil.rmtree(out, ignore_errors=True)  # extract would resume an earlier run's shards
-        extract.run(["--input", str(manifest), "--output", str(out / "features"),
-                     "--model", str(model), "--decode-quality", quality,
-                     "--decode-workers", str(workers), "--batch-size", "32",
-                     "--progress-seconds", "60"])
+        _eercf(["extract", "--input", str(manifest), "--output", str(out / "features"),
+                "--model", str(model), "--decode-quality", quality, "--workers", str(workers),
+                "--batch-size", "32", "--progress-seconds", "60"])
         build_index([str(out / "features")], str(out / "index"), overwrite=True)
         features[quality] = _features_by_id(out / "features")
         result["metrics"][quality] = {}
         for mode, flags in DEMO_MODES:
             ranked = out / f"{mode}.tsv"
-            query.run(["--index", str(out / "index"), "--queries", str(queries), "--output",
-                       str(ranked), "--model", str(model), "--recall-k", "50", "--top-n", "0",
-                       *flags])
+            _eercf(["query", "--index", str(out / "index"), "--queries", str(queries),
+                    "--output", str(ranked), "--model", str(model), "--recall-k", "50",
+                    "--top-n", "0", *flags])
             metrics = evaluate(str(ranked), str(truth))["reranked"]
             result["metrics"][quality][mode] = {k: metrics[k] for k in
                                                 ("R@1", "R@5", "R@10", "MdR", "MnR")}

@@ -19,7 +19,8 @@ import logging
 
 import numpy as np
 
-from eercf_core.video.decode import QUALITY_EXACT, DecodeOptions, _index_packets, decode_video
+from eercf_core.video.decode import QUALITY_EXACT, DecodeOptions, decode_video
+from eercf_core.video.pyav_decoder import index_packets
 
 log = logging.getLogger(__name__)
 DECORD_FRAMES = 12
@@ -78,7 +79,7 @@ def exact_floor(files: list[str]) -> dict:
                 stream = container.streams.video[0]
                 if stream.codec_context.name != "h264":
                     continue
-                index = _index_packets(container, stream, uri)
+                index = index_packets(container, stream, uri)
                 time_base = float(stream.time_base)
             video = decode_video(uri, DecodeOptions(quality=QUALITY_EXACT))
         except Exception as exc:  # a file eercf cannot decode has no floor to count

@@ -18,6 +18,16 @@ Version history:
      null on error rows and when extraction ran with --no-previews): a small JPEG of the middle
      sampled frame and a strip of all sampled frames (eercf_core.video.previews). Readers accept
      version 1 shards, whose frames were all decoded "exact" and which have no previews.
+  3: the fixed-size feature columns (`coarse_feature`, `frame_features`, `context_frame_features`,
+     `patch_features`, `frame_mask`) are fixed-size binary (Parquet FIXED_LEN_BYTE_ARRAY), one
+     value per row holding the row's little-endian array bytes, instead of fixed-size lists:
+     a list column stores repetition/definition levels per value, which made a full read of a
+     ViT-B/32 shard ~10x slower (README, "Shard layout"). Each such field carries its element
+     type and per-video shape in the field metadata (`eercf.dtype`: "float16" | "bool",
+     `eercf.shape`: JSON list), so a reader needs nothing else:
+         np.frombuffer(column.combine_chunks().buffers()[1], dtype)  (then reshape)
+     Every reader accepts versions 1-3; a folder may mix them. Each shard also gets a commit
+     record beside it (eercf_core.files.commits).
 """
 from __future__ import annotations
 
@@ -30,8 +40,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = (1, 2, 3)
+BINARY_FEATURES_SINCE = 3  # the first version whose fixed-size columns are fixed-size binary
 # columns added after version 1 -> the version that added them (older shards lack them)
 COLUMNS_SINCE = {"decode_quality": 2, "error_cause": 2, "container_duration": 2, "warning": 2,
                  "preview_jpeg": 2, "preview_strip_jpeg": 2}
@@ -43,6 +54,9 @@ META_SCHEMA_VERSION = b"eercf.schema_version"
 META_DIMS = b"eercf.dims"  # FeatureDims.to_meta(): JSON {"num_frames", "num_patches", "embed_dim"}
 META_MODEL_ID = b"eercf.model_id"
 META_CHECKPOINT_SHA256 = b"eercf.checkpoint_sha256"
+# Field metadata of the fixed-size binary columns (version 3+).
+FIELD_DTYPE = b"eercf.dtype"  # numpy dtype name of the elements: "float16" | "bool"
+FIELD_SHAPE = b"eercf.shape"  # JSON list: the per-video shape, e.g. [12, 512]
 
 # The one feature-name <-> shard-column mapping: `VideoFeatures` field (and fine-store array)
 # name -> fixed-size list column. Shapes per video are `FeatureDims.feature_shapes()`.
@@ -107,6 +121,23 @@ class FeatureDims:
             raise ValueError(f"bad feature dims {text!r}: {exc}") from None
 
 
+def _fixed_fields(dims: FeatureDims, version: int) -> list[pa.Field]:
+    """The five fixed-size columns: float16/bool lists (versions 1-2) or fixed-size binary with
+    dtype and shape in the field metadata (version 3+)."""
+    shapes = dims.feature_shapes()
+    out = []
+    for name, column in COLUMN_OF_FEATURE.items():
+        is_mask = column == "frame_mask"
+        size = math.prod(shapes[name])
+        if version < BINARY_FEATURES_SINCE:
+            out.append(pa.field(column, pa.list_(pa.bool_() if is_mask else pa.float16(), size)))
+            continue
+        dtype = "bool" if is_mask else "float16"
+        out.append(pa.field(column, pa.binary(size * (1 if is_mask else 2)), metadata={
+            FIELD_DTYPE: dtype.encode(), FIELD_SHAPE: json.dumps(list(shapes[name])).encode()}))
+    return out
+
+
 def video_features_schema(
     dims: FeatureDims, model_id: str = "", checkpoint_sha256: str = "",
     version: int = SCHEMA_VERSION,
@@ -115,7 +146,6 @@ def video_features_schema(
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise ValueError(f"unknown feature schema version {version}; known: "
                          f"{SUPPORTED_SCHEMA_VERSIONS}")
-    sizes = dims.column_sizes()
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("uri", pa.string(), nullable=False),
@@ -137,11 +167,7 @@ def video_features_schema(
         pa.field("decode_quality", pa.string()),  # "exact" | "fast" (eercf_core.video.decode)
         pa.field("model_id", pa.string(), nullable=False),
         pa.field("checkpoint_sha256", pa.string(), nullable=False),
-        pa.field("coarse_feature", pa.list_(pa.float16(), sizes["coarse_feature"])),
-        pa.field("frame_features", pa.list_(pa.float16(), sizes["frame_features"])),
-        pa.field("context_frame_features", pa.list_(pa.float16(), sizes["context_frame_features"])),
-        pa.field("patch_features", pa.list_(pa.float16(), sizes["patch_features"])),
-        pa.field("frame_mask", pa.list_(pa.bool_(), sizes["frame_mask"])),
+        *_fixed_fields(dims, version),
         # small JPEG of the middle sampled frame (eercf_core.video.previews)
         pa.field("preview_jpeg", pa.binary()),
         # JPEG strip of the valid sampled frames left to right, slot t at x = t * height

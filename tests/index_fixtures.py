@@ -41,13 +41,16 @@ def as_video_features(features: dict[str, np.ndarray]) -> VideoFeatures:
 def write_synthetic_shards(root: Path, num_videos: int, per_shard: int, dims: FeatureDims = DIMS,
                            seed: int = 0, model_id: str = "synthetic", sha: str = "0" * 64,
                            errors: tuple[int, ...] = (), id_prefix: str = "v",
-                           decode_quality: str | None = None
+                           decode_quality: str | None = None, version: int | None = None
                            ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Shards of `num_videos` ok rows (ids v00000..) plus error rows after the given ok indices;
-    `decode_quality` is recorded on the ok rows.
+    `decode_quality` is recorded on the ok rows. Shards of the latest schema are committed
+    (shard + commit record, as extract writes them); `version` (e.g. 2) writes shards of that
+    older schema without records, as extract wrote them before commit records.
 
     Returns (ok video ids in shard order, their features).
     """
+    from eercf_core.files.commits import commit_shard
     from eercf_core.files.shards import write_shard
 
     features = random_features(num_videos, dims, seed)
@@ -65,8 +68,11 @@ def write_synthetic_shards(root: Path, num_videos: int, per_shard: int, dims: Fe
                          "error": "decode failed"})
     root.mkdir(parents=True, exist_ok=True)
     for number, begin in enumerate(range(0, len(rows), per_shard)):
-        write_shard(str(root / f"part-{number:05d}.parquet"), rows[begin:begin + per_shard], dims,
-                    model_id, sha)
+        path, chunk = str(root / f"part-{number:05d}.parquet"), rows[begin:begin + per_shard]
+        if version is None:
+            commit_shard(path, chunk, dims, model_id, sha)
+        else:
+            write_shard(path, chunk, dims, model_id, sha, version=version)
     return ids, features
 
 

@@ -124,7 +124,7 @@ def test_unwritable_extract_output_fails_before_any_work(tmp_path, capsys, monke
     def no_model(spec):
         raise AssertionError("the model was built before the output was checked")
 
-    monkeypatch.setattr(extract, "build_model", no_model)
+    monkeypatch.setattr(extract, "_load_model", no_model)
     err = _main_error(capsys, ["extract", "--input", str(_videos(tmp_path)), "--output",
                                str(_under_a_file(tmp_path)), *TINY])
     assert "plain/sub: --output directory is not writable" in err

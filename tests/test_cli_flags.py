@@ -21,6 +21,7 @@ REQUIRED = {
     "report": ["--ranked", "r.tsv", "--queries", "q.tsv", "--index", "i"],
     "search": ["--index", "i", "--model", "m", "a text"],
     "import-dataset": ["msrvtt", "--annotations", "a", "--videos", "v"],
+    "verify": [],
 }
 
 

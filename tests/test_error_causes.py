@@ -132,7 +132,7 @@ def test_summary_of_version_1_shards_groups_by_cause_from_text(tmp_path):
              "error": f"/data/dir{i}/v{i}.mp4: timed out after 120 s (worker killed)"}
             for i in range(9)]
     rows.append({"video_id": "ok", "uri": "/data/ok.mp4", "status": "ok", "error": None})
-    table = shards.rows_to_table(rows, dims, "m", "h")  # as version 1: no version 2 columns
+    table = shards.rows_to_table(rows, dims, "m", "h", version=2)  # as v1: no v2 columns
     v1 = table.drop_columns(list(COLUMNS_SINCE)).replace_schema_metadata(
         {**table.schema.metadata, b"eercf.schema_version": b"1"})
     pq.write_table(v1, tmp_path / "part-a.parquet")

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from eercf_core.files import shards
+from eercf_core.files import commits, shards
 from eercf_core.files.inputs import VideoRef
 from eercf_core.progress import Progress
 from pipelines.beam.shard_sink import (
@@ -91,9 +91,10 @@ def test_write_shards_fn_flushes_an_incomplete_shard_under_its_rows_name(tmp_pat
 
 
 def test_scan_output_and_retry_errors(tmp_path):
-    shards.write_shard(str(tmp_path / "part-1.parquet"), [ok_row("v0"), error_row("v1", "x")],
-                       DIMS, MODEL, SHA)
-    shards.write_shard(str(tmp_path / "part-2.parquet"), [error_row("v2", "y")], DIMS, MODEL, SHA)
+    commits.commit_shard(str(tmp_path / "part-1.parquet"), [ok_row("v0"), error_row("v1", "x")],
+                         DIMS, MODEL, SHA)
+    commits.commit_shard(str(tmp_path / "part-2.parquet"), [error_row("v2", "y")], DIMS, MODEL,
+                         SHA)
     done = scan_output(str(tmp_path), DIMS, MODEL, SHA)
     assert {k: v[0] for k, v in done.items()} == {"v0": "ok", "v1": "error", "v2": "error"}
 
@@ -112,7 +113,7 @@ def test_summarize_groups_errors_by_cause_and_writes_summary_json(tmp_path):
             {**error_row("a", "/v/a.mp4: moov atom not found"), "error_cause": "corrupt container"},
             {**error_row("b", "/v/b.mp4: moov atom not found"), "error_cause": "corrupt container"},
             {**error_row("c", "timed out after 5 s"), "error_cause": "timeout"}]
-    shards.write_shard(str(tmp_path / "part-1.parquet"), rows, DIMS, MODEL, SHA)
+    commits.commit_shard(str(tmp_path / "part-1.parquet"), rows, DIMS, MODEL, SHA)
     summary = summarize(str(tmp_path), extra={"model_id": MODEL})
     assert summary["videos"] == 4 and summary["shards"] == 1
     assert summary["by_status"] == {"error": 3, "ok": 1}

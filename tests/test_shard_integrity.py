@@ -63,7 +63,9 @@ def test_bit_flips_in_data_pages_are_refused_by_name(tmp_path):
             detected += 1
             continue
         assert table.equals(original), f"trial {trial}: a flip was read back as other data"
-    assert detected >= 25
+    # Schema v3 stores features PLAIN and uncompressed: a flip in a page header field that no
+    # reader uses (e.g. statistics) is harmless; every other flip is caught (checked above).
+    assert detected >= 20
 
     shard.write_bytes(pristine)
     _flip_bit(shard, _data_page_offset(shard, "patch_features"))
@@ -99,7 +101,8 @@ def test_build_index_refuses_a_damaged_shard_by_name(tmp_path):
 
 
 def test_resume_moves_a_damaged_shard_aside_and_redoes_its_videos(tmp_path, caplog):
-    ids, _ = write_synthetic_shards(tmp_path, 9, 3)
+    """Shards from before commit records are fully verified on their first rerun."""
+    ids, _ = write_synthetic_shards(tmp_path, 9, 3, version=2)
     bad = tmp_path / "part-00001.parquet"
     _flip_bit(bad, _data_page_offset(bad, "frame_features"))
     done = scan_output(str(tmp_path), DIMS, MODEL, SHA)

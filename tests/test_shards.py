@@ -41,11 +41,12 @@ def test_roundtrip_and_identity(tmp_path):
     assert table.num_rows == 3
     assert table.column("video_id").to_pylist() == ["ok0", "ok1", "bad0"]
     assert table.column("status").to_pylist() == ["ok", "ok", "error"]
-    assert not table.column("coarse_feature")[2].values.to_numpy().any()
-    assert table.column("frame_mask")[2].values.to_pylist() == [False] * 3
+    arrays = shards.feature_arrays(table, DIMS)
+    assert not arrays["coarse"][2].any()
+    assert arrays["mask"][2].tolist() == [False] * 3
     assert table.column("model_id").to_pylist() == ["eercf-tiny"] * 3
     assert shards.shard_identity(path) == (DIMS, "eercf-tiny", "abc123")
-    patch = table.column("patch_features")[0].values.to_numpy()
+    patch = arrays["patch"][0].reshape(-1)
     np.testing.assert_array_equal(patch, rows[0]["patch_features"])
     assert shards.read_shard(path, columns=["video_id", "status"]).num_columns == 2
 
@@ -129,7 +130,7 @@ def test_read_rejects_foreign_and_mismatched_files(tmp_path):
 def test_version_1_shards_are_read_and_count_as_exact(tmp_path):
     rows = [{**row, "decode_quality": "fast" if row["status"] == "ok" else None}
             for row in _rows()]
-    current = shards.rows_to_table(rows, DIMS, "m", "h")
+    current = shards.rows_to_table(rows, DIMS, "m", "h", version=2)
     assert shards.decode_qualities(current) == ["fast", "fast", None]
     # a version 1 shard: none of the version 2 columns, version 1 in the metadata
     v1 = current.drop_columns(list(COLUMNS_SINCE)).replace_schema_metadata(
@@ -145,7 +146,7 @@ def test_version_1_shards_are_read_and_count_as_exact(tmp_path):
     with pytest.raises(ValueError, match=r"v1.parquet.*unknown columns.*nope"):
         shards.read_shard(str(tmp_path / "v1.parquet"), columns=["video_id", "nope"])
     # a version 2 shard must have the column
-    broken = current.drop_columns(["decode_quality"])
+    broken = current.drop_columns(["decode_quality"])  # (a version 2 table)
     pq.write_table(broken, tmp_path / "v2.parquet")
     with pytest.raises(ValueError, match=r"v2.parquet.*missing column 'decode_quality'"):
         shards.read_shard(str(tmp_path / "v2.parquet"))

@@ -2,7 +2,7 @@
 
 `load_benchmark(name, annotations_dir)` parses a dataset's annotation files as distributed into a
 `Benchmark` (splits of video ids, training captions, evaluation queries); `find_videos` matches
-ids to files. Writing eercf's files from it is `eercf benchmark`
+ids to files. Writing eercf's files from it is `eercf import-dataset`
 (pipelines/commands/import_dataset.py).
 """
 from __future__ import annotations

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import time
+import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -25,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import is_temp_name, open_atomic
 from schemas import (
     COLUMN_OF_FEATURE,
@@ -65,14 +68,15 @@ _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
 def _fs_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = paths.filesystem(url)
     return fs, path
 
 
 def _fixed_list_column(
     rows: Sequence[dict], name: str, size: int, dtype: type[np.generic], field_type: pa.DataType
 ) -> pa.Array:
-    """Stack per-row flat arrays into a FixedSizeListArray; None rows are zero-filled.
+    """Stack per-row flat arrays into a FixedSizeListArray (versions 1-2) or a
+    FixedSizeBinaryArray of each row's array bytes (version 3+); None rows are zero-filled.
 
     Zeros, not nulls: Arrow's Parquet reader (pyarrow <= 25, apache/arrow#35692) cannot read
     null fixed-size lists back, so error rows carry zero features and an all-False frame_mask;
@@ -83,13 +87,20 @@ def _fixed_list_column(
         item = row.get(name)
         if item is None:
             continue
-        flat = np.asarray(item).reshape(-1)
+        if isinstance(item, (bytes, bytearray, memoryview)):  # a version 3 row read back
+            flat = np.frombuffer(item, dtype=np.dtype(dtype).newbyteorder("<"))
+        else:
+            flat = np.asarray(item).reshape(-1)
         if flat.size != size:
             raise ValueError(
                 f"row {i} (video_id={row.get('video_id')!r}): column {name!r} has {flat.size} "
                 f"values, the shard dims need {size}"
             )
         values[i] = flat.astype(dtype, copy=False)
+    if pa.types.is_fixed_size_binary(field_type):
+        little = values.astype(values.dtype.newbyteorder("<"), copy=False)
+        return pa.FixedSizeBinaryArray.from_buffers(
+            field_type, len(rows), [None, pa.py_buffer(little.tobytes())])
     return pa.FixedSizeListArray.from_arrays(
         pa.array(values.reshape(-1), type=field_type.value_type), size
     )
@@ -148,24 +159,97 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Crc32Writer:
+    """A write-only file wrapper that counts the bytes going through it and their zlib CRC-32
+    (the whole-file checksum of a commit record, computed without reading the file back)."""
+
+    def __init__(self, handle: Any):
+        self.handle, self.size, self.crc = handle, 0, 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.crc = zlib.crc32(view, self.crc)
+        self.size += len(view)
+        self.handle.write(view)
+        return len(view)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:  # the atomic writer owns the real handle
+        self.closed = True
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """What `write_shard` wrote: the table (for its commit record), the file's size in bytes
+    and the zlib CRC-32 of all its bytes."""
+
+    table: pa.Table
+    size: int
+    crc32: int
+
+
 def write_shard(
     path: str, rows: list[dict], dims: FeatureDims, model_id: str, checkpoint_sha256: str,
     metadata: dict[str, str] | None = None,
     version: int = SCHEMA_VERSION,
-) -> None:
+) -> WrittenShard:
     """Write `rows` to the Parquet shard `path` atomically (hidden temp name, then rename).
 
     `rows` use schema field names; features are flat float16 numpy arrays (None on error rows),
     `frame_mask` a bool array [T]. `metadata` adds footer key-values (e.g. `WRITER_KEY`).
     Parent directories are created. An existing shard at `path` is replaced. `version` as in
-    `rows_to_table`.
+    `rows_to_table`. The shard is not finished until its commit record is written
+    (eercf_core.files.commits.commit_shard does both).
     """
     table = rows_to_table(rows, dims, model_id, checkpoint_sha256, version)
     if metadata:
         table = table.replace_schema_metadata(
             {**table.schema.metadata, **{k.encode(): v.encode() for k, v in metadata.items()}})
     with open_atomic(path) as handle:
-        pq.write_table(table, handle, compression="zstd", write_page_checksum=True)
+        counted = _Crc32Writer(handle)
+        pq.write_table(table, counted, write_page_checksum=True,
+                       **_parquet_options(table.schema))
+    return WrittenShard(table, counted.size, counted.crc)
+
+
+def _binary_columns(schema: pa.Schema) -> set[str]:
+    return {f.name for f in schema if pa.types.is_fixed_size_binary(f.type)}
+
+
+def _parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """Writer options: zstd and dictionary encoding for the small columns; the fixed-size
+    binary feature columns (schema version 3+) PLAIN and uncompressed, as float16 features
+    barely compress (a few percent) and a dictionary of unique vectors only adds work
+    (README, "Shard layout")."""
+    binary = _binary_columns(schema)
+    if not binary:
+        return {"compression": "zstd"}
+    paths = {}
+    for field in schema:  # compression is keyed by Parquet column path
+        path = f"{field.name}.list.element" if pa.types.is_list(field.type) else field.name
+        paths[path] = "none" if field.name in binary else "zstd"
+    return {"compression": paths,
+            "use_dictionary": [p for p, codec in paths.items() if codec == "zstd"]}
+
+
+def file_crc32(path: str, chunk_bytes: int = 8 << 20) -> tuple[int, int]:
+    """(size in bytes, zlib CRC-32 of every byte) of a file, read in chunks."""
+    fs, target = _fs_path(path)
+    crc, size = 0, 0
+    with fs.open(target, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    return size, crc
 
 
 def schema_version(path: str, schema: pa.Schema) -> int:
@@ -192,10 +276,8 @@ def _check_schema(path: str, schema: pa.Schema) -> FeatureDims:
         dims = FeatureDims.from_meta(meta[META_DIMS])
     except ValueError as exc:
         raise UserInputError(f"{path}: bad eercf.dims metadata {meta[META_DIMS]!r}") from exc
-    expected = video_features_schema(dims)
+    expected = video_features_schema(dims, version=version)
     for field in expected:
-        if COLUMNS_SINCE.get(field.name, 1) > version:
-            continue  # an older shard without a later column
         if field.name not in schema.names:
             raise UserInputError(f"{path}: missing column {field.name!r}")
         actual = schema.field(field.name).type
@@ -326,7 +408,12 @@ def shard_version(path: str) -> int:
 
 def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
     """(dims, model_id, checkpoint_sha256) of a shard, from its footer only."""
-    schema = _footer_schema(path)
+    return identity_of_schema(path, _footer_schema(path))
+
+
+def identity_of_schema(path: str, schema: pa.Schema) -> tuple[FeatureDims, str, str]:
+    """(dims, model_id, checkpoint_sha256) of a validated shard schema (`path` names it in
+    errors)."""
     dims = _check_schema(path, schema)
     meta = schema.metadata
     return dims, meta[META_MODEL_ID].decode(), meta[META_CHECKPOINT_SHA256].decode()
@@ -335,13 +422,11 @@ def shard_identity(path: str) -> tuple[FeatureDims, str, str]:
 def list_shards(root: str) -> list[str]:
     """Completed shards (`*.parquet`, not hidden temp files) directly under `root`, sorted.
 
-    A missing root gives an empty list.
+    Listed from the store itself, never from a cached listing (`paths.list_dir`): shards that
+    other processes wrote (Beam and Dask workers) are seen. A missing root gives an empty list.
     """
-    fs, base = _fs_path(root)
-    if not fs.exists(base):
-        return []
     found = []
-    for entry in fs.ls(base, detail=False):
+    for entry in paths.list_dir(root):
         name = posixpath.basename(entry.rstrip("/"))
         if name.endswith(SHARD_SUFFIX) and not name.startswith("."):
             found.append(posixpath.join(root.rstrip("/"), name))
@@ -350,11 +435,9 @@ def list_shards(root: str) -> list[str]:
 
 def remove_temp_files(root: str) -> int:
     """Delete temp files that a killed writer left under `root`; returns how many."""
-    fs, base = _fs_path(root)
-    if not fs.exists(base):
-        return 0
+    fs, _ = _fs_path(root)
     removed = 0
-    for entry in fs.ls(base, detail=False):
+    for entry in paths.list_dir(root):
         name = posixpath.basename(entry.rstrip("/"))
         if is_temp_name(name):
             fs.rm(entry)
@@ -362,17 +445,32 @@ def remove_temp_files(root: str) -> int:
     return removed
 
 
+def fixed_column_array(column: pa.Array | pa.ChunkedArray, dtype: Any,
+                       shape: Sequence[int]) -> np.ndarray:
+    """One fixed-size shard column as a numpy array [rows, *shape] of `dtype`: a fixed-size
+    binary column (schema version 3+; zero-copy over Arrow's buffer, read-only) or a fixed-size
+    list column (versions 1-2, a copy)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    rows = len(column)
+    if pa.types.is_fixed_size_binary(column.type):
+        width = column.type.byte_width
+        data = column.buffers()[1]
+        flat = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"),
+                             count=rows * width // np.dtype(dtype).itemsize,
+                             offset=column.offset * width)
+        return flat.reshape(rows, *shape)
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(rows, *shape)
+
+
 def feature_arrays(rows: pa.Table | pa.RecordBatch, dims: FeatureDims) -> dict[str, np.ndarray]:
     """The fixed-size feature columns of `rows` as numpy arrays keyed by feature name
     (`schemas.COLUMN_OF_FEATURE`), stored dtype (float16, bool mask), shapes [n, *shape] with
-    per-video shapes `dims.feature_shapes()`."""
-    out = {}
-    for name, shape in dims.feature_shapes().items():
-        column = rows.column(COLUMN_OF_FEATURE[name])
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        out[name] = column.flatten().to_numpy(zero_copy_only=False).reshape(rows.num_rows, *shape)
-    return out
+    per-video shapes `dims.feature_shapes()`. Reads every schema version (list or binary
+    columns); the arrays of binary columns may be read-only views."""
+    return {name: fixed_column_array(rows.column(COLUMN_OF_FEATURE[name]),
+                                     np.bool_ if name == "mask" else np.float16, shape)
+            for name, shape in dims.feature_shapes().items()}
 
 
 def features_from_table(table: pa.Table) -> tuple[list[str], VideoFeatures]:

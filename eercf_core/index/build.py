@@ -9,21 +9,24 @@ an interrupted build leaves no half-written index at the output path.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import torch
 
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
+from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.inputs import is_glob
 from eercf_core.files.output_check import check_writable_dir
@@ -36,8 +39,8 @@ from eercf_core.files.shards import (
     list_shards,
     read_shard,
     shard_identity,
+    shard_version,
 )
-from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
 from eercf_core.index.codecs import (
     CODED_KINDS,
@@ -54,6 +57,7 @@ from eercf_core.index.directory import (
     make_manifest,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
+from eercf_core.index.remote import index_exists, upload_index
 from eercf_core.index.store import FineStoreWriter
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
@@ -70,11 +74,11 @@ def resolve_shards(inputs: list[str]) -> list[str]:
     (an existing path with glob characters is that file or directory)."""
     shards: list[str] = []
     for item in inputs:
-        fs, path = fsspec.core.url_to_fs(item)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+        fs, path = paths.filesystem(item)
         if is_glob(item):
-            shards += [prefix + p for p in sorted(fs.glob(path)) if p.endswith(SHARD_SUFFIX)]
+            paths.invalidate(item)
+            shards += [paths.full_url(item, fs, p) for p in sorted(fs.glob(path))
+                       if p.endswith(SHARD_SUFFIX)]
         elif fs.isdir(path):
             shards += list_shards(item)
         elif fs.isfile(path):
@@ -101,17 +105,16 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
 
 def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
     """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
-    ok videos per decode quality (an index built from mixed settings says so)."""
+    ok videos per decode quality (an index built from mixed settings says so). From each shard's
+    commit record (eercf_core.files.commits) when it has a valid one, else from its columns."""
     ids: list[str] = []
     where: dict[str, str] = {}
     errors = 0
     qualities: collections.Counter = collections.Counter()
     for shard in shards:
-        table = read_shard(shard, columns=["video_id", "status", "decode_quality"])
-        ok = pc.equal(table.column("status"), STATUS_OK).to_numpy(zero_copy_only=False)
+        video_ids, ok, shard_qualities = _id_columns(shard)
         errors += int((~ok).sum())
-        for video_id, is_ok, quality in zip(table.column("video_id").to_pylist(), ok,
-                                            decode_qualities(table)):
+        for video_id, is_ok, quality in zip(video_ids, ok, shard_qualities):
             if not is_ok:
                 continue
             problem = control_character_problem(video_id)
@@ -125,6 +128,24 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
             where[video_id] = shard
             ids.append(video_id)
     return ids, errors, dict(sorted(qualities.items()))
+
+
+def _id_columns(shard: str) -> tuple[list[str], np.ndarray, list[str | None]]:
+    """(video ids, ok mask, decode qualities) of a shard's rows: from its commit record (no rows
+    read), else from its columns (a shard from before records, or one copied without its
+    record; its pages are checksummed when its features are read)."""
+    try:
+        columns = read_valid_record(shard).columns
+    except InvalidRecord as exc:
+        if shard_version(shard) >= 3:
+            log.warning("%s; reading its id columns instead", exc)
+        table = read_shard(shard, columns=list(ROW_FIELDS))
+        columns = {"video_id": table.column("video_id").to_pylist(),
+                   "status": table.column("status").to_pylist(),
+                   "decode_quality": decode_qualities(table)}
+    return (columns["video_id"],
+            np.array([s == STATUS_OK for s in columns["status"]], dtype=bool),
+            columns["decode_quality"])
 
 
 def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
@@ -224,8 +245,15 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
     `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
     """
+    if paths.is_url(output):
+        return _build_and_upload(output, overwrite, functools.partial(
+            build_index, inputs, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
+            recall_check_k=recall_check_k, batch_rows=batch_rows, seed=seed,
+            fine_codec=fine_codec, codec_train_videos=codec_train_videos,
+            codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
+            fidelity_queries=fidelity_queries))
     started = time.perf_counter()
-    out = Path(local_path(output))
+    out = Path(paths.require_local(output, "an index is built on a local disk"))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
     spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
@@ -290,6 +318,23 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             manifest["previews"] = previews
             write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
         return manifest
+
+
+def _build_and_upload(output: str, overwrite: bool,
+                      build: Callable[..., dict]) -> dict:
+    """Build the index for URL `output` in a local temp directory (under the local cache dir)
+    and upload it with its manifest last (`eercf_core.index.remote.upload_index`); the remote
+    output is locked for the whole build. Returns the manifest."""
+    check_writable_dir(output)
+    if not overwrite and index_exists(output):  # checked again on upload; fail before the work
+        raise UserInputError(f"{output}: already exists (pass --overwrite to replace it)")
+    staging = Path(paths.cache_dir()) / "builds"
+    staging.mkdir(parents=True, exist_ok=True)
+    with OutputLock(lock_beside(output), "build-index", output), \
+            tempfile.TemporaryDirectory(dir=staging, prefix="index-") as temp:
+        manifest = build(str(Path(temp) / "index"))
+        upload_index(Path(temp) / "index", output, overwrite)
+    return manifest
 
 
 def remove_stale_temps(out: Path) -> int:

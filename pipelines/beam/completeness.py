@@ -1,9 +1,11 @@
 """Proof that an extract job's output is complete: every input video has exactly one row.
 
 Run after the pipeline on every runner (a runner that drops elements must never yield a silent
-partial result): the finished shards' `video_id` columns are read back and compared with the
-inputs. Rows of videos that are not inputs of this run (an earlier run into the same directory)
-are allowed; a missing or duplicated input fails the job.
+partial result): the video ids of the committed shards (from their commit records,
+eercf_core.files.commits: O(shards), no rows read) are compared with the inputs. A version 3
+shard without a valid record does not count (shards from before records: their id column).
+Rows of videos that are not inputs of this run (an earlier run into the same directory) are
+allowed; a missing or duplicated input fails the job.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import collections
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from eercf_core.files import shards
+from eercf_core.files import commits
 
 SHOWN_IDS = 5  # ids named in a failure message
 
@@ -55,11 +57,11 @@ def _some(ids: list[str]) -> str:
 
 
 def shard_video_ids(output: str) -> Iterable[tuple[str, str]]:
-    """(video_id, shard path) for every row of every finished shard under `output`."""
-    for path in shards.list_shards(output):
-        table = shards.read_shard(path, columns=["video_id"])
-        for video_id in table.column("video_id").to_pylist():
-            yield video_id, path
+    """(video_id, shard path) for every row of every committed shard under `output`."""
+    counted, _ = commits.committed_shards(output)
+    for shard, columns in counted:
+        for video_id in columns["video_id"]:
+            yield video_id, shard
 
 
 def check_complete(output: str, video_ids: Iterable[str]) -> Completeness:

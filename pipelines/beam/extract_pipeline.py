@@ -19,14 +19,16 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
 from eercf_core.files.inputs import VideoRef
+from eercf_core.model.identity_cache import ModelFacts
+from eercf_core.model.network import ModelIdentity
 from eercf_core.model.spec import ModelSpec
-from eercf_core.video.decode import DecodeOptions, decode_job
+from eercf_core.video.decode import DecodedVideo, DecodeOptions, decode_job
 from eercf_core.video.error_causes import outcome_cause
-from eercf_core.video.isolation import shared_pool
+from eercf_core.video.isolation import Outcome, shared_pool
 from eercf_core.video.prefetch import PrefetchStats, prefetch
 from pipelines.beam.inference import DecodedItem, EercfModelHandler
 from pipelines.beam.shard_sink import WriteShardsFn
-from schemas import STATUS_ERROR
+from schemas import STATUS_ERROR, FeatureDims
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ class DecodeChunkFn(beam.DoFn):
             self.model_wait.inc(int(stats.producer_wait_s * 1000))
             log.debug("%s: %s", name, stats.as_dict())
 
-    def _item(self, name: str, refs: list[VideoRef], outcome) -> DecodedItem:
+    def _item(self, name: str, refs: list[VideoRef], outcome: Outcome[DecodedVideo]
+              ) -> DecodedItem:
         ref = refs[outcome.index]
         if outcome.ok:
             self.decoded.inc()
@@ -91,7 +94,8 @@ class DecodeChunkFn(beam.DoFn):
                 log.warning("%s: %s", ref.uri, outcome.value.warning)
             return DecodedItem(name, len(refs), ref.video_id, ref.uri, outcome.value)
         self.failures.inc()
-        message = outcome.error if ref.uri in outcome.error else f"{ref.uri}: {outcome.error}"
+        error = outcome.error or "decode failed"
+        message = error if ref.uri in error else f"{ref.uri}: {error}"
         cause = outcome_cause(outcome.cause)
         log.warning("decode failed (%s): %s", cause, message)
         return DecodedItem(name, len(refs), ref.video_id, ref.uri, None, error_row={
@@ -116,8 +120,10 @@ def _shard_rows(group: tuple[str, Iterable[tuple[int, dict]]]) -> Iterable[tuple
         yield shard, count, row
 
 
-def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOptions, spec: ModelSpec,
-                   args: argparse.Namespace, dims, identity, total: int):
+def build_pipeline(pipeline: beam.Pipeline, chunks: list[tuple[str, list[VideoRef]]],
+                   decode_options: DecodeOptions, spec: ModelSpec, args: argparse.Namespace,
+                   dims: FeatureDims, identity: ModelIdentity | ModelFacts, total: int
+                   ) -> beam.PCollection:
     """The extract graph; returns the PCollection of written shard paths.
 
     Fused (default): ReadInputs -> Distribute -> Decode -> Encode -> WriteShards, one linear
@@ -140,7 +146,7 @@ def build_pipeline(pipeline: beam.Pipeline, chunks, decode_options: DecodeOption
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.workers,
                                                args.per_video_timeout, args.batch_size,
                                                args.decode_ahead)))
-    encode = RunInference(EercfModelHandler(spec, previews=not args.no_previews))
+    encode: beam.PTransform = RunInference(EercfModelHandler(spec, previews=not args.no_previews))
     writer = WriteShardsFn(args.output, dims, identity.model_id, identity.checkpoint_sha256,
                            total, args.progress_seconds, time.time())
     if not split_stages(args):

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from eercf_core.model.features import VideoFeatures
+from eercf_core.model.network import EercfModel
 from eercf_core.model.spec import ModelSpec, load_model_spec
 from eercf_core.video.decode import DecodedVideo
 from eercf_core.video.previews import encode_previews
@@ -20,7 +22,7 @@ from schemas import FEATURE_COLUMNS, FEATURE_OF_COLUMN, STATUS_OK
 _LOADED: dict[ModelSpec, Any] = {}  # one model per process and spec
 
 
-def build_model(spec: ModelSpec):
+def build_model(spec: ModelSpec) -> EercfModel:
     """The model of `spec` (eercf_core.model.spec.load_model_spec), cached per process."""
     if spec not in _LOADED:
         _LOADED[spec] = load_model_spec(spec)
@@ -43,7 +45,8 @@ class DecodedItem:
     error_row: dict | None = None
 
 
-def feature_rows(items: Sequence[DecodedItem], features, previews: bool = True) -> list[dict]:
+def feature_rows(items: Sequence[DecodedItem], features: VideoFeatures, previews: bool = True
+                 ) -> list[dict]:
     """Shard rows (schema field names) for `items` and their VideoFeatures (same order).
 
     `previews`: add the preview JPEG columns, made from the decoded frames
@@ -53,14 +56,22 @@ def feature_rows(items: Sequence[DecodedItem], features, previews: bool = True) 
               .astype(np.float16) for column in FEATURE_COLUMNS}
     rows = []
     for i, item in enumerate(items):
+        decoded = _decoded(item)
         row = {"video_id": item.video_id, "uri": item.uri, "status": STATUS_OK, "error": None,
-               **item.decoded.facts(), "frame_mask": item.decoded.mask.copy()}
+               **decoded.facts(), "frame_mask": decoded.mask.copy()}
         for name, values in as_f16.items():
             row[name] = values[i].reshape(-1)
         if previews:
-            row.update(encode_previews(item.decoded.frames, item.decoded.mask))
+            row.update(encode_previews(decoded.frames, decoded.mask))
         rows.append(row)
     return rows
+
+
+def _decoded(item: DecodedItem) -> DecodedVideo:
+    """The decoded frames of an item that has them (an error item never reaches the model)."""
+    if item.decoded is None:
+        raise ValueError(f"{item.video_id}: no decoded frames (an error row)")
+    return item.decoded
 
 
 class EercfModelHandler(ModelHandler):
@@ -75,7 +86,7 @@ class EercfModelHandler(ModelHandler):
         super().__init__()
         self.spec, self.previews = spec, previews
 
-    def load_model(self):
+    def load_model(self) -> EercfModel:
         return build_model(self.spec)
 
     def run_inference(self, batch: Sequence[DecodedItem], model: Any,
@@ -86,8 +97,8 @@ class EercfModelHandler(ModelHandler):
                    if item.decoded is None]
         ok = [item for item in batch if item.decoded is not None]
         if ok:
-            frames = np.stack([item.decoded.frames for item in ok])
-            mask = np.stack([item.decoded.mask for item in ok])
+            frames = np.stack([_decoded(item).frames for item in ok])
+            mask = np.stack([_decoded(item).mask for item in ok])
             with torch.inference_mode():
                 features = model.encode_video(frames, mask, batch_size=len(ok))
             results += [(item.shard, item.shard_count, row)

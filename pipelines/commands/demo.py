@@ -19,9 +19,11 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from eercf_core.config import RECALL_K
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.text_formats import FormatError, read_jsonl, read_ranked_meta
 from eercf_core.index import read_manifest
@@ -29,9 +31,10 @@ from pipelines.flags import add_model, add_output, add_workers, command_parser, 
 
 log = logging.getLogger(__name__)
 
-MODES = (("recall-only", "coarse recall only", ["--recall-only"]),
-         ("two-stage", "two-stage (recall k + rerank)", []),
-         ("exhaustive", "exhaustive fine scoring", ["--exhaustive"]))
+MODES: tuple[tuple[str, str, list[str]], ...] = (
+    ("recall-only", "coarse recall only", ["--recall-only"]),
+    ("two-stage", "two-stage (recall k + rerank)", []),
+    ("exhaustive", "exhaustive fine scoring", ["--exhaustive"]))
 SWEEP_K = (1, 2, 5, 10, 20, 50, 100)
 
 
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stage(name: str, timings: dict, fn, *args) -> None:
+def _stage(name: str, timings: dict, fn: Callable[..., int | None], *args: object) -> None:
     log.info("demo: === %s ===", name)
     start = time.perf_counter()
     code = fn(*args)
@@ -120,7 +123,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     from pipelines.commands import build_index, evaluate, extract, query, report, synth, train
 
-    out = Path(args.output)
+    out = Path(paths.require_local(args.output, "the demo writes a local showcase folder; its "
+                                   "jobs each take URLs when run on their own"))
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("train", "features", "index", "ranked", "eval", "report"):
         shutil.rmtree(out / stale, ignore_errors=True)

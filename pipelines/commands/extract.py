@@ -33,30 +33,31 @@ import os
 import time
 
 from eercf_core.config import NUM_FRAMES
-from eercf_core.files import shards
-from eercf_core.files.inputs import read_inputs
+from eercf_core.files import paths, shards
+from eercf_core.files.inputs import VideoRef, read_inputs
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
+from eercf_core.model import identity_cache
 from eercf_core.model.device import usable_here
+from eercf_core.model.network import EercfModel
 from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
-from pipelines.beam.extract_pipeline import build_pipeline
-from pipelines.beam.inference import build_model
-from pipelines.beam.runner import absolute_local, run_pipeline, selects_runner
-from pipelines.beam.shard_sink import (
+from pipelines.beam.resume import (
     drop_error_rows,
     plan_chunks,
     scan_output,
     summarize,
 )
+from pipelines.beam.runner import run_pipeline, selects_runner
 from pipelines.flags import (
     add_device,
     add_model_flags,
     add_num_frames,
     add_output,
     add_workers,
+    apply_storage_options,
     check_beam_flags,
     check_num_frames,
     command_parser,
@@ -136,18 +137,20 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_beam_flags(parser, beam_args)
+    apply_storage_options(args)
     started = time.monotonic()
     # Resolved here, where the command is typed: workers may run elsewhere.
-    args.input = [absolute_local(item) for item in args.input]
-    args.output = absolute_local(args.output)
+    args.input = [paths.absolute(item) for item in args.input]
+    args.output = paths.absolute(args.output)
     for name in ("model", "pretrained"):
         value = getattr(args, name)
         if value and os.path.exists(value):
-            setattr(args, name, absolute_local(value))
+            setattr(args, name, paths.absolute(value))
     check_writable_dir(args.output)
     with OutputLock(lock_inside(args.output), "extract", args.output):
         try:
-            return _extract(parser, args, beam_args, started)
+            with paths.storage_errors(args.output, "extract into the output"):
+                return _extract(parser, args, beam_args, started)
         except KeyboardInterrupt as exc:
             raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
                                    f"{args.output}, rerun to resume") from None
@@ -157,35 +160,45 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
              started: float) -> int:
     refs = read_inputs(args.input)
     spec = model_spec(args, args.num_frames or NUM_FRAMES)
-    model = build_model(launcher_spec(spec, beam_args))
-    check_num_frames(parser, args.num_frames, args.model, model.num_frames)
-    dims, identity = model.dims, model.identity
+    facts = identity_cache.load(args.output, spec)
+    model = None
+    if facts is None:  # first run (or other weights): load the model to learn what it is
+        model = _load_model(launcher_spec(spec, beam_args))
+        facts = identity_cache.ModelFacts.of(model)
+    else:
+        log.info("model %s (weights %s) known from %s; loaded only if there is work",
+                 facts.model_id, facts.checkpoint_sha256[:12], identity_cache.CACHE_NAME)
+    check_num_frames(parser, args.num_frames, args.model, facts.num_frames)
     removed = shards.remove_temp_files(args.output)
     if removed:
         log.info("removed %d temp files left by an interrupted run", removed)
-    done = scan_output(args.output, dims, identity.model_id, identity.checkpoint_sha256)
-    if args.retry_errors:
-        retried = drop_error_rows(done, dims, identity.model_id, identity.checkpoint_sha256)
-        log.info("--retry-errors: %d error rows removed, those videos run again", retried)
-        done = {k: v for k, v in done.items() if v[0] != STATUS_ERROR}
-    pending = [ref for ref in refs if ref.video_id not in done]
-    log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
-             len(refs) - len(pending), args.output, len(pending))
+    _, pending = _resume(args, refs, facts)
+    if pending and model is None:
+        model = _load_model(launcher_spec(spec, beam_args))
+        if identity_cache.ModelFacts.of(model) != facts:  # weights changed behind the cache
+            log.warning("%s was stale (the weights changed); the model's real identity is used",
+                        identity_cache.CACHE_NAME)
+            facts = identity_cache.ModelFacts.of(model)
+            _, pending = _resume(args, refs, facts)
+    identity_cache.store(args.output, spec, facts)
     if pending:
-        decode_options = DecodeOptions(num_frames=model.num_frames, image_size=model.image_size,
+        decode_options = DecodeOptions(num_frames=facts.num_frames, image_size=facts.image_size,
                                        backend=args.decoder, max_offset=args.max_offset,
                                        quality=args.decode_quality)
         chunks = plan_chunks(pending, args.shard_size)
+        from pipelines.beam.extract_pipeline import build_pipeline
+
         try:
-            run_pipeline(lambda pipeline: build_pipeline(
-                pipeline, chunks, decode_options, spec, args, dims, identity, len(pending)),
-                beam_args, work_items=len(chunks))
+            with paths.storage_errors(args.output, "write feature shards"):
+                run_pipeline(lambda pipeline: build_pipeline(
+                    pipeline, chunks, decode_options, spec, args, facts.dims, facts,
+                    len(pending)), beam_args, work_items=len(chunks))
         finally:
             close_shared_pools()  # decoders an in-process runner started here
     elapsed = time.monotonic() - started
     completeness = check_complete(args.output, [ref.video_id for ref in refs])
     summary = summarize(args.output, extra={
-        "model_id": identity.model_id, "checkpoint_sha256": identity.checkpoint_sha256,
+        "model_id": facts.model_id, "checkpoint_sha256": facts.checkpoint_sha256,
         "model_weights": spec.describe(),
         "this_run": {"inputs": len(refs), "processed": len(pending),
                      "skipped_already_done": len(refs) - len(pending),
@@ -211,6 +224,26 @@ def launcher_spec(spec: ModelSpec, beam_args: list[str]) -> ModelSpec:
                  "the workers load it on %s", spec.device, spec.device)
         return dataclasses.replace(spec, device="cpu")
     return spec
+def _load_model(spec: ModelSpec) -> EercfModel:
+    """The model of `spec`, loaded (Beam + torch imported here: ~4 s, ~800 MB before weights)."""
+    from pipelines.beam.inference import build_model
+
+    return build_model(spec)
+
+
+def _resume(args: argparse.Namespace, refs: list[VideoRef], facts: identity_cache.ModelFacts
+            ) -> tuple[dict[str, tuple[str, str]], list[VideoRef]]:
+    """(done: video_id -> (status, shard), pending refs in input order) from the commit
+    records under --output; `--retry-errors` first drops the error rows."""
+    done = scan_output(args.output, facts.dims, facts.model_id, facts.checkpoint_sha256)
+    if args.retry_errors:
+        retried = drop_error_rows(done, facts.dims, facts.model_id, facts.checkpoint_sha256)
+        log.info("--retry-errors: %d error rows removed, those videos run again", retried)
+        done = {k: v for k, v in done.items() if v[0] != STATUS_ERROR}
+    pending = [ref for ref in refs if ref.video_id not in done]
+    log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
+             len(refs) - len(pending), args.output, len(pending))
+    return done, pending
 
 
 def _print_summary(output: str, summary: dict) -> None:

@@ -19,6 +19,8 @@ from eercf_core.errors import UserInputError
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.text_formats import RankedRow, coarse_ranks
 from eercf_core.index import open_index, two_stage
+from eercf_core.index.directory import IndexDirectory
+from eercf_core.model.network import EercfModel
 from eercf_core.model.spec import load_model_spec
 from eercf_core.report import QueryResults, write_report
 from pipelines.flags import (
@@ -36,7 +38,7 @@ from pipelines.flags import (
 log = logging.getLogger(__name__)
 
 
-def search(index, model, texts: list[str], top_n: int, recall_k: int,
+def search(index: IndexDirectory, model: EercfModel, texts: list[str], top_n: int, recall_k: int,
            weights: ec.RerankWeights, config: ec.ScoreConfig, method: str = "grouped"
            ) -> list[QueryResults]:
     """Rank `texts` two-stage; each result lists max(k, top_n) videos (top_n shown later)."""
