@@ -230,10 +230,14 @@ def test_index_on_s3_build_query_search_report_evaluate(s3: S3, tmp_path, capsys
     fs, _ = paths.filesystem(s3.url())
     fs.put_file(corpus["checkpoint"], f"{s3.bucket}/models/model.pt")
     model = s3.url("models", "model.pt")  # a checkpoint at a URL, fetched into the cache
+    for shard in sorted((root / "shards").iterdir()):  # shards (and records) in the bucket too
+        fs.put_file(str(shard), f"{s3.bucket}/shards/{shard.name}")
     index = s3.url("idx")
-    assert main(["build-index", "--shards", str(root / "shards"), "--output", index]) == 0
+    assert main(["build-index", "--shards", s3.url("shards"), "--output", index]) == 0
     keys = s3.keys("idx/")
     assert "idx/manifest.json" in keys and "idx/recall.faiss" in keys
+    manifest = json.loads(fs.cat_file(f"{s3.bucket}/idx/manifest.json"))
+    assert manifest["num_videos"] == 30 and manifest["num_error_rows"] == 1
     assert not any(LOCK_NAME in k or ".lock" in k for k in s3.keys(""))  # lock released
     assert main(["build-index", "--shards", str(root / "shards"), "--output", index]) == 2
     assert "already exists" in _one_line_error(capsys, "build-index")
