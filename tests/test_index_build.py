@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +233,18 @@ def test_shard_tasks_fill_disjoint_slices_like_the_serial_writer(tmp_path):
     with pytest.raises(ValueError, match=r"more rows than the slice"):
         build_module._fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shards[0], 0,
                                  per_shard[0] - 1, 4)
+
+
+def test_video_ids_memory_mapped_with_json_fallback(tmp_path):
+    from eercf_core.index.directory import IDS_ARROW, VideoIds
+
+    ids, _ = write_synthetic_shards(tmp_path / "shards", 25, per_shard=10)
+    build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"))
+    video_ids = open_index(tmp_path / "idx").video_ids
+    assert isinstance(video_ids, VideoIds) and len(video_ids) == 25 and video_ids == ids
+    assert video_ids[5] == ids[5] and video_ids[-1] == ids[-1] and video_ids[2:4] == ids[2:4]
+    assert video_ids.take(np.array([[3, 0], [24, 3]])) == [ids[3], ids[0], ids[24], ids[3]]
+    arrow = str((tmp_path / "idx" / IDS_ARROW).resolve())
+    assert arrow in Path("/proc/self/maps").read_text()  # mapped, not parsed into a list
+    (tmp_path / "idx" / IDS_ARROW).unlink()  # an index built before the Arrow id map
+    assert open_index(tmp_path / "idx").video_ids == ids

@@ -50,11 +50,11 @@ from eercf_core.index.codecs import (
     train_codecs,
 )
 from eercf_core.index.directory import (
-    IDS_FILE,
     MANIFEST,
     RECALL_FILE,
     STORE_DIR,
     make_manifest,
+    write_video_ids,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.remote import index_exists, upload_index
@@ -354,7 +354,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             if tuned is not None:
                 info["recall_vs_exact"] = tuned
             recall.save(index, temp / RECALL_FILE)
-            write_json(temp / IDS_FILE, ids, indent=None)
+            write_video_ids(temp, ids)
             manifest = make_manifest(
                 model_id=model_id, checkpoint_sha256=sha, dims=dims, num_videos=len(ids),
                 num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,
