@@ -120,7 +120,8 @@ def _shard_rows(group: tuple[str, Iterable[tuple[int, dict]]]) -> Iterable[tuple
         yield shard, count, row
 
 
-def build_pipeline(pipeline: beam.Pipeline, chunks: list[tuple[str, list[VideoRef]]],
+def build_pipeline(pipeline: beam.Pipeline,
+                   chunks: list[tuple[str, list[VideoRef]]] | beam.PTransform,
                    decode_options: DecodeOptions, spec: ModelSpec, args: argparse.Namespace,
                    dims: FeatureDims, identity: ModelIdentity | ModelFacts, total: int
                    ) -> beam.PCollection:
@@ -141,7 +142,7 @@ def build_pipeline(pipeline: beam.Pipeline, chunks: list[tuple[str, list[VideoRe
     """
     decoded = (
         pipeline
-        | "ReadInputs" >> beam.Create(chunks)
+        | "ReadInputs" >> (chunks if isinstance(chunks, beam.PTransform) else beam.Create(chunks))
         | "Distribute" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.workers,
                                                args.per_video_timeout, args.batch_size,
