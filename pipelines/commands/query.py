@@ -23,6 +23,7 @@ from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
+from eercf_core.index.search import DEFAULT_BLOCK_MEMORY, check_block_memory
 from eercf_core.progress import Progress
 from pipelines.beam.query_ranker import QueryJob, query_blocks, ranker, stream_rows
 from pipelines.beam.runner import selects_runner
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fine-score every video (slow reference)")
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="queries encoded/ranked at once (one unit of work on a runner)")
+    parser.add_argument("--max-block-memory", type=float, default=DEFAULT_BLOCK_MEMORY / 2**30,
+                        help="GiB one block of --batch-size queries may need (estimated); a "
+                             "larger one (--top-n 0 or --exhaustive on a big corpus) is refused "
+                             "up front with the largest --batch-size that fits")
     add_rerank_flags(parser)
     add_device(parser, "text encoding")
     return parser
@@ -82,6 +87,8 @@ def run(argv: list[str] | None = None) -> int:
                    rerank_method=args.rerank_method, random_init=args.random_init,
                    head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
+    check_block_memory(mode_name, args.batch_size, args.recall_k, local.top_n,
+                       len(local.index.video_ids), int(args.max_block_memory * 2**30))
     queries = read_queries(args.queries)
     blocks = query_blocks(queries, args.batch_size)
 
