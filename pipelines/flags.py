@@ -23,7 +23,6 @@ import contextlib
 import difflib
 import logging
 import math
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,8 +109,6 @@ def setup_logging(level: int = 0) -> None:
         handler.addFilter(_drop_beam_gcp_notices)
         handler._eercf = True  # type: ignore[attr-defined]  # found again on a second call
         root.addHandler(handler)
-    else:  # sys.stderr may have been replaced (and the old one closed) since the first call
-        handler.stream = sys.stderr  # type: ignore[attr-defined]
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(own)
 
