@@ -79,14 +79,15 @@ class DecodeChunkFn(beam.DoFn):
             "error": message, "error_cause": cause, "decode_seconds": outcome.seconds})
 
 
-def build_pipeline(pipeline: beam.Pipeline, chunks: list[tuple[str, list[VideoRef]]],
+def build_pipeline(pipeline: beam.Pipeline,
+                   chunks: list[tuple[str, list[VideoRef]]] | beam.PTransform,
                    decode_options: DecodeOptions, spec: ModelSpec, args: argparse.Namespace,
                    dims: FeatureDims, identity: ModelIdentity | ModelFacts, total: int
                    ) -> beam.PCollection:
     """The extract graph: chunks -> decode (isolated pool) -> model -> shard files (paths)."""
     return (
         pipeline
-        | "ReadInputs" >> beam.Create(chunks)
+        | "ReadInputs" >> (chunks if isinstance(chunks, beam.PTransform) else beam.Create(chunks))
         | "Distribute" >> beam.Reshuffle()
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.workers,
                                                args.per_video_timeout, args.batch_size))
