@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
-import fsspec
 
+from eercf_core.files import paths
 from eercf_core.files.atomic import open_atomic, write_json
 from eercf_core.files.inputs import VideoRef
 from pipelines.beam.resume import shard_name
@@ -53,7 +53,7 @@ class Plan:
     def remove(self) -> None:
         """Delete the plan files (the job is over)."""
         for url in (self.path, self.ranges):
-            fs, target = fsspec.core.url_to_fs(url)
+            fs, target = paths.filesystem(url)
             if fs.exists(target):
                 fs.rm(target)
 
@@ -92,7 +92,7 @@ def write_plan(output: str, pending: Iterable[VideoRef], shard_size: int) -> Pla
 @functools.lru_cache(maxsize=4)
 def _ranges(url: str) -> list[tuple[str, int, int]]:
     """The chunk ranges of a plan, read once per worker process."""
-    with fsspec.open(url, "rb") as handle:
+    with paths.open_file(url, "rb") as handle:
         return [(str(name), int(start), int(end)) for name, start, end in json.load(handle)]
 
 
@@ -104,7 +104,7 @@ def chunks_of_part(part: int, ranges_url: str, parts: int) -> Iterator[tuple[str
 def read_chunk(chunk: tuple[str, int, int], plan_url: str) -> tuple[str, list[VideoRef]]:
     """(shard name, its VideoRefs) read from the plan file's byte range."""
     name, start, end = chunk
-    with fsspec.open(plan_url, "rb") as handle:
+    with paths.open_file(plan_url, "rb") as handle:
         handle.seek(start)
         data = handle.read(end - start)
     refs = [VideoRef(*json.loads(line)) for line in data.splitlines()]

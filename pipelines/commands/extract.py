@@ -4,11 +4,16 @@
 
 Pipeline (labelled Beam transforms):
   ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (one isolated
-  decoder pool per worker process: per-video time limit, crash-proof; emits batches of
-  --batch-size decoded videos) -> Encode (RunInference on those ready-made batches,
-  EercfModelHandler; failed decodes pass through as error rows) -> WriteShards (one atomic
-  Parquet shard per chunk); then the completeness check (every input has exactly one row, else
-  exit 1) and a summary (summary.json beside the shards).
+  decoder pool per worker process: per-video time limit, crash-proof; decodes up to
+  --decode-ahead videos ahead of the model through a bounded queue, so decoding and inference
+  overlap; emits batches of --batch-size decoded videos) -> Encode (RunInference on those
+  ready-made batches, EercfModelHandler, on --device: fp16 autocast on CUDA; failed decodes
+  pass through as error rows) -> WriteShards (one atomic Parquet shard per chunk); then the
+  completeness check (every input has exactly one row, else exit 1) and a summary
+  (summary.json beside the shards).
+With --split-stages (or --inference-accelerator HINT, a Beam resource hint on Encode) a
+reshuffle separates Decode from Encode and the rows are gathered by shard before WriteShards:
+on a cluster, CPU workers decode and GPU workers run the model (README, "GPU extraction").
 Every output is emitted from process(), never at bundle end: Beam's Dask runner drops what
 finish_bundle emits (where BatchElements would flush its last batch). The chain is linear on
 purpose: a Flatten of two branches makes the in-process runner materialise everything before
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -41,6 +47,7 @@ from eercf_core.files.inputs import (
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
 from eercf_core.model import identity_cache
+from eercf_core.model.device import usable_here
 from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
@@ -90,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     add_num_frames(p)
     p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
+    p.add_argument("--decode-ahead", type=positive_int, default=None,
+                   help="decoded videos a worker may hold ready for the model (the bounded "
+                        "queue that overlaps decoding with inference; default 2x --batch-size)")
+    p.add_argument("--split-stages", action="store_true",
+                   help="run decoding and inference as separate Beam stages joined by a "
+                        "reshuffle (clusters: CPU workers decode, others run the model); the "
+                        "default fuses them, which on one machine avoids holding decoded "
+                        "frames in a shuffle")
+    p.add_argument("--inference-accelerator", default=None, metavar="HINT",
+                   help="Beam accelerator resource hint for the inference stage, e.g. "
+                        "'type:nvidia-l4;count:1;install-nvidia-driver' (implies "
+                        "--split-stages; honoured by runners with resource hints such as "
+                        "Dataflow, ignored by the in-process runner)")
     add_workers(p, None, "decoder processes per worker process")
     p.add_argument("--per-video-timeout", type=positive_float, default=120.0,
                    help="seconds before a video's decoder is killed (default 120)")
@@ -157,7 +177,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     facts = identity_cache.load(args.output, spec)
     model = None
     if facts is None:  # first run (or other weights): load the model to learn what it is
-        model = _load_model(spec)
+        model = _load_model(launcher_spec(spec, beam_args))
         facts = identity_cache.ModelFacts.of(model)
     else:
         log.info("model %s (weights %s) known from %s; loaded only if there is work",
@@ -168,7 +188,7 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
         log.info("removed %d temp files left by an interrupted run", removed)
     pending = _resume(args, refs, facts)
     if pending and model is None and not args.dry_run:
-        model = _load_model(spec)
+        model = _load_model(launcher_spec(spec, beam_args))
         if identity_cache.ModelFacts.of(model) != facts:  # weights changed behind the cache
             log.warning("%s was stale (the weights changed); the model's real identity is used",
                         identity_cache.CACHE_NAME)
@@ -220,6 +240,17 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     return 0
 
 
+def launcher_spec(spec: ModelSpec, beam_args: list[str]) -> ModelSpec:
+    """The spec the launcher loads its model with (for dims, T and identity; the in-process
+    runner's workers reuse it). `spec` itself, unless a runner is selected and `--device` names
+    a device this machine lacks (a CPU launcher of GPU workers): then the same weights on the
+    CPU, and each worker loads `spec` on its own device. The identity hashes fp32 weights, so
+    it does not depend on the device."""
+    if selects_runner(beam_args) and not usable_here(spec.device):
+        log.info("--device %s: not on this machine; the launcher reads the model on the CPU, "
+                 "the workers load it on %s", spec.device, spec.device)
+        return dataclasses.replace(spec, device="cpu")
+    return spec
 def _load_model(spec: ModelSpec) -> EercfModel:
     """The model of `spec`, loaded (Beam + torch imported here: ~4 s, ~800 MB before weights)."""
     from pipelines.beam.inference import build_model
