@@ -17,25 +17,13 @@ from eercf_core.files import shards
 from pipelines.beam import extract_pipeline
 from pipelines.commands import extract, query
 from tests._runner_helpers import DroppingWriteShardsFn
+from tests.helpers import shard_features
 from tests.index_fixtures import tiny_index_corpus
 from tests.test_extract import TINY, _rows
 
 pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
 
-
-def _features(output: Path) -> dict[str, dict[str, np.ndarray]]:
-    """video_id -> {feature name: float32 array} for every row, read with the shard reader that
-    knows every schema version (list columns in v1-2, fixed-size binary in v3)."""
-    out = {}
-    for path in shards.list_shards(str(output)):
-        table = shards.read_shard(path)
-        dims, _, _ = shards.shard_identity(path)
-        arrays = shards.feature_arrays(table, dims)
-        for i, video_id in enumerate(table.column("video_id").to_pylist()):
-            out[video_id] = {name: np.asarray(values[i], np.float32)
-                             for name, values in arrays.items() if name != "mask"}
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +71,8 @@ def test_extract_on_dask_equals_the_default_runner(cluster, captioned_corpus, tm
     names = [Path(p).name for p in shards.list_shards(str(tmp_path / "on_dask"))]
     assert names == [Path(p).name for p in shards.list_shards(str(tmp_path / "local"))]
     assert len(names) == 4
-    local_features, dask_features = _features(tmp_path / "local"), _features(tmp_path / "on_dask")
+    local_features, dask_features = shard_features(tmp_path / "local"), shard_features(
+        tmp_path / "on_dask")
     for video_id, row in local.items():
         other = on_dask[video_id]
         assert (other["status"], other["frame_times"]) == (row["status"], row["frame_times"])

@@ -17,7 +17,7 @@ from eercf_core.files.inputs import VideoRef, read_inputs
 from eercf_core.video.decode import DecodeOptions, decode_video
 from eercf_core.video.previews import PREVIEW_COLUMNS, encode_previews
 from pipelines.commands import extract
-from tests.helpers import ROOT, make_videos
+from tests.helpers import ROOT, make_videos, shard_features
 
 TINY = ["--model", "eercf-tiny", "--random-init", "--seed", "0", "--device", "cpu"]
 
@@ -164,10 +164,10 @@ def test_robustness_corpus_one_row_per_file(tmp_path, shared_videos):
     sizes = dims.column_sizes()
     ok = [r for r in rows.values() if r["status"] == "ok"]
     assert len(ok) >= 25  # PyAV opens all but the truncated, corrupt and fuzzed files
+    features = shard_features(out)
     for row in ok:
-        for name in ("coarse_feature", "frame_features", "context_frame_features",
-                     "patch_features"):
-            values = np.asarray(row[name], dtype=np.float32)
+        assert len(features[row["video_id"]]) == 4  # coarse, frame, context, patch
+        for name, values in features[row["video_id"]].items():
             assert values.shape == (sizes[name],) and np.isfinite(values).all(), row["video_id"]
         assert any(row["frame_mask"]) and len(row["frame_times"]) == sum(row["frame_mask"])
     for row in rows.values():

@@ -433,13 +433,20 @@ def list_shards(root: str) -> list[str]:
     return sorted(found)
 
 
+# The extract job's work plan (pipelines.beam.read_inputs): `<root>/.eercf-plan-<pid>-<random>.*`,
+# written and removed by one run under the output lock, so any plan a new run finds was left by a
+# killed one.
+PLAN_PREFIX = ".eercf-plan-"
+
+
 def remove_temp_files(root: str) -> int:
-    """Delete temp files that a killed writer left under `root`; returns how many."""
+    """Delete temp files and work plans that a killed writer left under `root`; returns how
+    many. Call it only while holding the output's lock (no live run owns them then)."""
     fs, _ = _fs_path(root)
     removed = 0
     for entry in paths.list_dir(root):
         name = posixpath.basename(entry.rstrip("/"))
-        if is_temp_name(name):
+        if is_temp_name(name) or name.startswith(PLAN_PREFIX):
             fs.rm(entry)
             removed += 1
     return removed

@@ -30,10 +30,10 @@ import apache_beam as beam
 from eercf_core.files import paths
 from eercf_core.files.atomic import open_atomic, write_json
 from eercf_core.files.inputs import VideoRef
+from eercf_core.files.shards import PLAN_PREFIX
 from pipelines.beam.resume import shard_name
 
 MAX_PARTS = 1024
-PLAN_PREFIX = ".eercf-plan-"
 
 
 @dataclass(frozen=True)
