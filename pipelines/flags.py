@@ -206,11 +206,13 @@ def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> N
 
 
 def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None = None,
-                    required: bool | None = None, help: str | None = None) -> None:
+                    required: bool | None = None, help: str | None = None,
+                    random_init: bool = True) -> None:
     """The model flags of every job that loads a model (eercf_core.model.spec): --model
-    (required when no default, unless `required` says otherwise), --pretrained, --random-init,
-    --head, --seed. One set of flags, one meaning: the same values build the same model in
-    extract, query, search and report."""
+    (required when no default, unless `required` says otherwise), --pretrained, and with
+    `random_init` --random-init, --head, --seed. One set of flags, one meaning: the same values
+    build the same model in extract, query, search and report; train takes --model and
+    --pretrained from here (a name it trains is always randomly initialised, with its --seed)."""
     from eercf_core.model.spec import HEADS
 
     add_model(parser, default=default, required=default is None if required is None else required,
@@ -219,6 +221,8 @@ def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None =
                             + (f" (default {default})" if default else "")))
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag (e.g. openai) or local open_clip weights")
+    if not random_init:
+        return
     parser.add_argument("--random-init", action="store_true",
                         help="seeded random weights for a model name (tests and demos only: "
                              "useless for retrieval); recorded in summary.json")
