@@ -3,6 +3,10 @@ from setuptools import find_packages, setup
 
 # Beam's DaskRunner (`--runner DaskRunner`): the versions apache-beam[dask] asks for.
 DASK = ["dask>=2024.4.2", "distributed>=2024.4.2"]
+# s3:// URLs (fsspec's S3 filesystem); gs:// needs gcsfs, az:// adlfs (not pinned here).
+S3 = ["s3fs>=2024.12"]
+# The object-storage tests run a real S3 server in-process (moto's ThreadedMotoServer).
+S3_TEST = ["moto[server]>=5.1,<6", *S3]
 
 setup(
     name="eercf",
@@ -31,8 +35,10 @@ setup(
     ],
     # The test extra (`make install`): the test runner, the linters `make lint` runs (pinned to a
     # minor release: a new one may add checks, which is a deliberate update), websocket-client
-    # (the report's browser test drives headless Chromium over DevTools) and Dask.
-    extras_require={"dask": DASK, "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
-                                           "mypy>=2.4,<2.5", "websocket-client>=1.6", *DASK]},
+    # (the report's browser test drives headless Chromium over DevTools), Dask, and moto + s3fs
+    # (the object-storage tests' S3 server).
+    extras_require={"dask": DASK, "s3": S3,
+                    "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
+                             "mypy>=2.4,<2.5", "websocket-client>=1.6", *DASK, *S3_TEST]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )

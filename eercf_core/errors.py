@@ -15,17 +15,33 @@ _EXPECTED_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, No
                        FileExistsError)
 _EXPECTED_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.ENAMETOOLONG}
 EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
 
 
 class UserInputError(ValueError):
     """A bad input, flag, index or output the user can fix; the message names it."""
 
+    exit_code = EXIT_USER_ERROR
+
+
+class RunFailedError(RuntimeError):
+    """A run that failed for a reason outside the user's inputs (a storage outage, an
+    unreachable endpoint); reported as one line naming what failed, exit 1."""
+
+    exit_code = EXIT_RUN_FAILED
+
 
 def is_expected(exc: BaseException) -> bool:
     """True for errors the CLI reports as one line with exit 2 (see module docstring)."""
-    if isinstance(exc, (UserInputError, *_EXPECTED_OS_ERRORS)):
+    if isinstance(exc, (UserInputError, RunFailedError, *_EXPECTED_OS_ERRORS)):
         return True
     return isinstance(exc, OSError) and exc.errno in _EXPECTED_ERRNOS
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code of an expected error: 1 for a failed run (RunFailedError), else 2."""
+    code = getattr(exc, "exit_code", EXIT_USER_ERROR)
+    return code if isinstance(code, int) else EXIT_USER_ERROR
 
 
 def one_line(exc: BaseException) -> str:

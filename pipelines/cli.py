@@ -7,8 +7,10 @@ heavy dependencies (Beam, FAISS, torch) load only where needed.
 Ctrl-C and SIGTERM stop every child process and print one line (pipelines.interrupts).
 
 Errors: an expected error (eercf_core.errors: a bad input or flag, a refused index, an unwritable
-output) prints one line, `eercf <command>: error: <what and where>`, and exits 2; `--debug`
-anywhere on the command line shows the traceback instead. Bugs keep their traceback (exit 1).
+output) prints one line, `eercf <command>: error: <what and where>`, and exits 2 (1 for a
+run that failed for a reason outside the user's inputs: errors.RunFailedError, a storage
+outage); `--debug` anywhere on the command line shows the traceback instead. Bugs keep their
+traceback (exit 1).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from eercf_core.errors import EXIT_USER_ERROR, is_expected, one_line
+from eercf_core.errors import exit_code_of, is_expected, one_line
 from pipelines.flags import setup_logging, verbosity
 from pipelines.interrupts import exit_code, install_signal_handlers, interrupted
 
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug or not is_expected(exc):
             raise
         print(f"eercf {name}: error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return exit_code_of(exc)
     return result if isinstance(result, int) else 0
 
 

@@ -2,7 +2,8 @@
 
 - `command_parser(name, doc)`: `prog="eercf NAME"`, the description, and `-v/--verbose`,
   `-q/--quiet` (read by `pipelines.cli` before the command runs: `verbosity`, then
-  `setup_logging`, eercf_core.logs, the one logging setup).
+  `setup_logging`, eercf_core.logs, the one logging setup), and `--storage-options JSON`
+  (fsspec options for URLs; see eercf_core.files.paths).
 - `--output` for a job's output and `--model` (plus `--pretrained`, `--random-init`, `--head`,
   `--seed`) for a model; `--device` (one default: CUDA when available); `--workers` (processes
   a job starts: decoders, encoders); the rerank flags of query and search
@@ -40,7 +41,27 @@ def command_parser(name: str, doc: str | None, **kwargs: Any) -> argparse.Argume
     description = (doc or "").strip().split("\n\n")[0]
     parser = argparse.ArgumentParser(prog=f"eercf {name}", description=description, **kwargs)
     add_verbosity(parser)
+    add_storage_options(parser)
     return parser
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """`--storage-options JSON`: fsspec options for every URL the job reads or writes, keyed
+    by protocol (`{"s3": {"endpoint_url": "http://host:9000"}}`) or flat (every remote
+    protocol); merged over the environment variable EERCF_STORAGE_OPTIONS (see
+    eercf_core.files.paths). Applied by `parse_args` / `apply_storage_options`."""
+    parser.add_argument("--storage-options", default=None, metavar="JSON",
+                        help="fsspec storage options for URLs (s3://, gs://, az://, ...) as a "
+                             "JSON object, keyed by protocol or flat; merged over the "
+                             "EERCF_STORAGE_OPTIONS environment variable")
+
+
+def apply_storage_options(args: argparse.Namespace) -> None:
+    """Apply the parsed `--storage-options` (and EERCF_STORAGE_OPTIONS) to this process and
+    the worker processes it starts; a bad value is a UserInputError naming the flag."""
+    from eercf_core.files import paths
+
+    paths.configure(getattr(args, "storage_options", None))
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -130,8 +151,11 @@ def check_num_frames(parser: argparse.ArgumentParser, requested: int | None, mod
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """`parser.parse_args(argv)` (kept as the one entry every command uses)."""
-    return parser.parse_args(None if argv is None else list(argv))
+    """`parser.parse_args(argv)` (the one entry every command uses), then the storage options
+    applied (`apply_storage_options`)."""
+    args = parser.parse_args(None if argv is None else list(argv))
+    apply_storage_options(args)
+    return args
 
 
 def _number(kind: type, minimum: float, inclusive: bool) -> Callable[[str], float]:

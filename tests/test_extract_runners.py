@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from eercf_core.files import commits, shards
+from eercf_core.files import commits, paths, shards
 from pipelines.beam import extract_pipeline
 from pipelines.beam.completeness import check_complete
-from pipelines.beam.runner import DASK_RUNNER, absolute_local, is_dask, runner_args
+from pipelines.beam.runner import DASK_RUNNER, is_dask, runner_args
 from pipelines.commands import extract
 from tests._runner_helpers import DroppingWriteShardsFn
 from tests.helpers import make_videos
@@ -32,10 +32,10 @@ def test_runner_alias_and_dask_partitions():
 
 def test_local_paths_become_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert absolute_local("out/feats") == str(tmp_path / "out" / "feats")
-    assert absolute_local("~/x") == os.path.expanduser("~/x")
+    assert paths.absolute("out/feats") == str(tmp_path / "out" / "feats")
+    assert paths.absolute("~/x") == os.path.expanduser("~/x")
     for url in ("s3://bucket/x", "file:///tmp/x", "memory://x"):
-        assert absolute_local(url) == url
+        assert paths.absolute(url) == url
 
 
 def test_check_complete_names_missing_and_duplicated(tmp_path, tiny_model):

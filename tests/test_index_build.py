@@ -157,3 +157,78 @@ def test_manifest_counts_videos_per_decode_quality(tmp_path, caplog):
     assert "mix decode qualities" in caplog.text
     on_disk = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert on_disk["decode_quality"] == {"exact": 5, "fast": 3}
+
+
+def test_ivf_nprobe_tuned_to_target_on_held_out_queries(tmp_path, caplog):
+    write_synthetic_shards(tmp_path / "shards", 300, per_shard=100)
+    manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"),
+                               factory="IVF16,Flat", recall_sample=40, recall_check_k=10,
+                               recall_target=0.9)
+    tuned = manifest["index"]["recall_vs_exact"]
+    assert tuned["parameter"] == "nprobe" and tuned["met"] and tuned["recall"] >= 0.9
+    assert "held out" in tuned["queries"] and tuned["num_queries"] == 40
+    values = [value for value, _ in tuned["curve"]]
+    assert values == sorted(values) and values[-1] == tuned["value"] == manifest["index"]["nprobe"]
+    assert all(r < 0.9 for _, r in tuned["curve"][:-1])  # the smallest value reaching the target
+    from eercf_core.index.recall import _ivf
+    assert _ivf(open_index(tmp_path / "idx").index).nprobe == tuned["value"]
+    assert "RECALL TARGET MISSED" not in caplog.text
+
+
+def test_missed_recall_warns_and_min_recall_fails(tmp_path, caplog):
+    write_synthetic_shards(tmp_path / "shards", 300, per_shard=100)
+    shards = [str(tmp_path / "shards")]
+    manifest = build_index_dir(shards, str(tmp_path / "idx"), factory="IVF16,PQ2x4",
+                               recall_sample=40, recall_check_k=10)
+    assert not manifest["index"]["recall_vs_exact"]["met"]
+    assert "RECALL TARGET MISSED" in caplog.text
+    from eercf_core.index.build import RecallTooLowError
+    with pytest.raises(RecallTooLowError, match=r"< --min-recall 0.9"):
+        build_index.run(["--shards", *shards, "--output", str(tmp_path / "idx2"),
+                         "--index-factory", "IVF16,PQ2x4", "--recall-sample", "40",
+                         "--recall-check-k", "10", "--min-recall", "0.9"])
+    assert not (tmp_path / "idx2").exists() and not list(tmp_path.glob(".idx2*"))
+
+
+@pytest.mark.slow  # two spawned worker processes import torch and faiss: ~60 s on a loaded box
+def test_parallel_fill_writes_the_same_store_as_serial(tmp_path):
+    write_synthetic_shards(tmp_path / "shards", 40, per_shard=7, errors=(3, 20))
+    shards = [str(tmp_path / "shards")]
+    options = {"fine_codec": "SQ8", "codec_train_videos": 16, "fidelity_videos": 8,
+               "fidelity_queries": 4}
+    serial = build_index_dir(shards, str(tmp_path / "serial"), workers=1, **options)
+    parallel = build_index_dir(shards, str(tmp_path / "parallel"), workers=2, **options)
+    assert parallel["num_videos"] == serial["num_videos"] == 40
+    for name in sorted(p.name for p in (tmp_path / "serial" / "fine").iterdir()):
+        assert (tmp_path / "parallel" / "fine" / name).read_bytes() == \
+            (tmp_path / "serial" / "fine" / name).read_bytes(), name
+    assert open_index(tmp_path / "parallel").video_ids == open_index(tmp_path / "serial").video_ids
+
+
+def test_shard_tasks_fill_disjoint_slices_like_the_serial_writer(tmp_path):
+    """The parallel fill's task (`_fill_shard`, run here in-process, shards in reverse order)
+    writes the same store bytes as the serial writer; a slice count mismatch fails."""
+    from eercf_core.index import build as build_module
+    from eercf_core.index.store import FineStoreWriter
+    from schemas import FeatureDims
+
+    write_synthetic_shards(tmp_path / "shards", 20, per_shard=6, errors=(2,))
+    shards = build_module.resolve_shards([str(tmp_path / "shards")])
+    ids, _, _, per_shard = build_module._scan(shards)
+    assert sum(per_shard) == len(ids) == 20 and len(per_shard) == len(shards)
+    dims = FeatureDims.from_dict({"num_frames": 4, "num_patches": 3, "embed_dim": 16})
+    serial = FineStoreWriter(tmp_path / "serial", len(ids), dims)
+    build_module._fill_store(shards, serial, 4)
+    serial.close()
+    sliced = FineStoreWriter(tmp_path / "sliced", len(ids), dims)
+    sliced.filled_elsewhere()
+    starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]])
+    for shard, start, count in reversed(list(zip(shards, starts, per_shard))):
+        assert build_module._fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shard,
+                                        int(start), count, 4) == count
+    sliced.close()
+    for path in sorted((tmp_path / "serial").iterdir()):
+        assert (tmp_path / "sliced" / path.name).read_bytes() == path.read_bytes(), path.name
+    with pytest.raises(ValueError, match=r"more rows than the slice"):
+        build_module._fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shards[0], 0,
+                                 per_shard[0] - 1, 4)

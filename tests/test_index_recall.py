@@ -1,6 +1,8 @@
 """FAISS recall index: type by size, S_V as inner product with W_g folded in, IVF recall check."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +54,45 @@ def test_bad_factory_and_missing_file(tmp_path):
         recall.build(np.zeros((10, 8), np.float32), "NoSuchIndex")
     with pytest.raises(ValueError, match="missing"):
         recall.load(tmp_path / "absent.faiss")
+
+
+def test_default_factory_compresses_at_a_million():
+    assert recall.default_factory(999_999).endswith(",Flat")
+    assert recall.default_factory(1_000_000) == "IVF4096,SQ8"
+
+
+def test_held_out_queries_are_not_corpus_members():
+    rng = np.random.default_rng(2)
+    coarse = _unit(rng, 500, 16)
+    queries = recall.held_out_queries(coarse, 100, seed=0)
+    assert queries.shape == (100, 16) and queries.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, rtol=1e-5)
+    assert (queries @ coarse.T).max() < 0.999  # no query is (a copy of) a corpus vector
+
+
+@pytest.mark.parametrize("factory", ["IVF32,Flat", "HNSW8"])
+def test_tune_picks_smallest_parameter_reaching_target(factory):
+    rng = np.random.default_rng(3)
+    coarse = _unit(rng, 3000, 16)
+    index = recall.build(coarse, factory)
+    queries = recall.held_out_queries(coarse, 50)
+    record = recall.tune(index, coarse, queries, 20, target=0.9)
+    assert record["met"] and record["recall"] >= 0.9
+    assert all(r < 0.9 for _, r in record["curve"][:-1])
+    assert recall.recall_vs_exact(index, coarse, queries, 20) == pytest.approx(record["recall"],
+                                                                              abs=1e-4)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "IVF16,SQ8"])
+def test_load_memory_maps_the_index(tmp_path, factory):
+    rng = np.random.default_rng(4)
+    coarse = _unit(rng, 2000, 16)
+    index = recall.build(coarse, factory, nprobe=4)
+    recall.save(index, tmp_path / "r.faiss")
+    queries = _unit(rng, 5, 16)
+    mapped = recall.load(tmp_path / "r.faiss")
+    np.testing.assert_array_equal(recall.search(mapped, queries, 10)[1],
+                                  recall.search(index, queries, 10)[1])
+    maps = (tmp_path / "r.faiss").resolve()
+    assert str(maps) in Path("/proc/self/maps").read_text()  # mapped, not copied
+    del mapped

@@ -90,3 +90,21 @@ def test_missing_or_half_written_index(corpus, tmp_path):
     (half / "fine").mkdir(parents=True)
     with pytest.raises(ValueError, match="incomplete index directory"):
         query.run(["--index", str(half), *args])
+
+
+def test_block_memory_refused_up_front_with_the_batch_that_fits(corpus, tmp_path):
+    # 30 videos: exhaustive, top-n 0, batch 256 needs 256 * 30 * (250 + 32) B ~ 2.1 MB
+    with pytest.raises(ValueError, match=r"exhaustive with --top-n 30 over 30 videos needs an "
+                                         r"estimated .* lower --batch-size to \d+ or below"):
+        query.run(["--index", str(corpus["root"] / "index"), "--queries", str(corpus["queries"]),
+                   "--output", str(tmp_path / "r.tsv"), "--model", corpus["checkpoint"],
+                   "--exhaustive", "--top-n", "0", "--max-block-memory", "0.001"])
+    assert not list(tmp_path.glob("r.tsv*"))
+
+
+def test_block_memory_estimate_grows_with_the_corpus_only_for_all_videos():
+    from eercf_core.index.search import block_memory, check_block_memory
+    assert block_memory("two-stage", 256, 50, 100, 10_000_000) == 256 * 100 * 250
+    assert block_memory("exhaustive", 1, 50, 100, 10_000_000) > 10_000_000 * 32
+    with pytest.raises(ValueError, match="not even one query fits"):
+        check_block_memory("two-stage", 256, 50, 10_000_000, 10_000_000, budget=1 << 30)

@@ -390,11 +390,14 @@ def _write_one(args: tuple[VideoSpec, SynthConfig, str]) -> str:
     return path
 
 
-def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) -> dict:
+def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1,
+                    uri_root: str | None = None) -> dict:
     """Render and encode every video, write captions, manifests, queries and ground truth.
 
     Rerunning into the same directory keeps finished videos (content is deterministic). Returns a
     summary dict with counts and paths. `corpus.json` is written last and marks completion.
+    `uri_root`: where the folder will be read from (a URL it is uploaded to), for the manifests'
+    video URIs; default the absolute local paths.
     """
     out = Path(out_dir)
     specs = plan_corpus(config)
@@ -403,6 +406,8 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
     paths = [str((out / "videos" / s.split / f"{s.video_id}{config.suffix}").resolve())
              for s in specs]
     jobs = [(s, config, p) for s, p in zip(specs, paths)]
+    uris = paths if uri_root is None else [
+        f"{uri_root.rstrip('/')}/videos/{s.split}/{s.video_id}{config.suffix}" for s in specs]
     start = time.perf_counter()
     progress = Progress("synth", len(jobs), "videos", show_failed=False, logger=log)
     if workers > 1 and len(jobs) > 1:
@@ -417,7 +422,7 @@ def generate_corpus(out_dir: str | Path, config: SynthConfig, workers: int = 1) 
     captions = [c for s in specs for c in captions_for(s, config)]
     for split in SPLITS:
         write_manifest(str(out / f"{split}_manifest.tsv"),
-                       [(s.video_id, p) for s, p in zip(specs, paths) if s.split == split])
+                       [(s.video_id, u) for s, u in zip(specs, uris) if s.split == split])
     write_text(out / "captions.jsonl", "".join(json.dumps(c) + "\n" for c in captions))
     write_text(out / "videos.jsonl",
                "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in specs))

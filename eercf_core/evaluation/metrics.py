@@ -125,6 +125,15 @@ def video_to_text_ranks(scores: np.ndarray, caption_video: Sequence[int] | np.nd
                          "v2t needs every video's captions")
     grouped = np.full((num_videos, num_videos), -np.inf)
     np.maximum.at(grouped, caption_video, scores)
+    return video_to_text_ranks_grouped(grouped)
+
+
+def video_to_text_ranks_grouped(grouped: np.ndarray) -> tuple[np.ndarray, int]:
+    """v2t ranks and ties (as `video_to_text_ranks`) from the grouped matrix G [V, V]:
+    G[g, b] = max over the captions of video g of their score against video b."""
+    grouped = np.asarray(grouped, dtype=np.float64)
+    if grouped.ndim != 2 or grouped.shape[0] != grouped.shape[1]:
+        raise ValueError(f"grouped scores must be [V, V]; got {grouped.shape}")
     by_video = grouped.T  # [V videos, V caption sets]
     own = np.diag(by_video)[:, None]
     ranks = (by_video > own).sum(axis=1)
@@ -136,6 +145,15 @@ def video_to_text_metrics(scores: np.ndarray, caption_video: Sequence[int] | np.
                           ) -> dict[str, float]:
     """v2t R@1/5/10, MdR (np.median), MnR over videos, with `ties` (see video_to_text_ranks)."""
     ranks, ties = video_to_text_ranks(scores, caption_video)
+    out = metrics_from_ranks(ranks, lower=False)
+    out["ties"] = ties
+    return out
+
+
+def video_to_text_metrics_grouped(grouped: np.ndarray) -> dict[str, float]:
+    """`video_to_text_metrics` from the grouped matrix G [V, V] (see video_to_text_ranks_grouped):
+    what a streaming reader accumulates without the [C, V] caption matrix."""
+    ranks, ties = video_to_text_ranks_grouped(grouped)
     out = metrics_from_ranks(ranks, lower=False)
     out["ties"] = ties
     return out

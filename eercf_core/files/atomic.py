@@ -4,20 +4,26 @@ half-written output at the target path (at most a hidden `.<name>.tmp-<pid>-<ran
 
 Paths are local paths or fsspec URLs, except `local_temp_path` and `atomic_directory`, which hand
 a local path to writers that only take file names (FAISS, matplotlib, video encoders).
+`output_directory` gives such writers a local folder for an output that may be a URL: written
+locally, then uploaded file by file with the named files last.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import fsspec
+from eercf_core.files import paths
+
+log = logging.getLogger(__name__)
 
 TEMP_MARKER = ".tmp-"
 
@@ -45,18 +51,22 @@ def temp_owner_pid(name: str, marker: str = TEMP_MARKER) -> int | None:
 def open_atomic(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temp file beside `path` for writing; rename it to `path` when the block succeeds,
     remove it when it raises. Parent directories are created."""
-    fs, target = fsspec.core.url_to_fs(str(path))
+    fs, target = paths.filesystem(str(path))
     parent, name = posixpath.split(target)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
+    if parent and paths.bucket_of(str(path)) is None:  # object stores: no directories, and a
+        fs.makedirs(parent, exist_ok=True)  # makedirs there would create a missing bucket
     temp = posixpath.join(parent, temp_name(name))
     try:
         with fs.open(temp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as handle:
             yield handle
         fs.mv(temp, target)
     except BaseException:
-        if fs.exists(temp):
-            fs.rm(temp)
+        try:
+            if fs.exists(temp):
+                fs.rm(temp)
+        except Exception as cleanup:  # the store went away: the write's own error is reported
+            log.warning("could not remove the temp file %s (%s); the next run removes it",
+                        temp, cleanup)
         raise
 
 
@@ -112,3 +122,57 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def output_directory(url: str, last: Iterable[str] = ()) -> Iterator[Path]:
+    """A local folder to write the output directory `url` into.
+
+    A local `url` is that folder itself (created). For a URL (s3://, gs://, ...) the block
+    writes into a local temp folder; when it succeeds every file is uploaded to `url` (relative
+    names kept), the files named in `last` after all others (the record that marks the output
+    complete, e.g. metrics.json, goes last), and the temp folder is removed either way. Store
+    failures are one-line errors naming `url` (`paths.storage_errors`).
+    """
+    local = paths.local_path(url)
+    if local is not None:
+        folder = Path(local)
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="eercf-output-") as temp:
+        yield Path(temp)
+        upload_tree(temp, url, last)
+
+
+def upload_tree(local: str | Path, url: str, last: Iterable[str] = ()) -> int:
+    """Upload every file under the local folder `local` to the folder `url` (relative names
+    kept), files whose base name is in `last` after all others, in that order. Returns the
+    number of files. Store failures are one-line errors naming `url`."""
+    local = Path(local)
+    order = list(last)
+    files = sorted((p for p in local.rglob("*") if p.is_file()),
+                   key=lambda p: (p.name in order, order.index(p.name) if p.name in order
+                                  else 0, p.as_posix()))
+    fs, root = paths.filesystem(url)
+    with paths.storage_errors(url, "upload the output"):
+        for file in files:
+            fs.put_file(str(file), posixpath.join(root, file.relative_to(local).as_posix()))
+    return len(files)
+
+
+def download_tree(url: str, local: str | Path) -> Path:
+    """Copy every file under the folder `url` into the local folder `local` (created); returns
+    it. FileNotFoundError naming `url` when nothing is there."""
+    local = Path(local)
+    fs, root = paths.filesystem(url)
+    with paths.storage_errors(url, "download"):
+        paths.invalidate(url)
+        found = fs.find(root)
+        if not found:
+            raise FileNotFoundError(f"not found: {url}")
+        for remote in found:
+            target = local / remote[len(root.rstrip("/")) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(target))
+    return local

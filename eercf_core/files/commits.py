@@ -36,7 +36,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from eercf_core.files import shards
+from eercf_core.files import paths, shards
 from eercf_core.files.atomic import write_json
 from schemas import FeatureDims
 from schemas.video_features import (
@@ -126,7 +126,7 @@ def _record_payload(shard: str, table: pa.Table, size: int, crc32: int, footer_c
 def write_record(shard: str, table: pa.Table, size: int, crc32: int) -> None:
     """Write the commit record of the finished shard file `shard` (atomically). `table` holds
     at least the schema (with its eercf metadata) and the `ROW_FIELDS` columns it has."""
-    fs, target = fsspec.core.url_to_fs(shard)
+    fs, target = paths.filesystem(shard)
     payload = _record_payload(shard, table, size, crc32, _footer_crc32(fs, target, size))
     write_json(record_path(shard), payload, indent=None)
 
@@ -143,7 +143,7 @@ def commit_shard(path: str, rows: list[dict], dims: FeatureDims, model_id: str,
 
 def remove_record(shard: str) -> None:
     """Delete the commit record of `shard` if there is one (the shard is then unfinished)."""
-    fs, target = fsspec.core.url_to_fs(record_path(shard))
+    fs, target = paths.filesystem(record_path(shard))
     if fs.exists(target):
         fs.rm(target)
 
@@ -152,7 +152,7 @@ def read_valid_record(shard: str) -> CommitRecord:
     """The commit record of `shard`, checked against the file without reading its rows: it
     parses, names this shard, its row lists have `rows` entries, and the file's size and footer
     CRC-32 are the recorded ones. InvalidRecord (with the reason) otherwise."""
-    fs, target = fsspec.core.url_to_fs(record_path(shard))
+    fs, target = paths.filesystem(record_path(shard))
     try:
         with fs.open(target, "rb") as handle:
             data = json.loads(handle.read())
@@ -178,7 +178,7 @@ def read_valid_record(shard: str) -> CommitRecord:
         footer = int(data["footer_crc32"], 16)
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidRecord(shard, f"bad commit record ({exc})") from None
-    shard_fs, shard_target = fsspec.core.url_to_fs(shard)
+    shard_fs, shard_target = paths.filesystem(shard)
     try:
         size = int(shard_fs.size(shard_target))
     except FileNotFoundError:

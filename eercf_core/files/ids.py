@@ -18,6 +18,8 @@ _NAMES = {"\t": "TAB", "\n": "LF (line feed)", "\r": "CR (carriage return)", "\x
 def control_character_problem(value: str) -> str | None:
     """None when `value` has no control character, else what and where, e.g.
     `contains a TAB (U+0009) at position 4`. Positions are 1-based characters."""
+    if value.isprintable():  # fast path: no Cc, no U+2028/U+2029 (neither is printable)
+        return None
     for position, char in enumerate(value, start=1):
         if char in _SEPARATORS or unicodedata.category(char) == "Cc":
             name = _NAMES.get(char) or _SEPARATORS.get(char) or "control character"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import fsspec
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.lines import FormatError, check_id, read_jsonl, read_text
 from eercf_core.files.text_formats import write_tsv
@@ -42,7 +43,7 @@ def is_glob(url: str) -> bool:
     `clip[1].mp4` is that file)."""
     if not _has_magic(url):
         return False
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = paths.filesystem(url)
     return not fs.exists(path)
 
 
@@ -60,7 +61,7 @@ def _full(fs: fsspec.AbstractFileSystem, prefix: str, path: str) -> str:
 def _expand(pattern: str) -> tuple[list[str], str]:
     """(video URLs, corpus root) for one glob, directory or file."""
     prefix = _protocol_prefix(pattern)
-    fs, path = fsspec.core.url_to_fs(pattern)
+    fs, path = paths.filesystem(pattern)
     if is_glob(pattern):
         fixed = path.split("*")[0].split("?")[0].split("[")[0]
         root = fixed if fixed.endswith("/") else posixpath.dirname(fixed)
@@ -75,7 +76,7 @@ def _expand(pattern: str) -> tuple[list[str], str]:
 
 
 def _strip(url: str) -> str:
-    return fsspec.core.url_to_fs(url)[1]
+    return paths.filesystem(url)[1]
 
 
 def _relative_id(url: str, root: str) -> str:
@@ -87,7 +88,7 @@ def _relative_id(url: str, root: str) -> str:
 
 def read_manifest(url: str) -> list[VideoRef]:
     """VideoRefs from a TSV/CSV (header with video_id, uri) or JSONL manifest."""
-    _, path = fsspec.core.url_to_fs(url)
+    _, path = paths.filesystem(url)
     base = posixpath.dirname(path)
     prefix = _protocol_prefix(url)
     refs: list[VideoRef] = []

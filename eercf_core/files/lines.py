@@ -20,9 +20,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 
-import fsspec
-
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.ids import control_character_problem
 
 BOM = "\ufeff"
@@ -47,7 +46,7 @@ def _decode(raw: bytes, path: str, line: int | None, error: type[FormatError]) -
 def read_lines(path: str, error: type[FormatError] = FormatError) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line without its line ending) of a local path or fsspec
     URL; a BOM before the first line is dropped; undecodable bytes -> `error` at file:line."""
-    with fsspec.open(str(path), "rb") as handle:
+    with paths.open_file(str(path), "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             text = _decode(raw, path, number, error)
             if number == 1:
@@ -58,7 +57,7 @@ def read_lines(path: str, error: type[FormatError] = FormatError) -> Iterator[tu
 def read_text(path: str, error: type[FormatError] = FormatError) -> str:
     """The whole file (local path or fsspec URL) as text: UTF-8, a leading BOM dropped;
     undecodable bytes -> `error` naming the line they are on."""
-    with fsspec.open(str(path), "rb") as handle:
+    with paths.open_file(str(path), "rb") as handle:
         raw = handle.read()
     try:
         text = raw.decode("utf-8")

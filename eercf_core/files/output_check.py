@@ -12,6 +12,7 @@ import posixpath
 import fsspec
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 
 PROBE_PREFIX = ".eercf-write-probe-"
 
@@ -29,11 +30,15 @@ def _probe(fs: fsspec.AbstractFileSystem, directory: str, what: str, url: str) -
     """Create `directory`, write and delete a probe file in it, then remove the directories it
     had to create: the check leaves nothing behind."""
     probe = posixpath.join(directory, f"{PROBE_PREFIX}{os.getpid()}")
-    created = _missing_dirs(fs, directory)
+    created = [] if paths.bucket_of(url) else _missing_dirs(fs, directory)
     try:
-        fs.makedirs(directory, exist_ok=True)
-        fs.pipe_file(probe, b"")
-        fs.rm(probe)
+        with paths.storage_errors(url, f"write a probe file into the {what}"):
+            if paths.bucket_of(url) is None:  # object stores have no directories to create
+                fs.makedirs(directory, exist_ok=True)
+            fs.pipe_file(probe, b"")
+            fs.rm(probe)
+    except paths.StorageAccessError:
+        raise
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise UserInputError(f"{url}: {what} is not writable ({type(exc).__name__}: {reason})"
@@ -47,8 +52,11 @@ def _probe(fs: fsspec.AbstractFileSystem, directory: str, what: str, url: str) -
 
 
 def check_writable_dir(url: str, flag: str = "--output") -> None:
-    """Prove files can be written in directory `url` (created if missing; UserInputError)."""
-    fs, path = fsspec.core.url_to_fs(str(url))
+    """Prove files can be written in directory `url` (created if missing; UserInputError).
+    On an object store the bucket must exist (it is never created) and a refused or unreachable
+    store is a one-line StorageAccessError / StorageUnavailableError."""
+    paths.check_bucket(url, flag)
+    fs, path = paths.filesystem(str(url))
     if fs.exists(path) and not fs.isdir(path):
         raise UserInputError(f"{url}: {flag} must be a directory, but a file exists there")
     _probe(fs, path, f"{flag} directory", url)
@@ -56,8 +64,10 @@ def check_writable_dir(url: str, flag: str = "--output") -> None:
 
 def check_writable_file(url: str, flag: str = "--output") -> None:
     """Prove the file `url` can be created or replaced: its directory (created if missing) must
-    accept new files (the job writes a temp file there and renames it)."""
-    fs, path = fsspec.core.url_to_fs(str(url))
+    accept new files (the job writes a temp file there and renames it). Buckets as in
+    `check_writable_dir`."""
+    paths.check_bucket(url, flag)
+    fs, path = paths.filesystem(str(url))
     if fs.isdir(path):
         raise UserInputError(f"{url}: {flag} is a directory; give a file path")
     _probe(fs, posixpath.dirname(path) or ".", f"{flag} (its directory)", url)

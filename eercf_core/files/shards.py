@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import is_temp_name, open_atomic
 from schemas import (
     COLUMN_OF_FEATURE,
@@ -67,7 +68,7 @@ _FIXED_COLUMNS = (*FEATURE_COLUMNS, "frame_mask")
 
 
 def _fs_path(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = paths.filesystem(url)
     return fs, path
 
 
@@ -421,13 +422,11 @@ def identity_of_schema(path: str, schema: pa.Schema) -> tuple[FeatureDims, str, 
 def list_shards(root: str) -> list[str]:
     """Completed shards (`*.parquet`, not hidden temp files) directly under `root`, sorted.
 
-    A missing root gives an empty list.
+    Listed from the store itself, never from a cached listing (`paths.list_dir`): shards that
+    other processes wrote (Beam and Dask workers) are seen. A missing root gives an empty list.
     """
-    fs, base = _fs_path(root)
-    if not fs.exists(base):
-        return []
     found = []
-    for entry in fs.ls(base, detail=False):
+    for entry in paths.list_dir(root):
         name = posixpath.basename(entry.rstrip("/"))
         if name.endswith(SHARD_SUFFIX) and not name.startswith("."):
             found.append(posixpath.join(root.rstrip("/"), name))
@@ -436,11 +435,9 @@ def list_shards(root: str) -> list[str]:
 
 def remove_temp_files(root: str) -> int:
     """Delete temp files that a killed writer left under `root`; returns how many."""
-    fs, base = _fs_path(root)
-    if not fs.exists(base):
-        return 0
+    fs, _ = _fs_path(root)
     removed = 0
-    for entry in fs.ls(base, detail=False):
+    for entry in paths.list_dir(root):
         name = posixpath.basename(entry.rstrip("/"))
         if is_temp_name(name):
             fs.rm(entry)

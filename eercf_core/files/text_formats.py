@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-import fsspec
-
-from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_text
 from eercf_core.files.ids import control_character_problem
 from eercf_core.files.lines import (
@@ -79,7 +76,7 @@ def ranked_meta_path(ranked_path: str) -> str:
 
 def read_ranked_meta(ranked_path: str) -> dict:
     """The meta file beside a ranked TSV (see `ranked_meta_path`); {} when there is none."""
-    fs, target = fsspec.core.url_to_fs(ranked_meta_path(ranked_path))
+    fs, target = paths.filesystem(ranked_meta_path(ranked_path))
     return json.loads(fs.cat(target)) if fs.exists(target) else {}
 
 
@@ -230,12 +227,3 @@ def write_captions(path: str, captions: Iterable[tuple[str, str]]) -> int:
     lines = [json.dumps({"video_id": video_id, "text": text}) + "\n" for video_id, text in captions]
     write_text(path, lines)
     return len(lines)
-
-
-def local_path(path: str) -> str:
-    """`path` as a local filesystem path (strips file://); ValueError for remote URLs."""
-    fs, target = fsspec.core.url_to_fs(str(path))
-    if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        raise UserInputError(
-            f"{path}: must be a local path (memory-mapped files need a local disk)")
-    return os.path.abspath(target)

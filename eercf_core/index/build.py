@@ -9,20 +9,22 @@ an interrupted build leaves no half-written index at the output path.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 
-import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import torch
 
 from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import TEMP_MARKER, atomic_directory, temp_owner_pid, write_json
 from eercf_core.files.commits import ROW_FIELDS, InvalidRecord, read_valid_record
 from eercf_core.files.ids import control_character_problem
@@ -39,7 +41,6 @@ from eercf_core.files.shards import (
     shard_identity,
     shard_version,
 )
-from eercf_core.files.text_formats import local_path
 from eercf_core.index import recall
 from eercf_core.index.codecs import (
     CODED_KINDS,
@@ -56,7 +57,8 @@ from eercf_core.index.directory import (
     make_manifest,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
-from eercf_core.index.store import FineStoreWriter
+from eercf_core.index.remote import index_exists, upload_index
+from eercf_core.index.store import FineStoreSlice, FineStoreWriter
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
 from eercf_core.scoring.scores import ScoreParams
@@ -72,11 +74,11 @@ def resolve_shards(inputs: list[str]) -> list[str]:
     (an existing path with glob characters is that file or directory)."""
     shards: list[str] = []
     for item in inputs:
-        fs, path = fsspec.core.url_to_fs(item)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+        fs, path = paths.filesystem(item)
         if is_glob(item):
-            shards += [prefix + p for p in sorted(fs.glob(path)) if p.endswith(SHARD_SUFFIX)]
+            paths.invalidate(item)
+            shards += [paths.full_url(item, fs, p) for p in sorted(fs.glob(path))
+                       if p.endswith(SHARD_SUFFIX)]
         elif fs.isdir(path):
             shards += list_shards(item)
         elif fs.isfile(path):
@@ -101,15 +103,18 @@ def check_identity(shards: list[str]) -> tuple[FeatureDims, str, str]:
     return first
 
 
-def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
+def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int], list[int]]:
     """Pass 1 (ids, status, decode quality): ok video ids in shard order, number of error rows,
-    ok videos per decode quality (an index built from mixed settings says so). From each shard's
-    commit record (eercf_core.files.commits) when it has a valid one, else from its columns."""
+    ok videos per decode quality (an index built from mixed settings says so), ok rows per
+    shard (the row slice each shard fills). From each shard's commit record
+    (eercf_core.files.commits) when it has a valid one, else from its columns."""
     ids: list[str] = []
+    per_shard: list[int] = []
     where: dict[str, str] = {}
     errors = 0
     qualities: collections.Counter = collections.Counter()
     for shard in shards:
+        before = len(ids)
         video_ids, ok, shard_qualities = _id_columns(shard)
         errors += int((~ok).sum())
         for video_id, is_ok, quality in zip(video_ids, ok, shard_qualities):
@@ -125,7 +130,8 @@ def _scan(shards: list[str]) -> tuple[list[str], int, dict[str, int]]:
                                      f"{shard}")
             where[video_id] = shard
             ids.append(video_id)
-    return ids, errors, dict(sorted(qualities.items()))
+        per_shard.append(len(ids) - before)
+    return ids, errors, dict(sorted(qualities.items())), per_shard
 
 
 def _id_columns(shard: str) -> tuple[list[str], np.ndarray, list[str | None]]:
@@ -164,6 +170,39 @@ def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> 
         before = writer.written
         writer.append(**arrays)
         progress.add(writer.written - before)
+
+
+def _fill_shard(store: str, dims: dict, codecs: dict[str, tuple[str, str, str]], shard: str,
+                start: int, count: int, batch_rows: int) -> int:
+    """One task of the parallel fill (runs in a worker process): the ok rows of `shard` into
+    store rows [start, start + count); returns the rows written (ValueError on a mismatch)."""
+    target = FineStoreSlice(store, FeatureDims.from_dict(dims), start, count, codecs)
+    for _, arrays in _ok_batches([shard], target.dims, batch_rows):
+        target.append(**arrays)
+    target.close()
+    return target.written
+
+
+def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineStoreWriter,
+                         batch_rows: int, workers: int) -> None:
+    """Pass 2 on `workers` processes: one task per shard, each writing its own row slice of the
+    preallocated store files (disjoint, so no locking); the rows and bytes are those of the
+    serial `_fill_store`. Processes are spawned (never forked after FAISS/torch started
+    threads); a failed task fails the build."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    codecs = {kind: (str(info["file"]), str(info["factory"]), str(info["sha256"]))
+              for kind, info in writer.codec_meta.items()}
+    writer.filled_elsewhere()
+    starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
+    progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fill_shard, str(writer.directory), writer.dims.to_dict(), codecs,
+                               shard, start, count, batch_rows)
+                   for shard, start, count in zip(shards, starts, per_shard) if count]
+        for future in as_completed(futures):
+            progress.add(future.result())
 
 
 def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_rows: int
@@ -233,7 +272,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 recall_check_k: int = RECALL_K, batch_rows: int = 256, overwrite: bool = False,
                 seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
                 codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
-                fidelity_videos: int = 200, fidelity_queries: int = 200) -> dict:
+                fidelity_videos: int = 200, fidelity_queries: int = 200,
+                recall_target: float = recall.DEFAULT_RECALL_TARGET,
+                min_recall: float | None = None, workers: int | None = 1) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -242,9 +283,24 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     features as codes of codecs trained on `codec_train_videos` sampled videos (at most
     `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
     `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
+    An approximate recall index gets the smallest nprobe / efSearch reaching `recall_target`
+    (recall@`recall_check_k` vs exact on `recall_sample` held-out queries, `recall.tune`; a given
+    `nprobe` is measured, not tuned); a missed target is a loud warning, and with `min_recall` a
+    recall below it fails the build (RecallTooLowError, nothing written at `output`).
+    `workers` processes fill the store, one shard per task (None: the machine's cores from
+    PARALLEL_MIN_VIDEOS videos on; 1: in this process, also inside daemonic processes, which may
+    not start children).
     """
+    if paths.is_url(output):
+        return _build_and_upload(output, overwrite, functools.partial(
+            build_index, inputs, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
+            recall_check_k=recall_check_k, batch_rows=batch_rows, seed=seed,
+            fine_codec=fine_codec, codec_train_videos=codec_train_videos,
+            codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
+            fidelity_queries=fidelity_queries, recall_target=recall_target,
+            min_recall=min_recall, workers=workers))
     started = time.perf_counter()
-    out = Path(local_path(output))
+    out = Path(paths.require_local(output, "an index is built on a local disk"))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
     spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
@@ -258,7 +314,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
         shards = resolve_shards(inputs)
         dims, model_id, sha = check_identity(shards)
         spec.validate(dims.embed_dim)
-        ids, error_rows, qualities = _scan(shards)
+        ids, error_rows, qualities, per_shard = _scan(shards)
         if not ids:
             raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
         log.info("%d shards: %d ok videos, %d error rows skipped; model %s, dims %s",
@@ -274,7 +330,11 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
                     fidelity_videos, fidelity_queries, batch_rows, seed)
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
-            _fill_store(shards, writer, batch_rows)
+            fill_workers = _fill_workers(workers, len(shards), len(ids))
+            if fill_workers > 1:
+                _fill_store_parallel(shards, per_shard, writer, batch_rows, fill_workers)
+            else:
+                _fill_store(shards, writer, batch_rows)
             writer.close()
             previews = write_preview_store(shards, ids, temp / PREVIEW_DIR)
             store_seconds = time.perf_counter() - started
@@ -283,20 +343,16 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             index_start = time.perf_counter()
             factory = factory or recall.default_factory(len(ids))
             index = recall.build(coarse, factory, nprobe, seed=seed)
+            tuned: dict | None = None
+            if not recall.describe(index, factory)["exact"]:
+                queries = recall.held_out_queries(coarse, min(recall_sample, len(ids)), seed)
+                tuned = recall.tune(index, coarse, queries, recall_check_k, recall_target,
+                                    fixed=nprobe)
+                check_recall(tuned, min_recall)
             index_seconds = time.perf_counter() - index_start
             info = recall.describe(index, factory)
-            if not info["exact"]:
-                # Sampled corpus vectors stand in for queries (text queries are not known at build
-                # time).
-                sample = np.random.default_rng(seed).choice(len(ids), min(recall_sample, len(ids)),
-                                                            replace=False)
-                queries = np.asarray(coarse[np.sort(sample)], dtype=np.float32)
-                info["recall_vs_exact"] = {
-                    "k": recall_check_k, "sample_queries": int(sample.size),
-                    "queries": "sampled corpus coarse vectors",
-                    "recall": recall.recall_vs_exact(index, coarse, queries, recall_check_k)}
-                log.info("recall@%d vs exact: %.4f", recall_check_k,
-                         info["recall_vs_exact"]["recall"])
+            if tuned is not None:
+                info["recall_vs_exact"] = tuned
             recall.save(index, temp / RECALL_FILE)
             write_json(temp / IDS_FILE, ids, indent=None)
             manifest = make_manifest(
@@ -309,6 +365,64 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             manifest["previews"] = previews
             write_json(temp / MANIFEST, manifest)  # last: its presence marks the directory complete
         return manifest
+
+
+# Below this many videos, `workers=None` fills in-process: spawning workers (each imports torch
+# and FAISS, seconds) costs more than it saves.
+PARALLEL_MIN_VIDEOS = 2000
+
+
+def _fill_workers(workers: int | None, num_shards: int, num_videos: int) -> int:
+    """Processes for the store fill: `workers` (None: the cpu count from PARALLEL_MIN_VIDEOS
+    videos on, else 1), at most one per shard, 1 in a daemonic process (no children there)."""
+    import multiprocessing
+    import os
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    if workers is None:
+        workers = (os.cpu_count() or 1) if num_videos >= PARALLEL_MIN_VIDEOS else 1
+    return max(1, min(workers, num_shards))
+
+
+class RecallTooLowError(UserInputError):
+    """The recall index misses --min-recall on held-out queries."""
+
+
+def check_recall(tuned: dict, min_recall: float | None) -> None:
+    """Log the tuned recall; warn loudly when the target is missed, raise RecallTooLowError when
+    the recall is below `min_recall`."""
+    name = tuned.get("parameter", "parameters")
+    log.info("recall@%d vs exact on %d held-out queries: %.4f at %s=%s (target %.2f)",
+             tuned["k"], tuned["num_queries"], tuned["recall"], name, tuned["value"],
+             tuned["target"])
+    if not tuned["met"]:
+        log.warning("RECALL TARGET MISSED: recall@%d vs exact is %.4f < target %.2f even at %s=%s;"
+                    " queries will miss true neighbours (use a finer --index-factory, e.g. "
+                    "IVF...,Flat or Flat, or a lower --recall-target)", tuned["k"],
+                    tuned["recall"], tuned["target"], name, tuned["value"])
+    if min_recall is not None and tuned["recall"] < min_recall:
+        raise RecallTooLowError(
+            f"recall@{tuned['k']} vs exact on {tuned['num_queries']} held-out queries is "
+            f"{tuned['recall']:.4f} < --min-recall {min_recall} ({name} curve: "
+            f"{tuned.get('curve')}); no index written")
+
+
+def _build_and_upload(output: str, overwrite: bool,
+                      build: Callable[..., dict]) -> dict:
+    """Build the index for URL `output` in a local temp directory (under the local cache dir)
+    and upload it with its manifest last (`eercf_core.index.remote.upload_index`); the remote
+    output is locked for the whole build. Returns the manifest."""
+    check_writable_dir(output)
+    if not overwrite and index_exists(output):  # checked again on upload; fail before the work
+        raise UserInputError(f"{output}: already exists (pass --overwrite to replace it)")
+    staging = Path(paths.cache_dir()) / "builds"
+    staging.mkdir(parents=True, exist_ok=True)
+    with OutputLock(lock_beside(output), "build-index", output), \
+            tempfile.TemporaryDirectory(dir=staging, prefix="index-") as temp:
+        manifest = build(str(Path(temp) / "index"))
+        upload_index(Path(temp) / "index", output, overwrite)
+    return manifest
 
 
 def remove_stale_temps(out: Path) -> int:

@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.index import recall
 from eercf_core.index.store import FineStore, bytes_per_video
 from schemas import SCHEMA_VERSION, FeatureDims
@@ -95,16 +97,21 @@ def read_manifest(path: str | Path) -> dict:
 
 def read_video_ids(path: str | Path) -> list[str]:
     """Row -> video_id map of an index directory; ValueError if missing or unreadable."""
-    ids_path = Path(path) / IDS_FILE
+    ids_path = paths.join(os.fspath(path), IDS_FILE)  # a local path or a URL (read in place)
     try:
-        return json.loads(ids_path.read_text())
+        with paths.storage_errors(ids_path, "read the video id map"), \
+                paths.open_file(ids_path, "rb") as handle:
+            return json.loads(handle.read())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserInputError(f"{ids_path}: unreadable video id map: {exc}") from None
 
 
 def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
-    """Open and cross-check every part of an index directory."""
-    path = Path(path)
+    """Open and cross-check every part of an index directory: a local path, or a URL whose
+    index is fetched once into the local cache (`eercf_core.index.remote`)."""
+    from eercf_core.index.remote import local_index  # remote imports this module
+
+    path = local_index(path)
     manifest = read_manifest(path)
     index = recall.load(path / RECALL_FILE, nprobe)
     video_ids = read_video_ids(path)

@@ -5,9 +5,14 @@ v_b and the query q_c = τ · s_c W_g (`ec.scores.recall_queries`): W_g is folde
 side, so the index itself is model-agnostic inner-product search over normalised vectors.
 
 Index type by corpus size (or any FAISS `index_factory` string):
-  N < EXACT_MAX_VIDEOS  -> "Flat" (exact)
-  otherwise             -> "IVF{nlist},Flat", nlist ≈ 4·sqrt(N) (a power of two), nprobe = nlist/16
-For approximate indices, `recall_vs_exact` measures recall@k against exact search.
+  N < EXACT_MAX_VIDEOS          -> "Flat" (exact)
+  N < COMPRESSED_MIN_VIDEOS     -> "IVF{nlist},Flat", nlist ≈ 4·sqrt(N) (a power of two)
+  otherwise                     -> "IVF{nlist},SQ8" (1 byte per dimension: 5.1 GB at 10M x 512)
+Search parameters of an approximate index (IVF nprobe, HNSW efSearch) are tuned at build time by
+`tune`: the smallest value whose recall@k against exact search reaches a target (default 0.95 at
+k = 50) on held-out queries (`held_out_queries`: mixtures of corpus vectors plus noise, never
+corpus members, which would find themselves). The chosen value is stored in the index file (FAISS
+serialises nprobe / efSearch) and the whole curve in the manifest.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from eercf_core.files.atomic import local_temp_path
 log = logging.getLogger(__name__)
 
 EXACT_MAX_VIDEOS = 50_000
+COMPRESSED_MIN_VIDEOS = 1_000_000
+DEFAULT_RECALL_TARGET = 0.95
 ADD_BATCH = 65_536
 
 
@@ -35,7 +42,8 @@ def default_factory(num_videos: int) -> str:
     if num_videos < EXACT_MAX_VIDEOS:
         return "Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(num_videos)))
-    return f"IVF{nlist},Flat"
+    codes = "SQ8" if num_videos >= COMPRESSED_MIN_VIDEOS else "Flat"
+    return f"IVF{nlist},{codes}"
 
 
 def default_nprobe(index: faiss.Index) -> int | None:
@@ -126,16 +134,100 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return scores, rows
 
 
-def recall_vs_exact(index: faiss.Index, coarse: np.ndarray, queries: np.ndarray, k: int) -> float:
-    """Mean |approximate top-k ∩ exact top-k| / k over `queries` [Q, D]; the exact top-k streams
-    over coarse [N, D] in blocks of ADD_BATCH (faiss.contrib's ground truth, CPU only)."""
-    k = min(k, int(index.ntotal))
+def exact_top_k(coarse: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact inner-product top-k rows [Q, k] of queries [Q, D] over coarse [N, D] (any array or
+    memory map): streams over the corpus in blocks of ADD_BATCH (faiss.contrib, CPU only)."""
+    k = min(k, int(coarse.shape[0]))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    _, approx = search(index, queries, k)
     blocks = (np.ascontiguousarray(coarse[begin:begin + ADD_BATCH], dtype=np.float32)
               for begin in range(0, coarse.shape[0], ADD_BATCH))
     _, exact = knn_ground_truth(queries, blocks, k, metric_type=faiss.METRIC_INNER_PRODUCT, ngpu=0)
-    return float(knn_intersection_measure(approx, exact))
+    return exact
+
+
+def recall_vs_exact(index: faiss.Index, coarse: np.ndarray, queries: np.ndarray, k: int,
+                    exact: np.ndarray | None = None) -> float:
+    """Mean |approximate top-k ∩ exact top-k| / k over `queries` [Q, D]; `exact` [Q, k] is
+    `exact_top_k(coarse, queries, k)`, computed when not given."""
+    k = min(k, int(index.ntotal))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    _, approx = search(index, queries, k)
+    if exact is None:
+        exact = exact_top_k(coarse, queries, k)
+    return float(knn_intersection_measure(approx, exact[:, :k]))
+
+
+def held_out_queries(coarse: np.ndarray, count: int, seed: int = 0,
+                     noise: float = 0.5) -> np.ndarray:
+    """[count, D] float32 unit queries that are not corpus members: each is a random convex mix
+    (weights in [0.25, 0.75]) of two random corpus vectors plus isotropic Gaussian noise of norm
+    ≈ `noise`, renormalised. Corpus members used as queries find themselves at rank 1 and
+    overstate recall; these land between videos, as text queries do."""
+    n, d = coarse.shape
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n, (2, count))
+    order = np.argsort(pick.ravel())  # read memory-mapped rows in ascending order
+    rows = np.empty((2 * count, d), np.float32)
+    rows[order] = np.asarray(coarse[pick.ravel()[order]], dtype=np.float32)
+    a, b = rows[:count], rows[count:]
+    weight = rng.uniform(0.25, 0.75, (count, 1)).astype(np.float32)
+    mixed = weight * a + (1 - weight) * b
+    mixed += noise * rng.standard_normal((count, d)).astype(np.float32) / np.sqrt(d)
+    return mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
+
+
+def search_parameter(index: faiss.Index) -> tuple[str, list[int]] | None:
+    """(name, candidate values ascending) of the index's recall/speed knob, None for exact or
+    fixed indices: IVF -> nprobe over powers of two up to nlist; HNSW -> efSearch 16..4096."""
+    ivf = _ivf(index)
+    if ivf is not None:
+        values = [2 ** i for i in range(int(math.log2(ivf.nlist)) + 1)]
+        return "nprobe", values if values[-1] == ivf.nlist else values + [int(ivf.nlist)]
+    if _hnsw(index) is not None:
+        return "efSearch", [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    return None
+
+
+def _hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
+    downcast = faiss.downcast_index(index)
+    return downcast if isinstance(downcast, faiss.IndexHNSW) else None
+
+
+def _set_parameter(index: faiss.Index, name: str, value: int) -> None:
+    faiss.ParameterSpace().set_index_parameter(index, name, value)
+
+
+def tune(index: faiss.Index, coarse: np.ndarray, queries: np.ndarray, k: int,
+         target: float = DEFAULT_RECALL_TARGET, fixed: int | None = None) -> dict:
+    """Set the index's search parameter (`search_parameter`) to the smallest value whose
+    recall@k vs exact on `queries` [Q, D] (held-out, see `held_out_queries`) reaches `target`,
+    or to `fixed` when given; returns the record for the manifest: k, target, the chosen value,
+    its recall, `met`, and the measured curve [[value, recall], ...]. When the target is never
+    reached the largest value tried stays set and `met` is False (the caller warns or fails).
+    """
+    k = min(k, int(index.ntotal))
+    exact = exact_top_k(coarse, queries, k)
+    record: dict = {"k": k, "target": target, "num_queries": len(queries),
+                    "queries": "held out: mixes of two corpus vectors plus noise (not members)"}
+    knob = search_parameter(index)
+    curve: list[list[float]] = []
+    if knob is None:
+        value = None
+        recall = recall_vs_exact(index, coarse, queries, k, exact)
+    else:
+        name, candidates = knob
+        record["parameter"] = name
+        for value in ([fixed] if fixed else candidates):
+            _set_parameter(index, name, value)
+            recall = recall_vs_exact(index, coarse, queries, k, exact)
+            curve.append([value, round(recall, 5)])
+            if recall >= target:
+                break
+        record["curve"] = curve
+    record.update(value=value, recall=round(recall, 5), met=bool(recall >= target))
+    if fixed:
+        record["fixed"] = True
+    return record
 
 
 def save(index: faiss.Index, path: str | Path) -> None:
@@ -144,12 +236,24 @@ def save(index: faiss.Index, path: str | Path) -> None:
         faiss.write_index(index, str(temp))
 
 
-def load(path: str | Path, nprobe: int | None = None) -> faiss.Index:
-    """Read an index written by `save`; nprobe overrides the stored one when given."""
+def load(path: str | Path, nprobe: int | None = None, mmap: bool = True) -> faiss.Index:
+    """Read an index written by `save`; nprobe overrides the stored one when given.
+
+    With `mmap` (the default) the vectors / inverted lists are memory-mapped read-only
+    (FAISS IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY): they count as shared, file-backed pages, so a
+    query worker's anonymous memory does not grow with the corpus and processes on one machine
+    share one copy. Index types FAISS cannot map are read into memory (logged)."""
     if not Path(path).is_file():
         raise UserInputError(f"{path}: recall index file missing")
+    index = None
+    if mmap:
+        try:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:
+            log.info("%s: not memory-mappable (%s); reading it into memory", path,
+                     str(exc).splitlines()[0])
     try:
-        index = faiss.read_index(str(path))
+        index = index if index is not None else faiss.read_index(str(path))
     except RuntimeError as exc:
         raise UserInputError(f"{path}: unreadable FAISS index: {exc}") from None
     if nprobe is not None:

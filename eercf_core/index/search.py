@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from eercf_core.config import RerankWeights, ScoreConfig
+from eercf_core.errors import UserInputError
 from eercf_core.index import recall
 from eercf_core.index.directory import IndexDirectory
 from eercf_core.index.rerank import rerank_from_store
@@ -32,6 +33,44 @@ log = logging.getLogger(__name__)
 # Videos whose fine features are converted to float32 at once in exhaustive (≈300 MB at B/32).
 EXHAUSTIVE_BLOCK = 256
 MODES = ("two-stage", "recall-only", "exhaustive")
+
+
+# Estimated bytes per ranked row of a block (FAISS ids + scores, the torch ranking tensors and
+# the Python rows the writer formats) and per (query, video) pair of an exhaustive block
+# ([Q, N] rerank and coarse scores plus the sort); measured order of magnitude, not a bound.
+BYTES_PER_RANKED_ROW = 250
+BYTES_PER_EXHAUSTIVE_PAIR = 32
+DEFAULT_BLOCK_MEMORY = 4 << 30
+
+
+def block_memory(mode: str, batch_size: int, recall_k: int, top_n: int, num_videos: int) -> int:
+    """Estimated peak bytes to rank one block of `batch_size` queries: rows recalled per query
+    (max(k, top_n), capped at N) for two-stage / recall-only, every pair for exhaustive."""
+    depth = min(max(recall_k, top_n) if mode == "two-stage" else top_n, num_videos)
+    bytes_ = batch_size * depth * BYTES_PER_RANKED_ROW
+    if mode == "exhaustive":
+        bytes_ += batch_size * num_videos * BYTES_PER_EXHAUSTIVE_PAIR
+    return bytes_
+
+
+def check_block_memory(mode: str, batch_size: int, recall_k: int, top_n: int, num_videos: int,
+                       budget: int = DEFAULT_BLOCK_MEMORY) -> int:
+    """Refuse up front (UserInputError naming the memory it would need and the largest
+    --batch-size that fits) a block that would not fit in `budget` bytes; returns the estimate.
+    `--top-n 0` (all videos) and `--exhaustive` grow with the corpus: at 10M videos one query
+    needs ~2.5 GB of ranked rows."""
+    need = block_memory(mode, batch_size, recall_k, top_n, num_videos)
+    if need <= budget:
+        return need
+    per_query = block_memory(mode, 1, recall_k, top_n, num_videos)
+    fits = budget // per_query
+    hint = (f"lower --batch-size to {fits} or below" if fits >= 1 else
+            "not even one query fits: lower --top-n (0 = every video)")
+    raise UserInputError(
+        f"{mode} with --top-n {top_n} over {num_videos:,} videos needs an estimated "
+        f"{need / 2**30:.1f} GiB per block of --batch-size {batch_size} queries "
+        f"({per_query / 2**20:.1f} MiB per query), over the {budget / 2**30:.1f} GiB block "
+        f"memory limit (--max-block-memory); {hint}")
 
 
 def _recall(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, depth: int

@@ -113,6 +113,15 @@ class FineStoreWriter:
             self._arrays[kind][rows] = values
         self.written += batch
 
+    def filled_elsewhere(self) -> None:
+        """Flush and release the preallocated arrays so that other processes fill disjoint row
+        slices (`FineStoreSlice`); `close()` then writes store.json as if this writer had
+        written every row (the caller checks that every slice was filled)."""
+        for array in self._arrays.values():
+            array.flush()
+        self._arrays.clear()
+        self.written = self.num_videos
+
     def close(self) -> None:
         """Flush the arrays and write store.json (marks the store complete)."""
         if self.written != self.num_videos:
@@ -134,6 +143,51 @@ class FineStoreWriter:
         (`codec_record`) codec training and fidelity facts."""
         return {"dtype": "float16", "codec": "fp16", **(codec_record or {}),
                 "codecs": self.codec_meta, "bytes_per_video": self.bytes_per_video}
+
+
+class FineStoreSlice:
+    """Rows [start, start + count) of a store that a FineStoreWriter preallocated (and saved the
+    codecs of), opened read-write in another process: the parallel fill of build-index writes
+    disjoint slices of the same files. `codecs`: {kind: (file name, factory, sha256)}."""
+
+    def __init__(self, directory: str | Path, dims: FeatureDims, start: int, count: int,
+                 codecs: dict[str, tuple[str, str, str]]) -> None:
+        self.directory, self.dims = Path(directory), dims
+        self.start, self.count, self.written = start, count, 0
+        self.codecs = {kind: VectorCodec.load(self.directory / name, factory, dims.embed_dim,
+                                              kind, sha256)
+                       for kind, (name, factory, sha256) in codecs.items()}
+        self._arrays = {kind: np.load(self.directory / _file_of(kind, kind in self.codecs),
+                                      mmap_mode="r+") for kind in KINDS}
+
+    def append(self, coarse: np.ndarray, frame: np.ndarray, context: np.ndarray,
+               patch: np.ndarray, mask: np.ndarray) -> None:
+        """Write the next B rows of the slice (shapes as FineStoreWriter.append)."""
+        batch = coarse.shape[0]
+        if self.written + batch > self.count:
+            raise ValueError(f"fine store {self.directory}: more rows than the slice's "
+                             f"{self.count} (rows {self.start}..)")
+        rows = slice(self.start + self.written, self.start + self.written + batch)
+        expected = _shapes(self.dims, batch)
+        for kind, values in zip(KINDS, (coarse, frame, context, patch, mask)):
+            if values.shape != expected[kind]:
+                raise ValueError(f"fine store: {kind} rows have shape {values.shape[1:]}, the "
+                                 f"store expects {expected[kind][1:]}")
+            codec = self.codecs.get(kind)
+            if codec is not None:
+                values = codec.encode(values.reshape(-1, self.dims.embed_dim)).reshape(
+                    self._arrays[kind][rows].shape)
+            self._arrays[kind][rows] = values
+        self.written += batch
+
+    def close(self) -> None:
+        """Flush; ValueError unless exactly `count` rows were written."""
+        if self.written != self.count:
+            raise ValueError(f"fine store {self.directory}: slice at row {self.start} got "
+                             f"{self.written} of {self.count} rows")
+        for array in self._arrays.values():
+            array.flush()
+        self._arrays.clear()
 
 
 class FineStore:

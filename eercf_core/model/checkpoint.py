@@ -15,12 +15,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 
 from eercf_core.config import NUM_FRAMES
 from eercf_core.errors import UserInputError
+from eercf_core.files import paths
 from eercf_core.files.atomic import open_atomic
 from eercf_core.model.network import EercfModel
 from eercf_core.model.temporal import TemporalHead
@@ -78,8 +78,8 @@ def create_model(
 ) -> EercfModel:
     """A new model on the open_clip architecture `name`.
 
-    pretrained: None (random init), an open_clip tag such as "openai", or a local open_clip
-                checkpoint file.
+    pretrained: None (random init), an open_clip tag such as "openai", or an open_clip
+                checkpoint file (local, or a URL fetched once into the local cache).
     head: "eercf" (temporal head initialised as the official code does: text layers 0-3, text
           positions, W_g = W_f = I) or "zero-shot" (no head).
     seed: seeds torch/numpy/random before building, for reproducible random weights.
@@ -90,6 +90,8 @@ def create_model(
     if head not in ("eercf", "zero-shot"):
         raise ValueError(f"head must be 'eercf' or 'zero-shot', got {head!r}")
     check_model_name(name)
+    if pretrained and paths.is_url(pretrained):  # open_clip takes a local file: fetched once
+        pretrained = paths.fetch(pretrained)
     if pretrained and pretrained.lower() not in open_clip.list_pretrained_tags_by_model(name) \
             and not os.path.exists(pretrained):
         tags = open_clip.list_pretrained_tags_by_model(name)
@@ -132,7 +134,8 @@ def save_model(model: EercfModel, path: str, extra: dict[str, Any] | None = None
 
 def _read_checkpoint(path: str) -> dict:
     try:
-        with fsspec.open(path, "rb") as f:
+        with paths.storage_errors(path, "read the checkpoint"), \
+                open(paths.fetch(path), "rb") as f:
             data = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
@@ -220,7 +223,7 @@ def _load_official(path: str, state_dict: dict, device: torch.device) -> EercfMo
 
 
 def _looks_like_path(source: str) -> bool:
-    return ("/" in source or os.sep in source or "://" in source
+    return ("/" in source or os.sep in source or paths.is_url(source)
             or source.endswith((".bin", ".pt", ".pth", ".ckpt", ".safetensors")))
 
 
@@ -231,8 +234,11 @@ def is_checkpoint_source(source: str) -> bool:
     nothing is there."""
     if os.path.isfile(source):
         return True
-    if "://" in source and fsspec.core.url_to_fs(source)[0].exists(source):
-        return True
+    if paths.is_url(source):
+        fs, path = paths.filesystem(source)
+        with paths.storage_errors(source, "look up the checkpoint"):
+            if fs.exists(path):
+                return True
     if _looks_like_path(source):
         raise FileNotFoundError(f"model checkpoint not found: {source}")
     return False

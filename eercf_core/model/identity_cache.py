@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-import fsspec
-
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_json
 from eercf_core.model.spec import ModelSpec
 from schemas import FeatureDims
@@ -63,7 +62,7 @@ def _file_stamp(url: str) -> dict[str, Any] | None:
     """{"path", "size", "mtime"} of a weights file, None when it is not a file whose change can
     be seen (then nothing is cached)."""
     try:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = paths.filesystem(url)
         info = fs.info(path)
     except (OSError, ValueError):
         return None
@@ -73,7 +72,7 @@ def _file_stamp(url: str) -> dict[str, Any] | None:
         or info.get("ETag") or info.get("etag")
     if stamp is None:
         return None
-    full = os.path.abspath(url) if "://" not in url else url
+    full = paths.absolute(url)
     return {"path": full, "size": int(info["size"]), "mtime": str(stamp)}
 
 
@@ -83,12 +82,12 @@ def cache_key(spec: ModelSpec) -> dict[str, Any] | None:
                            "torch": _version("torch"), "open_clip": _version("open_clip_torch")}
     if spec.random_init:
         return {**key, "random_init": True, "head": spec.head or "eercf", "seed": spec.seed}
-    looks_like_file = os.path.isfile(spec.source) or "://" in spec.source
+    looks_like_file = os.path.isfile(spec.source) or paths.is_url(spec.source)
     if looks_like_file:
         stamp = _file_stamp(spec.source)
         return None if stamp is None else {**key, "checkpoint": stamp}
     if spec.pretrained:
-        if os.path.isfile(spec.pretrained) or "://" in spec.pretrained:
+        if os.path.isfile(spec.pretrained) or paths.is_url(spec.pretrained):
             stamp = _file_stamp(spec.pretrained)
             return None if stamp is None else {**key, "pretrained": stamp}
         return {**key, "pretrained": spec.pretrained}
@@ -101,7 +100,7 @@ def load(output: str, spec: ModelSpec) -> ModelFacts | None:
     key = cache_key(spec)
     if key is None:
         return None
-    fs, path = fsspec.core.url_to_fs(f"{output.rstrip('/')}/{CACHE_NAME}")
+    fs, path = paths.filesystem(f"{output.rstrip('/')}/{CACHE_NAME}")
     try:
         with fs.open(path, "rb") as handle:
             data = json.loads(handle.read())

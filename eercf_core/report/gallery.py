@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 
 import eercf_core as ec
-from eercf_core.files.atomic import atomic_directory
+from eercf_core.files import paths
+from eercf_core.files.atomic import atomic_directory, download_tree, upload_tree
 from eercf_core.files.text_formats import (
     RankedRow,
     coarse_ranks,
@@ -172,8 +174,9 @@ def write_report(results: Sequence[QueryResults], index: IndexDirectory, output:
                  model: ec.EercfModel | None = None, top_n: int = 10,
                  evaluation_dir: str | Path | None = None,
                  recall_k: int | None = None, title: str = "eercf results",
-                 config: ec.ScoreConfig = ec.ScoreConfig()) -> Path:
-    """Write the gallery folder `output` (index.html + assets/); returns the index.html path.
+                 config: ec.ScoreConfig = ec.ScoreConfig()) -> Path | str:
+    """Write the gallery folder `output` (index.html + assets/); returns the index.html path
+    (a URL for an `output` URL: the folder is built locally and uploaded, index.html last).
 
     The folder is built under a hidden temp name and renamed at the end (an existing report at
     `output` is replaced). `model`: the model that extracted the indexed features, for the gate
@@ -194,6 +197,19 @@ def write_report(results: Sequence[QueryResults], index: IndexDirectory, output:
             rows[q, slot] = row_of[row.video_id]
     if model is not None:
         index.check_model(model.identity.model_id, model.identity.checkpoint_sha256)
+    if paths.is_url(str(output)) or (evaluation_dir and paths.is_url(str(evaluation_dir))):
+        # Built in a local folder (evaluation fetched there), then uploaded, index.html last.
+        with tempfile.TemporaryDirectory(prefix="eercf-report-") as staging:
+            if evaluation_dir and paths.is_url(str(evaluation_dir)):
+                evaluation_dir = download_tree(str(evaluation_dir), Path(staging) / "evaluation")
+            local = (Path(staging) / "report" if paths.is_url(str(output))
+                     else Path(paths.require_local(output, "report folder")))
+            page_path = write_report(results, index, local, model, top_n, evaluation_dir,
+                                     recall_k, title, config)
+            if not paths.is_url(str(output)):
+                return page_path
+            upload_tree(local, str(output), last=("index.html",))
+        return paths.join(str(output), "index.html")
 
     with atomic_directory(output, overwrite=True) as temp:
         (temp / ASSETS).mkdir()

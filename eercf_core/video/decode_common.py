@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from eercf_core.config import NUM_FRAMES, SAMPLE_FPS
+from eercf_core.files import paths
 from eercf_core.video import error_causes
 
 DEFAULT_MAX_OFFSET = 0.5  # seconds; half the 1 fps sampling interval
@@ -133,11 +134,10 @@ class DecodeOptions:
 
 def open_source(uri: str) -> tuple[Any, Any]:
     """A path or an open binary file object for `uri` (fsspec for non-local URLs)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return uri.removeprefix("file://"), None
-    import fsspec
-
-    handle = fsspec.open(uri, "rb").open()
+    local = paths.local_path(uri)
+    if local is not None:
+        return local, None
+    handle = paths.open_file(uri, "rb").open()
     return handle, handle
 
 

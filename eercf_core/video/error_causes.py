@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import stat
 
+from eercf_core.files import paths
+
 NOT_REGULAR_FILE = "not a regular file"  # a FIFO, device, socket or directory
 FILE_NOT_FOUND = "file not found"
 PERMISSION_DENIED = "permission denied"
@@ -39,20 +41,13 @@ _SIGNATURES = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (0, b"\x1
                (0, b"OggS"), (0, b"\x30\x26\xb2\x75"))
 
 
-def local_path(uri: str) -> str | None:
-    """The local filesystem path of `uri` (plain path or file://), None for remote URLs."""
-    if uri.startswith("file://"):
-        return uri[len("file://"):]
-    return None if "://" in uri else uri
-
-
 def check_local_file(uri: str) -> tuple[str, str] | None:
     """(cause, detail) when a local `uri` cannot be a video before opening it, else None.
 
     Uses stat only, so a FIFO is never opened (opening one blocks until a writer appears).
     Remote URLs are not checked (None).
     """
-    path = local_path(uri)
+    path = paths.local_path(uri)
     if path is None:
         return None
     try:
@@ -75,7 +70,7 @@ def check_local_file(uri: str) -> tuple[str, str] | None:
 
 def has_video_signature(uri: str) -> bool:
     """True when a local file starts like a known video container (False when unreadable/remote)."""
-    path = local_path(uri)
+    path = paths.local_path(uri)
     if path is None:
         return False
     try:

@@ -11,17 +11,20 @@ so the merged file is byte-identical to it.
 """
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import fsspec
 
+from eercf_core.files import paths
 from eercf_core.files.atomic import temp_name, write_text
 from eercf_core.files.text_formats import Query, ranked_lines
 from pipelines.beam.query_ranker import QueryJob, ranker
 from pipelines.beam.runner import run_pipeline
 
+log = logging.getLogger(__name__)
 SHOWN_BLOCKS = 5
 
 
@@ -53,17 +56,19 @@ def rank_on_runner(job: QueryJob, blocks: Sequence[tuple[int, list[Query]]], out
 
     Raises IncompleteOutputError when a block's part is missing or short.
     """
-    fs, target = fsspec.core.url_to_fs(output)
+    fs, target = paths.filesystem(output)
     parent, name = posixpath.split(target)
     parts_root = posixpath.join(parent, temp_name(name) + ".parts")
-    parts = parts_root if "://" not in output else fs.unstrip_protocol(parts_root)
-    fs.makedirs(parts_root, exist_ok=True)
+    parts = paths.full_url(output, fs, parts_root)
+    if paths.bucket_of(output) is None:  # object stores: no directories (nor buckets) to create
+        fs.makedirs(parts_root, exist_ok=True)
     try:
         run_pipeline(lambda pipeline: (
             pipeline
             | "Blocks" >> beam.Create(list(blocks))
             | "Distribute" >> beam.Reshuffle()
             | "Rank" >> beam.ParDo(RankBlockFn(job, parts))), beam_args, work_items=len(blocks))
+        paths.invalidate(parts)  # the parts were written by other processes: no cached listing
         missing = [number for number, _ in blocks if not fs.exists(part_path(parts_root, number))]
         if missing:
             raise IncompleteOutputError(
@@ -72,7 +77,12 @@ def rank_on_runner(job: QueryJob, blocks: Sequence[tuple[int, list[Query]]], out
                 f"runner lost work, {output} was not written")
         write_text(output, _merged_lines(fs, parts_root, blocks, rows_per_query))
     finally:
-        fs.rm(parts_root, recursive=True)
+        try:
+            fs.rm(parts_root, recursive=True)
+        except FileNotFoundError:
+            pass  # no part was written
+        except Exception as exc:  # cleanup must never hide the run's own error
+            log.warning("could not remove the temporary parts %s: %s", parts, exc)
 
 
 def _merged_lines(fs: fsspec.AbstractFileSystem, parts: str,

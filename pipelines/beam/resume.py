@@ -19,11 +19,10 @@ import hashlib
 import logging
 from collections.abc import Iterable
 
-import fsspec
 import pyarrow.compute as pc
 
 from eercf_core.errors import UserInputError
-from eercf_core.files import commits, shards
+from eercf_core.files import commits, paths, shards
 from eercf_core.files.atomic import write_json
 from eercf_core.files.inputs import VideoRef
 from eercf_core.video import error_causes
@@ -57,7 +56,7 @@ def _recover(shard: str, reason: str) -> commits.CommitRecord | None:
         log.warning("%s; moved aside to %s, its videos are extracted again", exc,
                     shards.move_aside(shard))
     except commits.InvalidRecord as exc:
-        fs, target = fsspec.core.url_to_fs(shard)
+        fs, target = paths.filesystem(shard)
         fs.rm(target)
         log.warning("%s (%s): deleted, its videos are extracted again", exc, reason)
     return None
@@ -107,7 +106,7 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
         kept = table.filter(pc.not_equal(table.column("status"), STATUS_ERROR))
         if kept.num_rows == 0:
             commits.remove_record(path)
-            fs, target = fsspec.core.url_to_fs(path)
+            fs, target = paths.filesystem(path)
             fs.rm(target)
         else:
             rows = kept.to_pylist()

@@ -8,13 +8,12 @@
   up to 128 elements into one partition, i.e. onto one worker, and its Reshuffle does nothing.
 - The Dask client (and a LocalCluster it started) is closed when the pipeline ends, failed or
   not, so the job exits without connection-refused noise.
-- Local paths are made absolute where the command is typed (`absolute_local`): workers may run
-  in another directory or on another machine that sees the same shared filesystem.
+- Local paths are made absolute where the command is typed (`eercf_core.files.paths.absolute`):
+  workers may run in another directory or on another machine that sees the same shared filesystem.
 """
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +25,6 @@ log = logging.getLogger(__name__)
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 _RUNNER_ALIASES = {"dask": DASK_RUNNER, "daskrunner": DASK_RUNNER}
 _DASK_PARTITION_FLAGS = ("--dask_npartitions", "--dask_partition_size")
-
-
-def absolute_local(path: str) -> str:
-    """`path` made absolute against this process's working directory when it is a local path;
-    URLs (`s3://`, `gs://`, `file://`, ...) are returned unchanged."""
-    if "://" in path:
-        return path
-    return os.path.abspath(os.path.expanduser(path))
 
 
 def _flag_value(args: list[str], flag: str) -> tuple[int, str | None]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eercf_core.config import RECALL_K
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.text_formats import FormatError, read_jsonl, read_ranked_meta
 from eercf_core.index import read_manifest
@@ -122,7 +123,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     from pipelines.commands import build_index, evaluate, extract, query, report, synth, train
 
-    out = Path(args.output)
+    out = Path(paths.require_local(args.output, "the demo writes a local showcase folder; its "
+                                   "jobs each take URLs when run on their own"))
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("train", "features", "index", "ranked", "eval", "report"):
         shutil.rmtree(out / stale, ignore_errors=True)

@@ -17,11 +17,11 @@ entries, S_V elsewhere) and `coarse` (the S_V matrix: a genuine single-stage v2t
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from eercf_core.errors import UserInputError
 from eercf_core.evaluation.ranked import evaluate, markdown_table
-from eercf_core.files.atomic import write_json, write_text
+from eercf_core.files import paths
+from eercf_core.files.atomic import output_directory, write_json, write_text
 from eercf_core.files.output_check import check_writable_dir
 from pipelines.flags import add_output, command_parser, parse_args
 
@@ -53,19 +53,23 @@ def run(argv: list[str] | None = None) -> int:
                                  "come from eercf query")
         sweep.append(item)
     sweep.sort(key=lambda s: s["recall_k"])
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     payload = {k: v for k, v in result.items() if not k.endswith("_ranks")}
     payload["sweep"] = [{"ranked": s["ranked"], "recall_k": s["recall_k"],
                          "reranked": s["reranked"], "coarse": s["coarse"]} for s in sweep]
     table = markdown_table(result, sweep)
-    if not args.no_plots:
-        from eercf_core.evaluation import plots
+    # Written locally (matplotlib takes file names) and uploaded when --output is a URL;
+    # metrics.json last: its presence marks a finished evaluation.
+    with output_directory(args.output, last=("metrics.json",)) as out:
+        if not args.no_plots:
+            from eercf_core.evaluation import plots
 
-        payload["plots"] = [str(plots.recall_curves(result, out / "recall_at_k.png"))]
-        if sweep:
-            payload["plots"].append(str(plots.r1_vs_k(sweep, result, out / "r1_vs_k.png")))
-    write_json(out / "metrics.json", payload)
-    write_text(out / "metrics.md", table)
+            written = [plots.recall_curves(result, out / "recall_at_k.png")]
+            if sweep:
+                written.append(plots.r1_vs_k(sweep, result, out / "r1_vs_k.png"))
+            payload["plots"] = [
+                str(p) if paths.is_local(args.output) else paths.join(args.output, p.name)
+                for p in written]
+        write_text(out / "metrics.md", table)
+        write_json(out / "metrics.json", payload)
     print(table, end="")
     return 0

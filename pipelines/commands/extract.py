@@ -27,7 +27,7 @@ import os
 import time
 
 from eercf_core.config import NUM_FRAMES
-from eercf_core.files import shards
+from eercf_core.files import paths, shards
 from eercf_core.files.inputs import VideoRef, read_inputs
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
@@ -43,13 +43,14 @@ from pipelines.beam.resume import (
     scan_output,
     summarize,
 )
-from pipelines.beam.runner import absolute_local, run_pipeline
+from pipelines.beam.runner import run_pipeline
 from pipelines.flags import (
     add_device,
     add_model_flags,
     add_num_frames,
     add_output,
     add_workers,
+    apply_storage_options,
     check_beam_flags,
     check_num_frames,
     command_parser,
@@ -116,18 +117,20 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     check_beam_flags(parser, beam_args)
+    apply_storage_options(args)
     started = time.monotonic()
     # Resolved here, where the command is typed: workers may run elsewhere.
-    args.input = [absolute_local(item) for item in args.input]
-    args.output = absolute_local(args.output)
+    args.input = [paths.absolute(item) for item in args.input]
+    args.output = paths.absolute(args.output)
     for name in ("model", "pretrained"):
         value = getattr(args, name)
         if value and os.path.exists(value):
-            setattr(args, name, absolute_local(value))
+            setattr(args, name, paths.absolute(value))
     check_writable_dir(args.output)
     with OutputLock(lock_inside(args.output), "extract", args.output):
         try:
-            return _extract(parser, args, beam_args, started)
+            with paths.storage_errors(args.output, "extract into the output"):
+                return _extract(parser, args, beam_args, started)
         except KeyboardInterrupt as exc:
             raise interrupted(exc, f"{shards.count_rows(args.output)} videos done in "
                                    f"{args.output}, rerun to resume") from None
@@ -166,9 +169,10 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
         from pipelines.beam.extract_pipeline import build_pipeline
 
         try:
-            run_pipeline(lambda pipeline: build_pipeline(
-                pipeline, chunks, decode_options, spec, args, facts.dims, facts, len(pending)),
-                beam_args, work_items=len(chunks))
+            with paths.storage_errors(args.output, "write feature shards"):
+                run_pipeline(lambda pipeline: build_pipeline(
+                    pipeline, chunks, decode_options, spec, args, facts.dims, facts,
+                    len(pending)), beam_args, work_items=len(chunks))
         finally:
             close_shared_pools()  # decoders an in-process runner started here
     elapsed = time.monotonic() - started

@@ -16,8 +16,10 @@ import logging
 from pathlib import Path
 
 from eercf_core.datasets import LOADERS, Split, find_videos, load_benchmark
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.inputs import write_manifest
+from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.text_formats import write_captions, write_ground_truth, write_queries
 from pipelines.flags import add_output, command_parser, parse_args
 
@@ -37,18 +39,18 @@ def _size_check(split: Split) -> str:
     return f"{line} (published {published}, {known.source}: {verdict})"
 
 
-def write_split(split: Split, found: dict[str, Path], missing: list[str], folder: Path) -> dict:
-    """Write the split's four files (present videos only) and return its summary."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_split(split: Split, found: dict[str, Path], missing: list[str], folder: str) -> dict:
+    """Write the split's four files (present videos only) into `folder` (a local path or a URL)
+    and return its summary."""
     queries = [q for q in split.queries if q.video_id in found]
     captions = [(v, t) for v, t in split.captions if v in found]
-    write_manifest(str(folder / "manifest.tsv"), ((v, str(found[v])) for v in split.video_ids
-                                                  if v in found))
-    write_captions(str(folder / "captions.jsonl"), captions)
-    write_queries(str(folder / "queries.tsv"), ((q.query_id, q.text) for q in queries))
-    write_ground_truth(str(folder / "ground_truth.tsv"),
+    write_manifest(paths.join(folder, "manifest.tsv"), ((v, str(found[v])) for v in split.video_ids
+                                                        if v in found))
+    write_captions(paths.join(folder, "captions.jsonl"), captions)
+    write_queries(paths.join(folder, "queries.tsv"), ((q.query_id, q.text) for q in queries))
+    write_ground_truth(paths.join(folder, "ground_truth.tsv"),
                        ((q.query_id, q.video_id) for q in queries))
-    write_text(folder / "missing_videos.txt", [f"{v}\n" for v in missing])
+    write_text(paths.join(folder, "missing_videos.txt"), [f"{v}\n" for v in missing])
     return {"split": split.name, "protocol": split.protocol, "annotation_files": split.files,
             "annotated_videos": len(split.video_ids), "annotated_queries": len(split.queries),
             "annotated_captions": len(split.captions),
@@ -59,7 +61,7 @@ def write_split(split: Split, found: dict[str, Path], missing: list[str], folder
             "empty_captions_dropped": split.dropped_empty}
 
 
-def readme(dataset: str, annotations: Path, videos: Path, output: Path, summaries: list[dict],
+def readme(dataset: str, annotations: Path, videos: Path, output: str, summaries: list[dict],
            missing: dict[str, list[str]], notes: list[str]) -> str:
     lines = [f"eercf import-dataset {dataset}", f"annotations: {annotations}", f"videos: {videos}",
     ""]
@@ -84,7 +86,7 @@ def readme(dataset: str, annotations: Path, videos: Path, output: Path, summarie
         lines.append("")
     lines += [f"note: {n}" for n in notes]
     example = summaries[-1]["split"]
-    split_dir = output / example
+    split_dir = paths.join(output, example)
     lines += ["", "next (a model M; --top-n 0 lets evaluate also compute video-to-text):",
               (f"  eercf extract --input {split_dir}/manifest.tsv --output feats/{example} "
                "--model M"),
@@ -114,7 +116,8 @@ def run(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
 
     annotations, videos = Path(args.annotations).resolve(), Path(args.videos).resolve()
-    output = Path(args.output).resolve()
+    output = paths.absolute(args.output)  # a local path or a URL
+    check_writable_dir(output)
     benchmark = load_benchmark(args.dataset, annotations)
     splits = benchmark.splits
     if args.splits:
@@ -132,13 +135,14 @@ def run(argv: list[str] | None = None) -> int:
             log.warning("%s %s: %d of %d annotated videos not found in %s (e.g. %r)", args.dataset,
                         split.name, len(missing[split.name]), len(split.video_ids), videos,
                         missing[split.name][0])
-        summaries.append(write_split(split, found, missing[split.name], output / split.name))
+        summaries.append(write_split(split, found, missing[split.name],
+                                     paths.join(output, split.name)))
         log.info("%s %s: wrote %d videos, %d queries", args.dataset, split.name,
                  summaries[-1]["videos_found"], summaries[-1]["queries"])
-    write_json(output / "benchmark.json", {
+    write_json(paths.join(output, "benchmark.json"), {
         "dataset": args.dataset, "annotations": str(annotations), "videos": str(videos),
         "splits": summaries, "notes": benchmark.notes})
     text = readme(args.dataset, annotations, videos, output, summaries, missing, benchmark.notes)
-    write_text(output / "README.txt", text)
+    write_text(paths.join(output, "README.txt"), text)
     print(text, end="")
     return 0

@@ -19,17 +19,20 @@ import logging
 import time
 from pathlib import Path
 
+from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
+from eercf_core.index.search import DEFAULT_BLOCK_MEMORY, check_block_memory
 from eercf_core.progress import Progress
 from pipelines.beam.query_ranker import QueryJob, query_blocks, ranker, stream_rows
-from pipelines.beam.runner import absolute_local, selects_runner
+from pipelines.beam.runner import selects_runner
 from pipelines.flags import (
     add_device,
     add_model_flags,
     add_output,
     add_rerank_flags,
+    apply_storage_options,
     command_parser,
     non_negative_int,
     positive_int,
@@ -53,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fine-score every video (slow reference)")
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="queries encoded/ranked at once (one unit of work on a runner)")
+    parser.add_argument("--max-block-memory", type=float, default=DEFAULT_BLOCK_MEMORY / 2**30,
+                        help="GiB one block of --batch-size queries may need (estimated); a "
+                             "larger one (--top-n 0 or --exhaustive on a big corpus) is refused "
+                             "up front with the largest --batch-size that fits")
     add_rerank_flags(parser)
     add_device(parser, "text encoding")
     return parser
@@ -62,23 +69,26 @@ def run(argv: list[str] | None = None) -> int:
     """Rank the queries; 0 when the ranked TSV is complete, 1 when a runner lost work."""
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
+    apply_storage_options(args)
     if beam_args and not selects_runner(beam_args):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
                      "are taken only with --runner)")
     mode_name = ("recall-only" if args.recall_only else
                  "exhaustive" if args.exhaustive else "two-stage")
-    output = absolute_local(args.output)
+    output = paths.absolute(args.output)
     check_writable_file(output)
-    model = absolute_local(args.model) if Path(args.model).exists() else args.model
-    pretrained = (absolute_local(args.pretrained)
+    model = paths.absolute(args.model) if Path(args.model).exists() else args.model
+    pretrained = (paths.absolute(args.pretrained)
                   if args.pretrained and Path(args.pretrained).exists() else args.pretrained)
-    job = QueryJob(index=absolute_local(args.index), model=model, pretrained=pretrained,
+    job = QueryJob(index=paths.absolute(args.index), model=model, pretrained=pretrained,
                    device=args.device, nprobe=args.nprobe, mode=mode_name,
                    recall_k=args.recall_k, top_n=args.top_n, weights=args.weights,
                    config=score_config(args),
                    rerank_method=args.rerank_method, random_init=args.random_init,
                    head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
+    check_block_memory(mode_name, args.batch_size, args.recall_k, local.top_n,
+                       len(local.index.video_ids), int(args.max_block_memory * 2**30))
     queries = read_queries(args.queries)
     blocks = query_blocks(queries, args.batch_size)
 

@@ -10,6 +10,9 @@ import argparse
 import json
 
 from eercf_core.datasets.synthetic import SynthConfig, generate_corpus
+from eercf_core.files import paths
+from eercf_core.files.atomic import output_directory
+from eercf_core.files.output_check import check_writable_dir
 from pipelines.flags import add_output, add_workers, command_parser, parse_args
 
 
@@ -44,7 +47,12 @@ def run(argv: list[str] | None = None) -> int:
                          fps=args.fps, image_size=args.image_size, templates=args.templates,
                          object_cells=args.object_cells, short_captions=not args.no_short_captions,
                          suffix=args.suffix)
-    summary = generate_corpus(args.output, config, workers=args.workers)
+    if paths.is_url(args.output):  # rendered locally (video encoders take file names), uploaded
+        check_writable_dir(args.output)
+        with output_directory(args.output, last=("corpus.json",)) as local:
+            summary = generate_corpus(local, config, workers=args.workers, uri_root=args.output)
+    else:
+        summary = generate_corpus(args.output, config, workers=args.workers)
     print(json.dumps({k: summary[k] for k in ("num_videos", "num_train", "num_test",
                                               "num_captions", "num_queries")}))
     return 0

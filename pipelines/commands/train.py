@@ -17,6 +17,8 @@ Outputs in `--output`: `model.pt` (a project checkpoint, `ec.load_model` reads i
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -26,7 +28,9 @@ import torch
 
 import eercf_core as ec
 from eercf_core.config import ScoreConfig
-from eercf_core.files.atomic import write_json
+from eercf_core.files import paths
+from eercf_core.files.atomic import download_tree, upload_tree, write_json
+from eercf_core.files.output_check import check_writable_dir
 from eercf_core.training.data import (
     decode_all,
     load_model_for_training,
@@ -113,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- job
+def _staging(output: str, resume: bool) -> Path:
+    """The local folder training writes into: `output` itself when local; for a URL a folder
+    in the local cache (`<cache>/train/<hash of the URL>`, kept between runs so `--resume`
+    continues on this machine), first filled from `output` with --resume when the cache has no
+    state yet. Its files are uploaded to the URL when training ends (model.pt and
+    train_summary.json last); periodic checkpoints stay local until then."""
+    local = paths.local_path(output)
+    if local is not None:
+        folder = Path(local)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    check_writable_dir(output)  # the bucket exists (never created) and takes files
+    key = hashlib.sha256(output.encode()).hexdigest()[:16]
+    folder = Path(paths.cache_dir()) / "train" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    if resume and not (folder / STATE_FILE).exists():
+        with contextlib.suppress(FileNotFoundError):  # nothing to resume from: a fresh run
+            download_tree(output, folder)
+    log.info("train: writing into %s, uploaded to %s at the end", folder, output)
+    return folder
+
+
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
@@ -121,18 +147,18 @@ def run(argv: list[str] | None = None) -> int:
     videos: str
     captions: str
     if args.corpus:
-        corpus = Path(args.corpus)
-        paths = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
-        for path in paths:
+        corpus = Path(paths.require_local(args.corpus, "--corpus is an `eercf synth` folder; for "
+                                          "files in a bucket give --manifest and --captions"))
+        corpus_files = corpus / f"{args.split}_manifest.tsv", corpus / "captions.jsonl"
+        for path in corpus_files:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: not found; is {corpus} an `eercf synth` corpus?")
-        videos, captions = str(paths[0]), str(paths[1])
+        videos, captions = str(corpus_files[0]), str(corpus_files[1])
     elif args.manifest and args.captions:
         videos, captions = args.manifest, args.captions
     else:
         parser.error("give --corpus DIR, or --manifest FILE and --captions FILE")
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _staging(args.output, args.resume)
     start = time.perf_counter()
 
     model = load_model_for_training(args.model, args.pretrained, args.num_frames or ec.NUM_FRAMES,
@@ -146,7 +172,7 @@ def run(argv: list[str] | None = None) -> int:
     if args.group_batches and not args.corpus:
         raise SystemExit("eercf train: --group-batches needs --corpus (its videos.jsonl has the "
                          "groups)")
-    groups = read_groups(Path(args.corpus)) if args.group_batches else None
+    groups = read_groups(corpus) if args.group_batches else None
     data = training_pairs(model, video_ids, frames, mask, caption_pairs, groups)
     decode_seconds = time.perf_counter() - start
 
@@ -186,11 +212,15 @@ def run(argv: list[str] | None = None) -> int:
         if isinstance(v, (int, float, str, bool, type(None)))},
         "loss_weights": weights.to_dict(), "steps": trainer.step})
     last = trainer.history[-1] if trainer.history else {}
-    summary = {"model": str(out / "model.pt"), "checkpoint_sha256": sha,
+    summary = {"model": paths.join(args.output, "model.pt") if paths.is_url(args.output)
+               else str(out / "model.pt"), "checkpoint_sha256": sha,
                "model_id": model.identity.model_id, "videos": len(video_ids),
                "caption_pairs": data.num_pairs, "steps": trainer.step,
                "final_loss": last.get("loss"), "decode_seconds": round(decode_seconds, 2),
                "train_seconds": round(train_seconds, 2)}
     write_json(out / "train_summary.json", summary)
+    if paths.is_url(args.output):
+        upload_tree(out, args.output, last=("model.pt", "train_summary.json"))
+        log.info("train: uploaded %s to %s", out, args.output)
     log.info("train: done: %s", summary)
     return 0

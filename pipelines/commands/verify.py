@@ -18,9 +18,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from eercf_core.errors import UserInputError
-from eercf_core.files import commits, shards
+from eercf_core.files import commits, paths, shards
 from eercf_core.progress import Progress
-from pipelines.beam.runner import absolute_local
 from pipelines.flags import add_output, add_workers, command_parser, parse_args, positive_float
 
 log = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def run(argv: list[str] | None = None) -> int:
     given = [*args.outputs, *([args.output] if args.output else [])]
     if not given:
         parser.error("give the extract output to verify: eercf verify OUTPUT")
-    roots = [absolute_local(root) for root in given]
+    roots = [paths.absolute(root) for root in given]
     for root in roots:
         if not shards.list_shards(root):
             raise UserInputError(f"{root}: no feature shards (*{shards.SHARD_SUFFIX}) there")

@@ -1,0 +1,269 @@
+"""Scale benchmark: evaluate, build-index and query as the corpus and the query set grow.
+
+Parts (`--parts=evaluate,recall`, default all):
+- evaluate: a ranked TSV of Q queries x top-100 (default Q = 1,000,000: 100 M rows, ~3.5 GB) and
+  its ground truth are generated under /tmp/i22/scale (`--work=DIR`), then `eercf evaluate` runs
+  in a fresh process under `/usr/bin/time -v`: wall seconds, peak RSS, rows/s.
+- build: committed feature shards of N synthetic videos (`--build-sizes=10000`; dims
+  `--build-dims=T,P,D`, default 12,16,64 = eercf-tiny's; 500 videos per shard) written with the
+  public schema, then `eercf build-index --workers W` for W in `--build-workers=1,2`: wall
+  seconds, ms/video, peak RSS, store and index bytes, recall record.
+- recall: coarse vectors of N tiny-dim videos (clustered, D = 64; `--recall-sizes=10000,100000,
+  300000`) go through `recall.build_tuned` (index type by size, nprobe / efSearch tuned on
+  held-out queries to recall@50 >= 0.95) in a fresh process under `/usr/bin/time -v`: build
+  seconds per video, peak RSS, index bytes, recall measured, search latency per query.
+Every measurement is one child process; the table reports its wall time and `Maximum resident set
+size`. Usage: python -m bench scale [--quick] [--parts=evaluate,build,recall] [--queries=N]
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+log = logging.getLogger("bench.scale")
+TOP_N = 100
+NUM_VIDEOS = 100_000
+
+
+def timed(argv: list[str]) -> dict:
+    """Run argv under /usr/bin/time -v; {"seconds", "peak_rss_mb", "stdout"}; raises on failure."""
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-3000:]}")
+    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    if peak is None:
+        raise RuntimeError(f"no peak RSS in /usr/bin/time output: {proc.stderr[-500:]}")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(int(peak.group(1)) / 1024, 1),
+            "stdout": proc.stdout}
+
+
+def write_ranked(path: Path, truth_path: Path, num_queries: int, top_n: int = TOP_N,
+                 chunk: int = 20_000, seed: int = 0) -> int:
+    """A ranked TSV (grouped by query, ranks 1..top_n) and its ground truth; returns the bytes.
+
+    Each query's ground-truth video sits at a random rank, or is absent (censored) 10% of the
+    time; scores decrease with rank, coarse scores are the score plus noise."""
+    rng = np.random.default_rng(seed)
+    write = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
+    with path.open("wb") as ranked, truth_path.open("wb") as truth:
+        ranked.write(b"query_id\trank\tvideo_id\tscore\tcoarse_score\n")
+        truth.write(b"query_id\tvideo_id\n")
+        for begin in range(0, num_queries, chunk):
+            count = min(chunk, num_queries - begin)
+            qids = np.char.add("q", np.arange(begin, begin + count).astype("U8"))
+            videos = rng.integers(0, NUM_VIDEOS, (count, top_n))
+            score = np.sort(rng.random((count, top_n)), axis=1)[:, ::-1]
+            coarse = score + 0.1 * rng.standard_normal((count, top_n))
+            target = rng.integers(0, NUM_VIDEOS, count)
+            place = rng.integers(0, top_n, count)
+            listed = rng.random(count) < 0.9
+            videos[np.flatnonzero(listed), place[listed]] = target[listed]
+            table = pa.table({
+                "query_id": np.repeat(qids, top_n),
+                "rank": np.tile(np.arange(1, top_n + 1), count),
+                "video_id": np.char.add("v", videos.ravel().astype("U6")),
+                "score": np.round(score.ravel(), 6), "coarse_score": np.round(coarse.ravel(), 6)})
+            pacsv.write_csv(table, ranked, write)
+            pacsv.write_csv(pa.table({"query_id": qids,
+                                      "video_id": np.char.add("v", target.astype("U6"))}),
+                            truth, write)
+    return path.stat().st_size
+
+
+def evaluate_part(work: Path, num_queries: int) -> dict:
+    ranked, truth = work / f"ranked_{num_queries}.tsv", work / f"truth_{num_queries}.tsv"
+    started = time.perf_counter()
+    size = write_ranked(ranked, truth, num_queries)
+    generated = time.perf_counter() - started
+    log.info("generated %s (%.0f MB) in %.0f s", ranked, size / 2**20, generated)
+    run = timed([sys.executable, "-m", "pipelines.cli", "evaluate", "--ranked", str(ranked),
+                 "--ground-truth", str(truth), "--output", str(work / "eval"), "--no-plots"])
+    metrics = json.loads((work / "eval" / "metrics.json").read_text())
+    rows = num_queries * TOP_N
+    result = {"queries": num_queries, "rows": rows, "ranked_mb": round(size / 2**20, 1),
+              "seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"],
+              "rows_per_s": round(rows / run["seconds"]),
+              "reranked_R@1": metrics["reranked"]["R@1"],
+              "censored": metrics["reranked"]["censored"]}
+    ranked.unlink()
+    truth.unlink()
+    return result
+
+
+def clustered_coarse(num_videos: int, dim: int, seed: int = 0, clusters: int = 1000
+                     ) -> np.ndarray:
+    """float16 [N, D] unit coarse vectors around `clusters` random centres (CLIP-like: videos of
+    a topic share a direction), generated in chunks."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((num_videos, dim), np.float16)
+    for begin in range(0, num_videos, 100_000):
+        count = min(100_000, num_videos - begin)
+        x = centres[rng.integers(0, clusters, count)] + 0.6 * rng.standard_normal(
+            (count, dim)).astype(np.float32) / np.sqrt(dim)
+        out[begin:begin + count] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def recall_child(num_videos: int, dim: int, work: Path) -> dict:
+    """In the measured child process: build the default recall index over N clustered vectors,
+    tune it on 1,000 held-out queries (recall@50 >= 0.95), time search; the record as JSON."""
+    import faiss
+
+    from eercf_core.index import recall
+
+    coarse_path = work / f"coarse_{num_videos}_{dim}.npy"
+    np.save(coarse_path, clustered_coarse(num_videos, dim))
+    coarse = np.load(coarse_path, mmap_mode="r")
+    started = time.perf_counter()
+    factory = recall.default_factory(num_videos)
+    index = recall.build(coarse, factory)
+    built = time.perf_counter() - started
+    queries = recall.held_out_queries(coarse, 1000, seed=1)
+    tuned = recall.tune(index, coarse, queries, 50)
+    tuned_seconds = time.perf_counter() - started - built
+    path = work / f"recall_{num_videos}.faiss"
+    recall.save(index, path)
+    faiss.omp_set_num_threads(1)
+    search_queries = recall.held_out_queries(coarse, 2000, seed=2)
+    begin = time.perf_counter()
+    recall.search(index, search_queries, 50)
+    per_query = (time.perf_counter() - begin) / len(search_queries)
+    size = path.stat().st_size
+    path.unlink()
+    coarse_path.unlink()
+    return {"videos": num_videos, "dim": dim, "factory": factory,
+            "build_s": round(built, 2), "build_ms_per_video": round(1e3 * built / num_videos, 4),
+            "tune_s": round(tuned_seconds, 2), "index_mb": round(size / 2**20, 1),
+            "index_bytes_per_video": round(size / num_videos, 1),
+            "parameter": tuned.get("parameter"), "value": tuned["value"],
+            "recall_at_50": tuned["recall"], "met": tuned["met"],
+            "search_ms_per_query_1thread": round(1e3 * per_query, 3)}
+
+
+def recall_part(work: Path, sizes: list[int], dim: int) -> dict:
+    runs = []
+    for size in sizes:
+        run = timed([sys.executable, "-m", "bench.bench_scale", "recall", str(size), str(dim),
+                     str(work)])
+        record = json.loads(run["stdout"].strip().splitlines()[-1])
+        record.update(wall_s=run["seconds"], peak_rss_mb=run["peak_rss_mb"])
+        log.info("recall %d: %s", size, record)
+        runs.append(record)
+    return {"runs": runs, "extrapolated": extrapolate(runs)}
+
+
+def extrapolate(runs: list[dict]) -> dict:
+    """Least-squares fit build seconds = a + b·N, index bytes = c·N and peak RSS = d + e·N over
+    the measured sizes, evaluated at 1M and 10M (labelled as a fit, not a measurement)."""
+    n = np.array([r["videos"] for r in runs], float)
+    if n.size < 2:
+        return {}
+    fits = {"build_s": np.polyfit(n, [r["build_s"] + r["tune_s"] for r in runs], 1),
+            "peak_rss_mb": np.polyfit(n, [r["peak_rss_mb"] for r in runs], 1)}
+    per_video = float(runs[-1]["index_bytes_per_video"])  # the codes the largest run used
+    return {str(size): {"build_and_tune_s": round(float(np.polyval(fits["build_s"], size)), 1),
+                        "peak_rss_mb": round(float(np.polyval(fits["peak_rss_mb"], size)), 1),
+                        "index_mb_largest_runs_codes": round(per_video * size / 2**20, 1)}
+            for size in (1_000_000, 10_000_000)}
+
+
+def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, int],
+                         per_shard: int = 500, seed: int = 0) -> None:
+    """Committed shards (extract's format) of `num_videos` random unit-norm float16 features."""
+    from eercf_core.files.commits import commit_shard
+    from schemas import FeatureDims
+
+    t, p, d = dims_tpd
+    dims = FeatureDims(num_frames=t, num_patches=p, embed_dim=d)
+    rng = np.random.default_rng(seed)
+    coarse_all = clustered_coarse(num_videos, d, seed)
+    for number, begin in enumerate(range(0, num_videos, per_shard)):
+        count = min(per_shard, num_videos - begin)
+        rows = [{"video_id": f"v{i:08d}", "uri": f"file:///v{i}.mp4", "status": "ok",
+                 "coarse_feature": coarse_all[i],
+                 "frame_features": rng.standard_normal(t * d).astype(np.float16),
+                 "context_frame_features": rng.standard_normal(t * d).astype(np.float16),
+                 "patch_features": rng.standard_normal(t * p * d).astype(np.float16),
+                 "frame_mask": np.ones(t, bool)} for i in range(begin, begin + count)]
+        commit_shard(str(root / f"part-{number:05d}.parquet"), rows, dims, "bench-synthetic",
+                     "0" * 64)
+
+
+def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
+               workers: list[int]) -> dict:
+    import shutil
+
+    runs = []
+    for size in sizes:
+        shards = work / f"shards_{size}"
+        if not shards.exists():
+            write_feature_shards(shards, size, dims_tpd)
+        for count in workers:
+            out = work / f"index_{size}_{count}"
+            shutil.rmtree(out, ignore_errors=True)
+            run = timed([sys.executable, "-m", "pipelines.cli", "build-index", "--shards",
+                         str(shards), "--output", str(out), "--workers", str(count)])
+            manifest = json.loads((out / "manifest.json").read_text())
+            store = sum(f.stat().st_size for f in (out / "fine").iterdir())
+            record = {"videos": size, "dims_tpd": list(dims_tpd), "workers": count,
+                      "seconds": run["seconds"], "ms_per_video": round(1e3 * run["seconds"] / size,
+                                                                      3),
+                      "peak_rss_mb": run["peak_rss_mb"], "store_mb": round(store / 2**20, 1),
+                      "index_mb": round((out / "recall.faiss").stat().st_size / 2**20, 1),
+                      "factory": manifest["index"]["factory"],
+                      "recall": manifest["index"].get("recall_vs_exact", {}).get("recall", 1.0),
+                      "build_seconds": manifest.get("build_seconds")}
+            log.info("build %d videos, %d workers: %s", size, count, record)
+            runs.append(record)
+            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(shards, ignore_errors=True)
+    return {"runs": runs}
+
+
+def main(flags: list[str]) -> dict:
+    options: dict[str, str] = {}
+    for flag in flags:
+        name, _, value = flag.lstrip("-").partition("=")
+        options[name] = value or "1"
+    quick = "quick" in options
+    parts = options.get("parts", "evaluate,build,recall").split(",")
+    work = Path(options.get("work", "/tmp/i22/scale"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": f"{os.cpu_count()} cores, shared with other jobs",
+                     "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+    if "evaluate" in parts:
+        num_queries = int(options.get("queries", 20_000 if quick else 1_000_000))
+        results["evaluate"] = evaluate_part(work, num_queries)
+        log.info("evaluate: %s", results["evaluate"])
+    if "build" in parts:
+        t, p, d = (int(x) for x in options.get("build-dims", "12,16,64").split(","))
+        build_sizes = options.get("build-sizes", "2000" if quick else "10000")
+        results["build"] = build_part(
+            work, [int(x) for x in build_sizes.split(",")], (t, p, d),
+            [int(x) for x in options.get("build-workers", "1,2").split(",")])
+    if "recall" in parts:
+        sizes = [int(x) for x in options.get(
+            "recall-sizes", "10000,30000" if quick else "10000,100000,300000").split(",")]
+        results["recall"] = recall_part(work, sizes, int(options.get("dim", 64)))
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+if __name__ == "__main__":  # the measured child of recall_part
+    if sys.argv[1] == "recall":
+        print(json.dumps(recall_child(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))))
