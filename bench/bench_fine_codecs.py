@@ -15,7 +15,14 @@ the two stores at each N. The stores are small enough to sit in the page cache, 
 the page-cached case; a store larger than RAM (float16 at N = 100k: ~63 GB) cannot be built
 here, so each row also reports the store bytes the rerank copies per query and the full store
 size at N against this machine's RAM (the bytes an uncached store would have to read from disk).
+Codec selection curves (`--fine-codec auto`'s candidates, every one measured: bytes per video,
+held-out top-10 agreement, mean score errors, and the spec `auto` keeps at --min-agreement):
+  --synthetic-seeds 0,1,2  clustered synthetic ViT-B/32 corpora of --synthetic-videos (10,000)
+                      videos each (`bench.fine_codec_corpus`; only the sampled videos are
+                      generated: 256 training + --held-out-videos held-out, as build-index draws)
+  --real-shards DIR   the same on real-video shards (training and held-out halves)
 Usage: python -m bench fine_codecs [--quick] [--real-shards DIR] [--demo DIR] [--codecs A;B;..]
+       [--synthetic-seeds 0,1,2] [--skip-speed]
 """
 from __future__ import annotations
 
@@ -37,15 +44,22 @@ from bench.bench_query import (
     _timed,
     _write_store,
 )
+from bench.fine_codec_corpus import VIT_B32, ClusteredCorpus
 from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.evaluation.metrics import metrics_from_ranks, ranks_for_queries
-from eercf_core.files.shards import list_shards, shard_identity
+from eercf_core.files.shards import features_from_table, list_shards, read_shard, shard_identity
 from eercf_core.files.text_formats import read_ground_truth, read_queries
 from eercf_core.index import build_index, open_index, recall
+from eercf_core.index.codec_selection import (
+    DEFAULT_MIN_AGREEMENT,
+    select_codec,
+)
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS, FineCodecSpec, train_codecs
 from eercf_core.index.directory import IndexDirectory
+from eercf_core.index.fidelity import corpus_queries
 from eercf_core.index.search import recall_only, two_stage
 from eercf_core.index.store import FineStore
+from eercf_core.model.features import VideoFeatures
 from eercf_core.scoring.scores import ScoreParams
 from schemas import FeatureDims
 
@@ -120,6 +134,63 @@ def quality_demo(demo: Path, specs: list[str], work: Path, train: tuple[int, int
                  store["bytes_per_video"], metrics["R@1"], metrics["R@5"], specs[0],
                  rows[-1]["top10_agreement_with_first"])
     return rows
+
+
+def selection_curve(train: VideoFeatures, held_out: VideoFeatures, dims: FeatureDims,
+                    label: str, min_agreement: float, queries: int = 200,
+                    train_vectors: int = DEFAULT_TRAIN_VECTORS, seed: int = 0) -> dict:
+    """Every default `auto` candidate trained on `train`, measured on `held_out` (disjoint
+    videos) with corpus-derived queries and identity score parameters, as build-index does."""
+    fidelity_queries = corpus_queries(held_out, queries, seed)
+    params = ScoreParams.identity(dims.embed_dim, dims.num_frames)
+    selection, seconds = _timed(select_codec, train, held_out, fidelity_queries, params, dims,
+                                min_agreement=min_agreement, train_vectors=train_vectors,
+                                seed=seed, try_all=True)
+    for row in selection.record["candidates"]:
+        log.info("%s %-50s %7d B/video  top-10 agreement %s (min %s)  mean |err| S_Pw %s "
+                 "final %s", label, row["codec"], row["bytes_per_video"],
+                 row.get("top10_agreement"), row.get("top10_agreement_min"),
+                 row.get("score_errors_mean_abs", {}).get("S_Pw"),
+                 row.get("score_errors_mean_abs", {}).get("final"))
+    log.info("%s: auto keeps %s at min agreement %.3f", label, selection.spec, min_agreement)
+    return {"train_videos": train.num_videos, "held_out_videos": held_out.num_videos,
+            "queries": queries, "chosen": str(selection.spec),
+            "final_neighbour_gap_mean_top10": next(
+                (r["final_neighbour_gap_mean_top10"] for r in selection.record["candidates"]
+                 if "final_neighbour_gap_mean_top10" in r), None),
+            "candidates": selection.record["candidates"], "seconds": round(seconds, 1)}
+
+
+def quality_synthetic(seeds: list[int], num_videos: int, held_out_videos: int, train_videos: int,
+                      min_agreement: float, train_vectors: int) -> dict:
+    """The selection curve on clustered synthetic corpora, one per seed (see
+    `bench.fine_codec_corpus`): training and held-out videos drawn as build-index draws them."""
+    out = {}
+    for seed in seeds:
+        corpus = ClusteredCorpus(num_videos, VIT_B32, seed=seed)
+        order = np.random.default_rng(seed).permutation(num_videos)
+        train = corpus.videos(np.sort(order[:train_videos]))
+        held_out = corpus.videos(np.sort(order[train_videos:train_videos + held_out_videos]))
+        out[f"seed{seed}"] = selection_curve(train, held_out, VIT_B32, f"synthetic seed {seed}",
+                                             min_agreement, train_vectors=train_vectors,
+                                             seed=seed)
+        out[f"seed{seed}"]["corpus_videos"] = num_videos
+        del train, held_out
+    return out
+
+
+def quality_real_curve(shards: str, min_agreement: float, train_vectors: int) -> dict:
+    """The selection curve on real-video shards: codecs trained on a random half of the ok
+    videos, fidelity on the other half."""
+    parts = [features_from_table(read_shard(path))[1] for path in list_shards(shards)]
+    features = VideoFeatures(**{kind: torch.cat([getattr(p, kind) for p in parts])
+                                for kind in ("coarse", "frame", "context", "patch", "mask")})
+    order = np.random.default_rng(0).permutation(features.num_videos)
+    half = features.num_videos // 2
+    dims = shard_identity(list_shards(shards)[0])[0]
+    return selection_curve(features.index(torch.from_numpy(np.sort(order[:half]))),
+                           features.index(torch.from_numpy(np.sort(order[half:]))), dims, "real",
+                           min_agreement, train_vectors=train_vectors)
 
 
 class CountingStore(ModuloStore):
@@ -229,13 +300,28 @@ def main(flags: list[str]) -> dict:
     parser.add_argument("--store-rows", type=int, default=10_000,
                         help="videos in each synthetic speed store (video i reads row i mod this)")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--synthetic-seeds", default=None,
+                        help="comma-separated corpus seeds of the synthetic selection curves")
+    parser.add_argument("--synthetic-videos", type=int, default=10_000)
+    parser.add_argument("--held-out-videos", type=int, default=200)
+    parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT)
+    parser.add_argument("--real-curve", action="store_true",
+                        help="with --real-shards: the auto candidates' curve (half/half split)")
     args = parser.parse_args(flags)
     torch.manual_seed(0)
     train = (args.train_videos, args.train_vectors)
     work = OUT / "fine_codecs"
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {}
-    if args.real_shards:
+    if args.synthetic_seeds:
+        result["synthetic_curves"] = quality_synthetic(
+            [int(seed) for seed in args.synthetic_seeds.split(",")],
+            300 if args.quick else args.synthetic_videos, args.held_out_videos,
+            args.train_videos, args.min_agreement, args.train_vectors)
+    if args.real_shards and args.real_curve:
+        result["real_curve"] = quality_real_curve(args.real_shards, args.min_agreement,
+                                                  args.train_vectors)
+    elif args.real_shards:
         dims = shard_identity(list_shards(args.real_shards)[0])[0]
         result["real_videos"] = quality_real(args.real_shards, _specs(args.codecs, dims.embed_dim),
                                              work, train)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,37 @@ def test_manifest_counts_videos_per_decode_quality(tmp_path, caplog):
     assert on_disk["decode_quality"] == {"exact": 5, "fast": 3}
 
 
+def test_opq_store_scores_in_the_rotated_space_like_the_decoded_core(tmp_path, monkeypatch):
+    import torch
+
+    import eercf_core as ec
+    from eercf_core.index import rerank
+    from eercf_core.index.fidelity import round_trip
+    from eercf_core.index.search import two_stage
+    from tests.index_fixtures import DIMS, as_video_features
+
+    features, _ = _coded_index(tmp_path, spec="patch=OPQ2,PQ2,frame=SQ8")
+    index = open_index(tmp_path / "idx")
+    codec = index.store.codec("patch")
+    assert codec is not None and codec.scores_on_codes
+    codes = index.store.read("patch", np.arange(5)).reshape(-1, codec.code_size)
+    text = torch.from_numpy(features["frame"][:6, 0]).float()
+    decoded = torch.from_numpy(codec.decode(codes))
+    rotated = torch.from_numpy(codec.decode_code_space(codes))
+    assert not torch.allclose(decoded, rotated, atol=1e-3)  # the rotation is not the identity
+    torch.testing.assert_close(codec.to_code_space(text) @ rotated.T, text @ decoded.T,
+                               rtol=0, atol=1e-4)
+    reference = ec.two_stage_rank(ec.ScoreParams.identity(DIMS.embed_dim, DIMS.num_frames), text,
+                                  round_trip(as_video_features(features), index.store.codecs),
+                                  k=8, top_n=30)
+    params = ec.ScoreParams.identity(DIMS.embed_dim, DIMS.num_frames)
+    for method, lut_max_group in (("grouped", 0), ("grouped", 10**6), ("gather", 0)):
+        monkeypatch.setattr(rerank, "_LUT_MAX_GROUP", lut_max_group)
+        ranking = two_stage(index, text, params, 8, 30, method=method)
+        assert torch.equal(ranking.indices, reference.indices)
+        torch.testing.assert_close(ranking.scores, reference.scores, rtol=0, atol=1e-4)
+
+
 def test_ivf_nprobe_tuned_to_target_on_held_out_queries(tmp_path, caplog):
     write_synthetic_shards(tmp_path / "shards", 300, per_shard=100)
     manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"),
@@ -232,3 +264,18 @@ def test_shard_tasks_fill_disjoint_slices_like_the_serial_writer(tmp_path):
     with pytest.raises(ValueError, match=r"more rows than the slice"):
         build_module._fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shards[0], 0,
                                  per_shard[0] - 1, 4)
+
+
+def test_video_ids_memory_mapped_with_json_fallback(tmp_path):
+    from eercf_core.index.directory import IDS_ARROW, VideoIds
+
+    ids, _ = write_synthetic_shards(tmp_path / "shards", 25, per_shard=10)
+    build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"))
+    video_ids = open_index(tmp_path / "idx").video_ids
+    assert isinstance(video_ids, VideoIds) and len(video_ids) == 25 and video_ids == ids
+    assert video_ids[5] == ids[5] and video_ids[-1] == ids[-1] and video_ids[2:4] == ids[2:4]
+    assert video_ids.take(np.array([[3, 0], [24, 3]])) == [ids[3], ids[0], ids[24], ids[3]]
+    arrow = str((tmp_path / "idx" / IDS_ARROW).resolve())
+    assert arrow in Path("/proc/self/maps").read_text()  # mapped, not parsed into a list
+    (tmp_path / "idx" / IDS_ARROW).unlink()  # an index built before the Arrow id map
+    assert open_index(tmp_path / "idx").video_ids == ids

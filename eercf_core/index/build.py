@@ -42,6 +42,7 @@ from eercf_core.files.shards import (
     shard_version,
 )
 from eercf_core.index import recall
+from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT, is_auto, select_codec
 from eercf_core.index.codecs import (
     CODED_KINDS,
     DEFAULT_TRAIN_VECTORS,
@@ -50,15 +51,15 @@ from eercf_core.index.codecs import (
     train_codecs,
 )
 from eercf_core.index.directory import (
-    IDS_FILE,
     MANIFEST,
     RECALL_FILE,
     STORE_DIR,
     make_manifest,
+    write_video_ids,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
 from eercf_core.index.remote import index_exists, upload_index
-from eercf_core.index.store import FineStoreSlice, FineStoreWriter
+from eercf_core.index.store import FineStoreSlice, FineStoreWriter, bytes_per_video
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
 from eercf_core.scoring.scores import ScoreParams
@@ -67,6 +68,10 @@ from eercf_core.video.previews import write_preview_store
 from schemas import COLUMN_OF_FEATURE, STATUS_OK, FeatureDims
 
 log = logging.getLogger(__name__)
+# Corpora of at least this many ok videos get `--fine-codec auto` unless a codec is named: a
+# float16 store is 628 KB per ViT-B/32 video (63 GB at 100k), the auto codec ~51 KB at a held-out
+# top-10 agreement >= 0.95 (README, "Automatic codec").
+AUTO_DEFAULT_MIN_VIDEOS = 100_000
 
 
 def resolve_shards(inputs: list[str]) -> list[str]:
@@ -223,14 +228,20 @@ def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_row
 
 
 def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
-                       spec: FineCodecSpec, train_videos: int, train_vectors: int,
-                       fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int
-                       ) -> tuple[dict[str, VectorCodec], dict]:
+                       spec: FineCodecSpec | None, train_videos: int, train_vectors: int,
+                       fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int,
+                       auto: dict | None = None,
+                       text_queries: tuple[torch.Tensor, ScoreParams] | None = None
+                       ) -> tuple[FineCodecSpec, dict[str, VectorCodec], dict]:
     """Train the codecs on a sample of videos and measure their fidelity on another sample.
 
-    Returns (codecs, manifest record). The fidelity sample is disjoint from the training sample
-    when the corpus has enough videos (`held_out`); queries are corpus-derived and the scores use
-    identity parameters (τ = 100, W_g = W_f = I): build-index has no model.
+    Returns (spec, codecs, manifest record). `spec` None selects the codec (`--fine-codec auto`,
+    `eercf_core.index.codec_selection`, with `auto` = {"min_agreement", "max_bytes_per_video"});
+    the kept spec may then be fp16 (no codecs). The fidelity sample is disjoint from the training
+    sample when the corpus has enough videos (`held_out`); queries are corpus-derived and the
+    scores use identity parameters (τ = 100, W_g = W_f = I). `text_queries` (text vectors of
+    the model given to build-index and its score parameters) are measured too (`fidelity.text`)
+    and, with auto, must reach the target as well.
     """
     start = time.perf_counter()
     order = np.random.default_rng(seed).permutation(num_videos)
@@ -239,14 +250,31 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
     fidelity_rows = np.sort(order[train_videos:train_videos + fidelity_videos] if held_out
                             else order[:fidelity_videos])
     train = _read_rows(shards, dims, train_rows, batch_rows)
-    codecs = train_codecs(spec, {kind: getattr(train, kind).numpy() for kind in CODED_KINDS},
-                          dims.embed_dim, train_vectors, seed)
-    train_seconds = time.perf_counter() - start
-    reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
-    fidelity = measure_fidelity(
-        reference, round_trip(reference, codecs),
-        corpus_queries(reference, fidelity_queries, seed),
-        ScoreParams.identity(dims.embed_dim, dims.num_frames))
+    params = ScoreParams.identity(dims.embed_dim, dims.num_frames)
+    selection: dict | None = None
+    if spec is None:
+        reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
+        chosen = select_codec(train, reference, corpus_queries(reference, fidelity_queries, seed),
+                              params, dims, train_vectors=train_vectors, seed=seed,
+                              text_queries=text_queries, **(auto or {}))
+        spec, codecs, selection = chosen.spec, chosen.codecs, chosen.record
+        selection["held_out"] = held_out
+        train_seconds = time.perf_counter() - start
+        if chosen.fidelity is None:  # float16 kept: nothing met the target
+            return spec, codecs, {"codec": str(spec), "selection": selection,
+                                  "seconds": {"selection": round(train_seconds, 3)}}
+        fidelity = chosen.fidelity
+    else:
+        codecs = train_codecs(spec, {kind: getattr(train, kind).numpy() for kind in CODED_KINDS},
+                              dims.embed_dim, train_vectors, seed)
+        train_seconds = time.perf_counter() - start
+        reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
+        decoded = round_trip(reference, codecs)
+        fidelity = measure_fidelity(reference, decoded,
+                                    corpus_queries(reference, fidelity_queries, seed), params)
+        if text_queries is not None:
+            fidelity["text"] = measure_fidelity(reference, decoded, *text_queries)
+            fidelity["text"]["query_source"] = "text queries encoded by the model"
     fidelity.update(held_out=held_out,
                     score_params="identity (tau 100, W_g = W_f = I): build-index has no model")
     log.info("fine codec %s: top-10 agreement %.4f, max rerank score error %.4f (mean gap "
@@ -260,7 +288,10 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
               "fidelity": fidelity,
               "seconds": {"train": round(train_seconds, 3),
                           "fidelity": round(time.perf_counter() - start - train_seconds, 3)}}
-    return codecs, record
+    if selection is not None:
+        record["selection"] = selection
+        record["seconds"] = {"selection": round(train_seconds, 3)}
+    return spec, codecs, record
 
 
 def _vectors_per_video(dims: FeatureDims) -> dict[str, int]:
@@ -273,16 +304,27 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 seed: int = 0, fine_codec: str | FineCodecSpec | None = None,
                 codec_train_videos: int = 256, codec_train_vectors: int = DEFAULT_TRAIN_VECTORS,
                 fidelity_videos: int = 200, fidelity_queries: int = 200,
+                min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                max_bytes_per_video: int | None = None,
+                fidelity_text: tuple[torch.Tensor, ScoreParams] | None = None,
+                codec_candidates: list[str] | None = None,
                 recall_target: float = recall.DEFAULT_RECALL_TARGET,
                 min_recall: float | None = None, workers: int | None = 1) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
     OutputLockedError naming the holder) and first removes temp directories of dead builds.
-    `fine_codec` (a spec string, see `eercf_core.index.codecs`; default fp16) stores the fine
+    `fine_codec` (a spec string, see `eercf_core.index.codecs`; default fp16 below
+    AUTO_DEFAULT_MIN_VIDEOS ok videos and "auto" at or above) stores the fine
     features as codes of codecs trained on `codec_train_videos` sampled videos (at most
     `codec_train_vectors` vectors per kind); their rerank fidelity is measured on
     `fidelity_videos` other sampled videos with `fidelity_queries` corpus-derived queries.
+    `fine_codec="auto"` keeps the smallest candidate codec whose held-out top-10 agreement reaches
+    `min_agreement` within `max_bytes_per_video` (float16 if none does; every candidate is
+    recorded in the manifest's fine_store.selection). `fidelity_text` = (text vectors [Q, D] of
+    the extracting model, its ScoreParams): text queries measured besides the corpus-derived ones.
+    `codec_candidates`: the specs auto chooses from (default
+    `codec_selection.default_candidates`).
     An approximate recall index gets the smallest nprobe / efSearch reaching `recall_target`
     (recall@`recall_check_k` vs exact on `recall_sample` held-out queries, `recall.tune`; a given
     `nprobe` is measured, not tuned); a missed target is a loud warning, and with `min_recall` a
@@ -297,13 +339,21 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             recall_check_k=recall_check_k, batch_rows=batch_rows, seed=seed,
             fine_codec=fine_codec, codec_train_videos=codec_train_videos,
             codec_train_vectors=codec_train_vectors, fidelity_videos=fidelity_videos,
-            fidelity_queries=fidelity_queries, recall_target=recall_target,
+            fidelity_queries=fidelity_queries, min_agreement=min_agreement,
+            max_bytes_per_video=max_bytes_per_video, fidelity_text=fidelity_text,
+            codec_candidates=codec_candidates,
+            recall_target=recall_target,
             min_recall=min_recall, workers=workers))
     started = time.perf_counter()
     out = Path(paths.require_local(output, "an index is built on a local disk"))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
         raise UserInputError(f"{out}: already exists (pass --overwrite to replace it)")
-    spec = fine_codec if isinstance(fine_codec, FineCodecSpec) else FineCodecSpec.parse(fine_codec)
+    by_default = fine_codec is None  # fp16 below AUTO_DEFAULT_MIN_VIDEOS videos, auto at or above
+    auto = isinstance(fine_codec, str) and is_auto(fine_codec)
+    spec = (None if auto else fine_codec if isinstance(fine_codec, FineCodecSpec)
+            else FineCodecSpec.parse(fine_codec))
+    if not 0.0 < min_agreement <= 1.0:
+        raise UserInputError(f"--min-agreement {min_agreement}: must be in (0, 1]")
     if min(codec_train_videos, codec_train_vectors, fidelity_videos, fidelity_queries) < 1:
         raise UserInputError("codec training/fidelity sample sizes must be >= 1")
     check_writable_dir(str(out.parent), "--output's parent")  # the build happens beside it
@@ -313,7 +363,14 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             log.info("removed %d temp directories left by killed builds of %s", removed, output)
         shards = resolve_shards(inputs)
         dims, model_id, sha = check_identity(shards)
-        spec.validate(dims.embed_dim)
+        if spec is not None:
+            spec.validate(dims.embed_dim)
+        for candidate in codec_candidates or ():
+            FineCodecSpec.parse(candidate).validate(dims.embed_dim)
+        if fidelity_text is not None and (fidelity_text[0].ndim != 2
+                                          or fidelity_text[0].shape[1] != dims.embed_dim):
+            raise UserInputError(f"fidelity text vectors must be [Q, {dims.embed_dim}] (the "
+                                 f"shards' dimension), got {tuple(fidelity_text[0].shape)}")
         ids, error_rows, qualities, per_shard = _scan(shards)
         if not ids:
             raise UserInputError(f"no ok rows in {len(shards)} shard(s) ({error_rows} error rows)")
@@ -321,14 +378,24 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                  len(shards), len(ids), error_rows, model_id, dims)
         if len(qualities) > 1:
             log.warning("shards mix decode qualities (videos per quality: %s)", qualities)
+        if by_default and len(ids) >= AUTO_DEFAULT_MIN_VIDEOS:
+            log.info("%d videos >= %d: fine codec auto by default (a float16 store would take "
+                     "%.1f GB; pass --fine-codec fp16 to keep it)", len(ids),
+                     AUTO_DEFAULT_MIN_VIDEOS, len(ids) * bytes_per_video(dims) / 1e9)
+            auto, spec = True, None
 
         with atomic_directory(out, overwrite) as temp:
             codecs: dict[str, VectorCodec] = {}
             codec_record: dict | None = None
-            if not spec.is_fp16:
-                codecs, codec_record = _train_fine_codecs(
+            if spec is None or not spec.is_fp16:
+                spec, codecs, codec_record = _train_fine_codecs(
                     shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
-                    fidelity_videos, fidelity_queries, batch_rows, seed)
+                    fidelity_videos, fidelity_queries, batch_rows, seed,
+                    auto={"min_agreement": min_agreement, "candidates": codec_candidates,
+                          "max_bytes_per_video": max_bytes_per_video} if auto else None,
+                    text_queries=fidelity_text)
+                if by_default and "selection" in codec_record:
+                    codec_record["selection"]["default_at_videos"] = AUTO_DEFAULT_MIN_VIDEOS
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
             fill_workers = _fill_workers(workers, len(shards), len(ids))
             if fill_workers > 1:
@@ -354,7 +421,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             if tuned is not None:
                 info["recall_vs_exact"] = tuned
             recall.save(index, temp / RECALL_FILE)
-            write_json(temp / IDS_FILE, ids, indent=None)
+            write_video_ids(temp, ids)
             manifest = make_manifest(
                 model_id=model_id, checkpoint_sha256=sha, dims=dims, num_videos=len(ids),
                 num_error_rows=error_rows, decode_quality=qualities, shards=shards, index_info=info,

@@ -10,8 +10,10 @@ A spec names one codec for every fine feature kind, or one per kind:
                                        without "=" continues the previous kind's string.
 Codecs are trained on a bounded sample of the kind's vectors (`VectorCodec.train`), then encode
 [n, D] float vectors to [n, code_size] uint8 codes and decode them back to float32.
-Inner products with codes: PQ codecs score through per-query lookup tables
-(`VectorCodec.inner_products`), without materialising decoded vectors.
+Inner products with codes: PQ codecs (also after an OPQ rotation) score through per-query lookup
+tables (`VectorCodec.query_tables`), without materialising decoded vectors; an OPQ codec's
+queries are rotated once (`to_code_space`) so its codes decode without the inverse rotation
+(`decode_code_space`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ FP16 = "fp16"
 CODED_KINDS = ("frame", "context", "patch")
 # Training vectors per codec (PQ: 256 per centroid of an 8-bit sub-quantizer, FAISS's own cap).
 DEFAULT_TRAIN_VECTORS = 65_536
+# OPQ rotation / PQ alternations (FAISS default 50: ~10 min for OPQ64 on 65,536 512-d vectors on
+# the shared 2-core box; the rotation's gain on rerank-score error is already there at 10).
+OPQ_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,12 @@ class VectorCodec:
                 # Polysemous training (index_factory's default for "PQ..") only serves Hamming
                 # search, which the store never does, and costs ~40x the k-means.
                 part.do_polysemous_training = False
+            if isinstance(part, faiss.IndexPreTransform):
+                for i in range(part.chain.size()):  # type: ignore[attr-defined]
+                    transform = faiss.downcast_VectorTransform(
+                        part.chain.at(i))  # type: ignore[attr-defined]  # a SWIG vector
+                    if isinstance(transform, faiss.OPQMatrix):
+                        transform.niter = OPQ_ITERATIONS
         try:
             self.code_size = int(index.sa_code_size())
         except RuntimeError as exc:
@@ -128,6 +139,7 @@ class VectorCodec:
                 f"codec {factory!r} for {kind}: FAISS index {type(index).__name__} has no "
                 f"standalone codec (sa_encode): {_faiss_message(exc)}") from None
         self._pq_tables: torch.Tensor | None = None
+        self._rotation: torch.Tensor | None = None  # [D, D] of an OPQ pre-transform, once read
 
     @property
     def is_trained(self) -> bool:
@@ -145,7 +157,7 @@ class VectorCodec:
         except RuntimeError as exc:
             raise UserInputError(f"codec {self.factory!r} for {self.kind}: training on "
                                  f"{len(sample)} vectors failed: {_faiss_message(exc)}") from None
-        self._pq_tables = None
+        self._pq_tables = self._rotation = None
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         """vectors [n, D] (float) -> codes [n, code_size] uint8."""
@@ -175,6 +187,43 @@ class VectorCodec:
         decoded = torch.from_numpy(self.decode(codes.reshape(-1, self.code_size)))
         return decoded.view(*codes.shape[:-1], self.dim)
 
+    def _code_space(self) -> tuple[torch.Tensor | None, faiss.Index]:
+        """(A, inner): a codec "OPQ..,<inner>" is an orthonormal A [D, D] then `inner`, so
+        s·decode(c) = (A s)·inner_decode(c); (None, the index) for any other codec."""
+        index = faiss.downcast_index(self.index)
+        if not isinstance(index, faiss.IndexPreTransform) \
+                or index.chain.size() != 1:  # type: ignore[attr-defined]
+            return None, index
+        transform = faiss.downcast_VectorTransform(
+            index.chain.at(0))  # type: ignore[attr-defined]
+        if not (isinstance(transform, faiss.LinearTransform) and transform.is_orthonormal
+                and not transform.have_bias and transform.d_in == transform.d_out == self.dim):
+            return None, index
+        if self._rotation is None and self.is_trained:
+            self._rotation = torch.from_numpy(faiss.vector_to_array(transform.A).reshape(
+                self.dim, self.dim).copy())
+        return self._rotation, faiss.downcast_index(index.index)
+
+    def to_code_space(self, queries: torch.Tensor) -> torch.Tensor:
+        """queries [*R, D] float32 -> [*R, D] whose inner products with `decode_code_space`
+        vectors equal their inner products with `decode` vectors (an OPQ codec rotates the
+        queries once instead of rotating every decoded vector back; others: unchanged)."""
+        rotation, _ = self._code_space()
+        return queries if rotation is None else queries @ rotation.T
+
+    def decode_code_space(self, codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """codes [n, code_size] -> [n, D] float32 vectors in the codec's code space (`decode`
+        without an OPQ codec's inverse rotation: D² multiply-adds per vector saved)."""
+        self._check_trained()
+        rotation, inner = self._code_space()
+        if rotation is None:
+            return self.decode(codes, out)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if out is None:
+            return inner.sa_decode(codes)
+        inner.sa_decode(codes, out)
+        return out
+
     @property
     def scores_on_codes(self) -> bool:
         """Whether `inner_products` scores codes by lookup tables (no decoding)."""
@@ -189,7 +238,8 @@ class VectorCodec:
         if tables is None:
             raise ValueError(f"codec {self.factory!r} has no lookup-table scoring")
         m, ksub, dsub = tables.shape
-        return torch.einsum("qmd,mcd->qmc", queries.float().view(-1, m, dsub),
+        queries = self.to_code_space(queries.float())
+        return torch.einsum("qmd,mcd->qmc", queries.reshape(-1, m, dsub),
                             tables).reshape(len(queries), m * ksub)
 
     def code_offsets(self, codes: np.ndarray) -> torch.Tensor:
@@ -200,10 +250,12 @@ class VectorCodec:
         return torch.from_numpy(codes.astype(np.int64)) + offsets
 
     def _lookup_tables(self) -> torch.Tensor | None:
-        """PQ centroids [M, ksub, dsub] when the codec is a plain 8-bit PQ, else None."""
-        if self._pq_tables is None and isinstance(self.index, faiss.IndexPQ) \
-                and self.index.pq.nbits == 8 and self.is_trained:
-            pq = self.index.pq
+        """PQ centroids [M, ksub, dsub] when the codec is an 8-bit PQ (after an OPQ rotation or
+        not), else None."""
+        _, inner = self._code_space()
+        if self._pq_tables is None and isinstance(inner, faiss.IndexPQ) \
+                and inner.pq.nbits == 8 and self.is_trained:
+            pq = inner.pq
             self._pq_tables = torch.from_numpy(
                 faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub).copy())
         return self._pq_tables

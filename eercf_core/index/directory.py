@@ -3,17 +3,23 @@
   manifest.json    model identity, dims, counts, schema version, index type and parameters
                    (written last: a directory without it is incomplete)
   recall.faiss     the FAISS recall index over the coarse vectors (row i = video i)
-  video_ids.json   row -> video_id
+  video_ids.json   row -> video_id (JSON list: every reader understands it)
+  video_ids.arrow  the same ids as one Arrow IPC string column, memory-mapped by `open_index`
+                   (`VideoIds`: ids are read when a row is asked for, not parsed into a list)
   fine/            the memory-mapped fine-feature store (`eercf_core.index.store`)
 """
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import faiss
+import numpy as np
+import pyarrow as pa
 
 from eercf_core.errors import UserInputError
 from eercf_core.files import paths
@@ -25,6 +31,7 @@ INDEX_SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 RECALL_FILE = "recall.faiss"
 IDS_FILE = "video_ids.json"
+IDS_ARROW = "video_ids.arrow"
 STORE_DIR = "fine"
 
 
@@ -33,7 +40,7 @@ class IndexDirectory:
     path: Path
     manifest: dict
     index: faiss.Index
-    video_ids: list[str]
+    video_ids: Sequence[str]
     store: FineStore
 
     @property
@@ -106,6 +113,71 @@ def read_video_ids(path: str | Path) -> list[str]:
         raise UserInputError(f"{ids_path}: unreadable video id map: {exc}") from None
 
 
+def write_video_ids(directory: str | Path, ids: list[str]) -> None:
+    """The id map in both forms: `video_ids.json` and `video_ids.arrow` (row i = video i)."""
+    from eercf_core.files.atomic import local_temp_path, write_json
+
+    directory = Path(directory)
+    write_json(directory / IDS_FILE, ids, indent=None)
+    schema = pa.schema([("video_id", pa.string())])
+    with local_temp_path(directory / IDS_ARROW) as temp, pa.OSFile(str(temp), "wb") as sink, \
+            pa.ipc.new_file(sink, schema) as writer:
+        for begin in range(0, len(ids), 1 << 20):
+            writer.write_batch(pa.record_batch([pa.array(ids[begin:begin + (1 << 20)],
+                                                         pa.string())], schema=schema))
+
+
+class VideoIds(Sequence[str]):
+    """Row -> video_id from a memory-mapped `video_ids.arrow`: O(1) anonymous memory whatever the
+    corpus size; `take(rows)` for many rows at once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            source = pa.memory_map(str(self.path), "r")
+            self._ids = pa.ipc.open_file(source).read_all().column("video_id")
+        except (OSError, pa.ArrowInvalid, KeyError) as exc:
+            raise UserInputError(f"{self.path}: unreadable video id map: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, row: int) -> str: ...
+
+    @overload
+    def __getitem__(self, row: slice) -> list[str]: ...
+
+    def __getitem__(self, row: int | slice) -> str | list[str]:
+        if isinstance(row, slice):
+            return self._ids[row].to_pylist()
+        value = self._ids[int(row)].as_py()
+        assert isinstance(value, str)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self._ids.chunks:
+            yield from chunk.to_pylist()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, VideoIds)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def take(self, rows: np.ndarray) -> list[str]:
+        """The ids of `rows` (any int array, flattened), in that order."""
+        return self._ids.take(pa.array(np.asarray(rows, dtype=np.int64).ravel())).to_pylist()
+
+
+def open_video_ids(path: str | Path) -> Sequence[str]:
+    """The id map of an index directory: memory-mapped `VideoIds` when `video_ids.arrow` exists,
+    else (directories built before it) the JSON list."""
+    arrow = Path(path) / IDS_ARROW
+    return VideoIds(arrow) if arrow.is_file() else read_video_ids(path)
+
+
 def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
     """Open and cross-check every part of an index directory: a local path, or a URL whose
     index is fetched once into the local cache (`eercf_core.index.remote`)."""
@@ -114,7 +186,7 @@ def open_index(path: str | Path, nprobe: int | None = None) -> IndexDirectory:
     path = local_index(path)
     manifest = read_manifest(path)
     index = recall.load(path / RECALL_FILE, nprobe)
-    video_ids = read_video_ids(path)
+    video_ids = open_video_ids(path)
     store = FineStore(path / STORE_DIR)
     recorded = manifest.get("fine_store", {}).get("codecs", {})
     if recorded != store.codec_meta:

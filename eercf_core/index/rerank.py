@@ -138,7 +138,8 @@ def _grouped_block(text: torch.Tensor, candidate_ids: torch.Tensor, candidate_co
             sims = _lookup_similarities(codec, store.read("patch", chunk), grouped)
         else:
             patches = _read_patches(store, chunk, codec, patch16, patch32[:chunk.size])
-            sims = torch.bmm(grouped, patches.transpose(1, 2))
+            in_space = grouped if codec is None else codec.to_code_space(grouped)
+            sims = torch.bmm(in_space, patches.transpose(1, 2))
         patch_sims[members_t] = sims[local, slot]
         frame = store.read_float("frame", chunk)
         context = store.read_float("context", chunk)
@@ -162,12 +163,14 @@ def _grouped_block(text: torch.Tensor, candidate_ids: torch.Tensor, candidate_co
 def _read_patches(store: FineStore, chunk: np.ndarray, codec: VectorCodec | None,
                   raw16: np.ndarray | None, out: torch.Tensor) -> torch.Tensor:
     """float32 patches of the store rows `chunk` into `out` [c, n, D]: float16 rows converted
-    (read through the [>= c, n, D] buffer `raw16`), or codes decoded in one call."""
+    (read through the [>= c, n, D] buffer `raw16`), or codes decoded in one call, in the
+    codec's code space (score them against `codec.to_code_space` queries)."""
     if codec is None:
         assert raw16 is not None
         return out.copy_(torch.from_numpy(store.read("patch", chunk, out=raw16[:len(chunk)])))
     codes = store.read("patch", chunk)
-    codec.decode(codes.reshape(-1, codec.code_size), out=out.view(-1, out.shape[-1]).numpy())
+    codec.decode_code_space(codes.reshape(-1, codec.code_size),
+                            out=out.view(-1, out.shape[-1]).numpy())
     return out
 
 

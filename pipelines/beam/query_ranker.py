@@ -71,12 +71,15 @@ class Ranker:
         text = self.model.encode_text([q.text for q in block]).float().cpu()
         ranking = rank(self.index, text, self.params, job.mode, job.recall_k, self.top_n,
                        job.weights, job.config, job.rerank_method)
-        video_ids = self.index.video_ids
-        return [(query.query_id, position, video_ids[i], score, coarse)
-                for query, ids, scores, coarses in zip(block, ranking.indices.tolist(),
-                                                       ranking.scores.tolist(),
-                                                       ranking.coarse_scores.tolist())
-                for position, (i, score, coarse) in enumerate(zip(ids, scores, coarses), 1)]
+        ids = self.index.video_ids
+        rows = ranking.indices.numpy()
+        # one vectorised lookup per block (a memory-mapped id map reads only these rows)
+        names = ids.take(rows) if hasattr(ids, "take") else [ids[i] for i in rows.ravel()]
+        width = rows.shape[1] if rows.ndim == 2 else 0
+        return [(query.query_id, position, names[q * width + position - 1], score, coarse)
+                for q, (query, scores, coarses) in enumerate(zip(block, ranking.scores.tolist(),
+                                                                 ranking.coarse_scores.tolist()))
+                for position, (score, coarse) in enumerate(zip(scores, coarses), 1)]
 
 
 @functools.lru_cache(maxsize=2)
