@@ -14,12 +14,18 @@
 4. **feature read**: one ViT-B/32-size shard of 200 videos, schema v2 (fixed-size lists, zstd)
    vs v3 (fixed-size binary, plain), every feature column read to numpy
    (eercf_core.files.shards.read_shard + feature_arrays), best of 3, same process.
+5. **launcher at 10,000 and 1,000,000 manifest lines** (`eercf extract --dry-run` into an empty
+   output whose model identity is known): the manifest checked and streamed, the plan written,
+   the whole extract graph built; its serialized size (what Dataflow receives) and the
+   launcher's peak RSS. (A real run also loads the model in the launcher.)
 Each extract run reports wall seconds and peak RSS from `/usr/bin/time -v`.
-Usage: python -m bench rerun [--quick]   (--quick: 2,000 ViT-B/32-size videos, 20,000 tiny)
+Usage: python -m bench rerun [--quick] [--only=read,vit,tiny100k,shard_sizes,adopt,launcher]
+  (--quick: 2,000 ViT-B/32-size videos, 20,000 tiny, 100,000-line launcher manifest)
 Data goes under $EERCF_BENCH_DIR (default /tmp/eercf-bench-rerun) and is deleted at the end.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -100,11 +106,11 @@ def _write_output(root: Path, n: int, per_shard: int, identity: Identity,
     return manifest
 
 
-def _extract(root: Path, manifest: Path, model: str) -> dict[str, float]:
+def _extract(root: Path, manifest: Path, model: str, *extra: str) -> dict[str, float]:
     """One `eercf extract` run in a fresh process: wall s, peak RSS MB, and what it logged."""
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "pipelines.cli", "extract",
            "--input", str(manifest), "--output", str(root / "out"), "--model", model,
-           "--random-init", "--seed", "0", "--device", "cpu"]
+           "--random-init", "--seed", "0", "--device", "cpu", *extra]
     start = time.perf_counter()
     run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -115,10 +121,12 @@ def _extract(root: Path, manifest: Path, model: str) -> dict[str, float]:
         raise RuntimeError(f"no peak RSS in /usr/bin/time's output: {run.stderr[-3000:]}")
     rss = int(peak.group(1))
     todo = re.search(r"(\d+) already in .*?, (\d+) to do", run.stderr)
+    graph = re.search(r"pipeline graph: (\d+) bytes", run.stderr)
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 1024, 1),
             "already_done": int(todo.group(1)) if todo else -1,
             "to_do": int(todo.group(2)) if todo else -1,
-            "loaded_model": "known from" not in run.stderr}
+            "loaded_model": "known from" not in run.stderr,
+            **({"graph_bytes": int(graph.group(1))} if graph else {})}
 
 
 def _reruns(root: Path, n: int, per_shard: int, identity: Identity, model: str,
@@ -158,23 +166,53 @@ def _read_speed(root: Path, identity: Identity, videos: int = 200) -> dict:
     return result
 
 
+def _launcher(root: Path, n: int) -> dict[str, object]:
+    """`extract --dry-run` over an n-line manifest into an empty output (identity known)."""
+    from eercf_core.files.inputs import write_manifest
+
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    one = root / "one.tsv"
+    write_manifest(str(one), [("warm", "/corpus/warm.mp4")])
+    _extract(root, one, TINY, "--dry-run")  # learns the tiny model's identity (cached)
+    manifest = root / "manifest.tsv"
+    write_manifest(str(manifest), ((f"video-{i:08d}", f"/corpus/d{i % 1000:03d}/v{i:08d}.mp4")
+                                   for i in range(n)))
+    run = _extract(root, manifest, TINY, "--dry-run", "--shard-size", "256")
+    result: dict[str, object] = {"manifest_lines": n,
+                                 "manifest_mb": round(manifest.stat().st_size / 1e6, 1), **run}
+    log.info("launcher: %s", result)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
 def main(argv: list[str]) -> dict:
     quick = "--quick" in argv
+    only = next((a.split("=", 1)[1].split(",") for a in argv if a.startswith("--only=")),
+                ["read", "vit", "tiny100k", "shard_sizes", "adopt", "launcher"])
     work = _work_dir()
     work.mkdir(parents=True, exist_ok=True)
-    vit = _identity(VIT_B32[0])
-    tiny = _identity(TINY)
+    known = functools.cache(_identity)  # learned once, only for the parts that need it
     results: dict[str, object] = {"machine": f"{os.cpu_count()} cores (shared, loaded)"}
     try:
-        results["feature_read_vit_b32"] = _read_speed(work / "read", vit)
-        n_vit = 2_000 if quick else 10_000
-        results["rerun_vit_b32"] = _reruns(work / "vit", n_vit, 500, vit, VIT_B32[0])
-        results["rerun_tiny_100k"] = _reruns(work / "tiny", 20_000 if quick else 100_000, 500,
-                                             tiny, TINY)
-        results["rerun_tiny_by_shard_size"] = [
-            _reruns(work / "tiny", 10_000, size, tiny, TINY) for size in (100, 500, 2_000)]
-        results["adopt_v2_vit_b32"] = _reruns(work / "v2", 2_000, 500, vit, VIT_B32[0],
-                                              version=2)
+        if "launcher" in only:
+            results["launcher"] = [_launcher(work / "launcher", n)
+                                   for n in (10_000, 100_000 if quick else 1_000_000)]
+        if "read" in only:
+            results["feature_read_vit_b32"] = _read_speed(work / "read", known(VIT_B32[0]))
+        if "vit" in only:
+            results["rerun_vit_b32"] = _reruns(work / "vit", 2_000 if quick else 10_000, 500,
+                                               known(VIT_B32[0]), VIT_B32[0])
+        if "tiny100k" in only:
+            results["rerun_tiny_100k"] = _reruns(work / "tiny", 20_000 if quick else 100_000,
+                                                 500, known(TINY), TINY)
+        if "shard_sizes" in only:
+            results["rerun_tiny_by_shard_size"] = [
+                _reruns(work / "tiny", 10_000, size, known(TINY), TINY)
+                for size in (100, 500, 2_000)]
+        if "adopt" in only:
+            results["adopt_v2_vit_b32"] = _reruns(work / "v2", 2_000, 500, known(VIT_B32[0]),
+                                                  VIT_B32[0], version=2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results

@@ -119,10 +119,13 @@ def add_model(parser: argparse.ArgumentParser | Any, help: str,
 
 
 def add_device(parser: argparse.ArgumentParser | Any, what: str = "the model") -> None:
-    """`--device`: where `what` runs; default CUDA when available, else the CPU."""
-    parser.add_argument("--device", default=None,
-                        help=f"device for {what}: cpu, cuda, cuda:1 (default: cuda when "
-                             "available, else cpu)")
+    """`--device`: where `what` runs; default (None, same as `auto`) CUDA when the process
+    that loads the model sees a GPU, else the CPU. Names are checked while parsing
+    (`device_name`); eercf_core.model.device resolves them."""
+    parser.add_argument("--device", type=device_name, default=None,
+                        help=f"device for {what}: auto, cpu, cuda, cuda:1 (default auto: cuda "
+                             "when available to the process that loads the model, else cpu; on "
+                             "CUDA the image tower runs in fp16 autocast)")
 
 
 def add_workers(parser: argparse.ArgumentParser | Any, default: int | None, what: str) -> None:
@@ -180,6 +183,16 @@ non_negative_int = _number(int, 0, inclusive=True)  # >= 0
 positive_float = _number(float, 0.0, inclusive=False)  # > 0
 non_negative_float = _number(float, 0.0, inclusive=True)  # >= 0
 contrastive_batch = _number(int, 2, inclusive=True)  # >= 2: a contrastive loss needs negatives
+
+
+def device_name(text: str) -> str:
+    """argparse type of `--device`: auto, cpu, cuda, cuda:N (eercf_core.model.device)."""
+    from eercf_core.model.device import check_device_name
+
+    try:
+        return check_device_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _beam_parser() -> argparse.ArgumentParser:

@@ -29,3 +29,17 @@ def pool_results_in_daemon(items: list[tuple[str, float]], results) -> None:
     assert multiprocessing.current_process().daemon
     with IsolatedPool(behave, workers=2, timeout=5) as pool:
         results.put(sorted((o.index, o.value, o.error) for o in pool.imap_unordered(items)))
+
+
+def decode_or_misbehave(job):
+    """An extract decode function (a (uri, DecodeOptions) job) whose decoder crashes on a file
+    named `*crash*` (SIGSEGV) and hangs on one named `*hang*` (sleeps 60 s); other files are
+    decoded by eercf_core.video.decode.decode_job."""
+    from eercf_core.video.decode import decode_job
+
+    name = os.path.basename(job[0])
+    if "crash" in name:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if "hang" in name:
+        time.sleep(60)
+    return decode_job(job)

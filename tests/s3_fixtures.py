@@ -4,6 +4,7 @@ eercf flag), and a fresh bucket per test. Import the fixtures into a test module
 `from tests.s3_fixtures import s3_fixture, s3_server  # noqa: F401` (the fixture is named `s3`)."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -55,6 +56,8 @@ def start_server():
     server_module = pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
     port = free_port()
+    # The server's per-request lines would go to whatever stderr a test captured last.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"http://127.0.0.1:{port}"

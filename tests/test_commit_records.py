@@ -187,3 +187,32 @@ def test_a_rerun_with_nothing_to_do_does_not_load_the_model(tmp_path, monkeypatc
     # another seed is other weights: not the cached identity, so the model must be loaded
     with pytest.raises(AssertionError, match="the model was loaded"):
         extract.run([*argv[:-2], "--seed", "1", "--decode-workers", "1"])
+
+
+def test_the_launcher_watches_commit_records_for_progress(tmp_path, caplog):
+    from pipelines.beam.watch_progress import WatchProgress
+
+    write_synthetic_shards(tmp_path / "before", 2, 2)
+    watch = WatchProgress(str(tmp_path), total=7, every=3600)
+    for path in (tmp_path / "before").iterdir():  # committed before the watch: not counted
+        path.rename(tmp_path / path.name.replace("part-", "part-old-"))
+    watch.seen |= set(shards.list_shards(str(tmp_path)))
+    write_synthetic_shards(tmp_path / "new", 5, 2, errors=(0, 3), id_prefix="n")
+    for path in (tmp_path / "new").iterdir():
+        path.rename(tmp_path / path.name)
+    (tmp_path / "part-00003.commit.json").unlink()  # (a shard written but not yet committed)
+    with caplog.at_level(logging.INFO, logger="pipelines.beam.watch_progress"):
+        assert watch.poll() == 3  # part-00000..2 of the new ones (6 rows: 4 ok, 2 errors)
+        assert watch.poll() == 0
+    assert "extract: 6/7 videos (86%)" in caplog.text and "2 failed" in caplog.text
+    with watch:  # the thread starts and stops cleanly
+        pass
+    assert not watch.thread.is_alive()
+
+
+def test_the_extract_command_imports_neither_torch_nor_beam_until_there_is_work():
+    code = ("import sys; import pipelines.commands.extract; "
+            "print(sorted(m for m in ('torch', 'apache_beam', 'open_clip') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    assert run.stdout.strip() == "[]"

@@ -81,3 +81,21 @@ def test_dask_runner_in_process_writes_every_row(tmp_path):
                             f"--dask_client_address={cluster.scheduler_address}"])
     assert code == 0
     assert len(_rows(out)) == 5 and len(shards.list_shards(str(out))) == 2
+
+
+@pytest.mark.slow  # 38 s on the loaded 2-core box
+def test_dask_runner_runs_the_split_stages(tmp_path):
+    """Decode and inference as separate stages (a reshuffle between, rows gathered by shard)
+    on Beam's Dask runner: every row written, one shard per chunk."""
+    distributed = pytest.importorskip("distributed")
+    make_videos(tmp_path / "corpus", 5)
+    out = tmp_path / "out"
+    argv = ["--input", str(tmp_path / "corpus"), "--output", str(out), *TINY,
+            "--shard-size", "4", "--batch-size", "3", "--decode-workers", "1",
+            "--inference-accelerator", "type:nvidia-l4;count:1;install-nvidia-driver"]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        code = extract.run([*argv, "--runner", "DaskRunner",
+                            f"--dask_client_address={cluster.scheduler_address}"])
+    assert code == 0
+    assert len(_rows(out)) == 5 and len(shards.list_shards(str(out))) == 2

@@ -450,3 +450,31 @@ def test_synth_writes_to_s3_and_demo_says_it_is_local(s3: S3):
     assert all(line.split("\t")[1].startswith(s3.url("corpus", "videos/test/"))
                for line in manifest[1:])  # the manifest points at the uploaded videos
     assert main(["demo", "--output", s3.url("demo")]) == 2  # a local showcase, said so
+
+
+@pytest.mark.slow
+def test_query_on_a_dask_cluster_from_an_index_on_s3(s3: S3, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from tests.index_fixtures import tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path / "corpus")
+    root = corpus["root"]
+    fs, _ = paths.filesystem(s3.url())
+    fs.put_file(corpus["checkpoint"], f"{s3.bucket}/models/model.pt")
+    assert main(["build-index", "--shards", str(root / "shards"), "--output", s3.url("idx")]) == 0
+    local = tmp_path / "local.tsv"
+    assert main(["query", "--index", str(root / "index"), "--queries", str(corpus["queries"]),
+                 "--model", corpus["checkpoint"], "--output", str(local), "--top-n", "5",
+                 "--batch-size", "2"]) == 0  # the blocks the cluster run ranks
+    # worker processes start after the fixture set the endpoint and the cache dir: inherited
+    with distributed.LocalCluster(n_workers=2, dashboard_address=None) as cluster:
+        code = main(["query", "--index", s3.url("idx"), "--queries", str(corpus["queries"]),
+                     "--model", s3.url("models", "model.pt"), "--output",
+                     s3.url("out", "ranked.tsv"), "--top-n", "5", "--batch-size", "2",
+                     "--runner", "DaskRunner",
+                     f"--dask_client_address={cluster.scheduler_address}"])
+    assert code == 0
+    assert fs.cat_file(f"{s3.bucket}/out/ranked.tsv").decode() == local.read_text()
+    cache = Path(os.environ[paths.CACHE_DIR_ENV])
+    assert len(list((cache / "indexes").iterdir())) == 1  # one copy per machine
+    assert s3.keys("out/") == ["out/ranked.tsv", "out/ranked.tsv.meta.json"]  # parts removed

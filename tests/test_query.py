@@ -105,6 +105,23 @@ def test_block_memory_refused_up_front_with_the_batch_that_fits(corpus, tmp_path
 def test_block_memory_estimate_grows_with_the_corpus_only_for_all_videos():
     from eercf_core.index.search import block_memory, check_block_memory
     assert block_memory("two-stage", 256, 50, 100, 10_000_000) == 256 * 100 * 250
-    assert block_memory("exhaustive", 1, 50, 100, 10_000_000) > 10_000_000 * 32
+    # exhaustive keeps a running top-n: small unless every video is written
+    assert block_memory("exhaustive", 1, 50, 100, 10_000_000) == 100 * 250 + (100 + 256) * 32
+    assert block_memory("exhaustive", 1, 50, 10_000_000, 10_000_000) > 10_000_000 * 250
     with pytest.raises(ValueError, match="not even one query fits"):
         check_block_memory("two-stage", 256, 50, 10_000_000, 10_000_000, budget=1 << 30)
+
+
+def test_exhaustive_top_n_merged_block_by_block_equals_dense(corpus, monkeypatch):
+    from eercf_core.index import search
+    monkeypatch.setattr(search, "EXHAUSTIVE_BLOCK", 4)  # 30 videos: 8 blocks merged into a top-7
+    model, text = _core(corpus)
+    ref = ec.exhaustive_rank(model, text, corpus["video"], top_n=7)
+    ranked = _run(corpus, "--exhaustive", "--top-n", "7")
+    for q in range(len(CAPTIONS)):
+        assert [r.video_id for r in ranked[f"q{q}"]] == [corpus["ids"][i]
+                                                          for i in ref.indices[q].tolist()]
+        np.testing.assert_allclose([r.score for r in ranked[f"q{q}"]], ref.scores[q].numpy(),
+                                   atol=1e-4)
+        np.testing.assert_allclose([r.coarse_score for r in ranked[f"q{q}"]],
+                                   ref.coarse_scores[q].numpy(), atol=1e-4)

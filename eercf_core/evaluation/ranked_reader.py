@@ -19,11 +19,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from eercf_core.files import paths
 from eercf_core.files.lines import is_header, read_lines
 from eercf_core.files.text_formats import RANKED_COLUMNS, FormatError
 
@@ -54,7 +54,7 @@ class FastPathRefused(Exception):
 def _header_lines(path: str) -> int:
     """1 when the first line is the ranked header, 0 when it is data; FastPathRefused when the
     file starts with a blank line (Arrow would count lines differently)."""
-    with fsspec.open(str(path), "rb") as handle:
+    with paths.open_file(str(path), "rb") as handle:
         first = handle.readline()
     text = first.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
     if not text.strip():
@@ -81,7 +81,7 @@ def arrow_blocks(path: str, block_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[
                                    quoted_strings_can_be_null=False, null_values=[],
                                    check_utf8=True)
     try:
-        with fsspec.open(str(path), "rb") as handle:
+        with paths.open_file(str(path), "rb") as handle:
             reader = pacsv.open_csv(handle, read_options=read, parse_options=parse,
                                     convert_options=convert)
             for batch in reader:

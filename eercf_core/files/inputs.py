@@ -8,9 +8,8 @@ given, or the common parent of listed files). Duplicate ids are an error before 
 from __future__ import annotations
 
 import csv
-import io
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -18,7 +17,7 @@ import fsspec
 from eercf_core.errors import UserInputError
 from eercf_core.files import paths
 from eercf_core.files.ids import control_character_problem
-from eercf_core.files.lines import FormatError, check_id, read_jsonl, read_text
+from eercf_core.files.lines import FormatError, UniqueIds, check_id, read_jsonl, read_lines
 from eercf_core.files.text_formats import write_tsv
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts",
@@ -86,36 +85,61 @@ def _relative_id(url: str, root: str) -> str:
     return posixpath.basename(path)
 
 
-def read_manifest(url: str) -> list[VideoRef]:
-    """VideoRefs from a TSV/CSV (header with video_id, uri) or JSONL manifest."""
+def iter_manifest(url: str) -> Iterator[tuple[int, VideoRef]]:
+    """(line, VideoRef) of a TSV/CSV (header with video_id, uri) or JSONL manifest, streamed:
+    memory does not grow with the manifest. A bad line is a FormatError naming `file:line`
+    (for a CSV record spanning lines: its last line)."""
     _, path = paths.filesystem(url)
     base = posixpath.dirname(path)
     prefix = _protocol_prefix(url)
-    refs: list[VideoRef] = []
 
-    def add(video_id: object, uri: object, line: int) -> None:
+    def ref(video_id: object, uri: object, line: int) -> VideoRef:
         if not video_id or not uri:
             raise FormatError(url, line, "needs non-empty 'video_id' and 'uri'")
         video_id = check_id(video_id, url, line, "video_id")
         uri = str(uri)
         if "://" not in uri and not uri.startswith("/"):
             uri = (prefix if prefix != "file://" else "") + posixpath.join(base, uri)
-        refs.append(VideoRef(str(video_id), uri))
+        return VideoRef(str(video_id), uri)
 
     if path.lower().endswith((".jsonl", ".ndjson")):
         for number, record in read_jsonl(url):
-            add(record.get("video_id"), record.get("uri"), number)
-        return refs
-    text = read_text(url)  # a BOM (Excel exports) is fine
+            yield number, ref(record.get("video_id"), record.get("uri"), number)
+        return
     delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    # read_lines: UTF-8 (a BOM from Excel exports is fine), bad bytes named by line; the line
+    # ending is put back so that a quoted field spanning lines keeps it
+    reader = csv.DictReader((text + "\n" for _, text in read_lines(url)), delimiter=delimiter)
     missing = {"video_id", "uri"} - set(reader.fieldnames or [])
     if missing:
         raise FormatError(url, 1, f"header must name 'video_id' and 'uri' columns; missing "
                           f"{sorted(missing)} (found {reader.fieldnames})")
     for row in reader:  # line_num: the record's last line (a quoted field may span lines)
-        add((row.get("video_id") or "").strip(), (row.get("uri") or "").strip(), reader.line_num)
-    return refs
+        yield reader.line_num, ref((row.get("video_id") or "").strip(),
+                                   (row.get("uri") or "").strip(), reader.line_num)
+
+
+def read_manifest(url: str) -> list[VideoRef]:
+    """VideoRefs from a TSV/CSV (header with video_id, uri) or JSONL manifest."""
+    return [ref for _, ref in iter_manifest(url)]
+
+
+def is_manifest_input(inputs: list[str]) -> bool:
+    """True when `--input` is one manifest file (.tsv/.csv/.jsonl/.ndjson), not a glob."""
+    return (len(inputs) == 1 and _strip(inputs[0]).lower().endswith(MANIFEST_SUFFIXES)
+            and not is_glob(inputs[0]))
+
+
+def check_manifest(url: str) -> int:
+    """Read a manifest once, streaming, and return its number of videos; every bad line and
+    every repeated id is a FormatError naming `file:line` (a repeat also names the first line).
+    Memory: the ids only (for the duplicate check), never the VideoRefs."""
+    unique = UniqueIds(url, "video_id")
+    for line, ref in iter_manifest(url):
+        unique.add(ref.video_id, line)
+    if not len(unique):
+        raise UserInputError(f"no videos found in the manifest {url}")
+    return len(unique)
 
 
 def check_unique(refs: Iterable[VideoRef]) -> None:
@@ -139,8 +163,7 @@ def read_inputs(inputs: list[str]) -> list[VideoRef]:
     """
     if not inputs:
         raise UserInputError("no --input given")
-    if len(inputs) == 1 and _strip(inputs[0]).lower().endswith(MANIFEST_SUFFIXES) \
-            and not is_glob(inputs[0]):
+    if is_manifest_input(inputs):
         refs = read_manifest(inputs[0])
     else:
         expanded = [_expand(item) for item in inputs]

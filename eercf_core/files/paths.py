@@ -196,15 +196,14 @@ def list_dir(url: str | os.PathLike[str]) -> list[str]:
     with contextlib.suppress(Exception):
         fs.invalidate_cache(path)
     try:
-        return list(fs.ls(path, detail=False, refresh=True) if _takes_refresh(fs)
-                    else fs.ls(path, detail=False))
+        if is_local(url):
+            return list(fs.ls(path, detail=False))
+        try:  # s3fs and gcsfs also take refresh=True: skip any listing cache
+            return list(fs.ls(path, detail=False, refresh=True))
+        except TypeError:  # a filesystem without that keyword (the cache is invalidated above)
+            return list(fs.ls(path, detail=False))
     except FileNotFoundError:
         return []
-
-
-def _takes_refresh(fs: fsspec.AbstractFileSystem) -> bool:
-    return fs.protocol not in ("file", ("file", "local")) and "file" not in (
-        fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def bucket_of(url: str | os.PathLike[str]) -> str | None:

@@ -48,8 +48,9 @@ def block_memory(mode: str, batch_size: int, recall_k: int, top_n: int, num_vide
     (max(k, top_n), capped at N) for two-stage / recall-only, every pair for exhaustive."""
     depth = min(max(recall_k, top_n) if mode == "two-stage" else top_n, num_videos)
     bytes_ = batch_size * depth * BYTES_PER_RANKED_ROW
-    if mode == "exhaustive":
-        bytes_ += batch_size * num_videos * BYTES_PER_EXHAUSTIVE_PAIR
+    if mode == "exhaustive":  # the running top-n merged with one block of videos at a time
+        pairs = min(top_n, num_videos) + min(EXHAUSTIVE_BLOCK, num_videos)
+        bytes_ += batch_size * pairs * BYTES_PER_EXHAUSTIVE_PAIR
     return bytes_
 
 
@@ -104,22 +105,48 @@ def exhaustive(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, t
                num_videos: int | None = None) -> Ranking:
     """Fine scores for every (query, video) pair, all videos ranked by the rerank score.
 
-    Same scores and tie rule as `ec.exhaustive_rank`, computed in blocks of EXHAUSTIVE_BLOCK
-    videos read from the store (the first `num_videos`, default all): [Q, top_n].
+    Same scores and tie rule as `ec.exhaustive_rank` (rerank score descending, then S_V
+    descending, then video row), computed in blocks of EXHAUSTIVE_BLOCK videos read from the
+    store (the first `num_videos`, default all) and merged into a running top-n after each
+    block, so memory is O(Q · (top_n + EXHAUSTIVE_BLOCK)), not O(Q · N): [Q, top_n].
     """
     num_videos = num_videos or len(index.store)
-    final_parts, coarse_parts = [], []
+    top_n = min(top_n, num_videos)
+    if top_n == num_videos:  # every video is written: one sort at the end (a running merge
+        return _exhaustive_all(index, text, params, weights, config, num_videos)  # re-sorts)
+    best: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # rows, final, coarse
     start = time.perf_counter()
+    for begin in range(0, num_videos, EXHAUSTIVE_BLOCK):
+        rows = np.arange(begin, min(begin + EXHAUSTIVE_BLOCK, num_videos))
+        final, coarse = pair_rerank_scores(text, index.store.features(rows), params, config,
+                                           weights)
+        block_rows = torch.from_numpy(rows).expand(final.shape[0], -1)
+        if best is not None:
+            block_rows = torch.cat([best[0], block_rows], 1)
+            final = torch.cat([best[1], final], 1)
+            coarse = torch.cat([best[2], coarse], 1)
+            by_row = torch.sort(block_rows, dim=1, stable=True).indices  # ties break by row
+            block_rows, final, coarse = (t.gather(1, by_row) for t in (block_rows, final, coarse))
+        merged = rank_all(final, coarse, top_n)
+        best = (block_rows.gather(1, merged.indices), merged.scores, merged.coarse_scores)
+        if (begin // EXHAUSTIVE_BLOCK) % 20 == 19:
+            log.info("exhaustive: %d/%d videos, %.0f pairs/s", rows[-1] + 1, num_videos,
+                     (rows[-1] + 1) * len(text) / (time.perf_counter() - start))
+    assert best is not None, "an index holds at least one video"
+    return Ranking(best[0], best[1], best[2], torch.ones_like(best[0], dtype=torch.bool))
+
+
+def _exhaustive_all(index: IndexDirectory, text: torch.Tensor, params: ScoreParams,
+                    weights: RerankWeights, config: ScoreConfig, num_videos: int) -> Ranking:
+    """`exhaustive` with every video written ([Q, N] scores held: check_block_memory bounds it)."""
+    final_parts, coarse_parts = [], []
     for begin in range(0, num_videos, EXHAUSTIVE_BLOCK):
         rows = np.arange(begin, min(begin + EXHAUSTIVE_BLOCK, num_videos))
         final, coarse = pair_rerank_scores(text, index.store.features(rows), params, config,
                                            weights)
         final_parts.append(final)
         coarse_parts.append(coarse)
-        if (begin // EXHAUSTIVE_BLOCK) % 20 == 19:
-            log.info("exhaustive: %d/%d videos, %.0f pairs/s", rows[-1] + 1, num_videos,
-                     (rows[-1] + 1) * len(text) / (time.perf_counter() - start))
-    return rank_all(torch.cat(final_parts, 1), torch.cat(coarse_parts, 1), top_n)
+    return rank_all(torch.cat(final_parts, 1), torch.cat(coarse_parts, 1), num_videos)
 
 
 def rank(index: IndexDirectory, text: torch.Tensor, params: ScoreParams, mode: str, k: int,

@@ -22,6 +22,7 @@ from eercf_core.config import NUM_FRAMES
 from eercf_core.errors import UserInputError
 from eercf_core.files import paths
 from eercf_core.files.atomic import open_atomic
+from eercf_core.model.device import resolve_device
 from eercf_core.model.network import EercfModel
 from eercf_core.model.temporal import TemporalHead
 
@@ -59,9 +60,7 @@ def check_model_name(name: str) -> None:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return resolve_device(device)  # None / "auto": CUDA when visible here
 
 
 def _finish(model: EercfModel, device: torch.device) -> EercfModel:

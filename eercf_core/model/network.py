@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from eercf_core.config import MAX_TEXT_TOKENS, OPENAI_MEAN, OPENAI_STD, ScoreConfig
+from eercf_core.model.device import autocast_dtype
 from eercf_core.model.features import VideoFeatures
 from eercf_core.model.temporal import TemporalHead, masked_mean_normalised
 from eercf_core.scoring.scores import ScoreParams, all_scores
@@ -76,6 +77,8 @@ class EercfModel(nn.Module):
                              persistent=False)
         self._tokenizer = None
         self._identity: ModelIdentity | None = None
+        # None: fp16 autocast on CUDA, fp32 elsewhere; True / False: fp16 / fp32 on any device
+        self.half_precision: bool | None = None
 
     # ----------------------------------------------------------------- identity and shapes
     @property
@@ -139,10 +142,14 @@ class EercfModel(nn.Module):
         """Image tower on N frames: pixels [N, 3, S, S] -> CLS [N, D], patches [N, P, D]
         (unnormalised).
 
-        Every token goes through ln_post and visual.proj (method §3, §13).
+        Every token goes through ln_post and visual.proj (method §3, §13). On CUDA under fp16
+        autocast (eercf_core.model.device.autocast_dtype, `half_precision` overrides); the
+        outputs are fp32 either way.
         """
         visual = self.clip.visual
-        with torch.autocast("cuda", dtype=torch.float16, enabled=pixels.device.type == "cuda"):
+        dtype = autocast_dtype(pixels.device, self.half_precision)
+        with torch.autocast(pixels.device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
             pooled, tokens = visual(pixels)
             patches = tokens @ visual.proj
         return pooled.float(), patches.float()

@@ -67,9 +67,11 @@ def is_dask(beam_args: list[str]) -> bool:
 
 
 def run_pipeline(build: Callable[[beam.Pipeline], Any], beam_args: list[str],
-                 work_items: int) -> None:
+                 work_items: int, dry_run: bool = False) -> int:
     """Build a pipeline with `build(pipeline)`, run it to the end on the runner `beam_args`
     select (FnApiRunner by default) and release the runner's resources (a Dask client).
+    Returns the size in bytes of the serialized pipeline graph (what a runner service such as
+    Dataflow receives); `dry_run`: build it and return that size without running.
 
     Raises whatever the runner raises for a failed pipeline, or RuntimeError when it ends in a
     state other than DONE.
@@ -86,6 +88,10 @@ def run_pipeline(build: Callable[[beam.Pipeline], Any], beam_args: list[str],
         runner = FnApiRunner()
     pipeline = beam.Pipeline(runner=runner, options=PipelineOptions(args))
     build(pipeline)
+    graph_bytes = len(pipeline.to_runner_api().SerializeToString())
+    log.info("pipeline graph: %d bytes serialized", graph_bytes)
+    if dry_run:
+        return graph_bytes
     result = pipeline.run()
     try:
         state = result.wait_until_finish()
@@ -95,3 +101,4 @@ def run_pipeline(build: Callable[[beam.Pipeline], Any], beam_args: list[str],
             client.close()
     if state is not None and state != PipelineState.DONE:
         raise RuntimeError(f"the Beam pipeline ended in state {state}")
+    return graph_bytes

@@ -4,11 +4,16 @@
 
 Pipeline (labelled Beam transforms):
   ReadInputs (chunks of --shard-size videos) -> Distribute (Reshuffle) -> Decode (one isolated
-  decoder pool per worker process: per-video time limit, crash-proof; emits batches of
-  --batch-size decoded videos) -> Encode (RunInference on those ready-made batches,
-  EercfModelHandler; failed decodes pass through as error rows) -> WriteShards (one atomic
-  Parquet shard per chunk); then the completeness check (every input has exactly one row, else
-  exit 1) and a summary (summary.json beside the shards).
+  decoder pool per worker process: per-video time limit, crash-proof; decodes up to
+  --decode-ahead videos ahead of the model through a bounded queue, so decoding and inference
+  overlap; emits batches of --batch-size decoded videos) -> Encode (RunInference on those
+  ready-made batches, EercfModelHandler, on --device: fp16 autocast on CUDA; failed decodes
+  pass through as error rows) -> WriteShards (one atomic Parquet shard per chunk); then the
+  completeness check (every input has exactly one row, else exit 1) and a summary
+  (summary.json beside the shards).
+With --split-stages (or --inference-accelerator HINT, a Beam resource hint on Encode) a
+reshuffle separates Decode from Encode and the rows are gathered by shard before WriteShards:
+on a cluster, CPU workers decode and GPU workers run the model (README, "GPU extraction").
 Every output is emitted from process(), never at bundle end: Beam's Dask runner drops what
 finish_bundle emits (where BatchElements would flush its last batch). The chain is linear on
 purpose: a Flatten of two branches makes the in-process runner materialise everything before
@@ -22,28 +27,38 @@ Rerunning with the same --output resumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from eercf_core.config import NUM_FRAMES
 from eercf_core.files import paths, shards
-from eercf_core.files.inputs import VideoRef, read_inputs
+from eercf_core.files.inputs import (
+    VideoRef,
+    check_manifest,
+    is_manifest_input,
+    iter_manifest,
+    read_inputs,
+)
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
 from eercf_core.model import identity_cache
-from eercf_core.model.network import EercfModel
+from eercf_core.model.device import usable_here
 from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
 from pipelines.beam.completeness import check_complete
 from pipelines.beam.resume import (
     drop_error_rows,
-    plan_chunks,
     scan_output,
     summarize,
 )
-from pipelines.beam.runner import run_pipeline
+from pipelines.beam.runner import run_pipeline, selects_runner
+from pipelines.beam.watch_progress import WatchProgress
 from pipelines.flags import (
     add_device,
     add_model_flags,
@@ -62,6 +77,9 @@ from pipelines.flags import (
 from pipelines.interrupts import interrupted
 from schemas import STATUS_ERROR
 
+if TYPE_CHECKING:  # torch + open_clip: imported only when a model is loaded (~4 s, ~800 MB)
+    from eercf_core.model.network import EercfModel
+
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p)
     add_num_frames(p)
     p.add_argument("--batch-size", type=positive_int, default=32, help="videos per model batch")
+    p.add_argument("--decode-ahead", type=positive_int, default=None,
+                   help="decoded videos a worker may hold ready for the model (the bounded "
+                        "queue that overlaps decoding with inference; default 2x --batch-size)")
+    p.add_argument("--split-stages", action="store_true",
+                   help="run decoding and inference as separate Beam stages joined by a "
+                        "reshuffle (clusters: CPU workers decode, others run the model); the "
+                        "default fuses them, which on one machine avoids holding decoded "
+                        "frames in a shuffle")
+    p.add_argument("--inference-accelerator", default=None, metavar="HINT",
+                   help="Beam accelerator resource hint for the inference stage, e.g. "
+                        "'type:nvidia-l4;count:1;install-nvidia-driver' (implies "
+                        "--split-stages; honoured by runners with resource hints such as "
+                        "Dataflow, ignored by the in-process runner)")
     add_workers(p, None, "decoder processes per worker process")
     p.add_argument("--per-video-timeout", type=positive_float, default=120.0,
                    help="seconds before a video's decoder is killed (default 120)")
@@ -98,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per video) that result pages show")
     p.add_argument("--retry-errors", action="store_true",
                    help="redo videos whose previous result was an error")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check inputs, resume and plan the work, build the Beam pipeline and "
+                        "report its serialized size, but run nothing")
     p.add_argument("--progress-seconds", type=positive_float, default=10.0,
                    help="seconds between progress lines")
     return p
@@ -138,12 +172,12 @@ def run(argv: list[str] | None = None) -> int:
 
 def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str],
              started: float) -> int:
-    refs = read_inputs(args.input)
+    refs = _Inputs(args.input)
     spec = model_spec(args, args.num_frames or NUM_FRAMES)
     facts = identity_cache.load(args.output, spec)
     model = None
     if facts is None:  # first run (or other weights): load the model to learn what it is
-        model = _load_model(spec)
+        model = _load_model(launcher_spec(spec, beam_args))
         facts = identity_cache.ModelFacts.of(model)
     else:
         log.info("model %s (weights %s) known from %s; loaded only if there is work",
@@ -152,38 +186,51 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     removed = shards.remove_temp_files(args.output)
     if removed:
         log.info("removed %d temp files left by an interrupted run", removed)
-    _, pending = _resume(args, refs, facts)
-    if pending and model is None:
-        model = _load_model(spec)
+    pending = _resume(args, refs, facts)
+    if pending and model is None and not args.dry_run:
+        model = _load_model(launcher_spec(spec, beam_args))
         if identity_cache.ModelFacts.of(model) != facts:  # weights changed behind the cache
             log.warning("%s was stale (the weights changed); the model's real identity is used",
                         identity_cache.CACHE_NAME)
             facts = identity_cache.ModelFacts.of(model)
-            _, pending = _resume(args, refs, facts)
+            pending = _resume(args, refs, facts)
     identity_cache.store(args.output, spec, facts)
     if pending:
         decode_options = DecodeOptions(num_frames=facts.num_frames, image_size=facts.image_size,
                                        backend=args.decoder, max_offset=args.max_offset,
                                        quality=args.decode_quality)
-        chunks = plan_chunks(pending, args.shard_size)
         from pipelines.beam.extract_pipeline import build_pipeline
+        from pipelines.beam.read_inputs import ReadPlan, write_plan
 
+        done = _done_ids(args, facts)
+        plan = write_plan(args.output, (ref for ref in refs if ref.video_id not in done),
+                          args.shard_size)
+        del done
+        # On a selected runner (Dask, Dataflow, ...) the writers' progress lines stay in the
+        # workers' logs: the launcher watches the commit records instead.
+        watch = (WatchProgress(args.output, pending, args.progress_seconds)
+                 if selects_runner(beam_args) else contextlib.nullcontext())
         try:
-            with paths.storage_errors(args.output, "write feature shards"):
-                run_pipeline(lambda pipeline: build_pipeline(
-                    pipeline, chunks, decode_options, spec, args, facts.dims, facts,
-                    len(pending)), beam_args, work_items=len(chunks))
+            with watch, paths.storage_errors(args.output, "write feature shards"):
+                graph_bytes = run_pipeline(lambda pipeline: build_pipeline(
+                    pipeline, ReadPlan(plan), decode_options, spec, args, facts.dims, facts,
+                    pending), beam_args, work_items=plan.parts, dry_run=args.dry_run)
         finally:
             close_shared_pools()  # decoders an in-process runner started here
+            plan.remove()
+        if args.dry_run:
+            print(f"extract --dry-run: {pending} of {refs.count} videos to do in {plan.chunks} "
+                  f"shards; pipeline graph {graph_bytes} bytes; nothing was run")
+            return 0
     elapsed = time.monotonic() - started
-    completeness = check_complete(args.output, [ref.video_id for ref in refs])
+    completeness = check_complete(args.output, (ref.video_id for ref in refs))
     summary = summarize(args.output, extra={
         "model_id": facts.model_id, "checkpoint_sha256": facts.checkpoint_sha256,
         "model_weights": spec.describe(),
-        "this_run": {"inputs": len(refs), "processed": len(pending),
-                     "skipped_already_done": len(refs) - len(pending),
+        "this_run": {"inputs": refs.count, "processed": pending,
+                     "skipped_already_done": refs.count - pending,
                      "seconds": round(elapsed, 2),
-                     "videos_per_s": round(len(pending) / elapsed, 3) if elapsed else None},
+                     "videos_per_s": round(pending / elapsed, 3) if elapsed else None},
         "completeness": completeness.to_dict()})
     _print_summary(args.output, summary)
     if not completeness.ok:
@@ -193,6 +240,17 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     return 0
 
 
+def launcher_spec(spec: ModelSpec, beam_args: list[str]) -> ModelSpec:
+    """The spec the launcher loads its model with (for dims, T and identity; the in-process
+    runner's workers reuse it). `spec` itself, unless a runner is selected and `--device` names
+    a device this machine lacks (a CPU launcher of GPU workers): then the same weights on the
+    CPU, and each worker loads `spec` on its own device. The identity hashes fp32 weights, so
+    it does not depend on the device."""
+    if selects_runner(beam_args) and not usable_here(spec.device):
+        log.info("--device %s: not on this machine; the launcher reads the model on the CPU, "
+                 "the workers load it on %s", spec.device, spec.device)
+        return dataclasses.replace(spec, device="cpu")
+    return spec
 def _load_model(spec: ModelSpec) -> EercfModel:
     """The model of `spec`, loaded (Beam + torch imported here: ~4 s, ~800 MB before weights)."""
     from pipelines.beam.inference import build_model
@@ -200,19 +258,42 @@ def _load_model(spec: ModelSpec) -> EercfModel:
     return build_model(spec)
 
 
-def _resume(args: argparse.Namespace, refs: list[VideoRef], facts: identity_cache.ModelFacts
-            ) -> tuple[dict[str, tuple[str, str]], list[VideoRef]]:
-    """(done: video_id -> (status, shard), pending refs in input order) from the commit
-    records under --output; `--retry-errors` first drops the error rows."""
+class _Inputs:
+    """The job's input videos, iterable once per pass: a manifest is streamed from its file on
+    every pass (checked once up front: bad lines and repeated ids refused with file:line), so
+    the launcher's memory does not grow with it; globs, directories and files are expanded
+    once and held (eercf_core.files.inputs.read_inputs)."""
+
+    def __init__(self, inputs: list[str]):
+        self.manifest = inputs[0] if is_manifest_input(inputs) else None
+        self.refs = None if self.manifest else read_inputs(inputs)
+        self.count = check_manifest(self.manifest) if self.manifest else len(self.refs or [])
+
+    def __iter__(self) -> Iterator[VideoRef]:
+        if self.manifest is None:
+            return iter(self.refs or [])
+        return (ref for _, ref in iter_manifest(self.manifest))
+
+
+def _done_ids(args: argparse.Namespace, facts: identity_cache.ModelFacts) -> set[str]:
+    """Ids of the videos done under --output (ok, or error without --retry-errors)."""
+    done = scan_output(args.output, facts.dims, facts.model_id, facts.checkpoint_sha256)
+    return {video_id for video_id, (status, _) in done.items()
+            if not (args.retry_errors and status == STATUS_ERROR)}
+
+
+def _resume(args: argparse.Namespace, refs: _Inputs, facts: identity_cache.ModelFacts) -> int:
+    """How many input videos are pending, from the commit records under --output (one pass
+    over the inputs); `--retry-errors` first drops the error rows."""
     done = scan_output(args.output, facts.dims, facts.model_id, facts.checkpoint_sha256)
     if args.retry_errors:
         retried = drop_error_rows(done, facts.dims, facts.model_id, facts.checkpoint_sha256)
         log.info("--retry-errors: %d error rows removed, those videos run again", retried)
         done = {k: v for k, v in done.items() if v[0] != STATUS_ERROR}
-    pending = [ref for ref in refs if ref.video_id not in done]
-    log.info("extract: %d input videos, %d already in %s, %d to do", len(refs),
-             len(refs) - len(pending), args.output, len(pending))
-    return done, pending
+    pending = sum(ref.video_id not in done for ref in refs)
+    log.info("extract: %d input videos, %d already in %s, %d to do", refs.count,
+             refs.count - pending, args.output, pending)
+    return pending
 
 
 def _print_summary(output: str, summary: dict) -> None:

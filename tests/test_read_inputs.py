@@ -1,0 +1,80 @@
+"""Inputs read inside the pipeline: the launcher streams a manifest (bad lines and repeated ids
+refused with file:line before anything runs) and writes a plan; the graph holds only the plan's
+URLs, so its size does not grow with the number of inputs."""
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.util import assert_that, equal_to
+
+from eercf_core.files.inputs import VideoRef, check_manifest, iter_manifest
+from pipelines.beam.read_inputs import MAX_PARTS, ReadPlan, write_plan
+from pipelines.beam.resume import plan_chunks
+
+
+def _refs(n: int) -> list[VideoRef]:
+    return [VideoRef(f"v{i:07d}", f"/corpus/v{i:07d}.mp4") for i in range(n)]
+
+
+def test_the_plan_is_read_back_as_the_same_chunks_inside_the_pipeline(tmp_path):
+    refs = _refs(23)
+    plan = write_plan(str(tmp_path), iter(refs), 5)
+    assert (plan.videos, plan.chunks, plan.parts) == (23, 5, 5)
+    expected = [(name, chunk) for name, chunk in plan_chunks(refs, 5)]  # the old in-memory plan
+    with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+        chunks = pipeline | "ReadInputs" >> ReadPlan(plan)
+        assert_that(chunks, equal_to(expected))
+    plan.remove()
+    assert not list(tmp_path.iterdir())
+
+
+def _graph_bytes(plan) -> int:
+    pipeline = beam.Pipeline(runner=FnApiRunner())
+    _ = pipeline | "ReadInputs" >> ReadPlan(plan) | "Names" >> beam.Map(lambda chunk: chunk[0])
+    return len(pipeline.to_runner_api().SerializeToString())
+
+
+def test_the_graph_does_not_grow_with_the_inputs(tmp_path):
+    small = write_plan(str(tmp_path / "a"), iter(_refs(2 * MAX_PARTS)), 1)
+    large = write_plan(str(tmp_path / "b"), iter(_refs(20 * MAX_PARTS)), 1)
+    assert small.parts == large.parts == MAX_PARTS
+    # 10x the inputs, the same graph (to a few bytes: the plans' random names pickle and
+    # compress differently); a Create of the inputs grew by ~142 B per video
+    assert abs(_graph_bytes(small) - _graph_bytes(large)) < 64
+
+
+def test_manifest_lines_and_duplicates_are_refused_with_file_and_line(tmp_path):
+    good = tmp_path / "m.tsv"
+    good.write_text("video_id\turi\na\ta.mp4\nb\t/x/b.mp4\n")
+    assert check_manifest(str(good)) == 2
+    assert [(line, ref.video_id) for line, ref in iter_manifest(str(good))] == [(2, "a"), (3, "b")]
+    dup = tmp_path / "dup.csv"
+    dup.write_text("video_id,uri\na,1.mp4\nb,2.mp4\na,3.mp4\n")
+    with pytest.raises(ValueError, match=r"dup.csv:4: duplicate video_id 'a' \(first on line 2\)"):
+        check_manifest(str(dup))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"video_id": "a", "uri": "1.mp4"}\n{"video_id": "", "uri": "2.mp4"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: needs non-empty"):
+        check_manifest(str(bad))
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("video_id\turi\n")
+    with pytest.raises(ValueError, match="no videos found in the manifest"):
+        check_manifest(str(empty))
+
+
+def test_extract_dry_run_plans_and_builds_the_graph_but_runs_nothing(tmp_path, capsys):
+    from eercf_core.files.inputs import write_manifest
+    from pipelines.commands import extract
+
+    manifest = tmp_path / "m.tsv"
+    write_manifest(str(manifest), [(f"v{i}", f"/nowhere/v{i}.mp4") for i in range(5)])
+    out = tmp_path / "out"
+    assert extract.run(["--input", str(manifest), "--output", str(out), "--model", "eercf-tiny",
+                        "--random-init", "--device", "cpu", "--shard-size", "2",
+                        "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "5 of 5 videos to do in 3 shards; pipeline graph" in printed
+    assert "nothing was run" in printed
+    left = {p.name for p in out.iterdir()} - {".eercf.lock"}  # (the lock file may stay)
+    assert left == {"model_identity.json"}  # no shard, no plan
