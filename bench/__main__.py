@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 import bench
+from eercf_core.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
+    setup_logging(0)  # eercf_core.logs: the same lines as `eercf`, other libraries quiet
     names = [a for a in argv if not a.startswith("-")]
     flags = [a for a in argv if a.startswith("-")]
     available = sorted(m.name for m in pkgutil.iter_modules(bench.__path__)

@@ -219,7 +219,9 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    from eercf_core.logs import setup_logging
+
+    setup_logging(0)
     import json
 
     print(json.dumps(main(sys.argv[1:]), indent=2))

@@ -1,8 +1,9 @@
 """The CLI vocabulary every `eercf` command shares: one parser factory, one spelling per flag.
 
 - `command_parser(name, doc)`: `prog="eercf NAME"`, the description, and `-v/--verbose`,
-  `-q/--quiet` (read by `pipelines.cli` before the command runs; see `setup_logging`), and
-  `--storage-options JSON` (fsspec options for URLs; see eercf_core.files.paths).
+  `-q/--quiet` (read by `pipelines.cli` before the command runs: `verbosity`, then
+  `setup_logging`, eercf_core.logs, the one logging setup), and `--storage-options JSON`
+  (fsspec options for URLs; see eercf_core.files.paths).
 - `--output` for a job's output and `--model` (plus `--pretrained`, `--random-init`, `--head`,
   `--seed`) for a model; `--device` (one default: CUDA when available); `--workers` (processes
   a job starts: decoders, encoders); the rerank flags of query and search
@@ -21,20 +22,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eercf_core.config import NUM_FRAMES
+from eercf_core.logs import OWN_LOGGERS as OWN_LOGGERS  # re-exported: the vocabulary in one
+from eercf_core.logs import setup_logging as setup_logging  # import (pipelines.cli, tests)
 
 if TYPE_CHECKING:
     import eercf_core as ec
     from eercf_core.model.spec import ModelSpec
-
-# What `-v`/`-q` do (see setup_logging): eercf's own loggers and third-party ones.
-OWN_LOGGERS = ("eercf_core", "pipelines", "bench", "__main__")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def command_parser(name: str, doc: str | None, **kwargs: Any) -> argparse.ArgumentParser:
@@ -88,35 +86,6 @@ def verbosity(argv: Sequence[str]) -> int:
         elif len(arg) > 1 and arg[0] == "-" and arg[1] != "-" and set(arg[1:]) <= {"v", "q"}:
             level += arg.count("v") - arg.count("q")
     return level
-
-
-def setup_logging(level: int = 0) -> None:
-    """The logging of every `eercf` command: one stderr handler, `time LEVEL logger: message`.
-
-    level 0: eercf's INFO lines, other libraries' warnings only (faiss's loader, open_clip and
-    Beam log INFO lines that would bury a job's own); 1 (-v): eercf DEBUG, others INFO;
-    2+ (-vv): everything DEBUG; -1 (-q): warnings and errors only. Beam's import-time notices
-    about optional Google Cloud libraries are dropped below ERROR at every level.
-    """
-    own = logging.DEBUG if level >= 1 else logging.INFO if level == 0 else logging.WARNING
-    other = (logging.DEBUG if level >= 2 else logging.INFO if level == 1 else logging.WARNING)
-    root = logging.getLogger()
-    root.setLevel(other)
-    handler = next((h for h in root.handlers if getattr(h, "_eercf", False)), None)
-    if handler is None:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler.addFilter(_drop_beam_gcp_notices)
-        handler._eercf = True  # type: ignore[attr-defined]  # found again on a second call
-        root.addHandler(handler)
-    for name in OWN_LOGGERS:
-        logging.getLogger(name).setLevel(own)
-
-
-def _drop_beam_gcp_notices(record: logging.LogRecord) -> bool:
-    """Beam's import-time notices about optional Google Cloud libraries (apitools, BigQuery)
-    that eercf never uses; they would bury the job's own output."""
-    return record.levelno >= logging.ERROR or "/apache_beam/io/gcp/" not in record.pathname
 
 
 def add_aliased(parser: argparse.ArgumentParser | Any, flag: str, aliases: Sequence[str] = (),
@@ -274,11 +243,13 @@ def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> N
 
 
 def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None = None,
-                    required: bool | None = None, help: str | None = None) -> None:
+                    required: bool | None = None, help: str | None = None,
+                    random_init: bool = True) -> None:
     """The model flags of every job that loads a model (eercf_core.model.spec): --model
-    (required when no default, unless `required` says otherwise), --pretrained, --random-init,
-    --head, --seed. One set of flags, one meaning: the same values build the same model in
-    extract, query, search and report."""
+    (required when no default, unless `required` says otherwise), --pretrained, and with
+    `random_init` --random-init, --head, --seed. One set of flags, one meaning: the same values
+    build the same model in extract, query, search and report; train takes --model and
+    --pretrained from here (a name it trains is always randomly initialised, with its --seed)."""
     from eercf_core.model.spec import HEADS
 
     add_model(parser, default=default, required=default is None if required is None else required,
@@ -287,6 +258,8 @@ def add_model_flags(parser: argparse.ArgumentParser | Any, default: str | None =
                             + (f" (default {default})" if default else "")))
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag (e.g. openai) or local open_clip weights")
+    if not random_init:
+        return
     parser.add_argument("--random-init", action="store_true",
                         help="seeded random weights for a model name (tests and demos only: "
                              "useless for retrieval); recorded in summary.json")

@@ -44,7 +44,7 @@ from eercf_core.training.trainer import STATE_FILE, TrainConfig, Trainer
 from pipelines.flags import (
     add_aliased,
     add_device,
-    add_model,
+    add_model_flags,
     add_num_frames,
     add_output,
     add_workers,
@@ -74,10 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="caption split to use when captions carry one")
     add_workers(src, 2, "decoder processes")
     m = p.add_argument_group("model")
-    add_model(m, default="eercf-tiny",
-              help="open_clip architecture name, or a checkpoint file (official EERCF / project)")
-    m.add_argument("--pretrained", default=None, help="open_clip pretrained tag or local file for "
-                                                      "--model")
+    add_model_flags(m, default="eercf-tiny", random_init=False,
+                    help="open_clip architecture name (random weights unless --pretrained), or a "
+                         "checkpoint file (official EERCF / project)")
     add_num_frames(m)
     add_device(m, "training")
     o = p.add_argument_group("optimisation (defaults: the official values, method §7.2)")
