@@ -15,7 +15,6 @@ to the end, with the same O(block) memory, only slower.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,8 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from eercf_core.files import paths
-from eercf_core.files.lines import is_header, read_lines
-from eercf_core.files.text_formats import RANKED_COLUMNS, FormatError
+from eercf_core.files.lines import is_header
+from eercf_core.files.text_formats import RANKED_COLUMNS, iter_ranked_rows
 
 log = logging.getLogger(__name__)
 
@@ -101,44 +100,16 @@ def python_blocks(path: str, rows_per_block: int = PYTHON_BLOCK_ROWS) -> Iterato
     FormatError (`file:line: ...`) at the first bad line, ranks and grouping included.
 
     Memory: one block plus a query -> row count map (O(queries)) for the grouping check."""
-    counts: dict[str, int] = {}
     columns: list[list] = [[], [], [], [], []]
-    header_seen = False
-    any_rows = False
-    for number, line in read_lines(path):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if not header_seen and is_header(fields, RANKED_COLUMNS):
-            header_seen = True
-            continue
-        header_seen = True
-        if len(fields) != len(RANKED_COLUMNS):
-            raise FormatError(path, number, f"expected {len(RANKED_COLUMNS)} tab-separated fields "
-                              f"{RANKED_COLUMNS}, got {len(fields)}")
-        query_id, rank_text, video_id, score_text, coarse_text = fields
-        try:
-            rank, score, coarse = int(rank_text), float(score_text), float(coarse_text)
-        except ValueError:
-            raise FormatError(path, number, "rank must be an integer and scores numbers") from None
-        if not (math.isfinite(score) and math.isfinite(coarse)):
-            raise FormatError(path, number, f"scores must be finite numbers, got score "
-                              f"{score_text!r} and coarse_score {coarse_text!r}")
-        listed = counts.get(query_id, 0)
-        if rank != listed + 1:
-            raise FormatError(path, number, f"query {query_id!r}: rank {rank} follows rank "
-                              f"{listed} (ranks must run 1, 2, ... per query, grouped)")
-        counts[query_id] = rank
-        for column, value in zip(columns, (query_id, rank, video_id, score, coarse)):
+    for row in iter_ranked_rows(path):
+        for column, value in zip(columns, (row.query_id, row.rank, row.video_id, row.score,
+                                           row.coarse_score)):
             column.append(value)
-        any_rows = True
         if len(columns[0]) >= rows_per_block:
             yield _python_block(columns)
             columns = [[], [], [], [], []]
     if columns[0]:
         yield _python_block(columns)
-    if not any_rows:
-        raise FormatError(path, None, "no ranked rows found")
 
 
 def _python_block(columns: list[list]) -> RankedBlock:

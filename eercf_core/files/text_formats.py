@@ -153,9 +153,11 @@ def read_ground_truth(path: str) -> dict[str, list[tuple[str, int]]]:
     return truth
 
 
-def read_ranked(path: str) -> dict[str, list[RankedRow]]:
-    """query_id -> rows in rank order from a ranked TSV; ranks must run 1, 2, ... per query."""
-    ranked: dict[str, list[RankedRow]] = {}
+def iter_ranked_rows(path: str) -> Iterator[RankedRow]:
+    """The rows of a ranked TSV in file order, each checked as it is read: 5 fields, an integer
+    rank, finite scores, ranks running 1, 2, ... per query (FormatError `file:line: ...`).
+    Memory: one row plus a query -> rows-so-far count (O(queries))."""
+    counts: dict[str, int] = {}
     header_seen = False
     for number, line in read_lines(path):
         if not line.strip():
@@ -176,13 +178,21 @@ def read_ranked(path: str) -> dict[str, list[RankedRow]]:
         if not (math.isfinite(row.score) and math.isfinite(row.coarse_score)):
             raise FormatError(path, number, f"scores must be finite numbers, got score {score!r} "
                               f"and coarse_score {coarse!r}")
-        rows = ranked.setdefault(query_id, [])
-        if row.rank != len(rows) + 1:
+        listed = counts.get(query_id, 0)
+        if row.rank != listed + 1:
             raise FormatError(path, number, f"query {query_id!r}: rank {row.rank} follows rank "
-                              f"{len(rows)} (ranks must run 1, 2, ... per query, grouped)")
-        rows.append(row)
-    if not ranked:
+                              f"{listed} (ranks must run 1, 2, ... per query, grouped)")
+        counts[query_id] = row.rank
+        yield row
+    if not counts:
         raise FormatError(path, None, "no ranked rows found")
+
+
+def read_ranked(path: str) -> dict[str, list[RankedRow]]:
+    """query_id -> rows in rank order from a ranked TSV; ranks must run 1, 2, ... per query."""
+    ranked: dict[str, list[RankedRow]] = {}
+    for row in iter_ranked_rows(path):
+        ranked.setdefault(row.query_id, []).append(row)
     return ranked
 
 
