@@ -20,6 +20,7 @@ out. The writer fills preallocated files in order, in bounded memory.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,23 @@ def _stored_shape(shape: tuple[int, ...], codec: VectorCodec | None) -> tuple[in
     return shape if codec is None else (*shape[:-1], codec.code_size)
 
 
+def _write_rows(arrays: Mapping[str, np.ndarray], rows: slice, dims: FeatureDims,
+                codecs: Mapping[str, VectorCodec],
+                batch: int, values_by_kind: tuple[np.ndarray, ...]) -> None:
+    """Check `batch` rows of every kind (in KINDS order) against the store's shapes, encode the
+    coded kinds, and write them into `arrays[kind][rows]`."""
+    expected = _shapes(dims, batch)
+    for kind, values in zip(KINDS, values_by_kind):
+        if values.shape != expected[kind]:
+            raise ValueError(f"fine store: {kind} rows have shape {values.shape[1:]}, the "
+                             f"store expects {expected[kind][1:]}")
+        codec = codecs.get(kind)
+        if codec is not None:
+            values = codec.encode(values.reshape(-1, dims.embed_dim)).reshape(
+                arrays[kind][rows].shape)
+        arrays[kind][rows] = values
+
+
 class FineStoreWriter:
     """Writes `num_videos` rows, in order, into a new store directory (bounded memory).
 
@@ -101,16 +119,8 @@ class FineStoreWriter:
             raise ValueError(f"fine store {self.directory}: more rows than the {self.num_videos} "
                              "announced")
         rows = slice(self.written, self.written + batch)
-        expected = _shapes(self.dims, batch)
-        for kind, values in zip(KINDS, (coarse, frame, context, patch, mask)):
-            if values.shape != expected[kind]:
-                raise ValueError(f"fine store: {kind} rows have shape {values.shape[1:]}, the "
-                                 f"store expects {expected[kind][1:]}")
-            codec = self.codecs.get(kind)
-            if codec is not None:
-                values = codec.encode(values.reshape(-1, self.dims.embed_dim)).reshape(
-                    self._arrays[kind][rows].shape)
-            self._arrays[kind][rows] = values
+        _write_rows(self._arrays, rows, self.dims, self.codecs, batch,
+                    (coarse, frame, context, patch, mask))
         self.written += batch
 
     def filled_elsewhere(self) -> None:
@@ -168,16 +178,8 @@ class FineStoreSlice:
             raise ValueError(f"fine store {self.directory}: more rows than the slice's "
                              f"{self.count} (rows {self.start}..)")
         rows = slice(self.start + self.written, self.start + self.written + batch)
-        expected = _shapes(self.dims, batch)
-        for kind, values in zip(KINDS, (coarse, frame, context, patch, mask)):
-            if values.shape != expected[kind]:
-                raise ValueError(f"fine store: {kind} rows have shape {values.shape[1:]}, the "
-                                 f"store expects {expected[kind][1:]}")
-            codec = self.codecs.get(kind)
-            if codec is not None:
-                values = codec.encode(values.reshape(-1, self.dims.embed_dim)).reshape(
-                    self._arrays[kind][rows].shape)
-            self._arrays[kind][rows] = values
+        _write_rows(self._arrays, rows, self.dims, self.codecs, batch,
+                    (coarse, frame, context, patch, mask))
         self.written += batch
 
     def close(self) -> None:
