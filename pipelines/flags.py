@@ -35,6 +35,17 @@ if TYPE_CHECKING:
     from eercf_core.model.spec import ModelSpec
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter without the noise: "(default: X)" only where there is a
+    value to show (not None, not False) and the help does not already state its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
 def command_parser(name: str, doc: str | None, **kwargs: Any) -> argparse.ArgumentParser:
     """The parser of `eercf NAME`: its description is the first paragraph of `doc`; it has
     `-v/--verbose` and `-q/--quiet` like every command."""

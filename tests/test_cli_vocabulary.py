@@ -43,6 +43,15 @@ def test_every_command_takes_verbose_and_quiet(name):
     assert (args.verbose, args.quiet) == (2, 1)
 
 
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_help_shows_only_defaults_worth_showing(name):
+    help_text = " ".join(_parser(name).format_help().split())
+    assert "(default: None)" not in help_text and "(default: False)" not in help_text
+    assert help_text.count("(default: default") == 0  # never "default" stated twice
+    if name == "train":
+        assert "(default: 0.0001)" in help_text  # a real default is still shown
+
+
 @pytest.mark.parametrize("name", ["extract", "query", "search", "report", "train"])
 def test_one_device_flag_with_one_default(name):
     parser = _parser(name)

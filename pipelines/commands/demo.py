@@ -27,7 +27,14 @@ from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.text_formats import FormatError, read_jsonl, read_ranked_meta
 from eercf_core.index import read_manifest
-from pipelines.flags import add_model, add_output, add_workers, command_parser, parse_args
+from pipelines.flags import (
+    DefaultsHelpFormatter,
+    add_model,
+    add_output,
+    add_workers,
+    command_parser,
+    parse_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +47,7 @@ SWEEP_K = (1, 2, 5, 10, 20, 50, 100)
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("demo", __doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     add_output(p, required=False, default="demo_out",
                help="output directory (stage outputs are redone)")
     p.add_argument("--pretrained", default=None,

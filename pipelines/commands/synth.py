@@ -13,13 +13,19 @@ from eercf_core.datasets.synthetic import SynthConfig, generate_corpus
 from eercf_core.files import paths
 from eercf_core.files.atomic import output_directory
 from eercf_core.files.output_check import check_writable_dir
-from pipelines.flags import add_output, add_workers, command_parser, parse_args
+from pipelines.flags import (
+    DefaultsHelpFormatter,
+    add_output,
+    add_workers,
+    command_parser,
+    parse_args,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = SynthConfig()
     p = command_parser("synth", __doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     add_output(p, help="output directory")
     p.add_argument("--num-train", type=int, default=d.num_train, help="training videos")
     p.add_argument("--num-test", type=int, default=d.num_test, help="test videos (one query each)")

@@ -42,6 +42,7 @@ from eercf_core.training.data import (
 from eercf_core.training.losses import LossWeights
 from eercf_core.training.trainer import STATE_FILE, TrainConfig, Trainer
 from pipelines.flags import (
+    DefaultsHelpFormatter,
     add_aliased,
     add_device,
     add_model_flags,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = command_parser("train", __doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("train", __doc__, formatter_class=DefaultsHelpFormatter)
     src = p.add_argument_group("data")
     src.add_argument("--corpus", help="synthetic corpus directory from `eercf synth` (uses its "
                                       "train split)")
