@@ -3,6 +3,8 @@
 URL) with the checks and error wording common to both backends."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +149,36 @@ def check_file(uri: str) -> None:
     if problem is not None:
         cause, detail = problem
         raise DecodeError(f"{uri}: {cause} ({detail})", cause)
+
+
+@dataclass
+class OpenedSource:
+    """What a decoder reads (`source`: a local path or an open binary file); the decoder sets
+    `opened` once its library has opened the container (a later failure is a decode error, an
+    earlier one may be a not-a-video; see error_causes.exception_cause)."""
+
+    source: Any
+    opened: bool = False
+
+
+@contextlib.contextmanager
+def opened_source(uri: str) -> Iterator[OpenedSource]:
+    """The decoders' common frame: refuse a local file that cannot be a video (`check_file`),
+    open the source, turn any library exception into a DecodeError naming the file and its
+    cause, and close what was opened."""
+    check_file(uri)
+    source, handle = open_source(uri)
+    state = OpenedSource(source)
+    try:
+        yield state
+    except DecodeError:
+        raise
+    except Exception as exc:  # av.error.*, decord.DECORDError and friends
+        raise DecodeError(f"{uri}: {describe_exception(exc)}",
+                          error_causes.exception_cause(exc, state.opened, uri)) from exc
+    finally:
+        if handle is not None:
+            handle.close()
 
 
 def describe_exception(exc: BaseException) -> str:

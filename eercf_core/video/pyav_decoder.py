@@ -29,9 +29,7 @@ from eercf_core.video.decode_common import (
     DecodedVideo,
     DecodeError,
     DecodeOptions,
-    check_file,
-    describe_exception,
-    open_source,
+    opened_source,
 )
 from eercf_core.video.sampling import assemble_frames, center_crop, resize_size, sample_times
 
@@ -200,71 +198,59 @@ def decode_pyav(uri: str, options: DecodeOptions) -> DecodedVideo:
     from av.video.reformatter import VideoReformatter
 
     started = time.perf_counter()
-    check_file(uri)
-    source, handle = open_source(uri)
-    opened = False
-    try:
-        with av.open(source, mode="r") as container:
-            opened = True
-            if not container.streams.video:
-                raise DecodeError(f"{uri}: no video stream (streams: "
-                                  f"{[s.type for s in container.streams]})",
-                                  error_causes.NOT_A_VIDEO)
-            stream = container.streams.best("video") or container.streams.video[0]
-            ctx = stream.codec_context
-            if ctx.width * ctx.height > options.max_pixels:
-                raise DecodeError(f"{uri}: frame size {ctx.width}x{ctx.height} exceeds the "
-                                  f"limit of {options.max_pixels} pixels (corrupt header?)")
-            if not stream.time_base:
-                raise DecodeError(f"{uri}: video stream has no time base")
-            time_base = float(stream.time_base)
-            index = index_packets(container, stream, uri)
-            # FFmpeg's default (0 = one slice thread per core) would run a thread per core in
-            # every decoder process: on 16 cores, 16 processes x 16 threads
-            stream.thread_count = options.threads
-            if options.threads > 1:
-                stream.thread_type = "AUTO"
-            preset = QUALITY_PRESETS[options.quality]
-            if not preset.applies(ctx.width, ctx.height, options.image_size):
-                preset = QUALITY_PRESETS[QUALITY_EXACT]
-            codec_options = dict(preset.codec_options + options.codec_options)
-            if codec_options:
-                ctx.options = codec_options
-            wanted = _plan_pts(index, time_base, options)
-            window = None
-            if options.skip_window >= 0:
-                step = int(np.median(np.diff(index.pts))) if len(index.pts) > 1 else 0
-                window = max(int(options.skip_window / time_base), SKIP_MIN_FRAMES * step)
-            chosen, decoded = _decode_planned(container, stream, index, wanted, uri, window)
-            reformatter = VideoReformatter()
-            images = [_pyav_rgb(frame, options.image_size, reformatter, preset.interpolation)
-                      for frame in chosen]
-            rotation = round((getattr(chosen[0], "rotation", 0) or 0) / 90) % 4 * 90
-            width, height = chosen[0].width, chosen[0].height
-            if rotation in (90, 270):
-                width, height = height, width
-            rate = stream.average_rate or stream.guessed_rate
-            fps = float(rate) if rate else None
-            frame_pts = np.asarray([f.pts if f.pts is not None else t
-                                    for f, t in zip(chosen, wanted)], dtype=np.int64)
-            frames, mask = assemble_frames(images, options.num_frames, options.image_size)
-            return DecodedVideo(
-                frames=frames, mask=mask,
-                frame_indices=np.searchsorted(index.pts, frame_pts).tolist(),
-                frame_times=((frame_pts - index.start) * time_base).round(6).tolist(),
-                frames_total=len(index.pts), frames_decoded=decoded, fps=fps,
-                duration=(index.end - index.start) * time_base, width=width, height=height,
-                decode_seconds=time.perf_counter() - started, decoder="pyav", rotation=rotation,
-                quality=options.quality,
-                container_duration=_declared_duration(container, stream))
-    except DecodeError:
-        raise
-    except Exception as exc:  # av.error.* and friends: name the file and the reason
-        raise DecodeError(f"{uri}: {describe_exception(exc)}",
-                          error_causes.exception_cause(exc, opened, uri)) from exc
-    finally:
-        if handle is not None:
-            handle.close()
+    with opened_source(uri) as opened, av.open(opened.source, mode="r") as container:
+        opened.opened = True
+        if not container.streams.video:
+            raise DecodeError(f"{uri}: no video stream (streams: "
+                              f"{[s.type for s in container.streams]})",
+                              error_causes.NOT_A_VIDEO)
+        stream = container.streams.best("video") or container.streams.video[0]
+        ctx = stream.codec_context
+        if ctx.width * ctx.height > options.max_pixels:
+            raise DecodeError(f"{uri}: frame size {ctx.width}x{ctx.height} exceeds the "
+                              f"limit of {options.max_pixels} pixels (corrupt header?)")
+        if not stream.time_base:
+            raise DecodeError(f"{uri}: video stream has no time base")
+        time_base = float(stream.time_base)
+        index = index_packets(container, stream, uri)
+        # FFmpeg's default (0 = one slice thread per core) would run a thread per core in
+        # every decoder process: on 16 cores, 16 processes x 16 threads
+        stream.thread_count = options.threads
+        if options.threads > 1:
+            stream.thread_type = "AUTO"
+        preset = QUALITY_PRESETS[options.quality]
+        if not preset.applies(ctx.width, ctx.height, options.image_size):
+            preset = QUALITY_PRESETS[QUALITY_EXACT]
+        codec_options = dict(preset.codec_options + options.codec_options)
+        if codec_options:
+            ctx.options = codec_options
+        wanted = _plan_pts(index, time_base, options)
+        window = None
+        if options.skip_window >= 0:
+            step = int(np.median(np.diff(index.pts))) if len(index.pts) > 1 else 0
+            window = max(int(options.skip_window / time_base), SKIP_MIN_FRAMES * step)
+        chosen, decoded = _decode_planned(container, stream, index, wanted, uri, window)
+        reformatter = VideoReformatter()
+        images = [_pyav_rgb(frame, options.image_size, reformatter, preset.interpolation)
+                  for frame in chosen]
+        rotation = round((getattr(chosen[0], "rotation", 0) or 0) / 90) % 4 * 90
+        width, height = chosen[0].width, chosen[0].height
+        if rotation in (90, 270):
+            width, height = height, width
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else None
+        frame_pts = np.asarray([f.pts if f.pts is not None else t
+                                for f, t in zip(chosen, wanted)], dtype=np.int64)
+        frames, mask = assemble_frames(images, options.num_frames, options.image_size)
+        return DecodedVideo(
+            frames=frames, mask=mask,
+            frame_indices=np.searchsorted(index.pts, frame_pts).tolist(),
+            frame_times=((frame_pts - index.start) * time_base).round(6).tolist(),
+            frames_total=len(index.pts), frames_decoded=decoded, fps=fps,
+            duration=(index.end - index.start) * time_base, width=width, height=height,
+            decode_seconds=time.perf_counter() - started, decoder="pyav", rotation=rotation,
+            quality=options.quality,
+            container_duration=_declared_duration(container, stream))
 
 
 def _declared_duration(container: Any, stream: Any) -> float | None:

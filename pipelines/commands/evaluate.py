@@ -1,18 +1,10 @@
 """`eercf evaluate`: ranked TSV + ground truth -> t2v and v2t R@1/5/10, MdR, MnR (method §8.4).
 
-Metrics for the reranked order (the file's ranks) and the coarse order (the same rows sorted by
-coarse_score, ties by rank: the coarse top-N when the list is at least k long, as `eercf query`
-writes by default). Writes metrics.json, metrics.md and recall_at_k.png; with `--sweep` (ranked
-files made with different --recall-k) also r1_vs_k.png, R@1 against k (the paper's Figure 3).
-Definitions, tie and multi-ground-truth rules: eercf_core.evaluation.metrics.
-
-Video-to-text (each video's ground-truth captions are its texts) needs every caption scored against
-every ground-truth video, so it is computed only when every ground-truth query's list holds every
-ground-truth video (`eercf query --top-n 0`, or top-n >= the corpus size) and every query has one
-ground-truth video; otherwise the output says "unavailable" and why (no censored v2t: a truncated
-t2v list bounds neither a video's own caption-set score nor the others'). Two protocols:
-`official_hybrid` (the official code: the t2v-reranked matrix, +100 on each caption's reranked
-entries, S_V elsewhere) and `coarse` (the S_V matrix: a genuine single-stage v2t).
+Writes metrics.json, metrics.md and recall_at_k.png; with `--sweep` (ranked files made with
+different --recall-k) also r1_vs_k.png, R@1 against k (the paper's Figure 3). What is computed
+(reranked and coarse orders, when video-to-text is available and its two protocols, the
+streaming reader): eercf_core.evaluation.ranked; definitions, tie and multi-ground-truth rules:
+eercf_core.evaluation.metrics.
 """
 from __future__ import annotations
 
