@@ -57,6 +57,7 @@ from eercf_core.video.decode import (
     decode_video,
     sample_times,
 )
+from eercf_core.video.decord_decoder import import_decord
 from eercf_core.video.isolation import IsolatedPool, Outcome
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Variant:
 
 def decord_baseline(uri: str) -> int:
     """Peers' path: VideoReader (accurate seek) + get_batch of 12 uniform frames, full size."""
-    import decord
+    decord = import_decord()
 
     reader = decord.VideoReader(uri, ctx=decord.cpu(0), num_threads=1)
     frames = reader.get_batch(decode_floor.decord_indices(len(reader))).asnumpy()

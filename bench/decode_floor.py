@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from eercf_core.video.decode import QUALITY_EXACT, DecodeOptions, decode_video
+from eercf_core.video.decord_decoder import import_decord
 from eercf_core.video.pyav_decoder import index_packets
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def _covered(pts: np.ndarray, keyframes: np.ndarray, picks: list[int],
 def _decord_picks(uri: str, pts: np.ndarray) -> list[int]:
     """The pts of the 12 uniform frames decord's baseline reads ([] when decord rejects the
     file)."""
-    import decord
+    decord = import_decord()
 
     try:
         count = len(decord.VideoReader(uri, ctx=decord.cpu(0), num_threads=1))

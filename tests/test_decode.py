@@ -235,3 +235,30 @@ def test_unknown_quality_is_refused_and_decord_records_exact(tmp_path):
     video = decode_video(str(tmp_path / "c.avi"),
                          DecodeOptions(image_size=16, backend="decord", quality="fast"))
     assert video.quality == "exact"  # decord has no quality knobs
+
+
+def test_decord_import_leaves_torch_cpu_math_working(tmp_path):
+    """decord2 dlopens every nvidia-* pip library globally on import, NVBLAS included, after
+    which torch's CPU matrix multiplies segfault (exit 139). import_decord skips that preload:
+    in a fresh process, decord first, then torch, then an attention forward must work, and no
+    NVBLAS may be mapped."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    script = (
+        "from eercf_core.video.decord_decoder import import_decord\n"
+        "decord = import_decord()\n"
+        "assert hasattr(decord, 'VideoReader')\n"
+        "import torch\n"
+        "m = torch.nn.MultiheadAttention(64, 4)\n"
+        "x = torch.randn(10, 3, 64)\n"
+        "m(x, x, x)\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "assert 'libnvblas' not in maps, 'NVBLAS was loaded'\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "ok"

@@ -5,10 +5,15 @@
 known duration/frame count and fails on several codecs and tiny frame sizes (see
 ../shared/videos/robustness/MANIFEST.tsv). It has no quality knobs: its frames are recorded as
 "exact" whatever was asked.
+
+Import decord through `import_decord()`, never `import decord`: see its docstring.
 """
 from __future__ import annotations
 
+import sys
 import time
+import types
+from typing import Any
 
 import numpy as np
 
@@ -18,24 +23,49 @@ from eercf_core.video.decode_common import (
     DecodedVideo,
     DecodeError,
     DecodeOptions,
-    check_file,
-    describe_exception,
-    open_source,
+    opened_source,
 )
 from eercf_core.video.sampling import assemble_frames, center_crop, resize_size, sample_times
 
 
+def import_decord() -> Any:
+    """The `decord` module, imported without its CUDA preload.
+
+    On import, decord2 dlopens every shared library under `site-packages/nvidia/*/lib` with
+    RTLD_GLOBAL (for its CUDA builds), and that includes NVBLAS, which then takes over the BLAS
+    symbols of everything loaded later: a process that imports decord before torch segfaults in
+    torch's first CPU matrix multiply (measured: `import decord; import torch` then one
+    MultiheadAttention forward, exit 139, wherever a CUDA build of torch brought the nvidia-*
+    packages). eercf only decodes on the CPU with decord (`decord.cpu(0)`), so the preload is
+    skipped: while decord loads, `nvidia` is a package without a spec, which decord's loader
+    treats as "no CUDA runtime installed".
+    """
+    if "decord" in sys.modules:
+        return sys.modules["decord"]
+    missing = object()
+    saved = sys.modules.get("nvidia", missing)
+    stub = types.ModuleType("nvidia")
+    stub.__spec__ = None
+    sys.modules["nvidia"] = stub
+    try:
+        import decord
+    finally:
+        if saved is missing:
+            del sys.modules["nvidia"]
+        else:
+            sys.modules["nvidia"] = saved  # type: ignore[assignment]
+    return decord
+
+
 def decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
     """Decode and sample one video with decord; DecodeError naming the file on any failure."""
-    import decord
+    decord = import_decord()
     from PIL import Image
 
     started = time.perf_counter()
-    check_file(uri)
-    source, handle = open_source(uri)
-    reader = None
-    try:
-        reader = decord.VideoReader(source, ctx=decord.cpu(0), num_threads=1)
+    with opened_source(uri) as opened:
+        reader = decord.VideoReader(opened.source, ctx=decord.cpu(0), num_threads=1)
+        opened.opened = True
         total, fps = len(reader), float(reader.get_avg_fps())
         if total <= 0 or fps <= 0:
             raise DecodeError(f"{uri}: decord reports {total} frames at {fps} fps",
@@ -62,11 +92,3 @@ def decode_decord(uri: str, options: DecodeOptions) -> DecodedVideo:
             frames_decoded=len(indices), fps=fps, duration=duration, width=width, height=height,
             decode_seconds=time.perf_counter() - started, decoder="decord",
             quality=QUALITY_EXACT)  # decord has no quality knobs: full decode whatever was asked
-    except DecodeError:
-        raise
-    except Exception as exc:  # decord.DECORDError and friends
-        raise DecodeError(f"{uri}: {describe_exception(exc)}",
-                          error_causes.exception_cause(exc, reader is not None, uri)) from exc
-    finally:
-        if handle is not None:
-            handle.close()
