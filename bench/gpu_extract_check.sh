@@ -3,6 +3,10 @@
 # CUDA parity tests, then `python -m bench extract` on the shared real videos repeated to fill
 # a few minutes. Run from the repository root; about 5 min on a 16-core H200 host at REPEAT=60.
 #   VIDEOS=../shared/videos REPEAT=60 PYTHON=python OUT=/tmp/out bash bench/gpu_extract_check.sh
+# On a lent device machine only the checkout travels (../shared does not): copy the videos into
+# a git-ignored folder of the checkout (e.g. `.gpu_videos`, listed in .git/info/exclude), carry it,
+# and pass VIDEOS=.gpu_videos. The device image may lack this project's packages: carry wheels
+# (see the device tool's README) and set PYTHON to the interpreter that has them.
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 VIDEOS=${VIDEOS:-../shared/videos}
