@@ -10,10 +10,11 @@ allowed; a missing or duplicated input fails the job.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from eercf_core.files import commits
+from eercf_core.files.id_digests import DigestCollector, IdDigests, batches
 
 SHOWN_IDS = 5  # ids named in a failure message
 
@@ -67,12 +68,33 @@ def shard_video_ids(output: str) -> Iterable[tuple[str, str]]:
 def check_complete(output: str, video_ids: Iterable[str]) -> Completeness:
     """Compare the rows under `output` with the input `video_ids` (see module docstring)."""
     expected = list(video_ids)
-    where: dict[str, list[str]] = collections.defaultdict(list)
-    wanted = set(expected)
-    for video_id, path in shard_video_ids(output):
-        if video_id in wanted:
-            where[video_id].append(path)
-    return Completeness(
-        inputs=len(expected),
-        missing=[vid for vid in expected if vid not in where],
-        duplicated={vid: paths for vid, paths in where.items() if len(paths) > 1})
+    collector = DigestCollector()
+    for video_id, _ in shard_video_ids(output):
+        collector.add(video_id)
+    return complete_from(output, collector.finish(), IdDigests.of(expected), lambda: expected)
+
+
+def complete_from(output: str, rows: IdDigests, inputs: IdDigests,
+                  video_ids: Callable[[], Iterable[str]]) -> Completeness:
+    """`check_complete` from digests (eercf_core.files.id_digests): `rows`, the ids of every
+    committed row (e.g. from pipelines.beam.resume.scan_records), against `inputs`, the input
+    ids'; one vectorised lookup, 16 bytes per id. Only when some input is missing or has more
+    than one row are the inputs streamed again (`video_ids()`) to name them, and for a repeat
+    the records read again to name the shards."""
+    counts = rows.counts_of(inputs.unique)
+    if not (counts == 0).any() and not (counts > 1).any():
+        return Completeness(inputs=inputs.total)
+    missing, repeated = [], []
+    for batch in batches(video_ids()):
+        found = rows.counts(batch)
+        missing += [vid for vid, count in zip(batch, found) if count == 0]
+        repeated += [vid for vid, count in zip(batch, found) if count > 1]
+    duplicated: dict[str, list[str]] = {}
+    if repeated:
+        wanted = set(repeated)
+        where: dict[str, list[str]] = collections.defaultdict(list)
+        for video_id, path in shard_video_ids(output):
+            if video_id in wanted:
+                where[video_id].append(path)
+        duplicated = {vid: where[vid] for vid in repeated if len(where[vid]) > 1}
+    return Completeness(inputs=inputs.total, missing=missing, duplicated=duplicated)

@@ -13,22 +13,23 @@ import argparse
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
-from apache_beam.ml.inference.base import RunInference
 
 from eercf_core.files.inputs import VideoRef
 from eercf_core.model.identity_cache import ModelFacts
-from eercf_core.model.network import ModelIdentity
 from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import DecodedVideo, DecodeOptions, decode_job
 from eercf_core.video.error_causes import outcome_cause
 from eercf_core.video.isolation import Outcome, shared_pool
 from eercf_core.video.prefetch import PrefetchStats, prefetch
-from pipelines.beam.inference import DecodedItem, EercfModelHandler
+from pipelines.beam.inference import DecodedItem, EercfModelHandler, RunInference
 from pipelines.beam.shard_sink import WriteShardsFn
 from schemas import STATUS_ERROR, FeatureDims
+
+if TYPE_CHECKING:  # torch: never imported by building the graph (pipelines.beam.inference)
+    from eercf_core.model.network import ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,9 @@ def build_pipeline(pipeline: beam.Pipeline,
         | "Decode" >> beam.ParDo(DecodeChunkFn(decode_options, args.workers,
                                                args.per_video_timeout, args.batch_size,
                                                args.decode_ahead)))
-    encode: beam.PTransform = RunInference(EercfModelHandler(spec, previews=not args.no_previews))
+    encode: beam.PTransform = RunInference(EercfModelHandler(
+        spec, previews=not args.no_previews,
+        expected=identity if isinstance(identity, ModelFacts) else None))
     writer = WriteShardsFn(args.output, dims, identity.model_id, identity.checkpoint_sha256,
                            total, args.progress_seconds, time.time())
     if not split_stages(args):

@@ -2,22 +2,55 @@
 
 The model is loaded once per worker process (and reused from the launcher when the runner is
 in-process); CUDA with fp16 autocast for the image tower when available, CPU fp32 otherwise.
+
+Importing this module (and so building the extract graph) imports neither torch nor open_clip:
+the launcher of a remote run, or of a dry run, never needs them (~750 MB). Beam's
+`apache_beam.ml.inference.base` imports torch through its optional `ModelManager`
+(`model_manager.py`, a module-level `import torch` inside a try/except ImportError); it is
+imported here with that one submodule hidden, so `ModelManager` is None until Beam itself
+imports it lazily where it is used (not on the path eercf takes). Workers that unpickle the
+graph import Beam normally. Import `RunInference` from here, not from Beam, so this happens first.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from apache_beam.ml.inference.base import ModelHandler
 
-from eercf_core.model.features import VideoFeatures
-from eercf_core.model.network import EercfModel
+from eercf_core.model.identity_cache import CACHE_NAME, ModelFacts
 from eercf_core.model.spec import ModelSpec, load_model_spec
 from eercf_core.video.decode import DecodedVideo
 from eercf_core.video.previews import encode_previews
 from schemas import FEATURE_COLUMNS, FEATURE_OF_COLUMN, STATUS_OK
+
+if TYPE_CHECKING:  # torch: imported where a model is loaded or run, never by the graph
+    from eercf_core.model.features import VideoFeatures
+    from eercf_core.model.network import EercfModel
+
+_BEAM_INFERENCE = "apache_beam.ml.inference.base"
+_TORCH_IMPORTER = "apache_beam.ml.inference.model_manager"
+
+
+def _import_beam_inference_without_torch() -> None:
+    """Import Beam's inference base with its torch-importing ModelManager module hidden (see
+    the module docstring); nothing when it is already imported or torch already is."""
+    if _BEAM_INFERENCE in sys.modules or "torch" in sys.modules \
+            or _TORCH_IMPORTER in sys.modules:
+        return
+    sys.modules[_TORCH_IMPORTER] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        import apache_beam.ml.inference.base  # noqa: F401
+    finally:
+        del sys.modules[_TORCH_IMPORTER]
+
+
+_import_beam_inference_without_torch()
+from apache_beam.ml.inference.base import ModelHandler, RunInference  # noqa: E402
+
+__all__ = ["DecodedItem", "EercfModelHandler", "RunInference", "build_model", "feature_rows"]
 
 _LOADED: dict[ModelSpec, Any] = {}  # one model per process and spec
 
@@ -82,12 +115,26 @@ class EercfModelHandler(ModelHandler):
     bundle end, and runners that drop bundle-end output (Beam's Dask runner) lost it.
     """
 
-    def __init__(self, spec: ModelSpec, previews: bool = True):
+    def __init__(self, spec: ModelSpec, previews: bool = True,
+                 expected: ModelFacts | None = None):
         super().__init__()
-        self.spec, self.previews = spec, previews
+        self.spec, self.previews, self.expected = spec, previews, expected
 
     def load_model(self) -> EercfModel:
-        return build_model(self.spec)
+        """The model, loaded once per process. With `expected` (the identity the launcher took
+        from its cache without loading the weights), a model that is not that one is refused:
+        its rows would go into an output of another model."""
+        model = build_model(self.spec)
+        if self.expected is not None:
+            facts = ModelFacts.of(model)
+            if facts != self.expected:
+                raise RuntimeError(
+                    f"the model loaded on this worker ({facts.model_id}, weights "
+                    f"{facts.checkpoint_sha256[:12]}, dims {facts.dims}) is not the one "
+                    f"{CACHE_NAME} in the output names ({self.expected.model_id}, weights "
+                    f"{self.expected.checkpoint_sha256[:12]}): the weights changed behind the "
+                    f"cache; delete {CACHE_NAME} from the output and rerun")
+        return model
 
     def run_inference(self, batch: Sequence[DecodedItem], model: Any,
                       inference_args: dict[str, Any] | None = None) -> Iterable[tuple]:

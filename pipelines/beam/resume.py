@@ -18,12 +18,15 @@ import collections
 import hashlib
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.compute as pc
 
 from eercf_core.errors import UserInputError
 from eercf_core.files import commits, paths, shards
 from eercf_core.files.atomic import write_json
+from eercf_core.files.id_digests import DigestCollector, IdDigests
 from eercf_core.files.inputs import VideoRef
 from eercf_core.video import error_causes
 from schemas import STATUS_ERROR, STATUS_OK, FeatureDims
@@ -62,6 +65,16 @@ def _recover(shard: str, reason: str) -> commits.CommitRecord | None:
     return None
 
 
+def _check_identity(path: str, found: tuple[FeatureDims, str, str],
+                    wanted: tuple[FeatureDims, str, str]) -> None:
+    """UserInputError when a shard's (dims, model_id, weights) are not this run's."""
+    if found != wanted:
+        raise UserInputError(
+            f"{path} holds features of model {found[1]!r} (weights "
+            f"{found[2][:12]}, dims {found[0]}), this run uses {wanted[1]!r} "
+            f"(weights {wanted[2][:12]}, dims {wanted[0]}); use a different --output")
+
+
 def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256: str
                 ) -> dict[str, tuple[str, str]]:
     """video_id -> (status, shard path) over the committed shards under `output`, from their
@@ -78,12 +91,7 @@ def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256
             record = _recover(path, exc.reason)
         if record is None:
             continue
-        identity = record.identity
-        if identity != (dims, model_id, checkpoint_sha256):
-            raise UserInputError(
-                f"{path} holds features of model {identity[1]!r} (weights "
-                f"{identity[2][:12]}, dims {identity[0]}), this run uses {model_id!r} "
-                f"(weights {checkpoint_sha256[:12]}, dims {dims}); use a different --output")
+        _check_identity(path, record.identity, (dims, model_id, checkpoint_sha256))
         for video_id, status in zip(record.columns["video_id"], record.columns["status"]):
             if video_id in done:
                 log.warning("video %r appears in two shards (%s, %s)", video_id,
@@ -117,6 +125,55 @@ def drop_error_rows(done: dict[str, tuple[str, str]], dims: FeatureDims, model_i
     return removed
 
 
+class SummaryCounter:
+    """The counts of `summarize`, accumulated shard by shard (`add` each shard's row columns):
+    per status, per error cause and per warning kind, with at most `examples` examples each
+    (memory does not grow with the output)."""
+
+    def __init__(self, examples: int = 3):
+        self.examples = examples
+        self.counts: collections.Counter = collections.Counter()
+        self.causes: dict[str, list] = {}  # cause -> [count, examples]
+        self.warnings: dict[str, list] = {}  # kind -> [count, example ids]
+
+    @staticmethod
+    def _count(groups: dict[str, list], key: str, example: str, examples: int) -> None:
+        group = groups.setdefault(key, [0, []])
+        group[0] += 1
+        if len(group[1]) < examples:
+            group[1].append(example)
+
+    def add(self, columns: dict[str, list]) -> None:
+        """Count one shard's rows (commits.ROW_FIELDS lists)."""
+        statuses = columns["status"]
+        self.counts.update(statuses)
+        for i, status in enumerate(statuses):
+            if status == STATUS_ERROR:
+                error = columns["error"][i] or ""
+                cause = columns["error_cause"][i] or error_causes.classify_message(error)
+                self._count(self.causes, cause, error, self.examples)
+            elif status == STATUS_OK and columns["warning"][i]:
+                kind = columns["warning"][i].split(":", 1)[0]
+                self._count(self.warnings, kind, columns["video_id"][i], self.examples)
+
+    def write(self, output: str, shards_counted: int, uncommitted: list[str],
+              extra: dict | None = None) -> dict:
+        """The summary (see `summarize`), also written as `summary.json` (atomically)."""
+        by_count = sorted(self.causes.items(), key=lambda item: (-item[1][0], item[0]))
+        summary = {
+            "videos": sum(self.counts.values()), "by_status": dict(sorted(self.counts.items())),
+            "shards": shards_counted,
+            "errors_by_cause": {cause: {"count": count, "examples": examples}
+                                for cause, (count, examples) in by_count},
+            "warnings": {kind: {"count": count, "examples": examples}
+                         for kind, (count, examples) in sorted(self.warnings.items())},
+            **({"uncommitted_shards": uncommitted} if uncommitted else {}),
+            **(extra or {}),
+        }
+        write_json(f"{output.rstrip('/')}/{SUMMARY_NAME}", summary)
+        return summary
+
+
 def summarize(output: str, examples: int = 3, extra: dict | None = None) -> dict:
     """Counts by status, errors grouped by cause and warnings over the committed shards in
     `output` (from their commit records, no feature rows read; shards written before records
@@ -128,30 +185,61 @@ def summarize(output: str, examples: int = 3, extra: dict | None = None) -> dict
     `warnings`: kind (e.g. "partly decoded") -> {"count", "examples": video ids}.
     `uncommitted_shards`: version 3 shards without a valid record (not counted), if any.
     """
-    counts: collections.Counter = collections.Counter()
-    causes: dict[str, list[str]] = {}
-    warnings: dict[str, list[str]] = {}
+    counter = SummaryCounter(examples)
     counted, uncommitted = commits.committed_shards(output)
-    for _, table in counted:
-        counts.update(table["status"])
-        for i, status in enumerate(table["status"]):
-            if status == STATUS_ERROR:
-                error = table["error"][i] or ""
-                cause = table["error_cause"][i] or error_causes.classify_message(error)
-                causes.setdefault(cause, []).append(error)
-            elif status == STATUS_OK and table["warning"][i]:
-                kind = table["warning"][i].split(":", 1)[0]
-                warnings.setdefault(kind, []).append(table["video_id"][i])
-    by_count = sorted(causes.items(), key=lambda item: (-len(item[1]), item[0]))
-    summary = {
-        "videos": sum(counts.values()), "by_status": dict(sorted(counts.items())),
-        "shards": len(counted),
-        "errors_by_cause": {cause: {"count": len(messages), "examples": messages[:examples]}
-                            for cause, messages in by_count},
-        "warnings": {kind: {"count": len(ids), "examples": ids[:examples]}
-                     for kind, ids in sorted(warnings.items())},
-        **({"uncommitted_shards": uncommitted} if uncommitted else {}),
-        **(extra or {}),
-    }
-    write_json(f"{output.rstrip('/')}/{SUMMARY_NAME}", summary)
-    return summary
+    for _, columns in counted:
+        counter.add(columns)
+    return counter.write(output, len(counted), uncommitted, extra)
+
+
+@dataclass
+class OutputScan:
+    """One pass over an output's commit records: `ids` of every committed row (16 bytes each,
+    repeats kept: eercf_core.files.id_digests), `summary` counted, `shards` that count and the
+    `uncommitted` ones (a read-only scan; a resume scan deletes or adopts those)."""
+
+    ids: IdDigests
+    summary: SummaryCounter
+    shards: int
+    uncommitted: list[str]
+
+    def done(self, video_ids: list[str]) -> np.ndarray:
+        """Which of `video_ids` have a committed row (bool array)."""
+        return self.ids.contains(video_ids)
+
+
+def scan_records(output: str, identity: tuple[FeatureDims, str, str] | None = None,
+                 examples: int = 3) -> OutputScan:
+    """Read every shard's commit record under `output` once (O(shards), no rows): the ids and
+    the summary counts, in memory that grows by 16 bytes per row.
+
+    With `identity` (dims, model_id, checkpoint_sha256) it is resume's scan: a shard without a
+    valid record is adopted (version 1-2) or deleted/moved aside (see module docstring), and a
+    shard of another model or other dims is a UserInputError. Without it, nothing is changed:
+    such shards are only listed in `uncommitted` (the completeness check after a run).
+    """
+    collector = DigestCollector()
+    summary = SummaryCounter(examples)
+    counted, uncommitted = 0, []
+    for path in shards.list_shards(output):
+        if identity is None:
+            columns = commits.row_columns(path)
+            if columns is None:
+                uncommitted.append(path)
+                continue
+        else:
+            try:
+                record: commits.CommitRecord | None = commits.read_valid_record(path)
+            except commits.InvalidRecord as exc:
+                record = _recover(path, exc.reason)
+            if record is None:
+                continue
+            _check_identity(path, record.identity, identity)
+            columns = record.columns
+        collector.update(columns["video_id"])
+        summary.add(columns)
+        counted += 1
+    ids = collector.finish()
+    if ids.repeated():
+        log.warning("%d video ids appear in more than one row of %s", ids.repeated(), output)
+    return OutputScan(ids, summary, counted, uncommitted)

@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING
 
 from eercf_core.config import NUM_FRAMES
 from eercf_core.files import paths, shards
+from eercf_core.files.id_digests import batches
 from eercf_core.files.inputs import (
+    ListedInputs,
     VideoRef,
-    check_manifest,
     is_manifest_input,
     iter_manifest,
-    read_inputs,
+    manifest_ids,
 )
 from eercf_core.files.output_check import check_writable_dir
 from eercf_core.files.output_lock import OutputLock, lock_inside
@@ -51,11 +52,12 @@ from eercf_core.model.device import usable_here
 from eercf_core.model.spec import ModelSpec
 from eercf_core.video.decode import BACKENDS, DEFAULT_QUALITY, QUALITIES, DecodeOptions
 from eercf_core.video.isolation import close_shared_pools
-from pipelines.beam.completeness import check_complete
+from pipelines.beam.completeness import complete_from
 from pipelines.beam.resume import (
+    OutputScan,
     drop_error_rows,
     scan_output,
-    summarize,
+    scan_records,
 )
 from pipelines.beam.runner import run_pipeline, selects_runner
 from pipelines.beam.watch_progress import WatchProgress
@@ -75,7 +77,6 @@ from pipelines.flags import (
     positive_int,
 )
 from pipelines.interrupts import interrupted
-from schemas import STATUS_ERROR
 
 if TYPE_CHECKING:  # torch + open_clip: imported only when a model is loaded (~4 s, ~800 MB)
     from eercf_core.model.network import EercfModel
@@ -173,6 +174,14 @@ def run(argv: list[str] | None = None) -> int:
 def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_args: list[str],
              started: float) -> int:
     refs = _Inputs(args.input)
+    try:
+        return _extract_inputs(parser, args, beam_args, started, refs)
+    finally:
+        refs.close()
+
+
+def _extract_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    beam_args: list[str], started: float, refs: _Inputs) -> int:
     spec = model_spec(args, args.num_frames or NUM_FRAMES)
     facts = identity_cache.load(args.output, spec)
     model = None
@@ -186,14 +195,18 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
     removed = shards.remove_temp_files(args.output)
     if removed:
         log.info("removed %d temp files left by an interrupted run", removed)
-    pending = _resume(args, refs, facts)
-    if pending and model is None and not args.dry_run:
+    scan, pending = _resume(args, refs, facts)
+    if pending and model is None and not args.dry_run and not selects_runner(beam_args):
+        # The in-process runner's workers are this process: load the model once here (they
+        # reuse it) and check it against the cache. A selected runner's workers load it
+        # themselves and refuse one that is not `facts` (EercfModelHandler.load_model), so
+        # its launcher imports neither torch nor the weights.
         model = _load_model(launcher_spec(spec, beam_args))
         if identity_cache.ModelFacts.of(model) != facts:  # weights changed behind the cache
             log.warning("%s was stale (the weights changed); the model's real identity is used",
                         identity_cache.CACHE_NAME)
             facts = identity_cache.ModelFacts.of(model)
-            pending = _resume(args, refs, facts)
+            scan, pending = _resume(args, refs, facts)
     identity_cache.store(args.output, spec, facts)
     if pending:
         decode_options = DecodeOptions(num_frames=facts.num_frames, image_size=facts.image_size,
@@ -202,10 +215,8 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
         from pipelines.beam.extract_pipeline import build_pipeline
         from pipelines.beam.read_inputs import ReadPlan, write_plan
 
-        done = _done_ids(args, facts)
-        plan = write_plan(args.output, (ref for ref in refs if ref.video_id not in done),
-                          args.shard_size)
-        del done
+        plan = write_plan(args.output, _pending_refs(refs, scan), args.shard_size)
+        del scan  # the done ids: rows are counted again after the run
         # On a selected runner (Dask, Dataflow, ...) the writers' progress lines stay in the
         # workers' logs: the launcher watches the commit records instead.
         watch = (WatchProgress(args.output, pending, args.progress_seconds)
@@ -222,9 +233,12 @@ def _extract(parser: argparse.ArgumentParser, args: argparse.Namespace, beam_arg
             print(f"extract --dry-run: {pending} of {refs.count} videos to do in {plan.chunks} "
                   f"shards; pipeline graph {graph_bytes} bytes; nothing was run")
             return 0
+        scan = scan_records(args.output)  # what the run committed (read only)
+    # else: nothing was written, resume's scan is the output as it stands
     elapsed = time.monotonic() - started
-    completeness = check_complete(args.output, (ref.video_id for ref in refs))
-    summary = summarize(args.output, extra={
+    completeness = complete_from(args.output, scan.ids, refs.ids,
+                                 lambda: (ref.video_id for ref in refs))
+    summary = scan.summary.write(args.output, scan.shards, scan.uncommitted, extra={
         "model_id": facts.model_id, "checkpoint_sha256": facts.checkpoint_sha256,
         "model_weights": spec.describe(),
         "this_run": {"inputs": refs.count, "processed": pending,
@@ -259,41 +273,51 @@ def _load_model(spec: ModelSpec) -> EercfModel:
 
 
 class _Inputs:
-    """The job's input videos, iterable once per pass: a manifest is streamed from its file on
-    every pass (checked once up front: bad lines and repeated ids refused with file:line), so
-    the launcher's memory does not grow with it; globs, directories and files are expanded
-    once and held (eercf_core.files.inputs.read_inputs)."""
+    """The job's input videos, iterable once per pass, never held in memory: a manifest is
+    streamed from its file on every pass (checked once up front: bad lines and repeated ids
+    refused with file:line); globs, directories and files are listed once, streamed into a
+    local spill file (eercf_core.files.inputs.ListedInputs), and read back from it. Memory:
+    16 bytes per id for the checks."""
 
     def __init__(self, inputs: list[str]):
         self.manifest = inputs[0] if is_manifest_input(inputs) else None
-        self.refs = None if self.manifest else read_inputs(inputs)
-        self.count = check_manifest(self.manifest) if self.manifest else len(self.refs or [])
+        self.listed = None if self.manifest else ListedInputs(inputs)
+        self.ids = self.listed.ids if self.listed else manifest_ids(str(self.manifest))
+        self.count = self.ids.total
 
     def __iter__(self) -> Iterator[VideoRef]:
-        if self.manifest is None:
-            return iter(self.refs or [])
-        return (ref for _, ref in iter_manifest(self.manifest))
+        if self.listed is not None:
+            return iter(self.listed)
+        return (ref for _, ref in iter_manifest(str(self.manifest)))
+
+    def close(self) -> None:
+        if self.listed is not None:
+            self.listed.close()
 
 
-def _done_ids(args: argparse.Namespace, facts: identity_cache.ModelFacts) -> set[str]:
-    """Ids of the videos done under --output (ok, or error without --retry-errors)."""
-    done = scan_output(args.output, facts.dims, facts.model_id, facts.checkpoint_sha256)
-    return {video_id for video_id, (status, _) in done.items()
-            if not (args.retry_errors and status == STATUS_ERROR)}
+def _pending_refs(refs: _Inputs, scan: OutputScan) -> Iterator[VideoRef]:
+    """The inputs without a committed row, in input order (looked up in batches)."""
+    for batch in batches(refs):
+        done = scan.done([ref.video_id for ref in batch])
+        yield from (ref for ref, is_done in zip(batch, done) if not is_done)
 
 
-def _resume(args: argparse.Namespace, refs: _Inputs, facts: identity_cache.ModelFacts) -> int:
-    """How many input videos are pending, from the commit records under --output (one pass
-    over the inputs); `--retry-errors` first drops the error rows."""
-    done = scan_output(args.output, facts.dims, facts.model_id, facts.checkpoint_sha256)
+def _resume(args: argparse.Namespace, refs: _Inputs, facts: identity_cache.ModelFacts
+            ) -> tuple[OutputScan, int]:
+    """(the output's commit records, scanned once; how many input videos are pending, from
+    the digests of both: no pass over the inputs); `--retry-errors` first drops the error
+    rows."""
+    identity = (facts.dims, facts.model_id, facts.checkpoint_sha256)
     if args.retry_errors:
-        retried = drop_error_rows(done, facts.dims, facts.model_id, facts.checkpoint_sha256)
+        done = scan_output(args.output, *identity)
+        retried = drop_error_rows(done, *identity)
         log.info("--retry-errors: %d error rows removed, those videos run again", retried)
-        done = {k: v for k, v in done.items() if v[0] != STATUS_ERROR}
-    pending = sum(ref.video_id not in done for ref in refs)
+        del done
+    scan = scan_records(args.output, identity)
+    pending = int((scan.ids.counts_of(refs.ids.unique) == 0).sum())  # no pass over the inputs
     log.info("extract: %d input videos, %d already in %s, %d to do", refs.count,
              refs.count - pending, args.output, pending)
-    return pending
+    return scan, pending
 
 
 def _print_summary(output: str, summary: dict) -> None:
