@@ -10,7 +10,7 @@
    feature size) in 200 shards of 500, and **10,000 videos at 100 / 500 / 2,000 per shard**
    (the cost must be flat in videos per shard).
 3. **adoption**: the first rerun over a v2 output (no records: every page read once), then the
-   next rerun (records only), at 2,000 ViT-B/32-size videos.
+   next reruns (records only), at 10,000 ViT-B/32-size videos (20 shards of 500).
 4. **feature read**: one ViT-B/32-size shard of 200 videos, schema v2 (fixed-size lists, zstd)
    vs v3 (fixed-size binary, plain), every feature column read to numpy
    (eercf_core.files.shards.read_shard + feature_arrays), best of 3, same process.
@@ -19,8 +19,13 @@
    the whole extract graph built; its serialized size (what Dataflow receives) and the
    launcher's peak RSS. (A real run also loads the model in the launcher.)
 Each extract run reports wall seconds and peak RSS from `/usr/bin/time -v`.
-Usage: python -m bench rerun [--quick] [--only=read,vit,tiny100k,shard_sizes,adopt,launcher]
-  (--quick: 2,000 ViT-B/32-size videos, 20,000 tiny, 100,000-line launcher manifest)
+6. **launcher with 1,000,000 done ids** (`launcher_done`): 1M committed videos (eercf-tiny at
+   T=1: 2.4 KB per row, the records cost the same at any feature size), then a dry-run launch of
+   those 1M + 256 new lines and the no-op rerun of the 1M (see `_launcher_done`).
+Usage: python -m bench rerun [--quick]
+         [--only=read,vit,tiny100k,shard_sizes,adopt,launcher,launcher_done]
+  (--quick: 2,000 ViT-B/32-size videos, 20,000 tiny, 100,000-line launcher manifest, 100,000
+  done ids)
 Data goes under $EERCF_BENCH_DIR (default /tmp/eercf-bench-rerun) and is deleted at the end.
 """
 from __future__ import annotations
@@ -56,11 +61,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def _identity(model: str) -> Identity:
-    """(dims, model_id, checkpoint_sha256) of `--model <model> --random-init --seed 0`, learned
-    in a child process (ViT-B/32 weights: ~2 GB that this process should not keep)."""
+def _identity(model: str, num_frames: int = 12) -> Identity:
+    """(dims, model_id, checkpoint_sha256) of `--model <model> --random-init --seed 0`
+    (`--num-frames`), learned in a child process (ViT-B/32 weights: ~2 GB that this process
+    should not keep)."""
     code = ("import json; from eercf_core.model.spec import ModelSpec, load_model_spec; "
-            f"m = load_model_spec(ModelSpec({model!r}, random_init=True, seed=0, device='cpu')); "
+            f"m = load_model_spec(ModelSpec({model!r}, random_init=True, seed=0, device='cpu', "
+            f"num_frames={num_frames})); "
             "print(json.dumps([m.dims.to_dict(), m.identity.model_id, "
             "m.identity.checkpoint_sha256]))")
     out = subprocess.run([sys.executable, "-c", code], env=_env(), check=True,
@@ -186,10 +193,40 @@ def _launcher(root: Path, n: int) -> dict[str, object]:
     return result
 
 
+def _launcher_done(root: Path, n: int, new: int = 256) -> dict[str, object]:
+    """The launcher with n done ids: an output of n committed videos (eercf-tiny at T=1, so
+    1M rows fit in ~2.5 GB: a commit record's cost does not depend on the feature size), then
+    (1) `extract --dry-run` on a manifest of those n plus `new` new lines (resume over every
+    record, the plan of the new ones, the graph built: all a real launch does before the
+    runner takes over), and (2) the no-op rerun on the n (resume, completeness, summary)."""
+    from eercf_core.files.inputs import write_manifest
+
+    identity = _identity(TINY, num_frames=1)
+    manifest = _write_output(root, n, 1000, identity)
+    disk = sum(p.stat().st_size for p in (root / "out").iterdir())
+    more = root / "more.tsv"
+    with open(manifest, encoding="utf-8") as done_lines:
+        write_manifest(str(more), [*((f"new-{i:05d}", f"/corpus/new-{i:05d}.mp4")
+                                     for i in range(new))])
+        with open(more, "a", encoding="utf-8") as out:
+            next(done_lines)  # header
+            for line in done_lines:
+                out.write(line)
+    first = _extract(root, manifest, TINY, "--num-frames", "1")  # learns the identity
+    launch = _extract(root, more, TINY, "--num-frames", "1", "--dry-run", "--shard-size", "256")
+    noop = _extract(root, manifest, TINY, "--num-frames", "1")
+    result: dict[str, object] = {"done_ids": n, "new": new, "output_gb": round(disk / 1e9, 2),
+                                 "first": first, "dry_run_launch": launch, "noop_rerun": noop}
+    log.info("launcher with done ids: %s", result)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
 def main(argv: list[str]) -> dict:
     quick = "--quick" in argv
     only = next((a.split("=", 1)[1].split(",") for a in argv if a.startswith("--only=")),
-                ["read", "vit", "tiny100k", "shard_sizes", "adopt", "launcher"])
+                ["read", "vit", "tiny100k", "shard_sizes", "adopt", "launcher",
+                 "launcher_done"])
     work = _work_dir()
     work.mkdir(parents=True, exist_ok=True)
     known = functools.cache(_identity)  # learned once, only for the parts that need it
@@ -198,6 +235,9 @@ def main(argv: list[str]) -> dict:
         if "launcher" in only:
             results["launcher"] = [_launcher(work / "launcher", n)
                                    for n in (10_000, 100_000 if quick else 1_000_000)]
+        if "launcher_done" in only:
+            results["launcher_done_ids"] = _launcher_done(work / "launcher_done",
+                                                          100_000 if quick else 1_000_000)
         if "read" in only:
             results["feature_read_vit_b32"] = _read_speed(work / "read", known(VIT_B32[0]))
         if "vit" in only:
@@ -211,8 +251,8 @@ def main(argv: list[str]) -> dict:
                 _reruns(work / "tiny", 10_000, size, known(TINY), TINY)
                 for size in (100, 500, 2_000)]
         if "adopt" in only:
-            results["adopt_v2_vit_b32"] = _reruns(work / "v2", 2_000, 500, known(VIT_B32[0]),
-                                                  VIT_B32[0], version=2)
+            results["adopt_v2_vit_b32"] = _reruns(work / "v2", 2_000 if quick else 10_000, 500,
+                                                  known(VIT_B32[0]), VIT_B32[0], version=2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return results

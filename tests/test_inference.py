@@ -106,3 +106,16 @@ def test_run_inference_transform_on_the_fn_api_runner(model):
                 | "Encode" >> RunInference(EercfModelHandler(SPEC))
                 | "Key" >> beam.Map(lambda r: (r[0], r[2]["video_id"], r[2]["status"] == "error")))
         assert_that(rows, equal_to(expected))
+
+
+def test_a_worker_refuses_a_model_that_is_not_the_cached_identity(model):
+    from dataclasses import replace
+
+    from eercf_core.model.identity_cache import ModelFacts
+
+    facts = ModelFacts.of(model)
+    assert EercfModelHandler(SPEC, expected=facts).load_model() is model
+    stale = replace(facts, checkpoint_sha256="f" * 64)
+    with pytest.raises(RuntimeError, match="the weights changed behind the cache; delete "
+                                           "model_identity.json"):
+        EercfModelHandler(SPEC, expected=stale).load_model()

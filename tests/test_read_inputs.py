@@ -3,6 +3,11 @@ refused with file:line before anything runs) and writes a plan; the graph holds 
 URLs, so its size does not grow with the number of inputs."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -11,6 +16,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from eercf_core.files.inputs import VideoRef, check_manifest, iter_manifest
 from pipelines.beam.read_inputs import MAX_PARTS, ReadPlan, write_plan
 from pipelines.beam.resume import plan_chunks
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _refs(n: int) -> list[VideoRef]:
@@ -78,3 +85,80 @@ def test_extract_dry_run_plans_and_builds_the_graph_but_runs_nothing(tmp_path, c
     assert "nothing was run" in printed
     left = {p.name for p in out.iterdir()} - {".eercf.lock"}  # (the lock file may stay)
     assert left == {"model_identity.json"}  # no shard, no plan
+
+
+def test_id_digests_answer_membership_and_count_repeats():
+    from eercf_core.files.id_digests import IdDigests, batches, digest
+
+    ids = IdDigests.of([f"v{i}" for i in range(1000)] + ["v3", "v3", "v7"])
+    assert (len(ids), ids.total, ids.repeated()) == (1000, 1003, 2)
+    assert ids.counts(["v3", "v7", "v8", "nope"]).tolist() == [3, 2, 1, 0]
+    assert ids.contains(["v999", "v1000"]).tolist() == [True, False]
+    assert sorted(ids.repeated_digests()) == sorted([digest("v3"), digest("v7")])
+    # digests ending in zero bytes (numpy's S16 hands them out shortened) still match
+    zeros = [s for s in (f"x{i}" for i in range(5000)) if digest(s).endswith(b"\0")]
+    assert zeros and IdDigests.of(zeros * 2).repeated_digests() == sorted(
+        (digest(s) for s in zeros))
+    other = IdDigests.of(["v1", "v2", "zz"])
+    assert ids.counts_of(other.unique).tolist() == [1, 1, 0]
+    assert IdDigests.of([]).contains(["a"]).tolist() == [False]
+    assert [len(b) for b in batches(range(5), 2)] == [2, 2, 1]
+
+
+def test_globs_and_directories_are_streamed_in_sorted_order(tmp_path):
+    import fsspec
+
+    from eercf_core.files.inputs import ListedInputs, _glob_files, _walk_files, read_inputs
+
+    root = tmp_path / "c"
+    for name in ("a.mp4", "c.mp4", "c/x.mp4", "c-d.mp4", "c/y/z.mp4", "d.mp4", "b/q.mp4",
+                 "b/q.txt", "c/y/w.mkv"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    fs = fsspec.filesystem("file")
+    for pattern in ("*.mp4", "*/*.mp4", "**/*.mp4", "c/**", "[bc]*/*"):
+        full = f"{root}/{pattern}"
+        expected = sorted(p for p in fs.glob(full) if not fs.isdir(p))
+        assert list(_glob_files(fs, full)) == expected, pattern
+    assert list(_walk_files(fs, str(root), None)) == sorted(fs.find(str(root)))
+    listed = ListedInputs([f"{root}/*.mp4", str(root / "b")])
+    try:
+        assert list(listed) == read_inputs([f"{root}/*.mp4", str(root / "b")])
+        assert [ref.video_id for ref in listed] == ["a.mp4", "c-d.mp4", "c.mp4", "d.mp4",
+                                                   "b/q.mp4"]
+        assert listed.count == listed.ids.total == 5
+    finally:
+        listed.close()
+    assert not Path(listed.path).exists()
+    with pytest.raises(ValueError, match=r"1 duplicate video_id\(s\) in the inputs \('b/q.mp4'"):
+        ListedInputs([str(root), str(root / "b" / "q.mp4")])
+
+
+def test_building_the_extract_graph_imports_no_torch(tmp_path):
+    code = f"""
+import sys
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from eercf_core.files.inputs import VideoRef
+from eercf_core.model.identity_cache import ModelFacts
+from eercf_core.model.spec import ModelSpec
+from eercf_core.video.decode import DecodeOptions
+from pipelines.beam.extract_pipeline import build_pipeline
+from pipelines.beam.read_inputs import ReadPlan, write_plan
+from pipelines.commands.extract import build_parser
+from schemas import FeatureDims
+
+args = build_parser().parse_args(["--input", "x", "--output", {str(tmp_path)!r}])
+plan = write_plan(args.output, [VideoRef("a", "/a.mp4")], 1)
+facts = ModelFacts("m", "0" * 64, FeatureDims(4, 4, 8), 4, 32)
+pipeline = beam.Pipeline(runner=FnApiRunner())
+build_pipeline(pipeline, ReadPlan(plan), DecodeOptions(num_frames=4, image_size=32),
+               ModelSpec("eercf-tiny", random_init=True), args, facts.dims, facts, 1)
+assert len(pipeline.to_runner_api().SerializeToString()) > 0
+plan.remove()
+print(sorted(m for m in ("torch", "open_clip") if m in sys.modules))
+"""
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
