@@ -116,6 +116,6 @@ def test_a_worker_refuses_a_model_that_is_not_the_cached_identity(model):
     facts = ModelFacts.of(model)
     assert EercfModelHandler(SPEC, expected=facts).load_model() is model
     stale = replace(facts, checkpoint_sha256="f" * 64)
-    with pytest.raises(RuntimeError, match="the weights changed behind the cache; delete "
-                                           "model_identity.json"):
+    with pytest.raises(RuntimeError, match=r"the weights changed behind the cache; delete "
+                                            r"model_identity\.json"):
         EercfModelHandler(SPEC, expected=stale).load_model()

@@ -98,7 +98,7 @@ def test_id_digests_answer_membership_and_count_repeats():
     # digests ending in zero bytes (numpy's S16 hands them out shortened) still match
     zeros = [s for s in (f"x{i}" for i in range(5000)) if digest(s).endswith(b"\0")]
     assert zeros and IdDigests.of(zeros * 2).repeated_digests() == sorted(
-        (digest(s) for s in zeros))
+        digest(s) for s in zeros)
     other = IdDigests.of(["v1", "v2", "zz"])
     assert ids.counts_of(other.unique).tolist() == [1, 1, 0]
     assert IdDigests.of([]).contains(["a"]).tolist() == [False]
