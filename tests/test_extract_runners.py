@@ -68,8 +68,9 @@ def test_a_lost_row_fails_the_job(tmp_path, monkeypatch, caplog):
 
 
 def test_dask_runner_in_process_writes_every_row(tmp_path):
-    # Beam's Dask runner drops what finish_bundle emits: 5 videos in batches of 3 leave a
-    # remainder batch in each chunk, which BatchElements used to flush only at bundle end.
+    # Beam's own Dask runner dropped what finish_bundle emits (5 videos in batches of 3 leave a
+    # remainder batch in each chunk) and repeated outputs across partitions; our DaskRunner
+    # (pipelines/beam/dask_runner.py) runs each partition as one bundle.
     distributed = pytest.importorskip("distributed")
     make_videos(tmp_path / "corpus", 5)
     out = tmp_path / "out"
@@ -84,11 +85,6 @@ def test_dask_runner_in_process_writes_every_row(tmp_path):
 
 
 @pytest.mark.slow  # 38 s on the loaded 2-core box
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect, issue 24: on Beam's Dask runner the split stages sometimes write a video twice "
-    "(seen once in a full-suite run: one id in two shards); the completeness check catches it and "
-    "the job exits 1, so nothing passes silently. A run over 5 videos that reported 62 rows in the "
-    "same process suggests state carried between in-process Dask clusters; not yet found."))
 def test_dask_runner_runs_the_split_stages(tmp_path):
     """Decode and inference as separate stages (a reshuffle between, rows gathered by shard)
     on Beam's Dask runner: every row written, one shard per chunk."""

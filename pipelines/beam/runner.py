@@ -2,10 +2,12 @@
 
 - Unknown command-line flags are Beam pipeline options. Without `--runner` the pipeline runs on
   Beam's in-process FnApiRunner (the "DirectRunner" default first tries to download a binary).
-- `--runner DaskRunner` (or `Dask`) names Beam's Dask runner, which Beam itself accepts only by
-  its class path. On Dask each work item (an extract chunk, a block of queries) becomes its own
-  partition unless `--dask_npartitions`/`--dask_partition_size` is given: Beam's default packs
-  up to 128 elements into one partition, i.e. onto one worker, and its Reshuffle does nothing.
+- `--runner DaskRunner` (or `Dask`, or Beam's class path) runs Beam's Dask runner with its ParDo
+  translation fixed (pipelines.beam.dask_runner: Beam's repeats earlier partitions' outputs in
+  later ones and shares one DoFn instance between a worker's threads). On Dask each work item
+  (an extract chunk, a block of queries) becomes its own partition unless
+  `--dask_npartitions`/`--dask_partition_size` is given: Beam's default packs up to 128
+  elements into one partition, i.e. onto one worker, and its Reshuffle does nothing.
 - The Dask client (and a LocalCluster it started) is closed when the pipeline ends, failed or
   not, so the job exits without connection-refused noise.
 - Local paths are made absolute where the command is typed (`eercf_core.files.paths.absolute`):
@@ -22,8 +24,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-_RUNNER_ALIASES = {"dask": DASK_RUNNER, "daskrunner": DASK_RUNNER}
+# Beam's Dask runner with its ParDo translation fixed (pipelines/beam/dask_runner.py); Beam's own
+# class path is mapped to it too, since Beam's repeats outputs across partitions.
+DASK_RUNNER = "pipelines.beam.dask_runner.DaskRunner"
+BEAM_DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
+_RUNNER_ALIASES = {"dask": DASK_RUNNER, "daskrunner": DASK_RUNNER,
+                   BEAM_DASK_RUNNER.lower(): DASK_RUNNER}
 _DASK_PARTITION_FLAGS = ("--dask_npartitions", "--dask_partition_size")
 
 
