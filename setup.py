@@ -39,6 +39,8 @@ setup(
     # (the object-storage tests' S3 server).
     extras_require={"dask": DASK, "s3": S3,
                     "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.17,<0.18",
-                             "mypy>=2.4,<2.5", "websocket-client>=1.6", *DASK, *S3_TEST]},
+                             "mypy>=2.4,<2.5", "websocket-client>=1.6",
+                             "pandas>=2", "duckdb>=1",  # tests of the README's v3 shard reads
+                             *DASK, *S3_TEST]},
     entry_points={"console_scripts": ["eercf=pipelines.cli:main"]},
 )
