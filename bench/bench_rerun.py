@@ -133,6 +133,7 @@ def _extract(root: Path, manifest: Path, model: str, *extra: str) -> dict[str, f
             "already_done": int(todo.group(1)) if todo else -1,
             "to_do": int(todo.group(2)) if todo else -1,
             "loaded_model": "known from" not in run.stderr,
+            "adopted_shards": run.stderr.count("fully verified and committed"),
             **({"graph_bytes": int(graph.group(1))} if graph else {})}
 
 
