@@ -238,9 +238,10 @@ def test_parallel_fill_writes_the_same_store_as_serial(tmp_path):
 
 
 def test_shard_tasks_fill_disjoint_slices_like_the_serial_writer(tmp_path):
-    """The parallel fill's task (`_fill_shard`, run here in-process, shards in reverse order)
+    """The parallel fill's task (`fill.fill_shard`, run here in-process, shards in reverse order)
     writes the same store bytes as the serial writer; a slice count mismatch fails."""
     from eercf_core.index import build as build_module
+    from eercf_core.index.fill import fill_shard
     from eercf_core.index.store import FineStoreWriter
     from schemas import FeatureDims
 
@@ -256,14 +257,14 @@ def test_shard_tasks_fill_disjoint_slices_like_the_serial_writer(tmp_path):
     sliced.filled_elsewhere()
     starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]])
     for shard, start, count in reversed(list(zip(shards, starts, per_shard))):
-        assert build_module._fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shard,
-                                        int(start), count, 4) == count
+        assert fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shard,
+                          int(start), count, 4) == count
     sliced.close()
     for path in sorted((tmp_path / "serial").iterdir()):
         assert (tmp_path / "sliced" / path.name).read_bytes() == path.read_bytes(), path.name
     with pytest.raises(ValueError, match=r"more rows than the slice"):
-        build_module._fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shards[0], 0,
-                                 per_shard[0] - 1, 4)
+        fill_shard(str(tmp_path / "sliced"), dims.to_dict(), {}, shards[0], 0,
+                   per_shard[0] - 1, 4)
 
 
 def test_video_ids_memory_mapped_with_json_fallback(tmp_path):
@@ -279,3 +280,23 @@ def test_video_ids_memory_mapped_with_json_fallback(tmp_path):
     assert arrow in Path("/proc/self/maps").read_text()  # mapped, not parsed into a list
     (tmp_path / "idx" / IDS_ARROW).unlink()  # an index built before the Arrow id map
     assert open_index(tmp_path / "idx").video_ids == ids
+
+
+def test_a_fill_worker_imports_no_torch():
+    """A spawned fill worker imports eercf_core.index.fill only: no torch, no model code (each
+    would cost the worker seconds at start)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    script = ("import sys\n"
+              "import eercf_core.index.fill\n"
+              "import eercf_core.index\n"
+              "heavy = sorted(m for m in ('torch', 'open_clip', 'eercf_core.index.build',\n"
+              "               'eercf_core.model.network') if m in sys.modules)\n"
+              "print(heavy)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

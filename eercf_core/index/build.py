@@ -14,12 +14,11 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 
 from eercf_core.config import RECALL_K
@@ -34,8 +33,6 @@ from eercf_core.files.output_lock import OutputLock, lock_beside, pid_alive
 from eercf_core.files.shards import (
     SHARD_SUFFIX,
     decode_qualities,
-    feature_arrays,
-    iter_shard_batches,
     list_shards,
     read_shard,
     shard_identity,
@@ -58,8 +55,9 @@ from eercf_core.index.directory import (
     write_video_ids,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
+from eercf_core.index.fill import fill_shard, ok_batches
 from eercf_core.index.remote import index_exists, upload_index
-from eercf_core.index.store import FineStoreSlice, FineStoreWriter, bytes_per_video
+from eercf_core.index.store import FineStoreWriter, bytes_per_video
 from eercf_core.model.features import VideoFeatures
 from eercf_core.progress import Progress
 from eercf_core.scoring.scores import ScoreParams
@@ -157,35 +155,13 @@ def _id_columns(shard: str) -> tuple[list[str], np.ndarray, list[str | None]]:
             columns["decode_quality"])
 
 
-def _ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
-                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """(shard number, feature arrays of up to `batch_rows` ok rows) in index row order."""
-    columns = ["status", *COLUMN_OF_FEATURE.values()]
-    for number, shard in enumerate(shards, start=1):
-        for batch in iter_shard_batches(shard, columns, batch_rows):
-            batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
-            if batch.num_rows:
-                yield number, feature_arrays(batch, dims)
-
-
 def _fill_store(shards: list[str], writer: FineStoreWriter, batch_rows: int) -> None:
     """Pass 2: stream the ok rows' features into the store, `batch_rows` rows at a time."""
     progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
-    for _, arrays in _ok_batches(shards, writer.dims, batch_rows):
+    for _, arrays in ok_batches(shards, writer.dims, batch_rows):
         before = writer.written
         writer.append(**arrays)
         progress.add(writer.written - before)
-
-
-def _fill_shard(store: str, dims: dict, codecs: dict[str, tuple[str, str, str]], shard: str,
-                start: int, count: int, batch_rows: int) -> int:
-    """One task of the parallel fill (runs in a worker process): the ok rows of `shard` into
-    store rows [start, start + count); returns the rows written (ValueError on a mismatch)."""
-    target = FineStoreSlice(store, FeatureDims.from_dict(dims), start, count, codecs)
-    for _, arrays in _ok_batches([shard], target.dims, batch_rows):
-        target.append(**arrays)
-    target.close()
-    return target.written
 
 
 def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineStoreWriter,
@@ -203,7 +179,7 @@ def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineSt
     starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
     progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_fill_shard, str(writer.directory), writer.dims.to_dict(), codecs,
+        futures = [pool.submit(fill_shard, str(writer.directory), writer.dims.to_dict(), codecs,
                                shard, start, count, batch_rows)
                    for shard, start, count in zip(shards, starts, per_shard) if count]
         for future in as_completed(futures):
@@ -215,7 +191,7 @@ def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_row
     """The stored (float16) features of the ok rows `rows` (sorted index rows), as tensors."""
     wanted: dict[str, list[np.ndarray]] = {kind: [] for kind in COLUMN_OF_FEATURE}
     first = 0
-    for _, arrays in _ok_batches(shards, dims, batch_rows):
+    for _, arrays in ok_batches(shards, dims, batch_rows):
         count = len(arrays["mask"])
         hits = rows[(rows >= first) & (rows < first + count)] - first
         for kind, values in arrays.items():

@@ -21,10 +21,13 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from eercf_core.errors import UserInputError
 
@@ -184,12 +187,14 @@ class VectorCodec:
 
     def decode_torch(self, codes: np.ndarray) -> torch.Tensor:
         """codes [*R, code_size] -> float32 tensor [*R, D]."""
+        import torch
         decoded = torch.from_numpy(self.decode(codes.reshape(-1, self.code_size)))
         return decoded.view(*codes.shape[:-1], self.dim)
 
     def _code_space(self) -> tuple[torch.Tensor | None, faiss.Index]:
         """(A, inner): a codec "OPQ..,<inner>" is an orthonormal A [D, D] then `inner`, so
         s·decode(c) = (A s)·inner_decode(c); (None, the index) for any other codec."""
+        import torch
         index = faiss.downcast_index(self.index)
         if not isinstance(index, faiss.IndexPreTransform) \
                 or index.chain.size() != 1:  # type: ignore[attr-defined]
@@ -234,6 +239,7 @@ class VectorCodec:
 
         queries [Q, D] float32. Σ_m table[m, code_m] is the inner product with the decoded vector.
         """
+        import torch
         tables = self._lookup_tables()
         if tables is None:
             raise ValueError(f"codec {self.factory!r} has no lookup-table scoring")
@@ -244,6 +250,7 @@ class VectorCodec:
 
     def code_offsets(self, codes: np.ndarray) -> torch.Tensor:
         """codes [*R, M] uint8 -> int64 [*R, M] positions into `query_tables` rows."""
+        import torch
         tables = self._lookup_tables()
         assert tables is not None
         offsets = torch.arange(tables.shape[0]) * tables.shape[1]
@@ -252,6 +259,7 @@ class VectorCodec:
     def _lookup_tables(self) -> torch.Tensor | None:
         """PQ centroids [M, ksub, dsub] when the codec is an 8-bit PQ (after an OPQ rotation or
         not), else None."""
+        import torch
         _, inner = self._code_space()
         if self._pq_tables is None and isinstance(inner, faiss.IndexPQ) \
                 and inner.pq.nbits == 8 and self.is_trained:

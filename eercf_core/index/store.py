@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import write_json
@@ -33,6 +32,8 @@ from eercf_core.index.codecs import CODED_KINDS, VectorCodec
 from schemas import COLUMN_OF_FEATURE, FeatureDims
 
 if TYPE_CHECKING:
+    import torch
+
     from eercf_core.model.features import VideoFeatures
 
 STORE_META = "store.json"
@@ -246,6 +247,7 @@ class FineStore:
 
     def read_float(self, kind: str, rows: np.ndarray) -> torch.Tensor:
         """float32 [len(rows), ...] vectors of a feature kind (decoded if stored as codes)."""
+        import torch
         codec = self.codecs.get(kind)
         stored = self.read(kind, rows)
         return torch.from_numpy(stored).float() if codec is None else codec.decode_torch(stored)
@@ -263,6 +265,7 @@ class FineStore:
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(frame, context, patch, mask) of `rows` (any shape R, e.g. [Q, k]) as torch tensors:
         float32 [*R, T, D], [*R, T, D], [*R, T*P, D] and bool [*R, T]."""
+        import torch
         rows = np.asarray(rows.cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.int64)
         flat = rows.reshape(-1)
         if flat.size and (flat.min() < 0 or flat.max() >= self.num_videos):
@@ -273,6 +276,7 @@ class FineStore:
         return frame, context, patch, mask
 
     def _gathered(self, kind: str, flat: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+        import torch
         values = (torch.from_numpy(self.read(kind, flat)) if kind == "mask"
                   else self.read_float(kind, flat))
         return values.reshape(*shape, *values.shape[1:])

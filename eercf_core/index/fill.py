@@ -1,0 +1,40 @@
+"""Feature shards -> rows of the fine store: the store fill of `build-index`, serial or as one
+task per shard (`fill_shard`, what each worker process of `--workers N` runs).
+
+Imports neither torch nor the rest of the index package: a spawned fill worker starts in about
+the time of a pyarrow + FAISS import (measured in bench/bench_scale.py's build part).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow.compute as pc
+
+from eercf_core.files.shards import feature_arrays, iter_shard_batches
+from eercf_core.index.store import FineStoreSlice
+from schemas import COLUMN_OF_FEATURE, STATUS_OK, FeatureDims
+
+
+def ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
+               ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(shard number from 1, feature arrays of up to `batch_rows` ok rows) in index row order:
+    "coarse" [n, D], "frame"/"context" [n, T, D], "patch" [n, T*P, D] float16, "mask" [n, T]."""
+    columns = ["status", *COLUMN_OF_FEATURE.values()]
+    for number, shard in enumerate(shards, start=1):
+        for batch in iter_shard_batches(shard, columns, batch_rows):
+            batch = batch.filter(pc.equal(batch.column("status"), STATUS_OK))
+            if batch.num_rows:
+                yield number, feature_arrays(batch, dims)
+
+
+def fill_shard(store: str, dims: dict, codecs: dict[str, tuple[str, str, str]], shard: str,
+               start: int, count: int, batch_rows: int) -> int:
+    """One task of the parallel fill: the ok rows of `shard` into store rows
+    [start, start + count) (`codecs`: kind -> (file, factory, sha256) of the trained codecs);
+    returns the rows written (ValueError when the shard's ok rows are not `count`)."""
+    target = FineStoreSlice(store, FeatureDims.from_dict(dims), start, count, codecs)
+    for _, arrays in ok_batches([shard], target.dims, batch_rows):
+        target.append(**arrays)
+    target.close()
+    return target.written
