@@ -5,9 +5,12 @@ Parts (`--parts=evaluate,recall`, default all):
   its ground truth are generated under /tmp/i22/scale (`--work=DIR`), then `eercf evaluate` runs
   in a fresh process under `/usr/bin/time -v`: wall seconds, peak RSS, rows/s.
 - build: committed feature shards of N synthetic videos (`--build-sizes=10000`; dims
-  `--build-dims=T,P,D`, default 12,16,64 = eercf-tiny's; 500 videos per shard) written with the
-  public schema, then `eercf build-index --workers W` for W in `--build-workers=1,2`: wall
-  seconds, ms/video, peak RSS, store and index bytes, recall record.
+  `--build-dims=T,P,D`, default 12,16,64 = eercf-tiny's, 12,49,512 = ViT-B/32's; 500 videos per
+  shard) written with the public schema, then `eercf build-index --workers W` for W in
+  `--build-workers=1,2`: wall seconds, ms/video, peak RSS, store and index bytes, recall
+  record. `--baseline=DIR`: first the same build by the checkout DIR (an older commit, for
+  side-by-side ratios); `--build-codec=SPEC`: also a build with `--fine-codec SPEC`;
+  `--keep-shards`: keep the generated shards for the next run.
 - recall: coarse vectors of N tiny-dim videos (clustered, D = 64; `--recall-sizes=10000,100000,
   300000`) go through `recall.build_tuned` (index type by size, nprobe / efSearch tuned on
   held-out queries to recall@50 >= 0.95) in a fresh process under `/usr/bin/time -v`: build
@@ -35,11 +38,12 @@ TOP_N = 100
 NUM_VIDEOS = 100_000
 
 
-def timed(argv: list[str]) -> dict:
-    """Run argv under /usr/bin/time -v; {"seconds", "peak_rss_mb", "stdout"}; raises on failure."""
+def timed(argv: list[str], code: str | None = None) -> dict:
+    """Run argv under /usr/bin/time -v with the checkout `code` (default: this one) first on
+    PYTHONPATH; {"seconds", "peak_rss_mb", "stdout"}; raises on failure."""
     started = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+                          env={**os.environ, "PYTHONPATH": code or os.getcwd()})
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-3000:]}")
@@ -205,33 +209,51 @@ def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, 
 
 
 def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
-               workers: list[int]) -> dict:
+               workers: list[int], baseline: str | None = None, codec: str | None = None,
+               keep_shards: bool = False) -> dict:
+    """`eercf build-index` over N synthetic videos for each W in `workers`, side by side in one
+    run: with `baseline` (another checkout, e.g. a `git worktree` of an older commit) that
+    code's build first on the same shards, with W = 1; with `codec` also this code's build
+    with `--fine-codec codec` at the largest W."""
     import shutil
 
     runs = []
     for size in sizes:
-        shards = work / f"shards_{size}"
-        if not shards.exists():
+        shards = work / f"shards_{size}_{'x'.join(map(str, dims_tpd))}"
+        if not (shards / "done").exists():
+            shutil.rmtree(shards, ignore_errors=True)
             write_feature_shards(shards, size, dims_tpd)
-        for count in workers:
+            (shards / "done").write_text("")
+        plan: list[tuple[str, str | None, int, list[str]]] = []
+        if baseline:
+            plan.append(("baseline", baseline, 1, []))
+        plan += [("this", None, count, []) for count in workers]
+        if codec:
+            plan.append(("this", None, max(workers), ["--fine-codec", codec]))
+        for code_name, code, count, extra in plan:
             out = work / f"index_{size}_{count}"
             shutil.rmtree(out, ignore_errors=True)
-            run = timed([sys.executable, "-m", "pipelines.cli", "build-index", "--shards",
-                         str(shards), "--output", str(out), "--workers", str(count)])
+            argv = [sys.executable, "-m", "pipelines.cli", "build-index", "--shards",
+                    str(shards), "--output", str(out), *extra]
+            if code_name == "this":
+                argv += ["--workers", str(count)]
+            run = timed(argv, code)
             manifest = json.loads((out / "manifest.json").read_text())
             store = sum(f.stat().st_size for f in (out / "fine").iterdir())
-            record = {"videos": size, "dims_tpd": list(dims_tpd), "workers": count,
-                      "seconds": run["seconds"], "ms_per_video": round(1e3 * run["seconds"] / size,
-                                                                      3),
+            record = {"code": code_name, "videos": size, "dims_tpd": list(dims_tpd),
+                      "workers": count, "fine_codec": manifest["fine_store"].get("codec", "fp16"),
+                      "seconds": run["seconds"],
+                      "ms_per_video": round(1e3 * run["seconds"] / size, 3),
                       "peak_rss_mb": run["peak_rss_mb"], "store_mb": round(store / 2**20, 1),
                       "index_mb": round((out / "recall.faiss").stat().st_size / 2**20, 1),
                       "factory": manifest["index"]["factory"],
                       "recall": manifest["index"].get("recall_vs_exact", {}).get("recall", 1.0),
                       "build_seconds": manifest.get("build_seconds")}
-            log.info("build %d videos, %d workers: %s", size, count, record)
+            log.info("build %d videos (%s code, %d workers): %s", size, code_name, count, record)
             runs.append(record)
             shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(shards, ignore_errors=True)
+        if not keep_shards:
+            shutil.rmtree(shards, ignore_errors=True)
     return {"runs": runs}
 
 
@@ -255,7 +277,9 @@ def main(flags: list[str]) -> dict:
         build_sizes = options.get("build-sizes", "2000" if quick else "10000")
         results["build"] = build_part(
             work, [int(x) for x in build_sizes.split(",")], (t, p, d),
-            [int(x) for x in options.get("build-workers", "1,2").split(",")])
+            [int(x) for x in options.get("build-workers", "1,2").split(",")],
+            baseline=options.get("baseline"), codec=options.get("build-codec"),
+            keep_shards="keep-shards" in options)
     if "recall" in parts:
         sizes = [int(x) for x in options.get(
             "recall-sizes", "10000,30000" if quick else "10000,100000,300000").split(",")]
