@@ -300,3 +300,31 @@ def test_a_fill_worker_imports_no_torch():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_codec_sample_reads_a_few_whole_shards_once(tmp_path, monkeypatch):
+    """With a codec, the training and fidelity samples come from one read of a few random whole
+    shards; every other shard is read once (by the fill), not three times."""
+    import collections
+
+    from eercf_core.index import build as build_module
+    from eercf_core.index import fill
+
+    write_synthetic_shards(tmp_path / "shards", 60, per_shard=5)
+    reads: collections.Counter = collections.Counter()
+    original = fill.iter_shard_batches
+
+    def counting(shard, *args, **kwargs):
+        reads[Path(shard).name] += 1
+        return original(shard, *args, **kwargs)
+
+    monkeypatch.setattr(fill, "iter_shard_batches", counting)
+    manifest = build_index_dir([str(tmp_path / "shards")], str(tmp_path / "idx"),
+                               fine_codec="SQ8", codec_train_videos=12, fidelity_videos=8,
+                               fidelity_queries=8, workers=1)
+    sample = manifest["fine_store"]["sample"]
+    assert sample["of_shards"] == 12 and sample["shards"] == build_module.SAMPLE_MIN_SHARDS
+    assert sample["videos"] == 5 * build_module.SAMPLE_MIN_SHARDS
+    assert sorted(reads.values()).count(2) == sample["shards"]  # sample + fill
+    assert sorted(reads.values()).count(1) == 12 - sample["shards"]  # the fill only
+    assert open_index(tmp_path / "idx").store.codec("patch") is not None

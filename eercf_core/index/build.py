@@ -186,30 +186,61 @@ def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineSt
             progress.add(future.result())
 
 
-def _read_rows(shards: list[str], dims: FeatureDims, rows: np.ndarray, batch_rows: int
-               ) -> VideoFeatures:
-    """The stored (float16) features of the ok rows `rows` (sorted index rows), as tensors."""
-    wanted: dict[str, list[np.ndarray]] = {kind: [] for kind in COLUMN_OF_FEATURE}
+# The codec sample comes from at least this many whole shards (fewer when the corpus has fewer):
+# shards are chunks of the input order, and one shard may hold one kind of video only.
+SAMPLE_MIN_SHARDS = 4
+
+
+def _sample_shards(shards: list[str], per_shard: list[int], need: int, seed: int
+                   ) -> tuple[list[str], int]:
+    """Whole shards in random order until they hold `need` ok rows and at least
+    SAMPLE_MIN_SHARDS shards (index order kept); returns (shards, their ok rows). Reading them
+    costs O(sample), not O(corpus)."""
+    chosen: list[int] = []
+    rows = 0
+    for i in np.random.default_rng(seed).permutation(len(shards)).tolist():
+        if per_shard[i] == 0:
+            continue
+        chosen.append(i)
+        rows += per_shard[i]
+        if rows >= need and len(chosen) >= SAMPLE_MIN_SHARDS:
+            break
+    chosen.sort()
+    return [shards[i] for i in chosen], rows
+
+
+def _read_samples(shards: list[str], dims: FeatureDims, samples: list[np.ndarray],
+                  batch_rows: int) -> list[VideoFeatures]:
+    """The stored (float16) features of each sorted array of ok-row numbers in `samples` (rows
+    numbered over `shards` in order), all read in one pass that stops after the last row."""
+    wanted: list[dict[str, list[np.ndarray]]] = [{kind: [] for kind in COLUMN_OF_FEATURE}
+                                                 for _ in samples]
+    last = max(int(rows[-1]) for rows in samples if len(rows))
     first = 0
     for _, arrays in ok_batches(shards, dims, batch_rows):
         count = len(arrays["mask"])
-        hits = rows[(rows >= first) & (rows < first + count)] - first
-        for kind, values in arrays.items():
-            wanted[kind].append(values[hits])
+        for rows, parts in zip(samples, wanted):
+            hits = rows[(rows >= first) & (rows < first + count)] - first
+            for kind, values in arrays.items():
+                parts[kind].append(values[hits])
         first += count
-        if first > rows[-1]:
+        if first > last:
             break
-    return VideoFeatures(**{kind: torch.from_numpy(np.concatenate(parts))
-                            for kind, parts in wanted.items()})
+    return [VideoFeatures(**{kind: torch.from_numpy(np.concatenate(parts[kind]))
+                             for kind in COLUMN_OF_FEATURE}) for parts in wanted]
 
 
-def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
+def _train_fine_codecs(shards: list[str], dims: FeatureDims, per_shard: list[int],
                        spec: FineCodecSpec | None, train_videos: int, train_vectors: int,
                        fidelity_videos: int, fidelity_queries: int, batch_rows: int, seed: int,
                        auto: dict | None = None,
                        text_queries: tuple[torch.Tensor, ScoreParams] | None = None
                        ) -> tuple[FineCodecSpec, dict[str, VectorCodec], dict]:
     """Train the codecs on a sample of videos and measure their fidelity on another sample.
+
+    Both samples come from one read of a few whole shards (`_sample_shards`: random shards
+    holding at least the two samples, SAMPLE_MIN_SHARDS or more), so the codec costs
+    O(sample) reads, not another scan of the corpus.
 
     Returns (spec, codecs, manifest record). `spec` None selects the codec (`--fine-codec auto`,
     `eercf_core.index.codec_selection`, with `auto` = {"min_agreement", "max_bytes_per_video"});
@@ -220,16 +251,21 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
     and, with auto, must reach the target as well.
     """
     start = time.perf_counter()
-    order = np.random.default_rng(seed).permutation(num_videos)
+    sample_shards, sample_rows = _sample_shards(shards, per_shard,
+                                                train_videos + fidelity_videos, seed)
+    order = np.random.default_rng(seed).permutation(sample_rows)
     train_rows = np.sort(order[:train_videos])
-    held_out = num_videos >= train_videos + min(fidelity_videos, RECALL_K)
+    held_out = sample_rows >= train_videos + min(fidelity_videos, RECALL_K)
     fidelity_rows = np.sort(order[train_videos:train_videos + fidelity_videos] if held_out
                             else order[:fidelity_videos])
-    train = _read_rows(shards, dims, train_rows, batch_rows)
+    train, reference = _read_samples(sample_shards, dims, [train_rows, fidelity_rows],
+                                     batch_rows)
+    read_seconds = time.perf_counter() - start
+    sample = {"shards": len(sample_shards), "of_shards": len(shards), "videos": sample_rows,
+              "read_seconds": round(read_seconds, 3)}
     params = ScoreParams.identity(dims.embed_dim, dims.num_frames)
     selection: dict | None = None
     if spec is None:
-        reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
         chosen = select_codec(train, reference, corpus_queries(reference, fidelity_queries, seed),
                               params, dims, train_vectors=train_vectors, seed=seed,
                               text_queries=text_queries, **(auto or {}))
@@ -237,14 +273,13 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
         selection["held_out"] = held_out
         train_seconds = time.perf_counter() - start
         if chosen.fidelity is None:  # float16 kept: nothing met the target
-            return spec, codecs, {"codec": str(spec), "selection": selection,
+            return spec, codecs, {"codec": str(spec), "selection": selection, "sample": sample,
                                   "seconds": {"selection": round(train_seconds, 3)}}
         fidelity = chosen.fidelity
     else:
         codecs = train_codecs(spec, {kind: getattr(train, kind).numpy() for kind in CODED_KINDS},
                               dims.embed_dim, train_vectors, seed)
         train_seconds = time.perf_counter() - start
-        reference = _read_rows(shards, dims, fidelity_rows, batch_rows)
         decoded = round_trip(reference, codecs)
         fidelity = measure_fidelity(reference, decoded,
                                     corpus_queries(reference, fidelity_queries, seed), params)
@@ -261,7 +296,7 @@ def _train_fine_codecs(shards: list[str], dims: FeatureDims, num_videos: int,
               "training_vectors": {kind: min(train_vectors, len(train_rows) * rows)
                                    for kind, rows in _vectors_per_video(dims).items()
                                    if kind in codecs},
-              "fidelity": fidelity,
+              "fidelity": fidelity, "sample": sample,
               "seconds": {"train": round(train_seconds, 3),
                           "fidelity": round(time.perf_counter() - start - train_seconds, 3)}}
     if selection is not None:
@@ -365,7 +400,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             codec_record: dict | None = None
             if spec is None or not spec.is_fp16:
                 spec, codecs, codec_record = _train_fine_codecs(
-                    shards, dims, len(ids), spec, codec_train_videos, codec_train_vectors,
+                    shards, dims, per_shard, spec, codec_train_videos, codec_train_vectors,
                     fidelity_videos, fidelity_queries, batch_rows, seed,
                     auto={"min_agreement": min_agreement, "candidates": codec_candidates,
                           "max_bytes_per_video": max_bytes_per_video} if auto else None,
