@@ -331,7 +331,7 @@ def _accumulate(ranked_path: str, truth: dict, meta: dict, block_bytes: int) -> 
         if acc.rows:
             return acc
     except FastPathRefused as exc:
-        log.info("%s: read line by line (%s)", ranked_path, exc)
+        log.debug("%s: read line by line (%s)", ranked_path, exc)  # its errors name the line
     acc = _Accumulator(truth, meta)
     for block in python_blocks(ranked_path):
         acc.add(block)
