@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "or open_clip name with --pretrained/--random-init), for its text "
                          "tower and score parameters")
     parser.add_argument("--device", default="cpu", help="device for text encoding")
-    add_workers(parser, 1, "processes filling the fine store, one shard per task (1: "
-                "in-process; each spawned worker imports torch and FAISS, which costs seconds)")
+    add_workers(parser, None, "processes filling the fine store, one shard per task (1: "
+                "in-process; below 2,000 videos always in-process)")
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
