@@ -5,7 +5,8 @@ same shards):
   --real-shards DIR   shards of real videos (e.g. ../shared/videos through a seeded random
                       ViT-B-32): bytes/video and the manifest's measured fidelity (top-10
                       agreement of the rerank order, rerank score errors vs the neighbour gap).
-  --demo DIR          a `make demo`-style run: DIR/features (test-split shards), DIR/model.pt,
+  --demo DIR          a `make demo`-style run: DIR/features (test-split shards), DIR/model.pt
+                      (or DIR/train/model.pt),
                       DIR/corpus/test_queries.tsv + test_ground_truth.tsv: R@1/R@5/R@10 of the
                       two-stage ranking per codec, and its top-10 agreement with float16's.
 Speed (synthetic ViT-B/32-sized features as `bench query`; N = 10k and 100k videos, video i
@@ -106,7 +107,9 @@ def quality_real(shards: str, specs: list[str], work: Path, train: tuple[int, in
 
 def quality_demo(demo: Path, specs: list[str], work: Path, train: tuple[int, int]) -> list[dict]:
     """R@K of the two-stage ranking of the demo test queries for each codec."""
-    model = ec.load_model(str(demo / "model.pt"), device="cpu")
+    checkpoint = demo / "model.pt"  # a `make demo` output keeps it in train/
+    model = ec.load_model(str(checkpoint if checkpoint.exists() else demo / "train" / "model.pt"),
+                          device="cpu")
     queries = read_queries(str(demo / "corpus" / "test_queries.tsv"))
     truth = {q: [v for v, _ in rows] for q, rows in
              read_ground_truth(str(demo / "corpus" / "test_ground_truth.tsv")).items()}
