@@ -67,6 +67,28 @@ def test_round_trip_error_bounds(factory, bytes_per_vector, max_error):
     assert (ip_error <= np.linalg.norm(decoded - test, axis=1)[None] + 1e-5).all()
 
 
+@pytest.mark.parametrize("factory", ["PQ2", "OPQ2,PQ2", "IVF4,PQ2"])
+def test_small_pq_encode_blocks_give_faiss_default_codes(factory):
+    """Codes encoded with PQ_ENCODE_BLOCK (set when codecs is imported) equal those of FAISS's
+    default block, on sub-vectors of 16 dims (the distance-table path the block size affects)."""
+    import faiss
+
+    from eercf_core.index import codecs
+
+    assert faiss.cvar.product_quantizer_compute_codes_bs == codecs.PQ_ENCODE_BLOCK
+    rng = np.random.default_rng(0)
+    x = _unit(rng, 3000, 32)
+    codec = VectorCodec(factory, 32)
+    codec.train(x[:2000], seed=0)
+    small = codec.encode(x)
+    faiss.cvar.product_quantizer_compute_codes_bs = 256 * 1024  # FAISS's default
+    try:
+        default = codec.encode(x)
+    finally:
+        faiss.cvar.product_quantizer_compute_codes_bs = codecs.PQ_ENCODE_BLOCK
+    np.testing.assert_array_equal(small, default)
+
+
 def test_pq_lookup_tables_score_codes_without_decoding():
     rng = np.random.default_rng(1)
     codec = VectorCodec("PQ4", 16)

@@ -1,5 +1,7 @@
-"""The memory-mapped fine store: round trip, random access, incomplete stores refused."""
+"""The fine store: round trip, random access by positional reads, incomplete stores refused."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +39,53 @@ def test_round_trip_and_gather(tmp_path):
                                   features["context"][2:6].astype(np.float32))
     with pytest.raises(IndexError):
         store.gather(np.array([20]))
+
+
+def test_reads_equal_numpy_take_and_leave_no_mapped_pages(tmp_path):
+    """`read` is np.take on the file (any order, repeats, runs, 2-D rows, a reused buffer) and
+    maps nothing: the pages it read are not in the process's memory maps."""
+    features = random_features(40)
+    _write(tmp_path / "fine", features)
+    store = FineStore(tmp_path / "fine")
+    rng = np.random.default_rng(0)
+    for rows in (np.array([7]), np.arange(40), np.array([3, 4, 5, 9, 9, 2, 39, 0]),
+                 rng.integers(0, 40, (5, 6)), np.array([], dtype=np.int64)):
+        for kind in KINDS:
+            expected = np.take(np.load(tmp_path / "fine" / f"{kind}.npy"), rows, axis=0)
+            got = store.read(kind, rows)
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(got, expected)
+    buffer = np.empty((3, *store.arrays["patch"].shape[1:]), np.float16)
+    assert store.read("patch", np.array([5, 1, 2]), out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, features["patch"][[5, 1, 2]])
+    with pytest.raises(ValueError, match="out must be"):
+        store.read("patch", np.array([5, 1]), out=buffer)
+    with pytest.raises(IndexError):
+        store.read("frame", np.array([-1]))
+    # The memory maps in `arrays` were never touched: no page of the patch file is resident.
+    patch_file = str(tmp_path / "fine" / "patch.npy")
+    if not Path("/proc/self/smaps").exists():
+        pytest.skip("no /proc/self/smaps on this system")
+    with open("/proc/self/smaps") as smaps:
+        text = smaps.read()
+    resident = [line for entry in _smaps_entries(text) if entry[0].endswith(patch_file)
+                for line in entry[1] if line.startswith("Rss:")]
+    assert all(int(line.split()[1]) == 0 for line in resident), resident
+    store.close()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        store.read("patch", np.array([1]))
+
+
+def _smaps_entries(text):
+    """(mapped path, its field lines) of each mapping in /proc/self/smaps."""
+    entries = []
+    for line in text.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            entries.append((head[-1] if len(head) >= 6 else "", []))
+        elif entries:
+            entries[-1][1].append(line)
+    return entries
 
 
 def test_bytes_per_video():

@@ -55,7 +55,7 @@ from eercf_core.index.directory import (
     write_video_ids,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
-from eercf_core.index.fill import fill_shard, ok_batches
+from eercf_core.index.fill import fill_shard, init_fill_worker, ok_batches
 from eercf_core.index.remote import index_exists, upload_index
 from eercf_core.index.store import FineStoreWriter, bytes_per_video
 from eercf_core.model.features import VideoFeatures
@@ -178,7 +178,8 @@ def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineSt
     writer.filled_elsewhere()
     starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
     progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=init_fill_worker) as pool:
         futures = [pool.submit(fill_shard, str(writer.directory), writer.dims.to_dict(), codecs,
                                shard, start, count, batch_rows)
                    for shard, start, count in zip(shards, starts, per_shard) if count]

@@ -33,6 +33,15 @@ from eercf_core.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
+# FAISS encodes PQ codes with sub-vectors of >= 16 dims (PQ32 at D = 512) through a distance
+# table of block x M x 256 floats per block of vectors (default block 262,144: 1 GB per 32,768
+# vectors at PQ32), which spills the caches: blocks of 256 vectors encode the same codes 4.7x
+# faster on one thread (25k -> 117k vectors/s, PQ32 at D = 512; OPQ32,PQ32 3.7x, IVF256,PQ32 4.1x;
+# PQ64, whose 8-dim sub-vectors take the per-vector path, unchanged).
+PQ_ENCODE_BLOCK = 256
+if hasattr(faiss.cvar, "product_quantizer_compute_codes_bs"):  # FAISS >= 1.7.3
+    faiss.cvar.product_quantizer_compute_codes_bs = PQ_ENCODE_BLOCK
+
 FP16 = "fp16"
 CODED_KINDS = ("frame", "context", "patch")
 # Training vectors per codec (PQ: 256 per centroid of an 8-bit sub-quantizer, FAISS's own cap).

@@ -168,7 +168,11 @@ class VideoIds(Sequence[str]):
 
     def take(self, rows: np.ndarray) -> list[str]:
         """The ids of `rows` (any int array, flattened), in that order."""
-        return self._ids.take(pa.array(np.asarray(rows, dtype=np.int64).ravel())).to_pylist()
+        flat = np.ascontiguousarray(rows, dtype=np.int64).ravel()
+        # from_buffers, not pa.array: pa.array imports pandas when it is installed (+58 MB RSS
+        # in every query worker) to check whether its argument is a pandas object.
+        indices = pa.Array.from_buffers(pa.int64(), flat.size, [None, pa.py_buffer(flat)])
+        return self._ids.take(indices).to_pylist()
 
 
 def open_video_ids(path: str | Path) -> Sequence[str]:

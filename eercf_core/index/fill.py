@@ -28,6 +28,14 @@ def ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
                 yield number, feature_arrays(batch, dims)
 
 
+def init_fill_worker() -> None:
+    """Start of a fill worker process: one FAISS thread, as the pool already runs one process
+    per core (OpenMP threads in every worker oversubscribe the cores during encoding)."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
 def fill_shard(store: str, dims: dict, codecs: dict[str, tuple[str, str, str]], shard: str,
                start: int, count: int, batch_rows: int) -> int:
     """One task of the parallel fill: the ok rows of `shard` into store rows

@@ -13,9 +13,13 @@ With a fine codec (`eercf_core.index.codecs`, `--fine-codec`) a kind is stored a
 store.json records each codec's factory string, file, code size and sha256; a missing, corrupt or
 mismatched codec file is refused when the store is opened.
 
-Files are standard `.npy` opened with `np.load(mmap_mode="r")`: reading video i touches only its
-rows (random access, no scan), and a corpus larger than RAM works because the OS pages rows in and
-out. The writer fills preallocated files in order, in bounded memory.
+Files are standard `.npy` (any reader can `np.load(path, mmap_mode="r")` them). The store reads
+rows with positional reads (`os.preadv`) into the caller's buffer: reading video i touches only
+its rows (random access, no scan), a corpus larger than RAM works (the rows come through the page
+cache), and a query worker's resident set stays at its buffers' size however many rows it has
+read. (Through a memory map, every page read stays in the reader's RSS until the kernel reclaims
+it: a worker that reranked for a while over a 1M-video store showed gigabytes of RSS.) The writer
+fills preallocated files in order, in bounded memory.
 """
 from __future__ import annotations
 
@@ -94,6 +98,54 @@ class _RowFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class _RowReader:
+    """Rows of one `.npy` file read with positional reads (`os.preadv`) into a buffer: the
+    rows come through the page cache and never count in the reader's resident set."""
+
+    def __init__(self, path: Path, header: np.ndarray) -> None:
+        """`header`: the file opened with np.load(mmap_mode="r") (shape, dtype, data offset)."""
+        assert isinstance(header, np.memmap), f"{path}: not memory-mapped"
+        self.path, self.shape, self.dtype = path, header.shape, header.dtype
+        self.offset = int(header.offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows `rows` (any shape R, any order, repeats allowed) as [*R, *row shape], like
+        `np.take(array, rows, axis=0, out=out)`; runs of consecutive rows are one read."""
+        flat = rows.reshape(-1)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= self.shape[0]):
+            raise IndexError(f"{self.path}: rows out of range [0, {self.shape[0]})")
+        shape = (*rows.shape, *self.shape[1:])
+        result = np.empty(shape, self.dtype) if out is None else out
+        if result.shape != shape or result.dtype != self.dtype or not result.flags.c_contiguous:
+            raise ValueError(f"{self.path}: out must be a contiguous {self.dtype} array of shape "
+                             f"{shape}, got {result.dtype} {result.shape}")
+        if not flat.size or not self.row_bytes:
+            return result
+        target = memoryview(result.reshape(-1).view(np.uint8).data)
+        starts = np.flatnonzero(np.diff(flat, prepend=flat[0] - 2) != 1)
+        ends = np.append(starts[1:], flat.size)
+        for first, last, row in zip(starts.tolist(), ends.tolist(), flat[starts].tolist()):
+            _read_exactly(self.fd, target[first * self.row_bytes:last * self.row_bytes],
+                          self.offset + row * self.row_bytes, self.path)
+        return result
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1  # a read after close fails with EBADF
+
+
+def _read_exactly(fd: int, target: memoryview, position: int, path: Path) -> None:
+    while target:
+        count = os.preadv(fd, [target], position)
+        if count <= 0:
+            raise UserInputError(f"{path}: truncated fine-store file (no bytes at offset "
+                                 f"{position})")
+        target, position = target[count:], position + count
 
 
 def _open_rows(directory: Path, codecs: Mapping[str, object]) -> dict[str, _RowFile]:
@@ -228,7 +280,8 @@ class FineStoreSlice:
 
 
 class FineStore:
-    """Read-only, memory-mapped view of a store directory."""
+    """Read-only view of a store directory: rows are read with positional reads (`read`);
+    `arrays` holds read-only memory maps of the same files (shapes, whole-array numpy views)."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -267,6 +320,17 @@ class FineStore:
             if array.shape != shape:
                 raise UserInputError(f"{path}: shape {array.shape}, expected {shape}")
             self.arrays[kind] = array
+        self._rows = {kind: _RowReader(self.directory / _file_of(kind, kind in self.codecs),
+                                       array) for kind, array in self.arrays.items()}
+
+    def close(self) -> None:
+        """Close the files (reads after this fail with OSError)."""
+        for reader in self._rows.values():
+            reader.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_rows"):  # absent when __init__ refused the directory
+            self.close()
 
     def __len__(self) -> int:
         return self.num_videos
@@ -293,7 +357,7 @@ class FineStore:
         `out`, if given, is filled and returned (reusing a buffer avoids page-faulting fresh
         memory on every call, which costs more than the copy itself).
         """
-        return np.take(self.arrays[kind], np.asarray(rows, dtype=np.int64), axis=0, out=out)
+        return self._rows[kind].take(np.asarray(rows, dtype=np.int64), out)
 
     def gather(self, rows: np.ndarray | torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
