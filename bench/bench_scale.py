@@ -9,12 +9,17 @@ Parts (`--parts=evaluate,recall`, default all):
   shard) written with the public schema, then `eercf build-index --workers W` for W in
   `--build-workers=1,2`: wall seconds, ms/video, peak RSS, store and index bytes, recall
   record. `--baseline=DIR`: first the same build by the checkout DIR (an older commit, for
-  side-by-side ratios); `--build-codec=SPEC`: also a build with `--fine-codec SPEC`;
+  side-by-side ratios); `--build-codec=SPEC[;SPEC..]`: also a build with `--fine-codec SPEC`;
   `--keep-shards`: keep the generated shards for the next run.
 - recall: coarse vectors of N tiny-dim videos (clustered, D = 64; `--recall-sizes=10000,100000,
   300000`) go through `recall.build_tuned` (index type by size, nprobe / efSearch tuned on
   held-out queries to recall@50 >= 0.95) in a fresh process under `/usr/bin/time -v`: build
   seconds per video, peak RSS, index bytes, recall measured, search latency per query.
+- query (not in the default parts): `eercf query --top-n 100` peak RSS as the indexed corpus
+  grows (`--query-sizes=10000,100000,1000000`, eercf-tiny dims T=12, P=16, D=64, `--query-codec
+  SQ8` fine store, `--query-queries=10000`); each build and query one fresh process;
+  `--baseline=DIR` also runs the query with that checkout, on the same index; `--keep-shards`
+  keeps shards and index (reused by the next run).
 Every measurement is one child process; the table reports its wall time and `Maximum resident set
 size`. Usage: python -m bench scale [--quick] [--parts=evaluate,build,recall] [--queries=N]
 """
@@ -42,7 +47,9 @@ def timed(argv: list[str], code: str | None = None) -> dict:
     """Run argv under /usr/bin/time -v with the checkout `code` (default: this one) first on
     PYTHONPATH; {"seconds", "peak_rss_mb", "stdout"}; raises on failure."""
     started = time.perf_counter()
+    # cwd too: `python -m` / `-c` put the working directory first on sys.path, before PYTHONPATH
     proc = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True,
+                          cwd=code or os.getcwd(),
                           env={**os.environ, "PYTHONPATH": code or os.getcwd()})
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
@@ -187,8 +194,10 @@ def extrapolate(runs: list[dict]) -> dict:
 
 
 def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, int],
-                         per_shard: int = 500, seed: int = 0) -> None:
-    """Committed shards (extract's format) of `num_videos` random unit-norm float16 features."""
+                         per_shard: int = 500, seed: int = 0,
+                         identity: tuple[str, str] = ("bench-synthetic", "0" * 64)) -> None:
+    """Committed shards (extract's format) of `num_videos` random float16 features (clustered
+    unit-norm coarse vectors), stamped with `identity` = (model id, checkpoint sha256)."""
     from eercf_core.files.commits import commit_shard
     from schemas import FeatureDims
 
@@ -204,8 +213,7 @@ def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, 
                  "context_frame_features": rng.standard_normal(t * d).astype(np.float16),
                  "patch_features": rng.standard_normal(t * p * d).astype(np.float16),
                  "frame_mask": np.ones(t, bool)} for i in range(begin, begin + count)]
-        commit_shard(str(root / f"part-{number:05d}.parquet"), rows, dims, "bench-synthetic",
-                     "0" * 64)
+        commit_shard(str(root / f"part-{number:05d}.parquet"), rows, dims, *identity)
 
 
 def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
@@ -228,8 +236,9 @@ def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
         if baseline:
             plan.append(("baseline", baseline, 1, []))
         plan += [("this", None, count, []) for count in workers]
-        if codec:
-            plan.append(("this", None, max(workers), ["--fine-codec", codec]))
+        for spec in (codec or "").split(";"):
+            if spec:
+                plan.append(("this", None, max(workers), ["--fine-codec", spec]))
         for code_name, code, count, extra in plan:
             out = work / f"index_{size}_{count}"
             shutil.rmtree(out, ignore_errors=True)
@@ -257,6 +266,82 @@ def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
     return {"runs": runs}
 
 
+# `eercf ARGS`, then its resident set at exit split into anonymous memory and file pages (shared
+# libraries and mapped index files, shared by every worker on a host), as one JSON line.
+_STATUS_AT_EXIT = """import json, sys
+from pipelines.cli import main
+code = main(sys.argv[1:])
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps({key: int(status[key].split()[0]) // 1024 for key in ("VmRSS", "RssAnon",
+                                                                       "RssFile")}))
+sys.exit(code)
+"""
+
+
+def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, workers: int,
+               keep: bool = False, baseline: str | None = None) -> dict:
+    """`eercf query` peak RSS against the corpus size. For each N: committed shards of N random
+    videos at eercf-tiny's dims stamped with a seeded eercf-tiny checkpoint's identity, `eercf
+    build-index --fine-codec codec` (default factory by size, nprobe tuned), then `eercf query
+    --top-n 100` of `num_queries` queries with that checkpoint in a fresh process (first by the
+    `baseline` checkout when given, on the same index): wall seconds, peak RSS, index and store
+    bytes, the manifest's recall record. `keep`: shards and index stay for the next run."""
+    import shutil
+
+    import eercf_core as ec
+    from bench.bench_query_memory import _queries
+
+    model = ec.create_model("eercf-tiny", seed=0)
+    checkpoint = work / "query_model.pt"
+    ec.save_model(model, str(checkpoint))
+    identity = (model.identity.model_id, model.identity.checkpoint_sha256)
+    dims = (model.dims.num_frames, model.dims.num_patches, model.dims.embed_dim)
+    queries = _queries(work / f"queries_{num_queries}.tsv", num_queries)
+    runs = []
+    for size in sizes:
+        shards = work / f"query_shards_{size}"
+        if not (shards / "done").exists():
+            shutil.rmtree(shards, ignore_errors=True)
+            started = time.perf_counter()
+            write_feature_shards(shards, size, dims, per_shard=5000, identity=identity)
+            (shards / "done").write_text("")
+            log.info("wrote %d videos of shards in %.0f s", size, time.perf_counter() - started)
+        index, ranked = work / f"query_index_{size}_{codec}", work / f"query_ranked_{size}.tsv"
+        build: dict = {"seconds": None, "peak_rss_mb": None, "reused": True}
+        if not (index / "manifest.json").exists():
+            shutil.rmtree(index, ignore_errors=True)
+            build = timed([sys.executable, "-m", "pipelines.cli", "build-index", "--shards",
+                           str(shards), "--output", str(index), "--fine-codec", codec,
+                           "--workers", str(workers)])
+        manifest = json.loads((index / "manifest.json").read_text())
+        recall_record = manifest["index"].get("recall_vs_exact", {})
+        for code_name, code in ([("baseline", baseline)] if baseline else []) + [("this", None)]:
+            run = timed([sys.executable, "-c", _STATUS_AT_EXIT, "query", "--index", str(index),
+                         "--model", str(checkpoint), "--queries", str(queries), "--output",
+                         str(ranked), "--top-n", str(TOP_N)], code)
+            at_exit = json.loads(run["stdout"].strip().splitlines()[-1])
+            record = {
+                "code": code_name, "videos": size, "dims_tpd": list(dims), "fine_codec": codec,
+                "build_seconds": build["seconds"], "build_peak_rss_mb": build["peak_rss_mb"],
+                "store_mb": round(sum(f.stat().st_size for f in (index / "fine").iterdir())
+                                  / 2**20, 1),
+                "index_mb": round((index / "recall.faiss").stat().st_size / 2**20, 1),
+                "factory": manifest["index"]["factory"], "nprobe": recall_record.get("value"),
+                "recall_at_50_held_out": recall_record.get("recall", 1.0),
+                "queries": num_queries, "query_seconds": run["seconds"],
+                "queries_per_s": round(num_queries / run["seconds"], 1),
+                "query_peak_rss_mb": run["peak_rss_mb"],
+                "query_rss_at_exit_mb": at_exit,
+                "ranked_mb": round(ranked.stat().st_size / 2**20, 1)}
+            log.info("query over %d videos: %s", size, record)
+            runs.append(record)
+            ranked.unlink()
+        if not keep:
+            shutil.rmtree(index, ignore_errors=True)
+            shutil.rmtree(shards, ignore_errors=True)
+    return {"runs": runs}
+
+
 def main(flags: list[str]) -> dict:
     options: dict[str, str] = {}
     for flag in flags:
@@ -280,6 +365,12 @@ def main(flags: list[str]) -> dict:
             [int(x) for x in options.get("build-workers", "1,2").split(",")],
             baseline=options.get("baseline"), codec=options.get("build-codec"),
             keep_shards="keep-shards" in options)
+    if "query" in parts:
+        results["query"] = query_part(
+            work, [int(x) for x in options.get("query-sizes", "10000,100000,1000000").split(",")],
+            int(options.get("query-queries", 10_000)), options.get("query-codec", "SQ8"),
+            int(options.get("query-build-workers", os.cpu_count() or 1)),
+            keep="keep-shards" in options, baseline=options.get("baseline"))
     if "recall" in parts:
         sizes = [int(x) for x in options.get(
             "recall-sizes", "10000,30000" if quick else "10000,100000,300000").split(",")]
