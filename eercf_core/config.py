@@ -16,8 +16,10 @@ FRAME_POSITIONS = 77  # rows of frame_position_embeddings (only the first T are 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # Project decision: bound on the float32 elements of one block of pairwise similarities or
-# gathered candidate features (128 MiB), shared by every blockwise scoring loop.
-BLOCK_ELEMENTS = 1 << 25
+# gathered candidate features (32 MiB), shared by every blockwise scoring loop. A block's scoring
+# holds several such tensors at once (softmax, pooling): at 1 << 25 the codec fidelity of a
+# ViT-B/32 build peaked ~600 MB above its inputs.
+BLOCK_ELEMENTS = 1 << 23
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from eercf_core.config import RECALL_K
@@ -213,22 +214,32 @@ def _sample_shards(shards: list[str], per_shard: list[int], need: int, seed: int
 def _read_samples(shards: list[str], dims: FeatureDims, samples: list[np.ndarray],
                   batch_rows: int) -> list[VideoFeatures]:
     """The stored (float16) features of each sorted array of ok-row numbers in `samples` (rows
-    numbered over `shards` in order), all read in one pass that stops after the last row."""
-    wanted: list[dict[str, list[np.ndarray]]] = [{kind: [] for kind in COLUMN_OF_FEATURE}
-                                                 for _ in samples]
+    numbered over `shards` in order), all read in one pass that stops after the last row, into
+    arrays allocated once (no concatenation copy)."""
+    shapes = dims.feature_shapes()
+    wanted = [{kind: np.empty((len(rows), *shapes[kind]),
+                              bool if kind == "mask" else np.float16)
+               for kind in COLUMN_OF_FEATURE} for rows in samples]
+    filled = [0] * len(samples)
     last = max(int(rows[-1]) for rows in samples if len(rows))
     first = 0
     for _, arrays in ok_batches(shards, dims, batch_rows):
         count = len(arrays["mask"])
-        for rows, parts in zip(samples, wanted):
+        for number, (rows, out) in enumerate(zip(samples, wanted)):
             hits = rows[(rows >= first) & (rows < first + count)] - first
             for kind, values in arrays.items():
-                parts[kind].append(values[hits])
+                out[kind][filled[number]:filled[number] + len(hits)] = values[hits]
+            filled[number] += len(hits)
+        del arrays
         first += count
         if first > last:
             break
-    return [VideoFeatures(**{kind: torch.from_numpy(np.concatenate(parts[kind]))
-                             for kind in COLUMN_OF_FEATURE}) for parts in wanted]
+    assert filled == [len(rows) for rows in samples], (filled, [len(r) for r in samples])
+    # Decoding a shard's row group holds ~2 shards of Arrow buffers, which the pool keeps after
+    # they are freed (~700 MB at ViT-B/32, 500 videos per shard): hand them back before training.
+    pa.default_memory_pool().release_unused()
+    return [VideoFeatures(**{kind: torch.from_numpy(out[kind]) for kind in COLUMN_OF_FEATURE})
+            for out in wanted]
 
 
 def _train_fine_codecs(shards: list[str], dims: FeatureDims, per_shard: list[int],
