@@ -10,7 +10,8 @@ Parts (`--parts=evaluate,recall`, default all):
   `--build-workers=1,2`: wall seconds, ms/video, peak RSS, store and index bytes, recall
   record. `--baseline=DIR`: first the same build by the checkout DIR (an older commit, for
   side-by-side ratios); `--build-codec=SPEC[;SPEC..]`: also a build with `--fine-codec SPEC`;
-  `--keep-shards`: keep the generated shards for the next run.
+  `--keep-shards`: keep the generated shards for the next run; `--build-dask=N`: also a build
+  whose store fill runs on a `distributed.LocalCluster` of N worker processes (`--runner dask`).
 - recall: coarse vectors of N tiny-dim videos (clustered, D = 64; `--recall-sizes=10000,100000,
   300000`) go through `recall.build_tuned` (index type by size, nprobe / efSearch tuned on
   held-out queries to recall@50 >= 0.95) in a fresh process under `/usr/bin/time -v`: build
@@ -25,6 +26,7 @@ size`. Usage: python -m bench scale [--quick] [--parts=evaluate,build,recall] [-
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -218,7 +220,7 @@ def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, 
 
 def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
                workers: list[int], baseline: str | None = None, codec: str | None = None,
-               keep_shards: bool = False) -> dict:
+               keep_shards: bool = False, dask_address: str | None = None) -> dict:
     """`eercf build-index` over N synthetic videos for each W in `workers`, side by side in one
     run: with `baseline` (another checkout, e.g. a `git worktree` of an older commit) that
     code's build first on the same shards, with W = 1; with `codec` also this code's build
@@ -239,18 +241,22 @@ def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
         for spec in (codec or "").split(";"):
             if spec:
                 plan.append(("this", None, max(workers), ["--fine-codec", spec]))
+        if dask_address:
+            plan.append(("this", None, 0, ["--runner", "dask",
+                                           f"--dask_client_address={dask_address}"]))
         for code_name, code, count, extra in plan:
             out = work / f"index_{size}_{count}"
             shutil.rmtree(out, ignore_errors=True)
             argv = [sys.executable, "-m", "pipelines.cli", "build-index", "--shards",
                     str(shards), "--output", str(out), *extra]
-            if code_name == "this":
+            if code_name == "this" and count:
                 argv += ["--workers", str(count)]
             run = timed(argv, code)
             manifest = json.loads((out / "manifest.json").read_text())
             store = sum(f.stat().st_size for f in (out / "fine").iterdir())
             record = {"code": code_name, "videos": size, "dims_tpd": list(dims_tpd),
-                      "workers": count, "fine_codec": manifest["fine_store"].get("codec", "fp16"),
+                      "workers": count or "dask",
+                      "fine_codec": manifest["fine_store"].get("codec", "fp16"),
                       "seconds": run["seconds"],
                       "ms_per_video": round(1e3 * run["seconds"] / size, 3),
                       "peak_rss_mb": run["peak_rss_mb"], "store_mb": round(store / 2**20, 1),
@@ -360,11 +366,19 @@ def main(flags: list[str]) -> dict:
     if "build" in parts:
         t, p, d = (int(x) for x in options.get("build-dims", "12,16,64").split(","))
         build_sizes = options.get("build-sizes", "2000" if quick else "10000")
-        results["build"] = build_part(
-            work, [int(x) for x in build_sizes.split(",")], (t, p, d),
+        build = functools.partial(
+            build_part, work, [int(x) for x in build_sizes.split(",")], (t, p, d),
             [int(x) for x in options.get("build-workers", "1,2").split(",")],
             baseline=options.get("baseline"), codec=options.get("build-codec"),
             keep_shards="keep-shards" in options)
+        if "build-dask" in options:  # also a fill by a LocalCluster of that many processes
+            import distributed
+
+            with distributed.LocalCluster(n_workers=int(options["build-dask"]),
+                                          threads_per_worker=1, dashboard_address=None) as cluster:
+                results["build"] = build(dask_address=cluster.scheduler_address)
+        else:
+            results["build"] = build()
     if "query" in parts:
         results["query"] = query_part(
             work, [int(x) for x in options.get("query-sizes", "10000,100000,1000000").split(",")],

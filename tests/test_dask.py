@@ -15,7 +15,7 @@ import pytest
 
 from eercf_core.files import shards
 from pipelines.beam import extract_pipeline
-from pipelines.commands import extract, query
+from pipelines.commands import build_index, extract, query
 from tests._runner_helpers import DroppingWriteShardsFn
 from tests.helpers import shard_features
 from tests.index_fixtures import tiny_index_corpus
@@ -114,3 +114,18 @@ def test_query_on_dask_is_byte_identical_to_the_local_run(cluster, tiny_index, t
     local = (tmp_path / "local.tsv").read_bytes()
     assert local.count(b"\n") == 1 + 7 * 20
     assert (tmp_path / "on_dask.tsv").read_bytes() == local
+
+
+def test_build_index_fill_on_dask_equals_the_local_build(cluster, tiny_index, tmp_path,
+                                                         monkeypatch):
+    """The fine store filled by the cluster's worker processes, one task per shard, is the
+    local build's byte for byte (relative output path: made absolute for the workers)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--shards", str(tiny_index["root"] / "shards"), "--workers", "1"]
+    assert build_index.run([*argv, "--output", "local"]) == 0
+    assert build_index.run([*argv, "--output", "on_dask", *_dask(cluster)]) == 0
+    local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*"))
+    assert sorted(p.relative_to(tmp_path / "on_dask")
+                  for p in (tmp_path / "on_dask").rglob("*")) == local  # no markers left
+    for name in (tmp_path / "local" / "fine").iterdir():
+        assert (tmp_path / "on_dask" / "fine" / name.name).read_bytes() == name.read_bytes()

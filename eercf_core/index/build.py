@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -56,7 +57,14 @@ from eercf_core.index.directory import (
     write_video_ids,
 )
 from eercf_core.index.fidelity import corpus_queries, measure_fidelity, round_trip
-from eercf_core.index.fill import fill_shard, init_fill_worker, ok_batches
+from eercf_core.index.fill import (
+    FILL_MARKERS,
+    FillTask,
+    check_fill_markers,
+    fill_shard,
+    init_fill_worker,
+    ok_batches,
+)
 from eercf_core.index.remote import index_exists, upload_index
 from eercf_core.index.store import FineStoreWriter, bytes_per_video
 from eercf_core.model.features import VideoFeatures
@@ -186,6 +194,35 @@ def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineSt
                    for shard, start, count in zip(shards, starts, per_shard) if count]
         for future in as_completed(futures):
             progress.add(future.result())
+
+
+class IncompleteFillError(RuntimeError):
+    """A runner's fill tasks did not all finish: the store is incomplete, nothing is written."""
+
+
+def _fill_store_on_runner(shards: list[str], per_shard: list[int], writer: FineStoreWriter,
+                          batch_rows: int, fill_runner: Callable[[list[FillTask]], None]
+                          ) -> None:
+    """Pass 2 as one `FillTask` per shard, run by `fill_runner` (e.g. a Beam pipeline on Dask
+    whose workers share this filesystem). Every task must leave its marker; a missing one fails
+    the build naming the shards (IncompleteFillError)."""
+    codecs = {kind: (str(info["file"]), str(info["factory"]), str(info["sha256"]))
+              for kind, info in writer.codec_meta.items()}
+    writer.filled_elsewhere()
+    starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
+    tasks = [FillTask(os.path.abspath(writer.directory), writer.dims.to_dict(), codecs, shard,
+                      start, count, batch_rows)
+             for shard, start, count in zip(shards, starts, per_shard) if count]
+    log.info("store: %d fill tasks on the runner", len(tasks))
+    fill_runner(tasks)
+    missing = check_fill_markers(tasks)
+    if missing:
+        shown = ", ".join(task.shard for task in missing[:5])
+        raise IncompleteFillError(
+            f"{len(missing)} of {len(tasks)} shards were not filled into the store by the runner "
+            f"({shown}{' ...' if len(missing) > 5 else ''}): the runner lost work or its "
+            "workers do not share the output's filesystem; nothing was written")
+    shutil.rmtree(writer.directory / FILL_MARKERS)
 
 
 # The codec sample comes from at least this many whole shards (fewer when the corpus has fewer):
@@ -332,7 +369,8 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                 fidelity_text: tuple[torch.Tensor, ScoreParams] | None = None,
                 codec_candidates: list[str] | None = None,
                 recall_target: float = recall.DEFAULT_RECALL_TARGET,
-                min_recall: float | None = None, workers: int | None = 1) -> dict:
+                min_recall: float | None = None, workers: int | None = 1,
+                fill_runner: Callable[[list[FillTask]], None] | None = None) -> dict:
     """Build an index directory at `output` from the shards in `inputs`; returns the manifest.
 
     Holds the output's lock for the whole build (a second build into `output` is refused with
@@ -354,8 +392,14 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     recall below it fails the build (RecallTooLowError, nothing written at `output`).
     `workers` processes fill the store, one shard per task (None: the machine's cores from
     PARALLEL_MIN_VIDEOS videos on; 1: in this process, also inside daemonic processes, which may
-    not start children).
+    not start children). `fill_runner` instead runs the fill as one `FillTask` per shard (e.g.
+    `pipelines.beam.index_fill`: a Beam pipeline on Dask): its workers write the store in place,
+    so they must reach `output`'s directory at the same path; a task that leaves no marker
+    fails the build (IncompleteFillError).
     """
+    if paths.is_url(output) and fill_runner is not None:
+        raise UserInputError(f"{output}: a runner's workers fill the store in place, so the index "
+                             "must be built on a filesystem path they share, not a URL")
     if paths.is_url(output):
         return _build_and_upload(output, overwrite, functools.partial(
             build_index, inputs, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
@@ -366,7 +410,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             max_bytes_per_video=max_bytes_per_video, fidelity_text=fidelity_text,
             codec_candidates=codec_candidates,
             recall_target=recall_target,
-            min_recall=min_recall, workers=workers))
+            min_recall=min_recall, workers=workers, fill_runner=fill_runner))
     started = time.perf_counter()
     out = Path(paths.require_local(output, "an index is built on a local disk"))
     if out.exists() and not overwrite:  # checked again on rename; fail before the slow part
@@ -421,7 +465,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
                     codec_record["selection"]["default_at_videos"] = AUTO_DEFAULT_MIN_VIDEOS
             writer = FineStoreWriter(temp / STORE_DIR, len(ids), dims, codecs)
             fill_workers = _fill_workers(workers, len(shards), len(ids))
-            if fill_workers > 1:
+            if fill_runner is not None:
+                _fill_store_on_runner(shards, per_shard, writer, batch_rows, fill_runner)
+            elif fill_workers > 1:
                 _fill_store_parallel(shards, per_shard, writer, batch_rows, fill_workers)
             else:
                 _fill_store(shards, writer, batch_rows)

@@ -1,12 +1,17 @@
 """Feature shards -> rows of the fine store: the store fill of `build-index`, serial or as one
-task per shard (`fill_shard`, what each worker process of `--workers N` runs).
+task per shard (`fill_shard`, what each worker process of `--workers N` runs; `FillTask`, what a
+Beam runner's workers run, with a marker file proving each task done).
 
 Imports neither torch nor the rest of the index package: a spawned fill worker starts in about
 the time of a pyarrow + FAISS import (measured in bench/bench_scale.py's build part).
 """
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -46,3 +51,53 @@ def fill_shard(store: str, dims: dict, codecs: dict[str, tuple[str, str, str]], 
         target.append(**arrays)
     target.close()
     return target.written
+
+
+# Beside the store's files while a runner fills it: one marker per finished task.
+FILL_MARKERS = ".fill-done"
+
+
+@dataclass(frozen=True)
+class FillTask:
+    """One shard's rows into store rows [start, start + count), runnable on any worker that
+    reaches `store` at the same path (a shared filesystem): `run` fills, then writes a marker
+    (atomically, after the rows) that `check_fill_markers` reads, so a lost or failed task is
+    found by the launcher whatever the runner reports."""
+
+    store: str
+    dims: dict
+    codecs: dict
+    shard: str
+    start: int
+    count: int
+    batch_rows: int
+
+    def run(self) -> int:
+        init_fill_worker()
+        written = fill_shard(self.store, self.dims, self.codecs, self.shard, self.start,
+                             self.count, self.batch_rows)
+        markers = Path(self.store) / FILL_MARKERS
+        markers.mkdir(exist_ok=True)
+        final = markers / f"{self.start:012d}.json"
+        temp = markers / f".{final.name}.{os.getpid()}.tmp"
+        temp.write_text(json.dumps({**asdict(self), "written": written}))
+        os.replace(temp, final)
+        return written
+
+
+def check_fill_markers(tasks: list[FillTask]) -> list[FillTask]:
+    """The tasks of `tasks` without a marker saying all their rows were written (empty: the
+    store is complete)."""
+    if not tasks:
+        return []
+    markers = Path(tasks[0].store) / FILL_MARKERS
+    missing = []
+    for task in tasks:
+        try:
+            record = json.loads((markers / f"{task.start:012d}.json").read_text())
+        except (OSError, ValueError):
+            missing.append(task)
+            continue
+        if (record.get("shard"), record.get("written")) != (task.shard, task.count):
+            missing.append(task)
+    return missing

@@ -1,10 +1,14 @@
 """`eercf build-index`: feature shards -> FAISS recall index + fine-feature store + manifest.
 
 The CLI of `eercf_core.index.build` (shard resolution, model checks, the atomic directory build).
+With `--runner` (e.g. `--runner DaskRunner --dask_client_address tcp://host:8786`; other unknown
+flags are Beam pipeline options) the fine store is filled on the runner's workers, one task per
+shard (pipelines/beam/index_fill.py); they must reach the output directory at the same path.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 
 import torch
 
@@ -12,21 +16,23 @@ from eercf_core.config import RECALL_K
 from eercf_core.errors import UserInputError
 from eercf_core.files.text_formats import read_queries
 from eercf_core.index import build_index, recall
-from eercf_core.index.build import AUTO_DEFAULT_MIN_VIDEOS
+from eercf_core.index.build import AUTO_DEFAULT_MIN_VIDEOS, IncompleteFillError
 from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
 from eercf_core.scoring.scores import ScoreParams
+from pipelines.beam.runner import selects_runner
 from pipelines.flags import (
     add_model_flags,
     add_output,
     add_workers,
+    apply_storage_options,
     command_parser,
     model_spec,
-    parse_args,
     positive_float,
     positive_int,
 )
 
+log = logging.getLogger(__name__)
 
 def fraction(text: str) -> float:
     """argparse type: a number in (0, 1]."""
@@ -125,21 +131,36 @@ def fidelity_text(args: argparse.Namespace) -> tuple[torch.Tensor, ScoreParams] 
 
 
 def run(argv: list[str] | None = None) -> int:
-    args = parse_args(build_parser(), argv)
-    manifest = build_index(args.shards, args.output, args.index_factory, args.nprobe,
-                           args.recall_sample, args.recall_check_k, args.batch_rows,
-                           args.overwrite, fine_codec=args.fine_codec,
-                           codec_train_videos=args.codec_train_videos,
-                           codec_train_vectors=args.codec_train_vectors,
-                           fidelity_videos=args.fidelity_videos,
-                           fidelity_queries=args.fidelity_queries,
-                           min_agreement=args.min_agreement,
-                           max_bytes_per_video=args.max_bytes_per_video,
-                           fidelity_text=fidelity_text(args),
-                           codec_candidates=(args.codec_candidates.split(";")
-                                             if args.codec_candidates else None),
-                           recall_target=args.recall_target, min_recall=args.min_recall,
-                           workers=args.workers)
+    """Build the index; 0 when complete, 1 when a runner lost fill tasks (nothing written)."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    apply_storage_options(args)
+    fill_runner = None
+    if beam_args:
+        if not selects_runner(beam_args):
+            parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
+                         "are taken only with --runner)")
+        from pipelines.beam.index_fill import fill_on_runner
+
+        fill_runner = fill_on_runner(beam_args)
+    try:
+        manifest = build_index(args.shards, args.output, args.index_factory, args.nprobe,
+                               args.recall_sample, args.recall_check_k, args.batch_rows,
+                               args.overwrite, fine_codec=args.fine_codec,
+                               codec_train_videos=args.codec_train_videos,
+                               codec_train_vectors=args.codec_train_vectors,
+                               fidelity_videos=args.fidelity_videos,
+                               fidelity_queries=args.fidelity_queries,
+                               min_agreement=args.min_agreement,
+                               max_bytes_per_video=args.max_bytes_per_video,
+                               fidelity_text=fidelity_text(args),
+                               codec_candidates=(args.codec_candidates.split(";")
+                                                 if args.codec_candidates else None),
+                               recall_target=args.recall_target, min_recall=args.min_recall,
+                               workers=args.workers, fill_runner=fill_runner)
+    except IncompleteFillError as exc:
+        log.error("build-index: %s", exc)
+        return 1
     store = manifest["fine_store"]
     print(f"indexed {manifest['num_videos']} videos ({manifest['num_error_rows']} error rows "
           f"skipped) with {manifest['index']['factory']}, fine store {store['codec']} "
