@@ -41,3 +41,15 @@ def shard_features(output: Path) -> dict[str, dict[str, np.ndarray]]:
             out[video_id] = {COLUMN_OF_FEATURE[name]: np.asarray(values[i], np.float32).ravel()
                              for name, values in arrays.items() if name != "mask"}
     return out
+
+
+def run_fresh_python(script: str, timeout: float = 300) -> str:
+    """Run `script` in a fresh interpreter from the repository root; its stdout, stripped (the
+    test fails with the tail of stderr when it exits non-zero)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    return done.stdout.strip()

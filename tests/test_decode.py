@@ -242,10 +242,7 @@ def test_decord_import_leaves_torch_cpu_math_working(tmp_path):
     which torch's CPU matrix multiplies segfault (exit 139). import_decord skips that preload:
     in a fresh process, decord first, then torch, then an attention forward must work, and no
     NVBLAS may be mapped."""
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
+    from tests.helpers import run_fresh_python
 
     script = (
         "from eercf_core.video.decord_decoder import import_decord\n"
@@ -258,7 +255,4 @@ def test_decord_import_leaves_torch_cpu_math_working(tmp_path):
         "maps = open('/proc/self/maps').read()\n"
         "assert 'libnvblas' not in maps, 'NVBLAS was loaded'\n"
         "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
-    assert done.stdout.strip() == "ok"
+    assert run_fresh_python(script) == "ok"

@@ -285,10 +285,7 @@ def test_video_ids_memory_mapped_with_json_fallback(tmp_path):
 def test_a_fill_worker_imports_no_torch():
     """A spawned fill worker imports eercf_core.index.fill only: no torch, no model code (each
     would cost the worker seconds at start)."""
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
+    from tests.helpers import run_fresh_python
 
     script = ("import sys\n"
               "import eercf_core.index.fill\n"
@@ -296,10 +293,7 @@ def test_a_fill_worker_imports_no_torch():
               "heavy = sorted(m for m in ('torch', 'open_clip', 'eercf_core.index.build',\n"
               "               'eercf_core.model.network') if m in sys.modules)\n"
               "print(heavy)\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    assert run_fresh_python(script, timeout=120) == "[]"
 
 
 def test_codec_sample_reads_a_few_whole_shards_once(tmp_path, monkeypatch):

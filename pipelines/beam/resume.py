@@ -65,6 +65,19 @@ def _recover(shard: str, reason: str) -> commits.CommitRecord | None:
     return None
 
 
+def _trusted_record(path: str, identity: tuple[FeatureDims, str, str]
+                    ) -> commits.CommitRecord | None:
+    """The shard's valid (or recovered) record, None when the shard is not trusted; raises
+    UserInputError when it is another model's or has other dims."""
+    try:
+        record: commits.CommitRecord | None = commits.read_valid_record(path)
+    except commits.InvalidRecord as exc:
+        record = _recover(path, exc.reason)
+    if record is not None:
+        _check_identity(path, record.identity, identity)
+    return record
+
+
 def _check_identity(path: str, found: tuple[FeatureDims, str, str],
                     wanted: tuple[FeatureDims, str, str]) -> None:
     """UserInputError when a shard's (dims, model_id, weights) are not this run's."""
@@ -85,13 +98,9 @@ def scan_output(output: str, dims: FeatureDims, model_id: str, checkpoint_sha256
     """
     done: dict[str, tuple[str, str]] = {}
     for path in shards.list_shards(output):
-        try:
-            record: commits.CommitRecord | None = commits.read_valid_record(path)
-        except commits.InvalidRecord as exc:
-            record = _recover(path, exc.reason)
+        record = _trusted_record(path, (dims, model_id, checkpoint_sha256))
         if record is None:
             continue
-        _check_identity(path, record.identity, (dims, model_id, checkpoint_sha256))
         for video_id, status in zip(record.columns["video_id"], record.columns["status"]):
             if video_id in done:
                 log.warning("video %r appears in two shards (%s, %s)", video_id,
@@ -228,13 +237,9 @@ def scan_records(output: str, identity: tuple[FeatureDims, str, str] | None = No
                 uncommitted.append(path)
                 continue
         else:
-            try:
-                record: commits.CommitRecord | None = commits.read_valid_record(path)
-            except commits.InvalidRecord as exc:
-                record = _recover(path, exc.reason)
+            record = _trusted_record(path, identity)
             if record is None:
                 continue
-            _check_identity(path, record.identity, identity)
             columns = record.columns
         collector.update(columns["video_id"])
         summary.add(columns)
