@@ -322,3 +322,28 @@ def test_codec_sample_reads_a_few_whole_shards_once(tmp_path, monkeypatch):
     assert sorted(reads.values()).count(2) == sample["shards"]  # sample + fill
     assert sorted(reads.values()).count(1) == 12 - sample["shards"]  # the fill only
     assert open_index(tmp_path / "idx").store.codec("patch") is not None
+
+
+def test_an_index_with_on_disk_lists_ranks_as_the_in_memory_one(tmp_path, monkeypatch):
+    """At ONDISK_MIN_VIDEOS videos the IVF lists are merged on disk beside recall.faiss; the
+    query ranking through them is the in-memory index's, byte for byte."""
+    from eercf_core.index import recall
+    from pipelines.commands import query
+    from tests.index_fixtures import tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path / "corpus")
+    argv = ["--shards", str(corpus["root"] / "shards"), "--index-factory", "IVF4,Flat",
+            "--nprobe", "2"]
+    assert build_index.run([*argv, "--output", str(tmp_path / "memory")]) == 0
+    monkeypatch.setattr(recall, "ONDISK_MIN_VIDEOS", 1)
+    monkeypatch.setattr(recall, "ADD_GROUP", 7)
+    assert build_index.run([*argv, "--output", str(tmp_path / "disk")]) == 0
+    manifest = json.loads((tmp_path / "disk" / "manifest.json").read_text())
+    assert manifest["index"]["inverted_lists"] == recall.IVFDATA_FILE
+    assert (tmp_path / "disk" / recall.IVFDATA_FILE).is_file()
+    assert not list((tmp_path / "disk").glob(".recall-group-*"))
+    for name in ("memory", "disk"):
+        assert query.run(["--index", str(tmp_path / name), "--queries", str(corpus["queries"]),
+                          "--model", corpus["checkpoint"], "--top-n", "10",
+                          "--output", str(tmp_path / f"{name}.tsv")]) == 0
+    assert (tmp_path / "disk.tsv").read_bytes() == (tmp_path / "memory.tsv").read_bytes()

@@ -96,3 +96,33 @@ def test_load_memory_maps_the_index(tmp_path, factory):
     maps = (tmp_path / "r.faiss").resolve()
     assert str(maps) in Path("/proc/self/maps").read_text()  # mapped, not copied
     del mapped
+
+
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF16,SQ8"])
+def test_on_disk_lists_equal_the_in_memory_index(tmp_path, monkeypatch, factory, capfd):
+    """Filled in groups and merged into recall.ivfdata: the same search results as the index
+    built in memory; the group files are gone, the directory can move, readers map the lists
+    read-only, and FAISS's progress lines stay off stdout."""
+    monkeypatch.setattr(recall, "ADD_GROUP", 700)
+    rng = np.random.default_rng(0)
+    coarse = _unit(rng, 3000, 16)
+    queries = recall.held_out_queries(coarse, 50, seed=1)
+    in_memory = recall.build(coarse, factory, nprobe=4)
+    built = tmp_path / "build"
+    built.mkdir()
+    on_disk = recall.build(coarse, factory, nprobe=4, ondisk_dir=built)
+    assert recall.describe(on_disk, factory)["inverted_lists"] == recall.IVFDATA_FILE
+    assert "inverted_lists" not in recall.describe(in_memory, factory)
+    np.testing.assert_array_equal(recall.search(on_disk, queries, 10)[1],
+                                  recall.search(in_memory, queries, 10)[1])
+    recall.save(on_disk, built / "recall.faiss")
+    assert sorted(p.name for p in built.iterdir()) == ["recall.faiss", recall.IVFDATA_FILE]
+    del on_disk  # the builder's own (writable) mapping
+    built.rename(tmp_path / "moved")
+    loaded = recall.load(tmp_path / "moved" / "recall.faiss")
+    _, rows = recall.search(loaded, queries, 10)
+    np.testing.assert_array_equal(rows, recall.search(in_memory, queries, 10)[1])
+    maps = [line for line in Path("/proc/self/maps").read_text().splitlines()
+            if line.endswith(str(tmp_path / "moved" / recall.IVFDATA_FILE))]
+    assert maps and all(line.split()[1].startswith("r-") for line in maps), maps
+    assert capfd.readouterr().out == ""

@@ -478,7 +478,9 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             coarse = np.load(temp / STORE_DIR / "coarse.npy", mmap_mode="r")[:len(ids)]
             index_start = time.perf_counter()
             factory = factory or recall.default_factory(len(ids))
-            index = recall.build(coarse, factory, nprobe, seed=seed)
+            index = recall.build(coarse, factory, nprobe, seed=seed,
+                                 ondisk_dir=temp if len(ids) >= recall.ONDISK_MIN_VIDEOS
+                                 else None)
             tuned: dict | None = None
             if not recall.describe(index, factory)["exact"]:
                 queries = recall.held_out_queries(coarse, min(recall_sample, len(ids)), seed)

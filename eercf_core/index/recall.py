@@ -8,6 +8,10 @@ Index type by corpus size (or any FAISS `index_factory` string):
   N < EXACT_MAX_VIDEOS          -> "Flat" (exact)
   N < COMPRESSED_MIN_VIDEOS     -> "IVF{nlist},Flat", nlist ≈ 4·sqrt(N) (a power of two)
   otherwise                     -> "IVF{nlist},SQ8" (1 byte per dimension: 5.1 GB at 10M x 512)
+An IVF index of at least ONDISK_MIN_VIDEOS vectors is filled group by group (ADD_GROUP vectors,
+each group's lists written to a file) and the groups merged into on-disk inverted lists
+(`recall.ivfdata` beside `recall.faiss`, FAISS's `merge_ondisk`), so no step holds the corpus's
+codes in RAM (5.1 GB at 10M x 512 SQ8); readers map the lists read-only.
 Search parameters of an approximate index (IVF nprobe, HNSW efSearch) are tuned at build time by
 `tune`: the smallest value whose recall@k against exact search reaches a target (default 0.95 at
 k = 50) on held-out queries (`held_out_queries`: mixtures of corpus vectors plus noise, never
@@ -16,15 +20,21 @@ serialises nprobe / efSearch) and the whole curve in the manifest.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
+import os
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 from faiss.contrib.evaluation import knn_intersection_measure
 from faiss.contrib.exhaustive_search import knn_ground_truth
+from faiss.contrib.ondisk import merge_ondisk
 
 from eercf_core.errors import UserInputError
 from eercf_core.files.atomic import local_temp_path
@@ -35,6 +45,9 @@ EXACT_MAX_VIDEOS = 50_000
 COMPRESSED_MIN_VIDEOS = 1_000_000
 DEFAULT_RECALL_TARGET = 0.95
 ADD_BATCH = 65_536
+ONDISK_MIN_VIDEOS = COMPRESSED_MIN_VIDEOS
+ADD_GROUP = 1 << 20
+IVFDATA_FILE = "recall.ivfdata"
 
 
 def default_factory(num_videos: int) -> str:
@@ -64,11 +77,13 @@ def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
 
 
 def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = None,
-          train_size: int | None = None, seed: int = 0) -> faiss.Index:
+          train_size: int | None = None, seed: int = 0,
+          ondisk_dir: Path | None = None) -> faiss.Index:
     """An inner-product index over coarse [N, D] (float32-convertible), trained if needed.
 
     Training uses a random sample of up to `train_size` vectors (default 64 per IVF list); vectors
-    are added in batches of ADD_BATCH.
+    are added in batches of ADD_BATCH. With `ondisk_dir` (the directory `save` will write the
+    index to) an IVF index gets on-disk inverted lists there (`_add_on_disk`).
     """
     n, d = coarse.shape
     factory = factory or default_factory(n)
@@ -88,10 +103,59 @@ def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = N
         index.train(np.ascontiguousarray(coarse[np.sort(sample)], dtype=np.float32))
         log.info("trained %s on %d vectors in %.1f s", factory, sample.size,
                  time.perf_counter() - start)
-    for begin in range(0, n, ADD_BATCH):
-        index.add(np.ascontiguousarray(coarse[begin:begin + ADD_BATCH], dtype=np.float32))
+    if ondisk_dir is not None and _ivf(index) is not None:
+        _add_on_disk(index, coarse, Path(ondisk_dir))
+    else:
+        for begin in range(0, n, ADD_BATCH):
+            index.add(np.ascontiguousarray(coarse[begin:begin + ADD_BATCH], dtype=np.float32))
     set_nprobe(index, nprobe)
     return index
+
+
+def _add_on_disk(index: faiss.Index, coarse: np.ndarray, directory: Path) -> None:
+    """Add coarse [N, D] to the trained, empty IVF `index` group by group: each group of
+    ADD_GROUP vectors (ids = row numbers) goes into a copy of the index, written to a file and
+    freed; the groups' lists are then merged into `directory / IVFDATA_FILE` and the index
+    switched to them. Memory: one group's codes, not the corpus's."""
+    n = coarse.shape[0]
+    groups: list[str] = []
+    start = time.perf_counter()
+    try:
+        for number, begin in enumerate(range(0, n, ADD_GROUP)):
+            part = faiss.clone_index(index)
+            for first in range(begin, min(begin + ADD_GROUP, n), ADD_BATCH):
+                last = min(first + ADD_BATCH, begin + ADD_GROUP, n)
+                part.add_with_ids(np.ascontiguousarray(coarse[first:last], dtype=np.float32),
+                                  np.arange(first, last, dtype=np.int64))
+            groups.append(str(directory / f".recall-group-{number:05d}.index"))
+            faiss.write_index(part, groups[-1])
+            del part
+        with _quiet_c_stdout():  # FAISS printf()s "resizing <file>" as the lists grow
+            merge_ondisk(index, groups, str(directory / IVFDATA_FILE))
+    finally:
+        for group in groups:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(group)
+    log.info("recall index: %d vectors in %d groups merged into on-disk lists %s in %.1f s", n,
+             len(groups), directory / IVFDATA_FILE, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _quiet_c_stdout() -> Iterator[None]:
+    """Send what C code writes to stdout meanwhile to /dev/null (FAISS's on-disk lists print
+    progress lines; a command's stdout is its result)."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
 
 
 def set_nprobe(index: faiss.Index, nprobe: int | None) -> None:
@@ -108,6 +172,10 @@ def describe(index: faiss.Index, factory: str) -> dict:
     ivf = _ivf(index)
     if ivf is not None:
         info.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe))
+        lists = ivf.invlists
+        if lists is not None and isinstance(faiss.downcast_InvertedLists(lists),
+                                            faiss.OnDiskInvertedLists):
+            info["inverted_lists"] = IVFDATA_FILE
     return info
 
 
@@ -246,7 +314,15 @@ def load(path: str | Path, nprobe: int | None = None, mmap: bool = True) -> fais
     if not Path(path).is_file():
         raise UserInputError(f"{path}: recall index file missing")
     index = None
-    if mmap:
+    if (Path(path).parent / IVFDATA_FILE).is_file():  # on-disk lists: mapped from beside `path`
+        try:
+            with _quiet_c_stdout():
+                index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR
+                                         | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError as exc:
+            raise UserInputError(f"{path}: unreadable FAISS index with on-disk lists "
+                                 f"{IVFDATA_FILE}: {exc}") from None
+    elif mmap:
         try:
             index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         except RuntimeError as exc:
