@@ -29,18 +29,25 @@ def test_fill_on_a_beam_runner_is_byte_identical_to_the_local_build(corpus, tmp_
     assert not any((tmp_path / "beam").rglob(FILL_MARKERS))
 
 
-def test_a_lost_fill_task_fails_the_build_naming_the_shard(corpus, tmp_path, caplog):
+def test_a_lost_fill_task_fails_the_build_naming_the_shard(corpus, tmp_path, monkeypatch):
     """A task that ran (or was lost) without leaving its marker fails the build; nothing is
     written at the output."""
     def losing(tasks):
         for task in tasks[1:]:
             task.run()
 
+    import faiss
+
+    thread_settings: list[int] = []
+    monkeypatch.setattr(faiss, "omp_set_num_threads", thread_settings.append)
     with pytest.raises(build_module.IncompleteFillError,
                        match=r"1 of 3 shards were not filled .*s0\.parquet"):
         build_module.build_index([str(corpus["root"] / "shards")], str(tmp_path / "index"),
                                  fill_runner=losing)
     assert not (tmp_path / "index").exists()
+    # Tasks run in this process leave its threads alone: FAISS and torch can share one OpenMP
+    # runtime, and a FAISS thread setting here once changed a later query's floats.
+    assert thread_settings == []
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
 
 

@@ -34,8 +34,9 @@ def ok_batches(shards: list[str], dims: FeatureDims, batch_rows: int
 
 
 def init_fill_worker() -> None:
-    """Start of a fill worker process: one FAISS thread, as the pool already runs one process
-    per core (OpenMP threads in every worker oversubscribe the cores during encoding)."""
+    """Start of a dedicated fill worker process: one FAISS thread, as the pool already runs one
+    process per core (OpenMP threads in every worker oversubscribe the cores during encoding).
+    Never call it in a process that also runs torch work: the two can share one OpenMP runtime."""
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -73,7 +74,9 @@ class FillTask:
     batch_rows: int
 
     def run(self) -> int:
-        init_fill_worker()
+        # No init_fill_worker() here: FAISS and torch share the OpenMP runtime, so a thread
+        # setting made in a runner's worker (or an in-process runner's thread) would change the
+        # caller's torch threads too.
         written = fill_shard(self.store, self.dims, self.codecs, self.shard, self.start,
                              self.count, self.batch_rows)
         markers = Path(self.store) / FILL_MARKERS
