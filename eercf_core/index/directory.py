@@ -6,7 +6,7 @@
   video_ids.json   row -> video_id (JSON list: every reader understands it)
   video_ids.arrow  the same ids as one Arrow IPC string column, memory-mapped by `open_index`
                    (`VideoIds`: ids are read when a row is asked for, not parsed into a list)
-  fine/            the memory-mapped fine-feature store (`eercf_core.index.store`)
+  fine/            the fine-feature store (rows read by offset) (`eercf_core.index.store`)
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Index directories at URLs (s3://, gs://, ...): upload after a local build, fetch into a local
-cache before opening (FAISS and the memory-mapped fine store need local files).
+cache before opening (FAISS and the fine store read local files).
 
 - `upload_index(local, url)`: every file but `manifest.json` first, the manifest last, so a
   half-uploaded index has no manifest and is never valid; replacing an index deletes the old

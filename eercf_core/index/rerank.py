@@ -1,4 +1,4 @@
-"""Rerank recalled candidates straight from the memory-mapped fine store (method §8.3 stage 2).
+"""Rerank recalled candidates straight from the fine store's rows (method §8.3 stage 2).
 
 Two implementations, same scores (the formulas of `eercf_core.scoring.scores`, float32):
 - "gather": gather each query's k candidates to [Q, k, ...] float32 tensors and call

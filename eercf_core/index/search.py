@@ -1,7 +1,7 @@
 """Search an opened index directory (method §8.3): two-stage, recall-only or exhaustive.
 
 - two-stage: recall max(k, top_n) videos per query by S_V from FAISS, rerank the first k with
-  fine features read from the memory-mapped store; positions after k follow in coarse order
+  fine features read from the store (random access); positions after k follow in coarse order
   (the order `ec.two_stage_rank` gives on in-memory features).
 - recall-only: the coarse order, top-n by S_V straight from FAISS.
 - exhaustive: fine-score every video and rank all by the rerank score (the costly reference;

@@ -1,8 +1,8 @@
 """`eercf query` on a Beam runner (`--runner DaskRunner`, ...): blocks of queries are ranked on
 the workers, each into a part file; the launcher merges the parts into the one ranked TSV.
 
-Every worker opens the same index directory (a shared filesystem path: the fine store is
-memory-mapped) and loads the same model. A part is a complete ranked TSV of one block, written
+Every worker opens the same index directory (a shared filesystem path: the fine store's rows
+are read by offset) and loads the same model. A part is a complete ranked TSV of one block, written
 atomically into a hidden directory beside the output (so the output's storage must be shared
 too). After the pipeline every part must exist and hold top-n rows per query of its block, else
 the job fails naming the lost blocks; the parts are concatenated in block order (one header),

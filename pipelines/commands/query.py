@@ -1,7 +1,7 @@
 """`eercf query`: a query file -> ranked TSV (query_id, rank, video_id, score, coarse_score).
 
 Two stages (method §8.3): recall the top-k videos per query from the FAISS index by S_V, rerank
-those k with the fine features from the memory-mapped store (0.5 S_V + 0.8 S_Fw + 0.2 S_Fs +
+those k with the fine features read from the store (0.5 S_V + 0.8 S_Fw + 0.2 S_Fs +
 0.2 S_Pw by default); positions after k follow in coarse order. `--recall-only` writes the coarse
 order; `--exhaustive` fine-scores every video and ranks all by the rerank score (the costly
 reference). Beside the TSV, `<output>.meta.json` records the mode, k, top-n and the index.
