@@ -480,8 +480,7 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
             factory = factory or recall.default_factory(len(ids))
             index = recall.build(coarse, factory, nprobe, seed=seed,
                                  ondisk_dir=temp if len(ids) >= recall.ONDISK_MIN_VIDEOS
-                                 else None, workers=fill_workers,
-                                 coarse_file=temp / STORE_DIR / "coarse.npy")
+                                 else None)
             tuned: dict | None = None
             if not recall.describe(index, factory)["exact"]:
                 queries = recall.held_out_queries(coarse, min(recall_sample, len(ids)), seed)

@@ -78,15 +78,12 @@ def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:
 
 def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = None,
           train_size: int | None = None, seed: int = 0,
-          ondisk_dir: Path | None = None, workers: int = 1,
-          coarse_file: Path | None = None) -> faiss.Index:
+          ondisk_dir: Path | None = None) -> faiss.Index:
     """An inner-product index over coarse [N, D] (float32-convertible), trained if needed.
 
     Training uses a random sample of up to `train_size` vectors (default 64 per IVF list); vectors
     are added in batches of ADD_BATCH. With `ondisk_dir` (the directory `save` will write the
-    index to) an IVF index gets on-disk inverted lists there (`_add_on_disk`); its groups are
-    added by `workers` spawned processes when `coarse_file` (the `.npy` holding `coarse`) is
-    given.
+    index to) an IVF index gets on-disk inverted lists there (`_add_on_disk`).
     """
     n, d = coarse.shape
     factory = factory or default_factory(n)
@@ -107,7 +104,7 @@ def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = N
         log.info("trained %s on %d vectors in %.1f s", factory, sample.size,
                  time.perf_counter() - start)
     if ondisk_dir is not None and _ivf(index) is not None:
-        _add_on_disk(index, coarse, Path(ondisk_dir), workers if coarse_file else 1, coarse_file)
+        _add_on_disk(index, coarse, Path(ondisk_dir))
     else:
         for begin in range(0, n, ADD_BATCH):
             index.add(np.ascontiguousarray(coarse[begin:begin + ADD_BATCH], dtype=np.float32))
@@ -115,68 +112,32 @@ def build(coarse: np.ndarray, factory: str | None = None, nprobe: int | None = N
     return index
 
 
-def add_group(trained: str, coarse_file: str, first: int, last: int, out: str) -> str:
-    """One group of `_add_on_disk` (what a worker process runs): rows [first, last) of the
-    `.npy` `coarse_file` added (ids = row numbers) to the trained, empty index in the file
-    `trained`; the result written to `out`, which is returned."""
-    index = faiss.read_index(trained)
-    coarse = np.load(coarse_file, mmap_mode="r")
-    for begin in range(first, last, ADD_BATCH):
-        end = min(begin + ADD_BATCH, last)
-        index.add_with_ids(np.ascontiguousarray(coarse[begin:end], dtype=np.float32),
-                           np.arange(begin, end, dtype=np.int64))
-    faiss.write_index(index, out)
-    return out
-
-
-def _add_on_disk(index: faiss.Index, coarse: np.ndarray, directory: Path, workers: int = 1,
-                 coarse_file: Path | None = None) -> None:
-    """Add coarse [N, D] to the trained, empty IVF `index` group by group: each group (at most
-    ADD_GROUP vectors, ids = row numbers) goes into a copy of the index, written to a file and
+def _add_on_disk(index: faiss.Index, coarse: np.ndarray, directory: Path) -> None:
+    """Add coarse [N, D] to the trained, empty IVF `index` group by group: each group of
+    ADD_GROUP vectors (ids = row numbers) goes into a copy of the index, written to a file and
     freed; the groups' lists are then merged into `directory / IVFDATA_FILE` and the index
-    switched to them. Memory: one group's codes per process, not the corpus's. With `workers`
-    > 1 the groups (then at most N / workers vectors each, so every worker gets one) are added
-    by spawned processes reading `coarse_file`."""
+    switched to them. Memory: one group's codes, not the corpus's."""
     n = coarse.shape[0]
-    size = ADD_GROUP if workers <= 1 else max(1, min(ADD_GROUP, -(-n // workers)))
-    ranges = [(begin, min(begin + size, n)) for begin in range(0, n, size)]
-    groups = [str(directory / f".recall-group-{number:05d}.index")
-              for number in range(len(ranges))]
-    trained = directory / ".recall-trained.index"
+    groups: list[str] = []
     start = time.perf_counter()
     try:
-        if workers > 1 and coarse_file is not None and len(ranges) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            from eercf_core.index.fill import init_fill_worker
-
-            faiss.write_index(index, str(trained))
-            with ProcessPoolExecutor(min(workers, len(ranges)),
-                                     mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=init_fill_worker) as pool:
-                for future in [pool.submit(add_group, str(trained), str(coarse_file), first,
-                                           last, group)
-                               for (first, last), group in zip(ranges, groups)]:
-                    future.result()
-        else:
-            for (first, last), group in zip(ranges, groups):
-                part = faiss.clone_index(index)
-                for begin in range(first, last, ADD_BATCH):
-                    end = min(begin + ADD_BATCH, last)
-                    part.add_with_ids(np.ascontiguousarray(coarse[begin:end], dtype=np.float32),
-                                      np.arange(begin, end, dtype=np.int64))
-                faiss.write_index(part, group)
-                del part
+        for number, begin in enumerate(range(0, n, ADD_GROUP)):
+            part = faiss.clone_index(index)
+            for first in range(begin, min(begin + ADD_GROUP, n), ADD_BATCH):
+                last = min(first + ADD_BATCH, begin + ADD_GROUP, n)
+                part.add_with_ids(np.ascontiguousarray(coarse[first:last], dtype=np.float32),
+                                  np.arange(first, last, dtype=np.int64))
+            groups.append(str(directory / f".recall-group-{number:05d}.index"))
+            faiss.write_index(part, groups[-1])
+            del part
         with _quiet_c_stdout():  # FAISS printf()s "resizing <file>" as the lists grow
             merge_ondisk(index, groups, str(directory / IVFDATA_FILE))
     finally:
-        for path in (*groups, str(trained)):
+        for group in groups:
             with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-    log.info("recall index: %d vectors in %d groups (%d processes) merged into on-disk lists "
-             "%s in %.1f s", n, len(groups), min(workers, len(groups)),
-             directory / IVFDATA_FILE, time.perf_counter() - start)
+                os.remove(group)
+    log.info("recall index: %d vectors in %d groups merged into on-disk lists %s in %.1f s", n,
+             len(groups), directory / IVFDATA_FILE, time.perf_counter() - start)
 
 
 @contextlib.contextmanager
