@@ -61,7 +61,6 @@ from eercf_core.index.fill import (
     FILL_MARKERS,
     FillTask,
     check_fill_markers,
-    fill_shard,
     init_fill_worker,
     ok_batches,
 )
@@ -182,18 +181,25 @@ def _fill_store_parallel(shards: list[str], per_shard: list[int], writer: FineSt
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    tasks = _fill_tasks(shards, per_shard, writer, batch_rows)
+    progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=init_fill_worker) as pool:
+        for future in as_completed([pool.submit(task.fill) for task in tasks]):
+            progress.add(future.result())
+
+
+def _fill_tasks(shards: list[str], per_shard: list[int], writer: FineStoreWriter,
+                batch_rows: int) -> list[FillTask]:
+    """One `FillTask` per shard with ok rows: its rows' slice of the store, the codec files the
+    writer saved. The writer is told the rows are written elsewhere."""
     codecs = {kind: (str(info["file"]), str(info["factory"]), str(info["sha256"]))
               for kind, info in writer.codec_meta.items()}
     writer.filled_elsewhere()
     starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
-    progress = Progress("store", writer.num_videos, "videos", show_failed=False, logger=log)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=init_fill_worker) as pool:
-        futures = [pool.submit(fill_shard, str(writer.directory), writer.dims.to_dict(), codecs,
-                               shard, start, count, batch_rows)
-                   for shard, start, count in zip(shards, starts, per_shard) if count]
-        for future in as_completed(futures):
-            progress.add(future.result())
+    return [FillTask(os.path.abspath(writer.directory), writer.dims.to_dict(), codecs, shard,
+                     start, count, batch_rows)
+            for shard, start, count in zip(shards, starts, per_shard) if count]
 
 
 class IncompleteFillError(RuntimeError):
@@ -206,13 +212,7 @@ def _fill_store_on_runner(shards: list[str], per_shard: list[int], writer: FineS
     """Pass 2 as one `FillTask` per shard, run by `fill_runner` (e.g. a Beam pipeline on Dask
     whose workers share this filesystem). Every task must leave its marker; a missing one fails
     the build naming the shards (IncompleteFillError)."""
-    codecs = {kind: (str(info["file"]), str(info["factory"]), str(info["sha256"]))
-              for kind, info in writer.codec_meta.items()}
-    writer.filled_elsewhere()
-    starts = np.concatenate([[0], np.cumsum(per_shard)[:-1]]).astype(int).tolist()
-    tasks = [FillTask(os.path.abspath(writer.directory), writer.dims.to_dict(), codecs, shard,
-                      start, count, batch_rows)
-             for shard, start, count in zip(shards, starts, per_shard) if count]
+    tasks = _fill_tasks(shards, per_shard, writer, batch_rows)
     log.info("store: %d fill tasks on the runner", len(tasks))
     fill_runner(tasks)
     missing = check_fill_markers(tasks)
@@ -397,10 +397,10 @@ def build_index(inputs: list[str], output: str, factory: str | None = None,
     so they must reach `output`'s directory at the same path; a task that leaves no marker
     fails the build (IncompleteFillError).
     """
-    if paths.is_url(output) and fill_runner is not None:
-        raise UserInputError(f"{output}: a runner's workers fill the store in place, so the index "
-                             "must be built on a filesystem path they share, not a URL")
     if paths.is_url(output):
+        if fill_runner is not None:
+            raise UserInputError(f"{output}: a runner's workers fill the store in place, so the "
+                                 "index must be built on a filesystem path they share, not a URL")
         return _build_and_upload(output, overwrite, functools.partial(
             build_index, inputs, factory=factory, nprobe=nprobe, recall_sample=recall_sample,
             recall_check_k=recall_check_k, batch_rows=batch_rows, seed=seed,

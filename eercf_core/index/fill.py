@@ -1,6 +1,6 @@
 """Feature shards -> rows of the fine store: the store fill of `build-index`, serial or as one
-task per shard (`fill_shard`, what each worker process of `--workers N` runs; `FillTask`, what a
-Beam runner's workers run, with a marker file proving each task done).
+task per shard (`FillTask.fill`, what each worker process of `--workers N` runs;
+`FillTask.run`, what a Beam runner's workers run: the fill, then a marker file proving it done).
 
 Imports neither torch nor the rest of the index package: a spawned fill worker starts in about
 the time of a pyarrow + FAISS import (measured in bench/bench_scale.py's build part).
@@ -8,7 +8,6 @@ the time of a pyarrow + FAISS import (measured in bench/bench_scale.py's build p
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from eercf_core.files.atomic import write_json
 from eercf_core.files.shards import feature_arrays, iter_shard_batches
 from eercf_core.index.store import FineStoreSlice
 from schemas import COLUMN_OF_FEATURE, STATUS_OK, FeatureDims
@@ -73,31 +73,31 @@ class FillTask:
     count: int
     batch_rows: int
 
+    def fill(self) -> int:
+        """Write the shard's rows (what a `--workers` pool process runs); the rows written."""
+        return fill_shard(self.store, self.dims, self.codecs, self.shard, self.start,
+                          self.count, self.batch_rows)
+
     def run(self) -> int:
-        # No init_fill_worker() here: FAISS and torch share the OpenMP runtime, so a thread
-        # setting made in a runner's worker (or an in-process runner's thread) would change the
-        # caller's torch threads too.
-        written = fill_shard(self.store, self.dims, self.codecs, self.shard, self.start,
-                             self.count, self.batch_rows)
-        markers = Path(self.store) / FILL_MARKERS
-        markers.mkdir(exist_ok=True)
-        final = markers / f"{self.start:012d}.json"
-        temp = markers / f".{final.name}.{os.getpid()}.tmp"
-        temp.write_text(json.dumps({**asdict(self), "written": written}))
-        os.replace(temp, final)
+        """`fill`, then the marker (what a runner's worker runs). No init_fill_worker() here:
+        FAISS and torch can share the OpenMP runtime, so a thread setting made in a runner's
+        worker (or an in-process runner's thread) would change the caller's torch threads."""
+        written = self.fill()
+        write_json(_marker(self), {**asdict(self), "written": written}, indent=None)
         return written
+
+
+def _marker(task: FillTask) -> Path:
+    return Path(task.store) / FILL_MARKERS / f"{task.start:012d}.json"
 
 
 def check_fill_markers(tasks: list[FillTask]) -> list[FillTask]:
     """The tasks of `tasks` without a marker saying all their rows were written (empty: the
     store is complete)."""
-    if not tasks:
-        return []
-    markers = Path(tasks[0].store) / FILL_MARKERS
     missing = []
     for task in tasks:
         try:
-            record = json.loads((markers / f"{task.start:012d}.json").read_text())
+            record = json.loads(_marker(task).read_text())
         except (OSError, ValueError):
             missing.append(task)
             continue

@@ -70,7 +70,24 @@ def _stored_shape(shape: tuple[int, ...], codec: VectorCodec | None) -> tuple[in
     return shape if codec is None else (*shape[:-1], codec.code_size)
 
 
-class _RowFile:
+class _NpyRows:
+    """Rows of one `.npy` file addressed by offset: its shape, dtype, data offset and bytes per
+    row (from `header`, the file opened with np.load(mmap_mode="r")) and an open descriptor."""
+
+    def __init__(self, path: Path, header: np.ndarray, flags: int) -> None:
+        assert isinstance(header, np.memmap), f"{path}: not memory-mapped"
+        self.path, self.shape, self.dtype = path, header.shape, header.dtype
+        self.offset = int(header.offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.fd = os.open(path, flags)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1  # a read or write after close fails with EBADF
+
+
+class _RowFile(_NpyRows):
     """Rows of one preallocated `.npy` file, written with `os.pwrite` at their offsets.
 
     Not a writable memory map: its dirty pages count in the writing process's resident set until
@@ -78,39 +95,24 @@ class _RowFile:
     positional writes go through the page cache and leave the process at its buffers' size."""
 
     def __init__(self, path: Path) -> None:
-        header = np.load(path, mmap_mode="r")  # the header: shape, dtype, data offset
-        self.path, self.shape, self.dtype = path, header.shape, header.dtype
-        self.offset = int(header.offset)
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        del header
-        self.fd: int | None = os.open(path, os.O_WRONLY)
+        super().__init__(path, np.load(path, mmap_mode="r"), os.O_WRONLY)
 
     def write(self, first_row: int, values: np.ndarray) -> None:
         """Write rows [first_row, first_row + len(values)) (values of this file's row shape)."""
-        assert self.fd is not None, f"{self.path}: closed"
+        assert self.fd >= 0, f"{self.path}: closed"
         data = np.ascontiguousarray(values, dtype=self.dtype).reshape(-1).view(np.uint8).data
         position = self.offset + first_row * self.row_bytes
         while data:
             written = os.pwrite(self.fd, data, position)
             data, position = data[written:], position + written
 
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
-
-class _RowReader:
+class _RowReader(_NpyRows):
     """Rows of one `.npy` file read with positional reads (`os.preadv`) into a buffer: the
     rows come through the page cache and never count in the reader's resident set."""
 
     def __init__(self, path: Path, header: np.ndarray) -> None:
-        """`header`: the file opened with np.load(mmap_mode="r") (shape, dtype, data offset)."""
-        assert isinstance(header, np.memmap), f"{path}: not memory-mapped"
-        self.path, self.shape, self.dtype = path, header.shape, header.dtype
-        self.offset = int(header.offset)
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self.fd = os.open(path, os.O_RDONLY)
+        super().__init__(path, header, os.O_RDONLY)
 
     def take(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows `rows` (any shape R, any order, repeats allowed) as [*R, *row shape], like
@@ -132,11 +134,6 @@ class _RowReader:
             _read_exactly(self.fd, target[first * self.row_bytes:last * self.row_bytes],
                           self.offset + row * self.row_bytes, self.path)
         return result
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1  # a read after close fails with EBADF
 
 
 def _read_exactly(fd: int, target: memoryview, position: int, path: Path) -> None:

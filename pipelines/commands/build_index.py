@@ -34,6 +34,7 @@ from pipelines.flags import (
 
 log = logging.getLogger(__name__)
 
+
 def fraction(text: str) -> float:
     """argparse type: a number in (0, 1]."""
     try:
