@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -218,6 +219,21 @@ def write_feature_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, 
         commit_shard(str(root / f"part-{number:05d}.parquet"), rows, dims, *identity)
 
 
+def generated_shards(root: Path, num_videos: int, dims_tpd: tuple[int, int, int],
+                     **options: Any) -> Path:
+    """`root`, holding `write_feature_shards(root, num_videos, dims_tpd, **options)`: written
+    unless a finished earlier run left them (its `done` file)."""
+    import shutil
+
+    if not (root / "done").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        write_feature_shards(root, num_videos, dims_tpd, **options)
+        (root / "done").write_text("")
+        log.info("wrote %d videos of shards in %.0f s", num_videos, time.perf_counter() - started)
+    return root
+
+
 def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
                workers: list[int], baseline: str | None = None, codec: str | None = None,
                keep_shards: bool = False, dask_address: str | None = None) -> dict:
@@ -229,11 +245,8 @@ def build_part(work: Path, sizes: list[int], dims_tpd: tuple[int, int, int],
 
     runs = []
     for size in sizes:
-        shards = work / f"shards_{size}_{'x'.join(map(str, dims_tpd))}"
-        if not (shards / "done").exists():
-            shutil.rmtree(shards, ignore_errors=True)
-            write_feature_shards(shards, size, dims_tpd)
-            (shards / "done").write_text("")
+        shards = generated_shards(work / f"shards_{size}_{'x'.join(map(str, dims_tpd))}", size,
+                                  dims_tpd)
         plan: list[tuple[str, str | None, int, list[str]]] = []
         if baseline:
             plan.append(("baseline", baseline, 1, []))
@@ -305,13 +318,8 @@ def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, worke
     queries = _queries(work / f"queries_{num_queries}.tsv", num_queries)
     runs = []
     for size in sizes:
-        shards = work / f"query_shards_{size}"
-        if not (shards / "done").exists():
-            shutil.rmtree(shards, ignore_errors=True)
-            started = time.perf_counter()
-            write_feature_shards(shards, size, dims, per_shard=5000, identity=identity)
-            (shards / "done").write_text("")
-            log.info("wrote %d videos of shards in %.0f s", size, time.perf_counter() - started)
+        shards = generated_shards(work / f"query_shards_{size}", size, dims, per_shard=5000,
+                                  identity=identity)
         index, ranked = work / f"query_index_{size}_{codec}", work / f"query_ranked_{size}.tsv"
         build: dict = {"seconds": None, "peak_rss_mb": None, "reused": True}
         if not (index / "manifest.json").exists():
