@@ -113,3 +113,24 @@ def test_extract_on_a_missing_gpu_fails_before_decoding(monkeypatch, tmp_path):
     with pytest.raises(UserInputError, match="--device cuda: no CUDA GPU is visible"):
         extract.run(["--input", str(video), "--output", str(tmp_path / "out"), "--model",
                      "eercf-tiny", "--random-init", "--device", "cuda"])
+
+
+def test_triton_is_not_loaded_on_a_host_without_a_gpu_and_stays_importable():
+    """torchvision -> torch._dynamo -> Triton costs 75 MB per worker and is useless without a
+    GPU (`lean_imports`); with a GPU, or when Triton is already loaded, imports are untouched."""
+    pytest.importorskip("triton")
+    from tests.helpers import run_fresh_python
+
+    script = """if True:
+        import sys
+        import eercf_core.model.device as device
+        device.cuda_available = lambda: {gpu}
+        from eercf_core.model.lean_imports import import_open_clip
+        import eercf_core.model.network
+        import_open_clip()
+        loaded = "triton" in sys.modules
+        import triton  # still importable afterwards, by code that wants it
+        print(loaded, "torchvision" in sys.modules, "open_clip" in sys.modules)
+    """
+    assert run_fresh_python(script.format(gpu=False), timeout=120) == "False True True"
+    assert run_fresh_python(script.format(gpu=True), timeout=120) == "True True True"

@@ -23,6 +23,7 @@ from eercf_core.errors import UserInputError
 from eercf_core.files import paths
 from eercf_core.files.atomic import open_atomic
 from eercf_core.model.device import resolve_device
+from eercf_core.model.lean_imports import import_open_clip
 from eercf_core.model.network import EercfModel
 from eercf_core.model.temporal import TemporalHead
 
@@ -42,7 +43,7 @@ class CheckpointError(UserInputError):
 
 def register_model_configs() -> None:
     """Register the project's tiny open_clip configs (eercf-tiny, eercf-small) with open_clip."""
-    import open_clip
+    open_clip = import_open_clip()
 
     if "eercf-tiny" not in open_clip.list_models():
         open_clip.add_model_config(_CONFIG_DIR)
@@ -50,7 +51,7 @@ def register_model_configs() -> None:
 
 def check_model_name(name: str) -> None:
     """UserInputError unless `name` is an open_clip config (the project's tiny ones included)."""
-    import open_clip
+    open_clip = import_open_clip()
 
     register_model_configs()
     if name not in open_clip.list_models():
@@ -83,7 +84,7 @@ def create_model(
           positions, W_g = W_f = I) or "zero-shot" (no head).
     seed: seeds torch/numpy/random before building, for reproducible random weights.
     """
-    import open_clip
+    open_clip = import_open_clip()
 
     register_model_configs()
     if head not in ("eercf", "zero-shot"):
@@ -147,7 +148,7 @@ def _read_checkpoint(path: str) -> dict:
 
 
 def _load_project(path: str, data: dict, device: torch.device) -> EercfModel:
-    import open_clip
+    open_clip = import_open_clip()
 
     register_model_configs()
     if data.get("format_version", 0) > CHECKPOINT_VERSION:
@@ -183,7 +184,7 @@ def _official_arch(clip_sd: dict[str, torch.Tensor]) -> str:
 
 def _load_official(path: str, state_dict: dict, device: torch.device) -> EercfModel:
     """The released EERCF checkpoint layout (method §9)."""
-    from open_clip.model import build_model_from_openai_state_dict
+    build_model_from_openai_state_dict = import_open_clip().model.build_model_from_openai_state_dict
 
     clip_sd = {k[len("clip."):]: v for k, v in state_dict.items() if k.startswith("clip.")}
     try:

@@ -15,14 +15,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from eercf_core.config import MAX_TEXT_TOKENS, OPENAI_MEAN, OPENAI_STD, ScoreConfig
 from eercf_core.model.device import autocast_dtype
 from eercf_core.model.features import VideoFeatures
+from eercf_core.model.lean_imports import import_open_clip, triton_hidden_without_gpu
 from eercf_core.model.temporal import TemporalHead, masked_mean_normalised
 from eercf_core.scoring.scores import ScoreParams, all_scores
 from schemas import FeatureDims
+
+with triton_hidden_without_gpu():  # see lean_imports: 75 MB per process on a CPU-only host
+    from torchvision.transforms.v2 import functional as TF
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class EercfModel(nn.Module):
         grid = visual.grid_size
         self.num_patches = int(grid[0] * grid[1])
         self.embed_dim = int(visual.proj.shape[1])
-        import open_clip
+        open_clip = import_open_clip()
 
         cfg = open_clip.get_model_preprocess_cfg(clip) or {}
         self.register_buffer("pixel_mean", torch.tensor(cfg.get("mean", OPENAI_MEAN)).view(3, 1, 1),
@@ -202,7 +205,7 @@ class EercfModel(nn.Module):
     @property
     def tokenizer(self) -> Any:  # an open_clip tokenizer
         if self._tokenizer is None:
-            import open_clip
+            open_clip = import_open_clip()
 
             known = self.arch in open_clip.list_models()
             self._tokenizer = open_clip.get_tokenizer(self.arch if known else "ViT-B-32")
