@@ -347,3 +347,52 @@ def test_an_index_with_on_disk_lists_ranks_as_the_in_memory_one(tmp_path, monkey
                           "--model", corpus["checkpoint"], "--top-n", "10",
                           "--output", str(tmp_path / f"{name}.tsv")]) == 0
     assert (tmp_path / "disk.tsv").read_bytes() == (tmp_path / "memory.tsv").read_bytes()
+
+
+def test_queries_over_on_disk_lists_are_ranked_list_by_list_in_large_blocks(tmp_path,
+                                                                          monkeypatch):
+    """Without --batch-size, an index with on-disk lists is queried in blocks that probe each
+    list MIN_PROBES_PER_LIST times, searched list by list: the ranking of query-by-query search."""
+    from types import SimpleNamespace
+
+    from eercf_core.index import list_search, recall
+    from eercf_core.index.search import DEFAULT_BATCH_SIZE, MAX_LIST_BATCH_SIZE, default_batch_size
+    from pipelines.commands import query
+    from tests.index_fixtures import tiny_index_corpus
+
+    corpus = tiny_index_corpus(tmp_path / "corpus")
+    monkeypatch.setattr(recall, "ONDISK_MIN_VIDEOS", 1)
+    assert build_index.run(["--shards", str(corpus["root"] / "shards"), "--index-factory",
+                            "IVF4,Flat", "--nprobe", "2", "--output", str(tmp_path / "disk")]) == 0
+    disk = open_index(tmp_path / "disk")
+    assert default_batch_size(disk, "two-stage") == DEFAULT_BATCH_SIZE  # 4 x 4 / 2 = 8 < 256
+    assert default_batch_size(disk, "exhaustive") == DEFAULT_BATCH_SIZE
+    big = recall.build(_unit_rows(20_000, 8), "IVF4096,Flat", nprobe=2)
+    assert default_batch_size(SimpleNamespace(index=big), "two-stage") == DEFAULT_BATCH_SIZE
+    monkeypatch.setattr(recall, "has_on_disk_lists", lambda index: True)
+    assert default_batch_size(SimpleNamespace(index=big), "two-stage") == 8192
+    big.nprobe = 1
+    assert default_batch_size(SimpleNamespace(index=big), "recall-only") == MAX_LIST_BATCH_SIZE
+    monkeypatch.undo()
+
+    calls = []
+    original = list_search.search_by_list
+    monkeypatch.setattr(list_search, "search_by_list",
+                        lambda *a: calls.append(len(a[1])) or original(*a))
+    argv = ["--index", str(tmp_path / "disk"), "--queries", str(corpus["queries"]),
+            "--model", corpus["checkpoint"], "--top-n", "10"]
+    assert query.run([*argv, "--output", str(tmp_path / "by_query.tsv")]) == 0
+    assert calls == []  # 7 queries x nprobe 2 probe 4 lists < 4 times each
+    monkeypatch.setattr(list_search, "MIN_PROBES_PER_LIST", 1)
+    assert query.run([*argv, "--output", str(tmp_path / "by_list.tsv")]) == 0
+    assert calls == [7]
+    by_query = [line.split("\t") for line in (tmp_path / "by_query.tsv").read_text().splitlines()]
+    by_list = [line.split("\t") for line in (tmp_path / "by_list.tsv").read_text().splitlines()]
+    assert [row[:3] for row in by_list] == [row[:3] for row in by_query]
+    for a, b in zip(by_list[1:], by_query[1:]):
+        assert abs(float(a[3]) - float(b[3])) < 1e-4 and abs(float(a[4]) - float(b[4])) < 1e-4
+
+
+def _unit_rows(n: int, d: int) -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

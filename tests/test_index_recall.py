@@ -126,3 +126,83 @@ def test_on_disk_lists_equal_the_in_memory_index(tmp_path, monkeypatch, factory,
             if line.endswith(str(tmp_path / "moved" / recall.IVFDATA_FILE))]
     assert maps and all(line.split()[1].startswith("r-") for line in maps), maps
     assert capfd.readouterr().out == ""
+
+
+def _clustered(rng, n, d, centres=32):
+    means = _unit(rng, centres, d)
+    x = means[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,SQ8"])
+def test_list_by_list_search_equals_the_index_search(factory):
+    """Big-batch search: each list scored once against all its queries gives the IVF search's
+    results (SQ8 residual codes: q·c + q·r, not FAISS contrib's L2-only centroid shift)."""
+    from eercf_core.index import list_search
+
+    rng = np.random.default_rng(0)
+    coarse = _clustered(rng, 4000, 16)
+    index = recall.build(coarse, factory, nprobe=4)
+    assert list_search.supports(index)
+    queries = recall.held_out_queries(coarse, 300, seed=2)
+    expected_scores, expected_rows = index.search(queries, 20)
+    scores, rows = list_search.search_by_list(index, queries, 20)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_allclose(scores, expected_scores, rtol=0, atol=1e-5)
+    assert list_search.worthwhile(index, list_search.batch_size(index))
+    assert not list_search.worthwhile(index, list_search.batch_size(index) - 1)
+    assert list_search.batch_size(index) == 4 * 32 // 4
+
+
+def test_list_by_list_search_marks_queries_whose_probes_hold_fewer_than_k():
+    from eercf_core.index import list_search
+
+    rng = np.random.default_rng(1)
+    coarse = _clustered(rng, 200, 8)
+    index = recall.build(coarse, "IVF16,Flat", nprobe=1)
+    queries = _unit(rng, 40, 8)
+    _, expected = index.search(queries, 150)
+    scores, rows = list_search.search_by_list(index, queries, 150)
+    np.testing.assert_array_equal(rows, expected)
+    assert (rows < 0).any() and (scores[rows < 0] < -1e30).all()  # -inf / -FLT_MAX, as FAISS
+    # recall.search then searches those queries over every list, as before
+    _, full = recall.search(index, queries, 150)
+    assert (full >= 0).all()
+
+
+def test_list_by_list_search_refuses_other_index_types():
+    from eercf_core.index import list_search
+
+    rng = np.random.default_rng(2)
+    for factory in ("Flat", "HNSW8", "IVF8,PQ4"):
+        index = recall.build(_unit(rng, 600, 16), factory)
+        assert not list_search.supports(index)
+        with pytest.raises(TypeError, match="IVFFlat"):
+            list_search.search_by_list(index, _unit(rng, 3, 16), 5)
+
+
+def test_a_large_batch_over_on_disk_lists_is_searched_list_by_list(tmp_path, monkeypatch):
+    """recall.search reads on-disk lists once per batch when the batch probes each list at least
+    MIN_PROBES_PER_LIST times; smaller batches and in-memory lists go query by query."""
+    from eercf_core.index import list_search
+
+    calls = []
+    original = list_search.search_by_list
+    monkeypatch.setattr(list_search, "search_by_list",
+                        lambda *a: calls.append(len(a[1])) or original(*a))
+    monkeypatch.setattr(recall, "ADD_GROUP", 900)
+    rng = np.random.default_rng(3)
+    coarse = _clustered(rng, 3000, 16)
+    in_memory = recall.build(coarse, "IVF32,SQ8", nprobe=4)
+    recall.save(recall.build(coarse, "IVF32,SQ8", nprobe=4, ondisk_dir=tmp_path), tmp_path / "r")
+    on_disk = recall.load(tmp_path / "r")
+    assert recall.has_on_disk_lists(on_disk) and not recall.has_on_disk_lists(in_memory)
+    large = recall.held_out_queries(coarse, list_search.batch_size(on_disk), seed=4)
+    expected = in_memory.search(large, 10)[1]
+    assert calls == []  # in memory: query by query
+    np.testing.assert_array_equal(recall.search(on_disk, large, 10)[1], expected)
+    assert calls == [len(large)]
+    np.testing.assert_array_equal(recall.search(on_disk, large[:5], 10)[1], expected[:5])
+    np.testing.assert_array_equal(recall.search(in_memory, large, 10)[1], expected)
+    assert calls == [len(large)]

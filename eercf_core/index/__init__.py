@@ -1,6 +1,7 @@
 """The index directory: everything `eercf build-index` writes and `eercf query` reads.
 
     recall     FAISS recall index over the coarse vectors (build, search, save/load, recall check)
+    list_search  a large batch of queries searched list by list in an IVF index (big-batch search)
     store      fine-feature store (writer and positional-read reader), float16 or codec codes
     codecs     FAISS standalone codecs for the store (`--fine-codec`): specs, training, files
     fidelity   rerank fidelity of a codec against float16 (recorded in the manifest)

@@ -36,6 +36,10 @@ from eercf_core.scoring.scores import ScoreParams, fine_scores_from_similarities
 
 # Distinct videos converted to float32 at once (64 x 588 x 512 x 4 B ≈ 77 MB at ViT-B/32).
 _VIDEO_CHUNK = 64
+# Queries reranked at once, at most: a block recalled list by list can hold 16,384 queries, and
+# the rerank's [queries x k x T*P] similarities and their softmax temporaries grow with it
+# (+120 MB at 2,048 eercf-tiny queries, measured); 256 is the query job's default block.
+RERANK_QUERIES = 256
 METHODS = ("grouped", "gather")
 # Largest queries-per-video group scored by PQ lookup tables (PQ64, D = 512, 64 videos, one
 # thread: lookups 30 ms at 1 query per video, 51 at 2, 200 at 4; sa_decode into a reused buffer
@@ -80,7 +84,7 @@ def rerank_from_store(
     per_query = k * store.dims.num_frames * store.dims.num_patches
     if method == "gather":  # the gathered [Q, k, T*P, D] float32 patches bound the block
         per_query *= store.dims.embed_dim
-    block = max(1, BLOCK_ELEMENTS // max(1, per_query))
+    block = max(1, min(RERANK_QUERIES, BLOCK_ELEMENTS // max(1, per_query)))
     parts = []
     for start in range(0, num_queries, block):
         rows = slice(start, start + block)

@@ -17,7 +17,7 @@ import torch
 
 from eercf_core.config import RerankWeights, ScoreConfig
 from eercf_core.errors import UserInputError
-from eercf_core.index import recall
+from eercf_core.index import list_search, recall
 from eercf_core.index.directory import IndexDirectory
 from eercf_core.index.rerank import rerank_from_store
 from eercf_core.scoring.ranking import (
@@ -32,6 +32,8 @@ from eercf_core.scoring.scores import ScoreParams, recall_queries
 log = logging.getLogger(__name__)
 # Videos whose fine features are converted to float32 at once in exhaustive (≈300 MB at B/32).
 EXHAUSTIVE_BLOCK = 256
+DEFAULT_BATCH_SIZE = 256
+MAX_LIST_BATCH_SIZE = 16_384
 MODES = ("two-stage", "recall-only", "exhaustive")
 
 
@@ -41,6 +43,19 @@ MODES = ("two-stage", "recall-only", "exhaustive")
 BYTES_PER_RANKED_ROW = 250
 BYTES_PER_EXHAUSTIVE_PAIR = 32
 DEFAULT_BLOCK_MEMORY = 4 << 30
+
+
+def default_batch_size(index: IndexDirectory, mode: str) -> int:
+    """Queries per block when `--batch-size` is not given: DEFAULT_BATCH_SIZE, except that a
+    recall from on-disk IVF lists (>= 1M videos) takes blocks large enough to be searched list by
+    list (`list_search.batch_size`, at most MAX_LIST_BATCH_SIZE): each list is then read once per
+    block instead of once per probing query, which keeps a worker whose page cache cannot hold the
+    lists from re-reading them for every query."""
+    faiss_index = index.index
+    if mode == "exhaustive" or not recall.has_on_disk_lists(faiss_index) \
+            or not list_search.supports(faiss_index):
+        return DEFAULT_BATCH_SIZE
+    return max(DEFAULT_BATCH_SIZE, min(MAX_LIST_BATCH_SIZE, list_search.batch_size(faiss_index)))
 
 
 def block_memory(mode: str, batch_size: int, recall_k: int, top_n: int, num_videos: int) -> int:

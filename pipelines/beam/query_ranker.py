@@ -23,6 +23,7 @@ from eercf_core.progress import Progress
 log = logging.getLogger(__name__)
 
 RankedRow = tuple[str, int, str, float, float]  # query_id, rank, video_id, score, coarse_score
+ROW_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,27 @@ class Ranker:
         self.params = self.model.score_params.detach().to("cpu")
         self.top_n = min(job.top_n or len(self.index.video_ids), len(self.index.video_ids))
 
-    def rows(self, block: Sequence[Query]) -> list[RankedRow]:
-        """The ranked rows of one block: top_n per query, in query then rank order."""
+    def rows(self, block: Sequence[Query]) -> Iterator[RankedRow]:
+        """The ranked rows of one block: top_n per query, in query then rank order, built
+        ROW_CHUNK queries at a time (a block of 16,384 x top-100 would be 1.6 M row tuples)."""
         job = self.job
         text = self.model.encode_text([q.text for q in block]).float().cpu()
         ranking = rank(self.index, text, self.params, job.mode, job.recall_k, self.top_n,
                        job.weights, job.config, job.rerank_method)
+        del text
         ids = self.index.video_ids
-        rows = ranking.indices.numpy()
-        # one vectorised lookup per block (a memory-mapped id map reads only these rows)
-        names = ids.take(rows) if hasattr(ids, "take") else [ids[i] for i in rows.ravel()]
-        width = rows.shape[1] if rows.ndim == 2 else 0
-        return [(query.query_id, position, names[q * width + position - 1], score, coarse)
-                for q, (query, scores, coarses) in enumerate(zip(block, ranking.scores.tolist(),
-                                                                 ranking.coarse_scores.tolist()))
-                for position, (score, coarse) in enumerate(zip(scores, coarses), 1)]
+        all_rows = ranking.indices.numpy()
+        for first in range(0, len(block), ROW_CHUNK):
+            chunk = slice(first, first + ROW_CHUNK)
+            rows = all_rows[chunk]
+            # one vectorised lookup per chunk (a memory-mapped id map reads only these rows)
+            names = ids.take(rows) if hasattr(ids, "take") else [ids[i] for i in rows.ravel()]
+            width = rows.shape[1] if rows.ndim == 2 else 0
+            yield from ((query.query_id, position, names[q * width + position - 1], score, coarse)
+                        for q, (query, scores, coarses) in enumerate(zip(
+                            block[chunk], ranking.scores[chunk].tolist(),
+                            ranking.coarse_scores[chunk].tolist()))
+                        for position, (score, coarse) in enumerate(zip(scores, coarses), 1))
 
 
 @functools.lru_cache(maxsize=2)

@@ -23,7 +23,11 @@ from eercf_core.files import paths
 from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
-from eercf_core.index.search import DEFAULT_BLOCK_MEMORY, check_block_memory
+from eercf_core.index.search import (
+    DEFAULT_BLOCK_MEMORY,
+    check_block_memory,
+    default_batch_size,
+)
 from eercf_core.progress import Progress
 from pipelines.beam.query_ranker import QueryJob, query_blocks, ranker, stream_rows
 from pipelines.beam.runner import selects_runner
@@ -54,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--recall-only", action="store_true", help="coarse order only, no rerank")
     mode.add_argument("--exhaustive", action="store_true",
                       help="fine-score every video (slow reference)")
-    parser.add_argument("--batch-size", type=positive_int, default=256,
-                        help="queries encoded/ranked at once (one unit of work on a runner)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="queries ranked as one block (one unit of work on a runner); "
+                             "default 256, or for an index with on-disk IVF lists (>= 1M "
+                             "videos) a block that is searched list by list (4 x nlist / "
+                             "nprobe queries, at most 16,384)")
     parser.add_argument("--max-block-memory", type=float, default=DEFAULT_BLOCK_MEMORY / 2**30,
                         help="GiB one block of --batch-size queries may need (estimated); a "
                              "larger one (--top-n 0 or --exhaustive on a big corpus) is refused "
@@ -87,10 +94,12 @@ def run(argv: list[str] | None = None) -> int:
                    rerank_method=args.rerank_method, random_init=args.random_init,
                    head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
-    check_block_memory(mode_name, args.batch_size, args.recall_k, local.top_n,
+    batch_size = args.batch_size or default_batch_size(local.index, mode_name)
+    check_block_memory(mode_name, batch_size, args.recall_k, local.top_n,
                        len(local.index.video_ids), int(args.max_block_memory * 2**30))
     queries = read_queries(args.queries)
-    blocks = query_blocks(queries, args.batch_size)
+    blocks = query_blocks(queries, batch_size)
+    log.info("query: %d queries in %d blocks of up to %d", len(queries), len(blocks), batch_size)
 
     start = time.perf_counter()
     if beam_args:
@@ -115,7 +124,7 @@ def run(argv: list[str] | None = None) -> int:
         "index": job.index, "model_id": identity.model_id,
         "checkpoint_sha256": identity.checkpoint_sha256,
         "model_weights": job.model_spec(local.index.dims.num_frames).describe(),
-        "num_queries": len(queries),
+        "num_queries": len(queries), "batch_size": batch_size,
         "runner": "in-process" if not beam_args else " ".join(beam_args),
         "seconds": round(seconds, 3), "queries_per_second": round(len(queries) / seconds, 3)})
     print(f"{mode_name}: ranked {len(queries)} queries ({len(queries) / seconds:.1f}/s), "
