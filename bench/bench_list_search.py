@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_scale import timed
+from bench.bench_scale import flag_options, timed
 
 log = logging.getLogger("bench.list_search")
 
@@ -122,10 +122,7 @@ def run_one(work: Path, method: str, count: int, nprobe: int, group: Path | None
 
 
 def main(flags: list[str]) -> dict:
-    options: dict[str, str] = {}
-    for flag in flags:
-        name, _, value = flag.lstrip("-").partition("=")
-        options[name] = value or "1"
+    options = flag_options(flags)
     quick = "quick" in options
     work = Path(options.get("work", "/tmp/i22/lists_quick" if quick else "/tmp/i22/lists"))
     videos = int(options.get("videos", 200_000 if quick else 1_000_000))

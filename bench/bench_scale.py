@@ -356,11 +356,17 @@ def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, worke
     return {"runs": runs}
 
 
-def main(flags: list[str]) -> dict:
+def flag_options(flags: list[str]) -> dict[str, str]:
+    """`--name=value` flags as {name: value}; a bare `--name` is "1"."""
     options: dict[str, str] = {}
     for flag in flags:
         name, _, value = flag.lstrip("-").partition("=")
         options[name] = value or "1"
+    return options
+
+
+def main(flags: list[str]) -> dict:
+    options = flag_options(flags)
     quick = "quick" in options
     parts = options.get("parts", "evaluate,build,recall").split(",")
     work = Path(options.get("work", "/tmp/i22/scale"))
