@@ -13,7 +13,8 @@ a query worker on a host whose RAM is shared with other workers, or a 10M index 
 is reported as skipped. A method that runs past `--timeout=300` s is reported as such.
 `--quick`: 200,000 vectors, 2,048 queries, a 140 MB cgroup for the ~100 MB of lists, timeout
 120 s (under `--work=/tmp/i22/lists_quick`).
-Usage: python -m bench list_search [--quick] [--videos=N] [--queries=A,B] [--cache-mb=M]
+Usage: python -m bench list_search [--quick] [--videos=N] [--dim=D] [--nlist=L] [--queries=A,B]
+[--cache-mb=M] [--settings=cached,bounded]
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ print(json.dumps({"search_seconds": round(seconds, 3),
 """
 
 
-def build(work: Path, videos: int, dim: int, seed: int = 0) -> dict:
+def build(work: Path, videos: int, dim: int, nlist: int = 4096, seed: int = 0) -> dict:
     """The on-disk index and 16,384 held-out queries under `work` (kept for the next run)."""
     from eercf_core.index import recall
 
@@ -70,7 +71,7 @@ def build(work: Path, videos: int, dim: int, seed: int = 0) -> dict:
         coarse[begin:begin + count] = block / np.linalg.norm(block, axis=1, keepdims=True)
     coarse.flush()
     started = time.perf_counter()
-    index = recall.build(coarse, "IVF4096,SQ8", nprobe=16, ondisk_dir=work)
+    index = recall.build(coarse, f"IVF{nlist},SQ8", nprobe=16, ondisk_dir=work)
     recall.save(index, work / "recall.faiss")
     np.save(work / "queries.npy", recall.held_out_queries(coarse, 16_384, seed=seed + 1))
     del index, coarse
@@ -130,11 +131,12 @@ def main(flags: list[str]) -> dict:
     counts = [int(x) for x in options.get("queries", "2048" if quick else "2048,16384").split(",")]
     nprobe = int(options.get("nprobe", 16))
     timeout = int(options.get("timeout", 120 if quick else 300))
-    results: dict = {"videos": videos, "dim": dim, "factory": "IVF4096,SQ8", "nprobe": nprobe,
-                     "index": build(work, videos, dim)}
+    nlist = int(options.get("nlist", 4096))
+    results: dict = {"videos": videos, "dim": dim, "factory": f"IVF{nlist},SQ8", "nprobe": nprobe,
+                     "index": build(work, videos, dim, nlist)}
     results["lists_mb"] = round((work / "recall.ivfdata").stat().st_size / 2**20, 1)
     runs = []
-    for setting in ("cached", "bounded"):
+    for setting in options.get("settings", "cached,bounded").split(","):
         group = None
         if setting == "cached":
             _warm(work / "recall.ivfdata")
