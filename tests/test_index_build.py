@@ -391,6 +391,12 @@ def test_queries_over_on_disk_lists_are_ranked_list_by_list_in_large_blocks(tmp_
     assert [row[:3] for row in by_list] == [row[:3] for row in by_query]
     for a, b in zip(by_list[1:], by_query[1:]):
         assert abs(float(a[3]) - float(b[3])) < 1e-4 and abs(float(a[4]) - float(b[4])) < 1e-4
+    # the larger default block stays within --max-block-memory: 30 rows x 250 B per query here
+    monkeypatch.setattr(query, "default_batch_size", lambda index, mode: 8192)
+    assert query.run([*argv, "--output", str(tmp_path / "capped.tsv"),
+                      "--max-block-memory", "0.01"]) == 0
+    meta = json.loads((tmp_path / "capped.tsv.meta.json").read_text())
+    assert meta["batch_size"] == int(0.01 * 2**30) // (30 * 250)
 
 
 def _unit_rows(n: int, d: int) -> np.ndarray:

@@ -24,7 +24,9 @@ from eercf_core.files.atomic import write_json, write_text
 from eercf_core.files.output_check import check_writable_file
 from eercf_core.files.text_formats import ranked_lines, ranked_meta_path, read_queries
 from eercf_core.index.search import (
+    DEFAULT_BATCH_SIZE,
     DEFAULT_BLOCK_MEMORY,
+    block_memory,
     check_block_memory,
     default_batch_size,
 )
@@ -94,9 +96,13 @@ def run(argv: list[str] | None = None) -> int:
                    rerank_method=args.rerank_method, random_init=args.random_init,
                    head=args.head, seed=args.seed)
     local = ranker(job)  # the index and model are checked here, before any work is sent out
-    batch_size = args.batch_size or default_batch_size(local.index, mode_name)
-    check_block_memory(mode_name, batch_size, args.recall_k, local.top_n,
-                       len(local.index.video_ids), int(args.max_block_memory * 2**30))
+    num_videos, budget = len(local.index.video_ids), int(args.max_block_memory * 2**30)
+    batch_size = args.batch_size
+    if batch_size is None:  # a larger list-by-list block only as far as the memory limit allows
+        fits = budget // block_memory(mode_name, 1, args.recall_k, local.top_n, num_videos)
+        batch_size = max(DEFAULT_BATCH_SIZE,
+                         min(default_batch_size(local.index, mode_name), fits))
+    check_block_memory(mode_name, batch_size, args.recall_k, local.top_n, num_videos, budget)
     queries = read_queries(args.queries)
     blocks = query_blocks(queries, batch_size)
     log.info("query: %d queries in %d blocks of up to %d", len(queries), len(blocks), batch_size)
