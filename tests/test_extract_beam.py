@@ -3,6 +3,7 @@
 assert_that."""
 from __future__ import annotations
 
+import shutil
 import time
 
 import apache_beam as beam
@@ -143,6 +144,7 @@ def test_the_accelerator_hint_sits_on_the_inference_stage_only(corpus, tmp_path)
                    _args(tmp_path, "--inference-accelerator", ACCELERATOR), model.dims,
                    model.identity, total=len(corpus))
     proto = pipeline.to_runner_api()
+    shutil.rmtree(pipeline.local_tempdir)  # a pipeline that never runs keeps its temp dir
     hinted: dict[str, bool] = {}
     for transform in proto.components.transforms.values():
         if not transform.environment_id:

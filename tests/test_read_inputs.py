@@ -4,6 +4,7 @@ URLs, so its size does not grow with the number of inputs."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,9 @@ def test_the_plan_is_read_back_as_the_same_chunks_inside_the_pipeline(tmp_path):
 def _graph_bytes(plan) -> int:
     pipeline = beam.Pipeline(runner=FnApiRunner())
     _ = pipeline | "ReadInputs" >> ReadPlan(plan) | "Names" >> beam.Map(lambda chunk: chunk[0])
-    return len(pipeline.to_runner_api().SerializeToString())
+    size = len(pipeline.to_runner_api().SerializeToString())
+    shutil.rmtree(pipeline.local_tempdir)  # a pipeline that never runs keeps its temp dir
+    return size
 
 
 def test_the_graph_does_not_grow_with_the_inputs(tmp_path):
@@ -70,9 +73,16 @@ def test_manifest_lines_and_duplicates_are_refused_with_file_and_line(tmp_path):
         check_manifest(str(empty))
 
 
-def test_extract_dry_run_plans_and_builds_the_graph_but_runs_nothing(tmp_path, capsys):
+def test_extract_dry_run_plans_and_builds_the_graph_but_runs_nothing(tmp_path, capsys,
+                                                                     monkeypatch):
+    import tempfile
+
     from eercf_core.files.inputs import write_manifest
     from pipelines.commands import extract
+
+    temp = tmp_path / "temp"  # where Beam makes each pipeline's local temp dir
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
 
     manifest = tmp_path / "m.tsv"
     write_manifest(str(manifest), [(f"v{i}", f"/nowhere/v{i}.mp4") for i in range(5)])
@@ -85,6 +95,7 @@ def test_extract_dry_run_plans_and_builds_the_graph_but_runs_nothing(tmp_path, c
     assert "nothing was run" in printed
     left = {p.name for p in out.iterdir()} - {".eercf.lock"}  # (the lock file may stay)
     assert left == {"model_identity.json"}  # no shard, no plan
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("beam-pipeline-temp")]
 
 
 def test_id_digests_answer_membership_and_count_repeats():
@@ -136,6 +147,7 @@ def test_globs_and_directories_are_streamed_in_sorted_order(tmp_path):
 
 def test_building_the_extract_graph_imports_no_torch(tmp_path):
     code = f"""
+import shutil
 import sys
 import apache_beam as beam
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -155,6 +167,7 @@ pipeline = beam.Pipeline(runner=FnApiRunner())
 build_pipeline(pipeline, ReadPlan(plan), DecodeOptions(num_frames=4, image_size=32),
                ModelSpec("eercf-tiny", random_init=True), args, facts.dims, facts, 1)
 assert len(pipeline.to_runner_api().SerializeToString()) > 0
+shutil.rmtree(pipeline.local_tempdir)
 plan.remove()
 print(sorted(m for m in ("torch", "open_clip") if m in sys.modules))
 """

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +97,8 @@ def run_pipeline(build: Callable[[beam.Pipeline], Any], beam_args: list[str],
     build(pipeline)
     graph_bytes = len(pipeline.to_runner_api().SerializeToString())
     log.info("pipeline graph: %d bytes serialized", graph_bytes)
-    if dry_run:
+    if dry_run:  # Pipeline.run() removes the pipeline's local temp dir; this one never runs
+        shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
         return graph_bytes
     result = pipeline.run()
     try:
