@@ -18,7 +18,8 @@ Parts (`--parts=evaluate,recall`, default all):
   seconds per video, peak RSS, index bytes, recall measured, search latency per query.
 - query (not in the default parts): `eercf query --top-n 100` peak RSS as the indexed corpus
   grows (`--query-sizes=10000,100000,1000000`, eercf-tiny dims T=12, P=16, D=64, `--query-codec
-  SQ8` fine store, `--query-queries=10000`); each build and query one fresh process;
+  SQ8` fine store, `--query-queries=10000`; `--query-model=ViT-B-32`: a random-init model of
+  that open_clip config and its dims instead); each build and query one fresh process;
   `--baseline=DIR` also runs the query with that checkout, on the same index; `--keep-shards`
   keeps shards and index (reused by the next run).
 Every measurement is one child process; the table reports its wall time and `Maximum resident set
@@ -298,7 +299,8 @@ sys.exit(code)
 
 
 def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, workers: int,
-               keep: bool = False, baseline: str | None = None) -> dict:
+               keep: bool = False, baseline: str | None = None,
+               model_name: str = "eercf-tiny") -> dict:
     """`eercf query` peak RSS against the corpus size. For each N: committed shards of N random
     videos at eercf-tiny's dims stamped with a seeded eercf-tiny checkpoint's identity, `eercf
     build-index --fine-codec codec` (default factory by size, nprobe tuned), then `eercf query
@@ -310,7 +312,8 @@ def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, worke
     import eercf_core as ec
     from bench.bench_query_memory import _queries
 
-    model = ec.create_model("eercf-tiny", seed=0)
+    model = ec.create_model(model_name, seed=0)  # random init: its memory, not its quality
+    tag = "" if model_name == "eercf-tiny" else f"_{model_name}"
     checkpoint = work / "query_model.pt"
     ec.save_model(model, str(checkpoint))
     identity = (model.identity.model_id, model.identity.checkpoint_sha256)
@@ -318,9 +321,10 @@ def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, worke
     queries = _queries(work / f"queries_{num_queries}.tsv", num_queries)
     runs = []
     for size in sizes:
-        shards = generated_shards(work / f"query_shards_{size}", size, dims, per_shard=5000,
-                                  identity=identity)
-        index, ranked = work / f"query_index_{size}_{codec}", work / f"query_ranked_{size}.tsv"
+        shards = generated_shards(work / f"query_shards_{size}{tag}", size, dims,
+                                  per_shard=5000, identity=identity)
+        index = work / f"query_index_{size}_{codec}{tag}"
+        ranked = work / f"query_ranked_{size}.tsv"
         build: dict = {"seconds": None, "peak_rss_mb": None, "reused": True}
         if not (index / "manifest.json").exists():
             shutil.rmtree(index, ignore_errors=True)
@@ -335,7 +339,8 @@ def query_part(work: Path, sizes: list[int], num_queries: int, codec: str, worke
                          str(ranked), "--top-n", str(TOP_N)], code)
             at_exit = json.loads(run["stdout"].strip().splitlines()[-1])
             record = {
-                "code": code_name, "videos": size, "dims_tpd": list(dims), "fine_codec": codec,
+                "code": code_name, "model": model_name, "videos": size, "dims_tpd": list(dims),
+                "fine_codec": codec,
                 "build_seconds": build["seconds"], "build_peak_rss_mb": build["peak_rss_mb"],
                 "store_mb": round(sum(f.stat().st_size for f in (index / "fine").iterdir())
                                   / 2**20, 1),
@@ -398,7 +403,8 @@ def main(flags: list[str]) -> dict:
             work, [int(x) for x in options.get("query-sizes", "10000,100000,1000000").split(",")],
             int(options.get("query-queries", 10_000)), options.get("query-codec", "SQ8"),
             int(options.get("query-build-workers", os.cpu_count() or 1)),
-            keep="keep-shards" in options, baseline=options.get("baseline"))
+            keep="keep-shards" in options, baseline=options.get("baseline"),
+            model_name=options.get("query-model", "eercf-tiny"))
     if "recall" in parts:
         sizes = [int(x) for x in options.get(
             "recall-sizes", "10000,30000" if quick else "10000,100000,300000").split(",")]
