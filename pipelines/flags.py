@@ -225,6 +225,17 @@ def _flag_names(parser: argparse.ArgumentParser) -> list[str]:
     return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
 
 
+def refuse_beam_args_without_runner(parser: argparse.ArgumentParser,
+                                    beam_args: list[str]) -> None:
+    """Exit 2 via `parser.error` when arguments the job does not know are given without a
+    `--runner` (query and build-index take Beam pipeline options only for a runner)."""
+    from pipelines.beam.runner import selects_runner
+
+    if beam_args and not selects_runner(beam_args):
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
+                     "are taken only with --runner)")
+
+
 def check_beam_flags(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
     """Exit 2 via `parser.error` naming each flag that is neither the job's nor Beam's, with the
     closest known spellings. Values left over without a flag are refused too. Without any

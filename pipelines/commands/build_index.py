@@ -20,7 +20,6 @@ from eercf_core.index.build import AUTO_DEFAULT_MIN_VIDEOS, IncompleteFillError
 from eercf_core.index.codec_selection import DEFAULT_MIN_AGREEMENT
 from eercf_core.index.codecs import DEFAULT_TRAIN_VECTORS
 from eercf_core.scoring.scores import ScoreParams
-from pipelines.beam.runner import selects_runner
 from pipelines.flags import (
     add_model_flags,
     add_output,
@@ -30,6 +29,7 @@ from pipelines.flags import (
     model_spec,
     positive_float,
     positive_int,
+    refuse_beam_args_without_runner,
 )
 
 log = logging.getLogger(__name__)
@@ -136,11 +136,9 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     apply_storage_options(args)
+    refuse_beam_args_without_runner(parser, beam_args)
     fill_runner = None
     if beam_args:
-        if not selects_runner(beam_args):
-            parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
-                         "are taken only with --runner)")
         from pipelines.beam.index_fill import fill_on_runner
 
         fill_runner = fill_on_runner(beam_args)

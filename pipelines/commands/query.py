@@ -32,7 +32,6 @@ from eercf_core.index.search import (
 )
 from eercf_core.progress import Progress
 from pipelines.beam.query_ranker import QueryJob, query_blocks, ranker, stream_rows
-from pipelines.beam.runner import selects_runner
 from pipelines.flags import (
     add_device,
     add_model_flags,
@@ -42,6 +41,7 @@ from pipelines.flags import (
     command_parser,
     non_negative_int,
     positive_int,
+    refuse_beam_args_without_runner,
     score_config,
 )
 
@@ -79,9 +79,7 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     apply_storage_options(args)
-    if beam_args and not selects_runner(beam_args):
-        parser.error(f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options "
-                     "are taken only with --runner)")
+    refuse_beam_args_without_runner(parser, beam_args)
     mode_name = ("recall-only" if args.recall_only else
                  "exhaustive" if args.exhaustive else "two-stage")
     output = paths.absolute(args.output)
