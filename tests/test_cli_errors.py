@@ -228,3 +228,16 @@ def test_output_checks_leave_nothing_behind(tmp_path):
     check_writable_dir(str(tmp_path / "d"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
     assert not any((tmp_path / "d").iterdir())
+
+
+@pytest.mark.parametrize(("run", "argv"), [
+    (query.run, ["--index", "i", "--queries", "q.tsv", "--output", "o.tsv", "--model", "m"]),
+    (build_index.run, ["--shards", "s", "--output", "o"]),
+])
+def test_beam_options_without_a_runner_are_refused_before_any_work(run, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run([*argv, "--dask_client_address=tcp://h:8786"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --dask_client_address=tcp://h:8786" in err
+    assert "Beam pipeline options are taken only with --runner" in err
